@@ -1,0 +1,1 @@
+"""Streamlit app for clinicians and auditors."""

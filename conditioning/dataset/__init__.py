@@ -1,0 +1,25 @@
+"""The on-disk dataset format and its validating reader: the bottom layer every other part reads
+datasets through (docs/dataset-format.md)."""
+
+from .errors import DatasetError
+from .format import SPLITS, Dataset, Record, load_dataset
+from .pixels import pixel_sha256, quantize, to_unit_range
+from .schema import CATEGORICAL, CONTINUOUS, Attribute, ConditionSchema
+from .writer import DatasetWriter, write_json_atomic
+
+__all__ = [
+    "CATEGORICAL",
+    "CONTINUOUS",
+    "SPLITS",
+    "Attribute",
+    "ConditionSchema",
+    "Dataset",
+    "DatasetError",
+    "DatasetWriter",
+    "Record",
+    "load_dataset",
+    "pixel_sha256",
+    "quantize",
+    "to_unit_range",
+    "write_json_atomic",
+]

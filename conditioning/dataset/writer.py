@@ -1,0 +1,181 @@
+"""Writing a dataset atomically: everything goes to a hidden sibling directory that is renamed
+into place only once complete and validated, so an interrupted run leaves no half dataset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DatasetError
+from .format import (
+    DATASET_JSON,
+    FORMAT_VERSION,
+    MANIFEST_CSV,
+    Record,
+    compute_counts,
+    load_dataset,
+    manifest_columns,
+)
+from .pixels import pixel_sha256, write_nifti, write_png
+from .schema import ConditionSchema
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """JSON to a temporary file beside the target, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class DatasetWriter:
+    """Collects images and rows in a staging directory; `commit` validates and renames it.
+
+    Used as a context manager: leaving the block by an exception removes the staging directory
+    and leaves any existing dataset at `out` untouched.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        name: str,
+        modality: str,
+        dimensionality: str,
+        image_size: list[int],
+        bit_depth: int,
+        schema: ConditionSchema,
+        has_masks: bool = False,
+        overwrite: bool = False,
+    ):
+        self.out = Path(out).resolve()
+        if self.out.exists() and not overwrite:
+            raise DatasetError(self.out, "already exists; pass --overwrite to replace it")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.stage = Path(
+            tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent)
+        )
+        self.info: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "modality": modality,
+            "dimensionality": dimensionality,
+            "image_size": list(image_size),
+            "bit_depth": bit_depth,
+            "intensity": {},
+            "conditions": schema.to_json(),
+            "has_masks": has_masks,
+            "counts": {},
+            "ingest_report": {},
+        }
+        self.schema = schema
+        self.records: list[Record] = []
+        self._ext = ".png" if dimensionality == "2D" else ".nii.gz"
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.stage.exists():
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+    def _store(self, rel: str, pixels: np.ndarray, affine: np.ndarray | None) -> None:
+        if self._ext == ".png":
+            write_png(self.stage / rel, pixels)
+        else:
+            write_nifti(self.stage / rel, pixels, affine)
+
+    def add(
+        self,
+        pixels: np.ndarray,
+        *,
+        split: str,
+        patient_id: str,
+        conditions: dict[str, Any],
+        mask: np.ndarray | None = None,
+        affine: np.ndarray | None = None,
+    ) -> Record:
+        """Store one image (already resized and quantised) and its manifest row."""
+        expected = tuple(self.info["image_size"])
+        if pixels.shape != expected:
+            raise ValueError(
+                f"image shape {pixels.shape} differs from dataset image_size {expected}"
+            )
+        index = len(self.records)
+        image_id = f"img{index:06d}"
+        rel = f"images/{split}/{image_id}{self._ext}"
+        self._store(rel, pixels, affine)
+        mask_rel = None
+        if mask is not None:
+            mask_rel = f"masks/{split}/{image_id}{self._ext}"
+            self._store(mask_rel, (mask > 0).astype(np.uint8), affine)
+        parsed = {a.name: a.parse(conditions.get(a.name)) for a in self.schema.attributes}
+        record = Record(image_id, rel, split, patient_id, pixel_sha256(pixels), parsed, mask_rel)
+        self.records.append(record)
+        return record
+
+    def _write_manifest(self) -> None:
+        has_masks = self.info["has_masks"]
+        with (self.stage / MANIFEST_CSV).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(manifest_columns(self.schema, has_masks))
+            for r in self.records:
+                values = [
+                    "" if r.conditions[n] is None else _fmt(r.conditions[n])
+                    for n in self.schema.names
+                ]
+                writer.writerow(
+                    [
+                        r.id,
+                        r.file,
+                        r.split,
+                        r.patient_id,
+                        r.sha256,
+                        *values,
+                        *([r.mask_file] if has_masks else []),
+                    ]
+                )
+
+    def commit(
+        self, *, intensity: dict[str, Any], ingest_report: dict[str, Any], extra: dict | None = None
+    ):
+        """Write dataset.json and manifest.csv, validate, then move into place."""
+        if not self.records:
+            raise DatasetError(self.out, "ingest yielded no image")
+        self.info["intensity"] = intensity
+        self.info["ingest_report"] = ingest_report
+        self.info["counts"] = compute_counts(self.records, self.schema)
+        if extra:
+            self.info.update(extra)
+        self._write_manifest()
+        write_json_atomic(self.stage / DATASET_JSON, self.info)
+        load_dataset(self.stage)  # the same validation every reader applies
+        if self.out.exists():
+            trash = self.out.with_name(f".{self.out.name}.old")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(self.out, trash)
+            os.replace(self.stage, self.out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(self.stage, self.out)
+        return load_dataset(self.out)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)

@@ -1,0 +1,1 @@
+"""Latent diffusion: autoencoder, conditioned UNet, training, samplers (uses `conditioning`)."""

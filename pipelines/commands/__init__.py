@@ -1,0 +1,1 @@
+"""One module per `radsynth` sub-command; each exposes `register(subparsers)`."""

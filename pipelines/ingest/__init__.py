@@ -1,0 +1,1 @@
+"""Ingestion: radiology sources (folders, label tables, DICOM, NIfTI, MedMNIST) into the dataset format."""

@@ -1,0 +1,72 @@
+"""What every source reader yields: decoded images with their labels, before the common steps
+(resize, intensity normalisation, duplicate removal, splitting, pseudonymisation, writing).
+
+Source readers live one per module (`folder`, `table`, `dicom`, `nifti`, `medmnist`); each is a
+generator `read_<kind>(source: Path, options: IngestOptions, report: IngestReport)` that yields
+`SourceImage`s and records every file it could not use with `report.skip(...)`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class SourceImage:
+    """One decoded image, not yet resized or normalised.
+
+    `pixels` is float32, 2D (H, W) or 3D (D, H, W), in the source's own units (already passed
+    through rescale slope/intercept, VOI LUT and MONOCHROME1 inversion where those apply).
+    `patient_key` is the source's patient identifier: it is only ever stored as a keyed hash.
+    `split` is the split the source prescribes (e.g. Kermany's train/test), or None.
+    `window` is an intensity window (low, high) the source prescribes (DICOM VOI), or None.
+    """
+
+    pixels: np.ndarray
+    patient_key: str
+    conditions: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
+    mask: np.ndarray | None = None
+    window: tuple[float, float] | None = None
+    spacing: tuple[float, ...] | None = None
+    modality: str | None = None
+
+
+@dataclass
+class IngestReport:
+    """What the ingest saw; goes into dataset.json. Holds reasons and counts, never file names."""
+
+    files_read: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    duplicates_removed: int = 0
+    duplicate_groups: int = 0
+    notes: list[str] = field(default_factory=list)
+    strict: bool = False
+    # (name for the operator's console only, reason): printed, never written to the dataset
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, path: Path | str, reason: str) -> None:
+        """Record a file that cannot be used; under --strict it stops the run instead."""
+        if self.strict:
+            raise IngestError(f"{path}: {reason}")
+        self.skipped[reason] += 1
+        self.skipped_files.append((str(path), reason))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "files_read": self.files_read,
+            "files_skipped": sum(self.skipped.values()),
+            "skipped_by_reason": dict(sorted(self.skipped.items())),
+            "duplicates_removed": self.duplicates_removed,
+            "duplicate_groups": self.duplicate_groups,
+            "notes": list(self.notes),
+        }
+
+
+class IngestError(ValueError):
+    """Ingest cannot go on (strict mode, no image, unusable source)."""

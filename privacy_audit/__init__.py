@@ -1,0 +1,1 @@
+"""Privacy audit: copy detection, membership inference, metadata leakage, and the release gate."""

@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny datasets written by the tests, and the optional real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conditioning.dataset import Attribute, ConditionSchema, DatasetWriter, quantize
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path | None:
+    """`RADSYNTH_SHARED_DATA`, else `../shared/data` beside the repository, if present."""
+    candidate = Path(os.environ.get("RADSYNTH_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip(
+            "real data not found: set RADSYNTH_SHARED_DATA or place ../shared/data beside the repo"
+        )
+    return path
+
+
+def make_tiny_dataset(
+    out: Path,
+    *,
+    size: int = 16,
+    per_class: int = 6,
+    classes: tuple[str, ...] = ("normal", "bacterial", "viral"),
+    seed: int = 0,
+    with_age: bool = True,
+    with_masks: bool = False,
+) -> Path:
+    """A small 2D dataset whose classes differ visibly (a bright disc whose place depends on
+    the class), split by patient into train/val/test."""
+    rng = np.random.default_rng(seed)
+    attributes = [Attribute("pathology", "categorical", values=classes)]
+    if with_age:
+        attributes.append(
+            Attribute("age_months", "continuous", unit="months", minimum=0, maximum=216)
+        )
+    schema = ConditionSchema(tuple(attributes))
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    with DatasetWriter(
+        out,
+        name="tiny",
+        modality="DX",
+        dimensionality="2D",
+        image_size=[size, size],
+        bit_depth=8,
+        schema=schema,
+        has_masks=with_masks,
+    ) as writer:
+        n = 0
+        for c, label in enumerate(classes):
+            cx = (c + 1) / (len(classes) + 1)
+            for _ in range(per_class):
+                split = ("train", "train", "train", "train", "val", "test")[n % 6]
+                disc = ((xx - cx) ** 2 + (yy - 0.5) ** 2) < 0.04
+                image = 0.2 + 0.6 * disc + 0.05 * rng.standard_normal((size, size))
+                conditions = {"pathology": label}
+                if with_age:
+                    conditions["age_months"] = float(rng.uniform(0, 216))
+                writer.add(
+                    quantize(image, 8),
+                    split=split,
+                    patient_id=f"p{n:04d}",
+                    conditions=conditions,
+                    mask=disc.astype(np.uint8) if with_masks else None,
+                )
+                n += 1
+        writer.commit(intensity={"method": "synthetic"}, ingest_report={"files_read": n})
+    return out
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return make_tiny_dataset(tmp_path / "tiny")
