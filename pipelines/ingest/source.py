@@ -17,6 +17,25 @@ import numpy as np
 
 
 @dataclass
+class IngestOptions:
+    """Everything `radsynth ingest` was asked for; source readers read the fields they need."""
+
+    size: int = 64
+    dimensionality: str = "2D"  # "3D" keeps volumes; "2D" slices them along `slice_axis`
+    slice_axis: int = 0  # axis of the (D, H, W) volume a reader yields that 2D slicing walks
+    depth: int | None = None  # 3D only: resample depth to this many slices (None: keep)
+    aspect: str = "pad"  # "pad" keeps the aspect ratio and pads, "crop" centre-crops, "stretch"
+    intensity: str = "percentile"  # "minmax", "percentile" (0.5..99.5), or "window" (DICOM VOI)
+    bit_depth: int = 8
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    strict: bool = False
+    name: str | None = None
+    modality: str | None = None
+
+
+@dataclass
 class SourceImage:
     """One decoded image, not yet resized or normalised.
 
