@@ -5,6 +5,7 @@ from .errors import DatasetError
 from .format import SPLITS, Dataset, Record, load_dataset
 from .pixels import pixel_sha256, quantize, to_unit_range
 from .schema import CATEGORICAL, CONTINUOUS, Attribute, ConditionSchema
+from .synthetic_set import SyntheticImage, SyntheticSet, directory_sha256, load_synthetic_set
 from .writer import DatasetWriter, write_json_atomic
 
 __all__ = [
@@ -17,6 +18,10 @@ __all__ = [
     "DatasetError",
     "DatasetWriter",
     "Record",
+    "SyntheticImage",
+    "SyntheticSet",
+    "directory_sha256",
+    "load_synthetic_set",
     "load_dataset",
     "pixel_sha256",
     "quantize",
