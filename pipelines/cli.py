@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Sub-command modules, in the order `radsynth --help` lists them.
-COMMANDS = ("ingest", "validate")
+COMMANDS = ("ingest", "validate", "augment")
 
 
 def build_parser() -> argparse.ArgumentParser:

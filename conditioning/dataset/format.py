@@ -25,6 +25,8 @@ MANIFEST_CSV = "manifest.csv"
 SPLITS = ("train", "val", "test")
 BASE_COLUMNS = ("id", "file", "split", "patient_id", "sha256")
 MASK_COLUMN = "mask_file"
+ORIGIN_COLUMN = "origin"  # only in augmented datasets (dataset.json has_origin: true)
+ORIGINS = ("real", "synthetic")
 REQUIRED_KEYS = (
     "format_version",
     "name",
@@ -51,6 +53,7 @@ class Record:
     sha256: str
     conditions: dict[str, str | float | None] = field(default_factory=dict)
     mask_file: str | None = None
+    origin: str | None = None
 
 
 @dataclass
@@ -161,7 +164,12 @@ def read_info(root: Path) -> dict[str, Any]:
 
 
 def _parse_row(
-    row: dict[str, str], line: int, path: Path, schema: ConditionSchema, masks: bool
+    row: dict[str, str],
+    line: int,
+    path: Path,
+    schema: ConditionSchema,
+    masks: bool,
+    origins: bool = False,
 ) -> Record:
     for column in BASE_COLUMNS:
         if not (row.get(column) or "").strip():
@@ -180,29 +188,46 @@ def _parse_row(
     mask_file = (row.get(MASK_COLUMN) or "").strip() or None
     if masks and mask_file is None:
         raise _fail(path, f"line {line}: has_masks is true but mask_file is empty")
+    origin = None
+    if origins:
+        origin = (row.get(ORIGIN_COLUMN) or "").strip()
+        if origin not in ORIGINS:
+            raise _fail(path, f"line {line}: origin {origin!r} is not one of {', '.join(ORIGINS)}")
     return Record(
-        row["id"], file, row["split"], row["patient_id"], row["sha256"], conditions, mask_file
+        row["id"],
+        file,
+        row["split"],
+        row["patient_id"],
+        row["sha256"],
+        conditions,
+        mask_file,
+        origin,
     )
 
 
-def read_manifest(root: Path, schema: ConditionSchema, masks: bool) -> list[Record]:
+def read_manifest(
+    root: Path, schema: ConditionSchema, masks: bool, origins: bool = False
+) -> list[Record]:
     path = root / MANIFEST_CSV
     if not path.is_file():
         raise _fail(path, "missing")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
-        expected = manifest_columns(schema, masks)
+        expected = manifest_columns(schema, masks, origins)
         if list(header) != expected:
             raise _fail(path, f"header is {','.join(header)}; expected {','.join(expected)}")
-        records = [_parse_row(row, i + 2, path, schema, masks) for i, row in enumerate(reader)]
+        records = [
+            _parse_row(row, i + 2, path, schema, masks, origins) for i, row in enumerate(reader)
+        ]
     if not records:
         raise _fail(path, "holds no image")
     return records
 
 
-def manifest_columns(schema: ConditionSchema, masks: bool) -> list[str]:
-    return [*BASE_COLUMNS, *schema.names, *([MASK_COLUMN] if masks else [])]
+def manifest_columns(schema: ConditionSchema, masks: bool, origins: bool = False) -> list[str]:
+    extra = [*([MASK_COLUMN] if masks else []), *([ORIGIN_COLUMN] if origins else [])]
+    return [*BASE_COLUMNS, *schema.names, *extra]
 
 
 def compute_counts(records: list[Record], schema: ConditionSchema) -> dict[str, Any]:
@@ -211,6 +236,8 @@ def compute_counts(records: list[Record], schema: ConditionSchema) -> dict[str, 
     for split in SPLITS:
         rows = [r for r in records if r.split == split]
         entry: dict[str, Any] = {"images": len(rows), "patients": len({r.patient_id for r in rows})}
+        if any(r.origin for r in records):
+            entry[ORIGIN_COLUMN] = {o: sum(r.origin == o for r in rows) for o in ORIGINS}
         for attribute in schema.attributes:
             if attribute.kind == CATEGORICAL:
                 tally = Counter(r.conditions.get(attribute.name) for r in rows)
@@ -254,7 +281,8 @@ def load_dataset(path: str | Path, verify_pixels: bool = False) -> Dataset:
         raise DatasetError(root, "dataset directory does not exist")
     info = read_info(root)
     schema = ConditionSchema.from_json(info["conditions"], str(root / DATASET_JSON))
-    records = read_manifest(root, schema, bool(info["has_masks"]))
+    origins = bool(info.get("has_origin", False))
+    records = read_manifest(root, schema, bool(info["has_masks"]), origins)
     check_records(root, info, schema, records)
     dataset = Dataset(root, info, schema, records)
     if verify_pixels:

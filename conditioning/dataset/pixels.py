@@ -56,11 +56,11 @@ def write_png(path: str | Path, pixels: np.ndarray) -> None:
         raise ValueError(
             f"{path}: PNG needs a 2D uint8/uint16 array, got {pixels.dtype} {pixels.shape}"
         )
-    mode = "L" if pixels.dtype == np.uint8 else "I;16"
     fd, tmp = _atomic_target(path)
     try:
         with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(np.ascontiguousarray(pixels), mode=mode).save(handle, format="PNG")
+            # Pillow picks "L" for uint8 and "I;16" for uint16 (its `mode=` argument is gone)
+            Image.fromarray(np.ascontiguousarray(pixels)).save(handle, format="PNG")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -81,7 +81,7 @@ def load_synthetic_set(path: str | Path) -> SyntheticSet:
         for column in ("id", "file"):
             if column not in header:
                 raise DatasetError(manifest, f"missing column {column!r}")
-        reserved = {"id", "file", "mask_file", *GENERATION_COLUMNS}
+        reserved = {"id", "file", "mask_file", "origin", *GENERATION_COLUMNS}
         condition_names = [c for c in header if c not in reserved]
         images = []
         for line, row in enumerate(reader, start=2):

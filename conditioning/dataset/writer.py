@@ -60,6 +60,7 @@ class DatasetWriter:
         bit_depth: int,
         schema: ConditionSchema,
         has_masks: bool = False,
+        has_origin: bool = False,
         overwrite: bool = False,
     ):
         self.out = Path(out).resolve()
@@ -79,6 +80,7 @@ class DatasetWriter:
             "intensity": {},
             "conditions": schema.to_json(),
             "has_masks": has_masks,
+            "has_origin": has_origin,
             "counts": {},
             "ingest_report": {},
         }
@@ -108,6 +110,7 @@ class DatasetWriter:
         conditions: dict[str, Any],
         mask: np.ndarray | None = None,
         affine: np.ndarray | None = None,
+        origin: str | None = None,
     ) -> Record:
         """Store one image (already resized and quantised) and its manifest row."""
         expected = tuple(self.info["image_size"])
@@ -124,15 +127,19 @@ class DatasetWriter:
             mask_rel = f"masks/{split}/{image_id}{self._ext}"
             self._store(mask_rel, (mask > 0).astype(np.uint8), affine)
         parsed = {a.name: a.parse(conditions.get(a.name)) for a in self.schema.attributes}
-        record = Record(image_id, rel, split, patient_id, pixel_sha256(pixels), parsed, mask_rel)
+        if self.info["has_origin"] != (origin is not None):
+            raise ValueError("origin must be given exactly when the dataset has_origin")
+        record = Record(
+            image_id, rel, split, patient_id, pixel_sha256(pixels), parsed, mask_rel, origin
+        )
         self.records.append(record)
         return record
 
     def _write_manifest(self) -> None:
-        has_masks = self.info["has_masks"]
+        has_masks, has_origin = self.info["has_masks"], self.info["has_origin"]
         with (self.stage / MANIFEST_CSV).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(manifest_columns(self.schema, has_masks))
+            writer.writerow(manifest_columns(self.schema, has_masks, has_origin))
             for r in self.records:
                 values = [
                     "" if r.conditions[n] is None else _fmt(r.conditions[n])
@@ -147,6 +154,7 @@ class DatasetWriter:
                         r.sha256,
                         *values,
                         *([r.mask_file] if has_masks else []),
+                        *([r.origin] if has_origin else []),
                     ]
                 )
 

@@ -3,7 +3,8 @@
 
 Source readers live one per module (`folder`, `table`, `dicom`, `nifti`, `medmnist`); each is a
 generator `read_<kind>(source: Path, options: IngestOptions, report: IngestReport)` that yields
-`SourceImage`s and records every file it could not use with `report.skip(...)`.
+`SourceImage`s, counts every file it opens in `report.files_read` and records every file it could
+not use with `report.skip(...)`. Readers never log file names (logs land inside the dataset).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ class IngestOptions:
     strict: bool = False
     name: str | None = None
     modality: str | None = None
+    # source-specific options (2D sources); readers ignore the ones that are not theirs
+    preset: str = "auto"  # folder: "auto" detects a built-in layout (e.g. "kermany"), "none"
+    label_attribute: str | None = None  # folder: attribute the folder/pattern labels fill
+    label_patterns: list[tuple[str, str]] = field(default_factory=list)  # folder: (regex, value)
+    patient_pattern: str | None = None  # folder: regex on file names; group 1 is the patient
+    labels: Path | None = None  # table: the label CSV (default: the one CSV in the source)
+    id_column: str | None = None  # table: column naming the image (file name or stem)
+    columns: dict[str, str] = field(default_factory=dict)  # table: attribute -> column
+    label_names: list[str] | None = None  # medmnist: names of the label indices
 
 
 @dataclass
@@ -64,6 +74,12 @@ class IngestReport:
     skipped: Counter = field(default_factory=Counter)
     duplicates_removed: int = 0
     duplicate_groups: int = 0
+    duplicates_by_split: Counter = field(default_factory=Counter)
+    images_read: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # pipeline figures (resize collisions...)
+    # condition attributes a reader declares (name -> conditioning.dataset.Attribute: vocabulary
+    # order, unit, range); attributes not declared are inferred from the values seen
+    attributes: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     strict: bool = False
     # (name for the operator's console only, reason): printed, never written to the dataset
@@ -83,6 +99,9 @@ class IngestReport:
             "skipped_by_reason": dict(sorted(self.skipped.items())),
             "duplicates_removed": self.duplicates_removed,
             "duplicate_groups": self.duplicate_groups,
+            "duplicates_removed_by_split": dict(sorted(self.duplicates_by_split.items())),
+            "images_read": self.images_read,
+            **self.extra,
             "notes": list(self.notes),
         }
 

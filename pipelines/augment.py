@@ -1,0 +1,191 @@
+"""Merging a synthetic release into a real dataset's training split.
+
+The result is an ordinary RadSynth dataset (validated like any other) whose manifest has an
+`origin` column (real / synthetic). Real val and test splits are kept as they are, so a model
+trained on the augmented train split is still judged on real patients only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from conditioning.dataset import (
+    CATEGORICAL,
+    DatasetWriter,
+    load_dataset,
+    load_synthetic_set,
+    quantize,
+)
+
+log = logging.getLogger(__name__)
+BALANCE = ("none", "equal")
+
+
+@dataclass
+class AugmentPlan:
+    """How many synthetic images of each class go into the training split."""
+
+    per_class: dict[str, int]
+    attribute: str | None
+    real_train: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_class.values())
+
+
+def plan_mix(
+    real_counts: dict[str, int],
+    available: dict[str, int],
+    synthetic_fraction: float | None,
+    balance: str,
+) -> dict[str, int]:
+    """Synthetic images to add per class.
+
+    - `synthetic_fraction` F: synthetic images make up F of the final training split.
+    - `balance="equal"`: add to each class up to the largest real class (the rare class first),
+      within the fraction's budget when one is given.
+    Never more than is available; a shortfall is logged.
+    """
+    if balance not in BALANCE:
+        raise ValueError(f"balance {balance!r}: choose from {', '.join(BALANCE)}")
+    if synthetic_fraction is not None and not 0 <= synthetic_fraction < 1:
+        raise ValueError(f"synthetic fraction {synthetic_fraction} must be in [0, 1)")
+    n_real = sum(real_counts.values())
+    budget = None
+    if synthetic_fraction is not None:
+        budget = int(round(synthetic_fraction / (1 - synthetic_fraction) * n_real))
+    if balance == "equal":
+        target = max(real_counts.values(), default=0)
+        wanted = {c: max(0, target - real_counts.get(c, 0)) for c in available}
+    else:
+        if budget is None:
+            raise ValueError("give --synthetic-fraction, or --balance equal")
+        total_available = sum(available.values()) or 1
+        wanted = {c: int(round(budget * n / total_available)) for c, n in available.items()}
+    plan = {c: min(wanted[c], available[c]) for c in available}
+    if budget is not None and sum(plan.values()) > budget:
+        # trim the classes that got most, keeping the rare classes' share
+        order = sorted(plan, key=lambda c: real_counts.get(c, 0) + plan[c], reverse=True)
+        excess = sum(plan.values()) - budget
+        while excess > 0:
+            for c in order:
+                if excess and plan[c] > 0:
+                    plan[c] -= 1
+                    excess -= 1
+    for c in plan:
+        if plan[c] < wanted[c] and (budget is None):
+            log.warning(
+                "class %s: asked for %d synthetic images, release has %d",
+                c,
+                wanted[c],
+                available[c],
+            )
+    return plan
+
+
+def augment(
+    release_dir: str | Path,
+    dataset_dir: str | Path,
+    out: str | Path,
+    *,
+    synthetic_fraction: float | None = None,
+    balance: str = "none",
+    attribute: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    dataset = load_dataset(dataset_dir)
+    release = load_synthetic_set(release_dir)
+    schema = dataset.schema
+    if attribute is None:
+        attribute = next((a.name for a in schema.attributes if a.kind == CATEGORICAL), None)
+    elif attribute not in schema or schema[attribute].kind != CATEGORICAL:
+        raise ValueError(
+            f"--attribute {attribute!r} is not a categorical condition of {dataset.root}"
+        )
+    if dataset.dimensionality != "2D":
+        raise ValueError(f"{dataset.root}: augment handles 2D datasets")
+    train = dataset.split("train")
+
+    def key(conditions) -> str:
+        return str(conditions.get(attribute)) if attribute else "all"
+
+    real_counts = Counter(key(r.conditions) for r in train)
+    pool: dict[str, list] = {}
+    for item in release.images:
+        parsed = schema.validate_request({k: v for k, v in item.conditions.items() if k in schema})
+        pool.setdefault(key(parsed), []).append((item, parsed))
+    plan = plan_mix(
+        dict(real_counts), {c: len(v) for c, v in pool.items()}, synthetic_fraction, balance
+    )
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in sorted(plan):
+        picks = rng.permutation(len(pool[c]))[: plan[c]]
+        chosen += [pool[c][i] for i in sorted(picks)]
+    bit_depth = dataset.info["bit_depth"]
+    with DatasetWriter(
+        out,
+        name=f"{dataset.name}+synthetic",
+        modality=dataset.info["modality"],
+        dimensionality="2D",
+        image_size=dataset.image_size,
+        bit_depth=bit_depth,
+        schema=schema,
+        has_masks=dataset.has_masks,
+        has_origin=True,
+        overwrite=overwrite,
+    ) as writer:
+        for record in dataset.records:
+            writer.add(
+                dataset.read_pixels(record),
+                split=record.split,
+                patient_id=record.patient_id,
+                conditions=record.conditions,
+                mask=dataset.load_mask(record),
+                origin="real",
+            )
+        for index, (item, conditions) in enumerate(chosen):
+            image = release.load_image(item)
+            if list(image.shape) != dataset.image_size:
+                raise ValueError(
+                    f"{release.root / item.file}: size {image.shape} differs from dataset {dataset.image_size}"
+                )
+            mask = release.load_mask(item) if dataset.has_masks else None
+            if dataset.has_masks and mask is None:
+                raise ValueError(
+                    f"{release.root / item.file}: the dataset has masks, the synthetic image has none"
+                )
+            writer.add(
+                quantize(image, bit_depth),
+                split="train",
+                patient_id=f"synthetic-{index:06d}",
+                conditions=conditions,
+                mask=mask,
+                origin="synthetic",
+            )
+        info = dataset.info
+        result = writer.commit(
+            intensity=info["intensity"],
+            ingest_report={
+                "augmented_from": {
+                    "dataset_sha256": dataset.content_hash(),
+                    "dataset_name": dataset.name,
+                },
+                "synthetic_added": {c: n for c, n in sorted(plan.items())},
+                "synthetic_fraction_of_train": round(
+                    len(chosen) / max(1, len(train) + len(chosen)), 4
+                ),
+                "balance": balance,
+                "attribute": attribute,
+                "seed": seed,
+            },
+        )
+    log.info("augmented dataset: %d real + %d synthetic training images", len(train), len(chosen))
+    return result.root

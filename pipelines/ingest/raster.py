@@ -1,0 +1,60 @@
+"""Decoding ordinary raster files (PNG, JPEG, TIFF, BMP...) to float32 grey pixels."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as PIL's "L"
+
+
+class RasterError(ValueError):
+    """A file that cannot be used; `reason` is the short text the ingest report counts."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+
+
+def is_raster(path: Path) -> bool:
+    return path.suffix.lower() in RASTER_SUFFIXES
+
+
+def to_grey(rgb: np.ndarray) -> np.ndarray:
+    """Colour to grey: an exact copy when the channels are equal (grey saved as RGB), else luma."""
+    rgb = rgb[..., :3].astype(np.float32)
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0].copy()
+    return rgb @ LUMA
+
+
+def decode_raster(path: Path) -> np.ndarray:
+    """Grey float32 (H, W) in the file's own value range; raises RasterError with a reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.stat().st_size == 0:
+        raise RasterError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if getattr(image, "n_frames", 1) > 1:
+                    raise RasterError("multi-frame image (not supported in 2D sources)")
+                image.load()
+                mode = image.mode
+                if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    return np.asarray(image).astype(np.float32)
+                if mode == "L":
+                    return np.asarray(image, dtype=np.uint8).astype(np.float32)
+                if mode in ("1", "LA"):
+                    return np.asarray(image.convert("L"), dtype=np.uint8).astype(np.float32)
+                return to_grey(np.asarray(image.convert("RGB")))
+    except RasterError:
+        raise
+    except UnidentifiedImageError:
+        raise RasterError("not a decodable image") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
+        raise RasterError("corrupt or truncated image", str(exc)) from None
