@@ -1,1 +1,28 @@
-"""Latent diffusion: autoencoder, conditioned UNet, training, samplers (uses `conditioning`)."""
+"""Latent diffusion: autoencoder, conditioned UNet, training, samplers (uses `conditioning`).
+
+Public API (other parts call only these):
+
+    from generation import load_model, SAMPLERS
+    model = load_model("runs/model")          # a `radsynth train diffusion --out` directory
+    model.schema        # conditioning.dataset.ConditionSchema the model accepts
+    model.image_size    # [H, W] (or [D, H, W])
+    model.has_masks     # True: the model generates image+mask pairs
+    model.model_hash    # sha256 of config.json + weights, as written in manifests
+    images = model.generate(conditions, seed, steps=20, sampler="dpm++", guidance=2.0,
+                            batch_size=32)        # (N, H, W) float32 in [0, 1]
+    images, masks = model.generate(..., return_masks=True)   # masks (N, H, W) uint8 or None
+    model.denoising_error(images01, conditions, timesteps, seed)  # (N, len(timesteps))
+    model.stepwise_error(images01, conditions, timesteps, seed)   # PIA-style, same shape
+
+`conditions` is a list of dicts, one per image, e.g. {"pathology": "viral", "age_months": 30};
+attributes left out are unconditioned; bad names/values raise ValueError listing what is allowed.
+Image i is drawn from a seed derived from (seed, i) (pass `indices=` to choose i), so results
+do not depend on batch size. Training: generation.train_autoencoder.train_autoencoder,
+generation.train_diffusion.train_diffusion, generation.adapt.adapt_model; sets on disk:
+generation.generate_set.generate_set; timing: generation.bench.bench_sampling.
+"""
+
+from .pipeline import LatentDiffusionModel, load_model
+from .schedulers import SAMPLERS
+
+__all__ = ["SAMPLERS", "LatentDiffusionModel", "load_model"]

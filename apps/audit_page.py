@@ -1,0 +1,123 @@
+"""Audit page: releases and audit reports under the data root with their verdicts.
+
+Clinician view (default): verdict, numeric summary, a score histogram. Auditor view (started
+with RADSYNTH_AUDITOR=1 or `-- --auditor`): also the per-sample table with nearest training
+ids and the full report.html with its galleries, which show training images.
+"""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from .audit_reports import (
+    REPORT_HTML,
+    auditor_samples,
+    copy_threshold,
+    inline_html,
+    public_checks,
+    public_summary,
+    read_report,
+    release_summary,
+    roc_curves,
+    sample_scores,
+    score_histogram,
+)
+from .config import AppConfig
+from .paths import inside_root
+from .ui import catalog, pick_path
+
+PASSING = {"pass", "passed", "release", "approved", "ok"}
+
+
+def _verdict(verdict: str) -> None:
+    text = f"Verdict: {verdict}"
+    if verdict.strip().lower() in PASSING:
+        st.success(text)
+    elif verdict.strip().lower() in {"fail", "failed", "block", "blocked", "rejected"}:
+        st.error(text)
+    else:
+        st.warning(text)
+
+
+def _release_details(release) -> None:
+    datasheet = release / "datasheet.md"
+    if datasheet.is_file():
+        with st.expander("Datasheet"):
+            st.markdown(datasheet.read_text(encoding="utf-8"))
+    lineage = release / "lineage.json"
+    if lineage.is_file():
+        with st.expander("Lineage"):
+            st.json(json.loads(lineage.read_text(encoding="utf-8")))
+
+
+def _auditor_details(report: dict, report_dir) -> None:
+    st.subheader("Auditor view: per-sample matches and galleries")
+    rows = auditor_samples(report)
+    if rows:
+        st.dataframe(rows, hide_index=True)
+    with st.expander("Full report.json"):
+        st.json(report, expanded=False)
+    if (report_dir / REPORT_HTML).is_file():
+        st.iframe(inline_html(report_dir), height=900, alt="privacy audit report")
+    else:
+        st.info(f"{report_dir / REPORT_HTML} not found.")
+
+
+def _figures(report: dict, scores) -> None:
+    """Summary figures drawn from the report's numbers: no image is involved."""
+    histogram = score_histogram(scores)
+    if histogram:
+        threshold = copy_threshold(report)
+        note = f"; flagged above {threshold:.3f}" if threshold is not None else ""
+        st.caption(f"Copy scores of the synthetic images{note}")
+        st.bar_chart(histogram, x="score", y="samples")
+    roc = roc_curves(report)
+    if roc:
+        st.caption("Membership-inference ROC curves (the diagonal is chance)")
+        st.line_chart(roc, x="false positive rate", y="true positive rate", color="attack")
+
+
+def render(config: AppConfig) -> None:
+    st.header("Audit")
+    st.caption(f"View: {config.role}")
+    found = catalog(config)
+    if found.releases:
+        st.subheader("Releases")
+        rows = [release_summary(inside_root(config.data_root, r)) for r in found.releases]
+        st.dataframe(rows, hide_index=True)
+    st.subheader("Audit reports")
+    if not found.reports:
+        st.info(f"No audit report (report.json) under {config.data_root}.")
+    path = pick_path(config, "Audit report", found.reports, key="audit_report")
+    if path is None:
+        return
+    if path.is_dir():
+        path = inside_root(config.data_root, path / "report.json")
+    report = read_report(path)
+    report_dir = path.parent
+    _verdict(str(report["verdict"]))
+    scores, flagged = sample_scores(report)
+    cols = st.columns(2)
+    cols[0].metric("Samples audited", int(scores.size))
+    cols[1].metric("Flagged", flagged)
+    checks = public_checks(report)
+    if checks:
+        st.dataframe(checks, hide_index=True)
+    summary = public_summary(report)
+    if summary:
+        with st.expander("Summary measures"):
+            st.dataframe(
+                [{"measure": k, "value": str(v)} for k, v in summary.items()], hide_index=True
+            )
+    _figures(report, scores)
+    if report_dir.name == "audit" and report_dir.parent.parent.name == "releases":
+        _release_details(report_dir.parent)
+    if config.auditor:
+        _auditor_details(report, report_dir)
+    else:
+        st.info(
+            "Clinician view: per-sample matches and the report's galleries show training images "
+            "and open only in auditor mode (start the app with RADSYNTH_AUDITOR=1)."
+        )

@@ -1,0 +1,188 @@
+"""Reading audit reports and releases for the audit page, and deciding what a clinician may see.
+
+A report's galleries and per-sample rows name and show training images; the clinician view gets
+only the verdict, numeric summary values and a score histogram computed here from the scores.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import mimetypes
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .paths import PathRefused, inside_root
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+_SRC = re.compile(r"""(src|href)=(["'])([^"']+)\2""", re.IGNORECASE)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """report.json as a dict with at least a verdict; errors name the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: audit report missing") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or "verdict" not in data:
+        raise ValueError(f"{path}: not an audit report (no 'verdict')")
+    return data
+
+
+def public_summary(report: dict[str, Any]) -> dict[str, float | int | bool | str]:
+    """Numeric and yes/no summary values (nested keys joined by '.'; *_ci95 pairs as 'lo - hi'):
+    safe for the clinician view, since no id, name or path is a number."""
+    out: dict[str, float | int | bool | str] = {}
+
+    def walk(prefix: str, value: Any, depth: int) -> None:
+        if isinstance(value, bool | int | float):
+            out[prefix] = round(value, 4) if isinstance(value, float) else value
+        elif (
+            isinstance(value, list | tuple)
+            and prefix.rsplit(".", 1)[-1].endswith("ci95")
+            and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ):
+            out[prefix] = f"{value[0]:.4g} - {value[1]:.4g}"
+        elif isinstance(value, dict) and depth < 3:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item, depth + 1)
+
+    walk("", report.get("summary"), 0)
+    return out
+
+
+def public_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each check's name and result; details only for the statistical checks (the metadata
+    check's detail quotes file names and found strings, which may name training images)."""
+    rows = []
+    for check in report.get("checks") or []:
+        if not isinstance(check, dict):
+            continue
+        name = str(check.get("name", "?"))
+        detail = str(check.get("detail", ""))
+        if name == "metadata":
+            detail = "see the metadata counts in the summary (details: auditor view)"
+        rows.append({"check": name, "passed": bool(check.get("passed")), "detail": detail})
+    return rows
+
+
+def sample_scores(report: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """The per-sample scores and how many samples were flagged."""
+    samples = report.get("samples")
+    if not isinstance(samples, list):
+        return np.zeros(0), 0
+    scores = [s.get("score") for s in samples if isinstance(s, dict)]
+    values = np.array([float(v) for v in scores if isinstance(v, int | float)], dtype=float)
+    flagged = sum(bool(s.get("flagged")) for s in samples if isinstance(s, dict))
+    return values[np.isfinite(values)], flagged
+
+
+def copy_threshold(report: dict[str, Any]) -> float | None:
+    try:
+        return float(report["thresholds"]["copy"]["threshold"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def roc_curves(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Long-format rows (attack, fpr, tpr) of every attack's ROC curve in the summary."""
+    summary = report.get("summary") or {}
+    attacks = {"DOMIAS (set)": summary.get("domias")}
+    model = summary.get("model_membership")
+    if isinstance(model, dict) and isinstance(model.get("attacks"), dict):
+        attacks.update({f"model {k}": v for k, v in model["attacks"].items()})
+    rows = []
+    for name, entry in attacks.items():
+        roc = entry.get("roc") if isinstance(entry, dict) else None
+        if isinstance(roc, dict) and len(roc.get("fpr", [])) == len(roc.get("tpr", [])):
+            rows += [
+                {"attack": name, "false positive rate": float(f), "true positive rate": float(t)}
+                for f, t in zip(roc["fpr"], roc["tpr"], strict=True)
+            ]
+    return rows
+
+
+def auditor_samples(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-sample rows with the nearest training ids flattened (auditor view only)."""
+    rows = []
+    for sample in report.get("samples") or []:
+        if not isinstance(sample, dict):
+            continue
+        nearest = sample.get("nearest") or []
+        rows.append(
+            {
+                "file": sample.get("file"),
+                "flagged": bool(sample.get("flagged")),
+                "score": sample.get("score"),
+                "p_value": sample.get("p_value"),
+                "nearest training ids": ", ".join(
+                    str(n.get("id")) for n in nearest if isinstance(n, dict)
+                ),
+            }
+        )
+    return rows
+
+
+def score_histogram(scores: np.ndarray, bins: int = 20) -> list[dict[str, float]]:
+    """Counts per score bin, ready for st.bar_chart (x = bin centre)."""
+    if scores.size == 0:
+        return []
+    counts, edges = np.histogram(scores, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    return [
+        {"score": round(float(c), 4), "samples": int(n)}
+        for c, n in zip(centres, counts, strict=True)
+    ]
+
+
+def inline_html(report_dir: Path) -> str:
+    """report.html with its local images embedded as data URIs (an iframe srcdoc cannot load
+    relative files); files outside the report folder are not embedded."""
+    html = (report_dir / REPORT_HTML).read_text(encoding="utf-8")
+
+    def embed(match: re.Match) -> str:
+        attribute, quote, target = match.groups()
+        if re.match(r"^[a-z][a-z0-9+.-]*:|^#|^/", target, re.IGNORECASE):
+            return match.group(0)
+        try:
+            path = inside_root(report_dir, target)
+        except PathRefused:
+            return f"{attribute}={quote}{quote}"
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if not path.is_file() or not mime.startswith("image/"):
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"{attribute}={quote}data:{mime};base64,{data}{quote}"
+
+    return _SRC.sub(embed, html)
+
+
+def release_summary(release: Path) -> dict[str, Any]:
+    """One row of the releases table: name, verdict, image count, what files it has."""
+    report = release / "audit" / REPORT_JSON
+    verdict = "no audit report"
+    if report.is_file():
+        try:
+            verdict = str(read_report(report)["verdict"])
+        except (ValueError, FileNotFoundError) as exc:
+            verdict = f"unreadable ({exc})"
+    images = None
+    manifest = release / "manifest.csv"
+    if manifest.is_file():
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            images = max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+    return {
+        "release": release.name,
+        "verdict": verdict,
+        "images": images,
+        "datasheet": (release / "datasheet.md").is_file(),
+        "lineage": (release / "lineage.json").is_file(),
+    }

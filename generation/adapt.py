@@ -1,0 +1,117 @@
+"""`radsynth train adapt`: fine-tune a trained model on a small subset (a rare class, one site),
+with LoRA on the UNet's linear layers (default) or fully, recording the lineage in the card."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conditioning.dataset import ConditionSchema
+
+from .lora import add_lora, merge_lora
+from .pipeline import AE_DIR, model_hash, read_config
+from .train_diffusion import train_diffusion
+
+
+def parse_where(schema: ConditionSchema, where: list[str]) -> dict[str, Any]:
+    """["pathology=viral", ...] -> parsed values; unknown names or values raise a ValueError."""
+    request: dict[str, Any] = {}
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--where {item!r} must look like KEY=VALUE")
+        request[key.strip()] = value.strip()
+    return {k: v for k, v in schema.validate_request(request).items() if k in request}
+
+
+def select_records(records, where: dict[str, Any], limit: int | None, seed: int):
+    """Records matching every `where` value; at most `limit`, drawn by a seeded permutation."""
+    chosen = [r for r in records if all(r.conditions.get(k) == v for k, v in where.items())]
+    if not chosen:
+        raise ValueError(f"no training image matches {where}")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {limit}")
+        order = np.random.default_rng(seed).permutation(len(chosen))[:limit]
+        chosen = [chosen[i] for i in sorted(order)]
+    return chosen
+
+
+def adapt_model(
+    parent: str | Path,
+    data: str | Path,
+    out: str | Path,
+    settings: dict[str, Any],
+    *,
+    where: list[str] | None = None,
+    limit: int | None = None,
+    lora_rank: int | None = None,
+    full: bool = False,
+    steps: int | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune the model run `parent` on the selected train images of `data`; returns the card."""
+    parent = Path(parent)
+    config = read_config(parent)
+    if config.get("kind") != "latent-diffusion":
+        raise ValueError(f"{parent}: not a latent-diffusion model run")
+    schema = ConditionSchema.from_json(config["schema"])
+    selection = parse_where(schema, where or [])
+    cfg = settings["adapt"]
+    seed = int(cfg["seed"])
+    rank = None if full else int(lora_rank or cfg["lora_rank"])
+    chosen_ids: list[str] = []
+
+    def limit_to(records):
+        chosen = select_records(records, selection, limit, seed)
+        chosen_ids[:] = [r.id for r in chosen]
+        return chosen
+
+    def trainable(unet):
+        if rank is None:
+            return list(unet.parameters())
+        unet.requires_grad_(False)
+        params = add_lora(unet.unet, rank, skip=("class_embedding",))
+        encoder = unet.unet.class_embedding.requires_grad_(True)
+        return params + list(encoder.parameters())
+
+    settings = {**settings, "adapt": {**cfg, **({"steps": steps} if steps else {})}}
+    lineage = {
+        "parent_model": str(parent.resolve()),
+        "parent_model_hash": model_hash(parent),
+        "method": "full fine-tuning" if rank is None else f"LoRA rank {rank} (merged)",
+        "where": selection,
+        "limit": limit,
+        "selection_seed": seed,
+    }
+
+    def record_selection(card):
+        card["lineage"]["images"] = len(chosen_ids)
+        card["lineage"]["image_ids_sha256"] = hashlib.sha256(
+            "\n".join(chosen_ids).encode()
+        ).hexdigest()
+        card["lineage"]["image_ids"] = chosen_ids
+        return card
+
+    card = train_diffusion(
+        data,
+        parent / AE_DIR,
+        out,
+        settings,
+        resume=resume,
+        show_progress=show_progress,
+        limit_to=limit_to,
+        init_from=parent,
+        lineage=lineage,
+        section="adapt",
+        trainable=trainable,
+        finalize=merge_lora if rank is not None else None,
+    )
+    from .model_card import write_model_card
+
+    write_model_card(out, record_selection(card))
+    return card

@@ -1,0 +1,118 @@
+"""Training and generation settings: the `profiles:` section of params.yaml, merged over defaults,
+so a profile only names what it changes and a typo is an error rather than silently ignored."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "autoencoder": {
+        "channels": [32, 64, 64],  # len-1 halvings: 3 levels = 4x, 4 levels = 8x downsampling
+        "latent_channels": 4,
+        "num_res_blocks": 1,
+        "norm_num_groups": 16,
+        "attention": False,
+        "batch_size": 16,
+        "lr": 1.0e-3,
+        "steps": 1000,
+        "max_minutes": 0,  # wall-clock cap (0 = none)
+        "kl_weight": 1.0e-6,
+        "ssim_weight": 0.5,
+        "ssim_kernel": 7,
+        "adversarial_weight": 0.0,  # 0 disables the patch discriminator
+        "adversarial_start": 0,
+        "discriminator_channels": 32,
+        "checkpoint_every": 200,
+        "mixed_precision": "bf16",
+        "seed": 0,
+    },
+    "diffusion": {
+        "channels": [64, 128, 128],
+        "attention_levels": [False, False, True],
+        "num_res_blocks": 1,
+        "norm_num_groups": 16,
+        "num_head_channels": 32,
+        "prediction_type": "v_prediction",  # or epsilon (amplifies early errors at high noise)
+        "num_train_timesteps": 1000,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.0015,
+        "beta_end": 0.0195,
+        "min_snr_gamma": 5.0,  # 0 disables min-SNR weighting
+        "condition_dropout": 0.15,  # per attribute
+        "mask_dropout": 0.5,  # how often the mask condition is hidden (masked datasets)
+        "ema_decay": 0.999,
+        "lr": 2.0e-4,
+        "batch_size": 32,
+        "steps": 2000,
+        "max_minutes": 0,
+        "checkpoint_every": 500,
+        "grid_columns": 8,
+        "mixed_precision": "bf16",
+        "seed": 0,
+    },
+    "generate": {
+        "n": 100,  # the pipeline's generate stage (pipelines/stages.py) passes these as flags
+        "seed": 0,
+        "balanced": "grid",
+        "sampler": "dpm++",
+        "steps": 20,
+        "guidance": 2.0,
+        "batch_size": 32,
+        "bf16": True,
+    },
+    "adapt": {
+        "lora_rank": 8,
+        "lr": 1.0e-4,
+        "steps": 300,
+        "batch_size": 16,
+        "max_minutes": 0,
+        "checkpoint_every": 100,
+        "mixed_precision": "bf16",
+        "seed": 0,
+    },
+}
+
+
+# Profile sections of other stages: their own commands check them (pipelines/stages.py).
+OTHER_SECTIONS = ("audit", "evaluate")
+
+
+def merge_profile(profile: dict[str, Any] | None, source: str = "params.yaml") -> dict[str, Any]:
+    """Defaults overlaid with one profile; unknown sections or keys raise a ValueError."""
+    merged = copy.deepcopy(DEFAULTS)
+    for section, values in (profile or {}).items():
+        if section in OTHER_SECTIONS:
+            continue
+        if section not in merged:
+            raise ValueError(
+                f"{source}: unknown section {section!r}; sections are {', '.join(DEFAULTS)}"
+            )
+        unknown = sorted(set(values or {}) - set(merged[section]))
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown key(s) {', '.join(unknown)} in {section}; "
+                f"known: {', '.join(merged[section])}"
+            )
+        merged[section].update(values or {})
+    return merged
+
+
+def load_profile(params: str | Path = "params.yaml", profile: str | None = None) -> dict[str, Any]:
+    """Read params.yaml and return the merged settings of `profile` (default: its `profile:`)."""
+    import yaml
+
+    path = Path(params)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: params file not found")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    profiles = data.get("profiles") or {}
+    name = profile or data.get("profile") or "demo"
+    if name not in profiles:
+        raise ValueError(
+            f"{path}: profile {name!r} not found; profiles are {', '.join(profiles) or 'none'}"
+        )
+    settings = merge_profile(profiles[name], f"{path} profiles.{name}")
+    settings["profile"] = name
+    return settings

@@ -1,0 +1,45 @@
+"""Evaluation of synthetic images: domain models the project trains on its own real data,
+distribution / diversity / adherence metrics, and the downstream utility benchmark.
+
+Reads datasets through `conditioning.dataset`; never imports `pipelines`."""
+
+from .domain_models import (
+    DomainModels,
+    Predictions,
+    load_domain_models,
+    score_predictions,
+    train_domain_models,
+)
+from .evaluate import Evaluation, evaluate_synthetic_set
+from .fit import FitConfig
+from .images import ImageSet, load_split, load_synthetic_set
+from .metrics import (
+    classification_metrics,
+    frechet_distance,
+    ms_ssim,
+    ms_ssim_diversity,
+    precision_recall,
+    regression_metrics,
+)
+from .report import write_evaluation
+
+__all__ = [
+    "DomainModels",
+    "Evaluation",
+    "FitConfig",
+    "ImageSet",
+    "Predictions",
+    "classification_metrics",
+    "evaluate_synthetic_set",
+    "frechet_distance",
+    "load_domain_models",
+    "load_split",
+    "load_synthetic_set",
+    "ms_ssim",
+    "ms_ssim_diversity",
+    "precision_recall",
+    "regression_metrics",
+    "score_predictions",
+    "train_domain_models",
+    "write_evaluation",
+]

@@ -1,0 +1,257 @@
+"""`radsynth generate`: a synthetic set on disk (images/, masks/, manifest.csv).
+
+The plan (which conditions image i gets) depends only on the request, so re-running the same
+command completes the missing images only; each PNG is written atomically as soon as its batch
+is done, and the manifest is rebuilt from the images present at the end. Under
+`accelerate launch` the missing images are split between processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conditioning.dataset import CATEGORICAL, ConditionSchema, quantize, write_json_atomic
+from conditioning.dataset.pixels import write_nifti, write_png
+
+log = logging.getLogger("radsynth.generate")
+REQUEST = "generation.json"
+BALANCED = ("grid", "match")
+
+
+def image_id(index: int) -> str:
+    return f"syn{index:06d}"
+
+
+def plan_conditions(
+    schema: ConditionSchema,
+    n: int,
+    fixed: dict[str, Any],
+    balanced: str | None,
+    seed: int,
+    training: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The condition dict of each of the n images.
+
+    Fixed attributes are the same for all. `grid`: the other categorical attributes cycle
+    through every combination of their values (N spread evenly) and the other continuous ones are
+    drawn uniformly over their range. `match`: the free attributes follow the training
+    distribution recorded in the model (categorical combinations in proportion, continuous
+    values by the training quantiles)."""
+    fixed = {k: v for k, v in schema.validate_request(fixed).items() if v is not None}
+    if balanced is None:
+        return [dict(fixed) for _ in range(n)]
+    if balanced not in BALANCED:
+        raise ValueError(f"--balanced must be one of {', '.join(BALANCED)}, got {balanced!r}")
+    rng = np.random.default_rng([seed, 7])
+    free = [a for a in schema.attributes if a.name not in fixed]
+    categorical = [a for a in free if a.kind == CATEGORICAL]
+    continuous = [a for a in free if a.kind != CATEGORICAL]
+    if balanced == "grid":
+        combos = [
+            dict(zip([a.name for a in categorical], values, strict=True))
+            for values in itertools.product(*(a.values for a in categorical))
+        ]
+        plan = [{**fixed, **combos[i % len(combos)]} for i in range(n)]
+        for a in continuous:
+            for row, value in zip(plan, rng.uniform(a.minimum, a.maximum, n), strict=True):
+                row[a.name] = float(round(value, 2))
+        return plan
+    if not training:
+        raise ValueError("this model records no training distribution; use --balanced grid")
+    combos = [(dict(c["values"]), c["count"]) for c in training["combinations"]]
+    combos = [(c, k) for c, k in combos if all(c.get(f) in (None, v) for f, v in fixed.items())]
+    if not combos:
+        raise ValueError(f"no training image matches {fixed}: nothing to match")
+    weights = np.array([k for _, k in combos], dtype=float)
+    quota = np.floor(weights / weights.sum() * n).astype(int)
+    for i in np.argsort(-(weights / weights.sum() * n - quota), kind="stable")[: n - quota.sum()]:
+        quota[i] += 1
+    plan = []
+    for (combo, _), count in zip(combos, quota, strict=True):
+        chosen = {k: v for k, v in combo.items() if k in {a.name for a in categorical}}
+        plan += [{**fixed, **chosen} for _ in range(count)]
+    order = rng.permutation(len(plan))
+    plan = [plan[i] for i in order]
+    for a in continuous:
+        quantiles = training["quantiles"].get(a.name)
+        for row in plan:
+            if quantiles:
+                row[a.name] = float(
+                    round(np.interp(rng.uniform(), np.linspace(0, 1, len(quantiles)), quantiles), 2)
+                )
+    return plan
+
+
+def training_distribution(schema: ConditionSchema, conditions: list[dict[str, Any]]) -> dict:
+    """Aggregate condition statistics of a training set (counts of categorical combinations,
+    21 quantiles per continuous attribute): what `--balanced match` samples from."""
+    names = [a.name for a in schema.attributes if a.kind == CATEGORICAL]
+    counts: dict[str, int] = {}
+    for c in conditions:
+        key = json.dumps([[n, c.get(n)] for n in names])
+        counts[key] = counts.get(key, 0) + 1
+    quantiles = {}
+    for a in schema.attributes:
+        if a.kind != CATEGORICAL:
+            values = [c[a.name] for c in conditions if c.get(a.name) is not None]
+            if values:
+                quantiles[a.name] = [float(q) for q in np.quantile(values, np.linspace(0, 1, 21))]
+    combinations = [{"values": json.loads(k), "count": v} for k, v in sorted(counts.items())]
+    return {"combinations": combinations, "quantiles": quantiles}
+
+
+def generate_set(
+    model,
+    out: str | Path,
+    *,
+    n: int,
+    conditions: dict[str, Any],
+    seed: int,
+    balanced: str | None = None,
+    guidance: float | None = None,
+    steps: int | None = None,
+    sampler: str | None = None,
+    batch_size: int | None = None,
+    accelerator=None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Write (or complete) a synthetic set of n images; returns a summary."""
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    defaults = model.defaults
+    request = {
+        "model_hash": model.model_hash,
+        "n": n,
+        "conditions": {
+            k: v for k, v in model.schema.validate_request(conditions).items() if v is not None
+        },
+        "balanced": balanced,
+        "seed": seed,
+        "sampler": sampler or defaults.get("sampler", "dpm++"),
+        "steps": int(steps or defaults.get("steps", 20)),
+        "guidance": float(defaults.get("guidance", 2.0) if guidance is None else guidance),
+    }
+    plan = plan_conditions(
+        model.schema, n, conditions, balanced, seed, model.config.get("training_conditions")
+    )
+    out = Path(out)
+    main = accelerator is None or accelerator.is_main_process
+    if main:
+        previous = out / REQUEST
+        if previous.is_file():
+            old = json.loads(previous.read_text(encoding="utf-8"))
+            if old != request:
+                changed = sorted(k for k in request if old.get(k) != request[k])
+                raise ValueError(
+                    f"{previous}: {out} was generated with a different {', '.join(changed)}; "
+                    "choose another --out"
+                )
+        write_json_atomic(previous, request)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    ext = ".png" if len(model.image_size) == 2 else ".nii.gz"
+    missing = [i for i in range(n) if not _complete(out, i, model.has_masks, ext)]
+    done_before = n - len(missing)
+    if accelerator is not None:
+        with accelerator.split_between_processes(missing) as share:
+            mine = list(share)
+    else:
+        mine = missing
+    batch = int(batch_size or defaults.get("batch_size", 32))
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(mine), desc="generating", unit="img", disable=not show_progress)
+    for start in range(0, len(mine), batch):
+        chunk = mine[start : start + batch]
+        images, masks = model.generate(
+            [plan[i] for i in chunk],
+            seed=seed,
+            steps=request["steps"],
+            sampler=request["sampler"],
+            guidance=request["guidance"],
+            batch_size=batch,
+            indices=chunk,
+            return_masks=True,
+        )
+        for k, index in enumerate(chunk):
+            if masks is not None:
+                _write(out / "masks" / image_file(index, ext), masks[k].astype(np.uint8) * 255)
+            _write(out / "images" / image_file(index, ext), quantize(images[k], 8))
+        bar.update(len(chunk))
+    bar.close()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    if main:
+        write_manifest(out, plan, request, model.schema, model.has_masks, ext)
+    log.info("%s: %d images (%d already present)", out, n, done_before)
+    return {"out": str(out), "n": n, "generated": len(missing), "already_present": done_before}
+
+
+def image_file(index: int, ext: str) -> str:
+    return f"{image_id(index)}{ext}"
+
+
+def _write(path: Path, pixels: np.ndarray) -> None:
+    """8-bit PNG for 2D images, NIfTI for 3D volumes; both written atomically."""
+    if pixels.ndim == 2:
+        write_png(path, pixels)
+    else:
+        write_nifti(path, pixels)
+
+
+def _complete(out: Path, index: int, has_masks: bool, ext: str) -> bool:
+    if not (out / "images" / image_file(index, ext)).is_file():
+        return False
+    return not has_masks or (out / "masks" / image_file(index, ext)).is_file()
+
+
+def write_manifest(
+    out: Path, plan, request, schema: ConditionSchema, has_masks: bool, ext: str = ".png"
+) -> None:
+    """manifest.csv from the images present (atomically)."""
+    columns = ["id", "file", *schema.names, "seed", "sampler", "steps", "guidance", "model_hash"]
+    if has_masks:
+        columns.append("mask_file")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for index, conditions in enumerate(plan):
+        if not _complete(out, index, has_masks, ext):
+            continue
+        name = image_id(index)
+        values = ["" if conditions.get(a) is None else _fmt(conditions[a]) for a in schema.names]
+        row = [
+            name,
+            f"images/{name}{ext}",
+            *values,
+            request["seed"],
+            request["sampler"],
+            request["steps"],
+            request["guidance"],
+            request["model_hash"],
+        ]
+        if has_masks:
+            row.append(f"masks/{name}{ext}")
+        writer.writerow(row)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.csv.", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp, out / "manifest.csv")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,107 @@
+"""`radsynth audit`: the privacy audit of a synthetic set before release (privacy_audit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "audit",
+        help="privacy audit of a synthetic set: copies, membership inference, metadata leaks",
+        description="Audit a synthetic set against the dataset its model was trained on and "
+        "write REPORT_DIR/report.json + report.html (+ audit.log). Exit status 0 when the "
+        "verdict is pass, 1 when it is fail.",
+    )
+    parser.add_argument("--synthetic", required=True, metavar="DIR",
+                        help="generated set (images/*.png + manifest.csv) or a folder of PNGs")
+    parser.add_argument("--data", required=True, metavar="DATASET", help="training dataset")
+    parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report directory")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--holdout-split", default="val",
+                        help="real images never trained on, to calibrate against (default val)")
+    parser.add_argument("--model", metavar="RUN", help="trained model run: also attack the model")
+    parser.add_argument("--filtered-out", metavar="DIR2",
+                        help="also write a copy of the set without the flagged images")
+    parser.add_argument("--quantile", type=float, default=0.995,
+                        help="flag above this conformal quantile of held-out scores")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoder-cache", metavar="DIR",
+                        help="where the copy encoder is cached (default ~/.cache/radsynth)")
+    parser.add_argument("--encoder-steps", type=int, help="copy-encoder training steps")
+    parser.add_argument("--forbid", action="append", default=[], metavar="STRING",
+                        help="a string that must not appear in the set (repeatable)")
+    parser.add_argument("--forbid-file", metavar="FILE",
+                        help="file of forbidden strings, one a line (e.g. source file names)")
+    parser.add_argument("--mia-samples", type=int, default=500,
+                        help="train and held-out images each for the model attack")
+    parser.add_argument("--dcr-limit", type=float, default=0.6)
+    parser.add_argument("--auc-limit", type=float, default=0.6)
+    parser.add_argument("--tpr-limit", type=float, default=0.05)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def load_probe(run_dir: str):
+    """The trained model as a DiffusionModelProbe, through generation.load_model."""
+    from privacy_audit.membership import DiffusionModelProbe
+
+    try:
+        import generation
+    except ImportError as exc:
+        raise ValueError(f"--model {run_dir}: cannot import generation ({exc})") from None
+    loader = getattr(generation, "load_model", None)
+    if loader is None:
+        raise ValueError(
+            f"--model {run_dir}: this installation has no generation.load_model, so the model "
+            "cannot be attacked; run the audit without --model"
+        )
+    model = loader(run_dir)
+    if not isinstance(model, DiffusionModelProbe):
+        raise ValueError(f"--model {run_dir}: the loaded model has no denoising_error method")
+    return model
+
+
+def run(args) -> int:
+    import torch
+
+    from privacy_audit.audit import AuditConfig, run_audit
+    from privacy_audit.encoder import EncoderParams
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    forbidden = list(args.forbid)
+    if args.forbid_file:
+        path = Path(args.forbid_file)
+        try:
+            forbidden += [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read forbidden strings ({exc})") from None
+    encoder = EncoderParams(seed=args.seed)
+    if args.encoder_steps:
+        encoder.steps = args.encoder_steps
+    config = AuditConfig(
+        train_split=args.train_split,
+        holdout_split=args.holdout_split,
+        quantile=args.quantile,
+        seed=args.seed,
+        encoder=encoder,
+        encoder_cache=args.encoder_cache,
+        forbidden=forbidden,
+        mia_samples=args.mia_samples,
+        dcr_limit=args.dcr_limit,
+        auc_limit=args.auc_limit,
+        tpr_limit=args.tpr_limit,
+        progress=not args.no_progress,
+    )
+    probe = load_probe(args.model) if args.model else None
+    model_info = {"run": Path(args.model).name} if args.model else None
+    report = run_audit(args.synthetic, args.data, args.out, config, probe, model_info,
+                       args.filtered_out)
+    copy = report["summary"]["copy_detection"]
+    print(f"verdict: {report['verdict']}  ({copy['flagged']} of {copy['synthetic_images']} "
+          f"images flagged; report {Path(args.out) / 'report.html'})")
+    for reason in report["reasons"]:
+        print(f"  - {reason}")
+    if args.filtered_out:
+        print(f"filtered copy without the flagged images: {args.filtered_out}")
+    return 0 if report["verdict"] == "pass" else 1

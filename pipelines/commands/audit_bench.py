@@ -1,0 +1,59 @@
+"""`radsynth audit-bench`: how fast the audit's search scales, and how well copy detection
+works on a real dataset (altered training copies mixed with real held-out images)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("audit-bench", help="benchmarks of the privacy audit")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    search = actions.add_parser("search", help="time embedding, top-k search and NCC re-scoring")
+    search.add_argument("--queries", type=int, default=10_000)
+    search.add_argument("--train", type=int, default=5_000)
+    search.add_argument("--size", type=int, default=64)
+    search.add_argument("--threads", type=int, default=2)
+    search.add_argument("--no-ncc", action="store_true", help="time the search only")
+    copies = actions.add_parser(
+        "copies", help="flag rates on altered training copies vs real held-out images"
+    )
+    copies.add_argument("--data", required=True, help="dataset (with train/val/test splits)")
+    copies.add_argument("--out", required=True, help="working folder: the set and its report")
+    copies.add_argument("--copies", type=int, default=1000)
+    copies.add_argument("--fresh-split", default="test",
+                        help="real images mixed in: never trained on, not the calibration split")
+    copies.add_argument("--holdout-split", default="val")
+    copies.add_argument("--quantile", type=float, default=0.995)
+    copies.add_argument("--encoder-cache", metavar="DIR")
+    copies.add_argument("--encoder-steps", type=int)
+    copies.add_argument("--seed", type=int, default=0)
+    copies.add_argument("--threads", type=int, default=2)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.action == "search":
+        from privacy_audit.bench import benchmark_search
+
+        result = benchmark_search(args.queries, args.train, args.size, with_ncc=not args.no_ncc)
+    else:
+        from privacy_audit.audit import AuditConfig
+        from privacy_audit.bench import measure_copy_detection
+        from privacy_audit.encoder import EncoderParams
+
+        encoder = EncoderParams(seed=args.seed)
+        if args.encoder_steps:
+            encoder.steps = args.encoder_steps
+        config = AuditConfig(holdout_split=args.holdout_split, quantile=args.quantile,
+                             seed=args.seed, encoder=encoder, encoder_cache=args.encoder_cache)
+        result = measure_copy_detection(args.data, args.out, config, args.copies,
+                                        args.fresh_split, args.seed)
+        path = Path(args.out) / "copy-detection.json"
+        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+    return 0

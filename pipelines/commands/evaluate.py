@@ -1,0 +1,151 @@
+"""`radsynth evaluate`: judge a synthetic set against the real data it imitates.
+
+Trains the domain models on the dataset's train split the first time (cached by data hash),
+then writes OUT/metrics.json (for `dvc metrics show`), OUT/evaluation.json (what was compared),
+OUT/plots/*.csv (for `dvc plots`), PNG figures and OUT/evaluate.log. OUT is assembled in a
+hidden sibling and renamed into place, so a failed run leaves an earlier OUT intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+log = logging.getLogger("radsynth.evaluate")
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="metrics of a synthetic set: Frechet distance, precision/recall, diversity, adherence",
+        description=__doc__,
+    )
+    parser.add_argument("--synthetic", required=True, help="synthetic set (images/ + manifest.csv)")
+    parser.add_argument("--data", required=True, help="the real dataset (RadSynth format)")
+    parser.add_argument("--out", required=True, help="output directory (replaced when done)")
+    parser.add_argument(
+        "--real-split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="real images to compare with",
+    )
+    parser.add_argument(
+        "--domain-models",
+        help="domain-model directory (default runs/domain-models/<dataset>-<hash>); trained "
+        "there when missing or trained on other data",
+    )
+    parser.add_argument("--epochs", type=int, default=10, help="domain-model training epochs")
+    parser.add_argument("--retrain", action="store_true", help="train the domain models again")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast for domain-model training (faster on CPU)",
+    )
+    parser.add_argument("--k", type=int, default=3, help="neighbours for precision/recall radii")
+    parser.add_argument("--pairs", type=int, default=200, help="random pairs per MS-SSIM group")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.set_defaults(func=run)
+
+
+def default_domain_dir(dataset) -> Path:
+    return Path("runs") / "domain-models" / f"{dataset.name}-{dataset.content_hash()[:12]}"
+
+
+def run(args) -> int:
+    import torch
+
+    from conditioning.dataset import load_dataset
+    from generation.evaluation import (
+        FitConfig,
+        evaluate_synthetic_set,
+        load_synthetic_set,
+        train_domain_models,
+        write_evaluation,
+    )
+    from pipelines.logfile import attach_log_file
+
+    if args.k < 1 or args.pairs < 1 or args.epochs < 1:
+        raise ValueError("--k, --pairs and --epochs must be positive")
+    torch.set_num_threads(max(1, args.threads))
+    dataset = load_dataset(args.data)
+    synthetic = load_synthetic_set(args.synthetic, dataset.schema)  # fail fast on a bad set
+    out = Path(args.out).resolve()
+    stage = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    handler = attach_log_file(stage / "evaluate.log")
+    ok = False
+    try:
+        log.info(
+            "evaluating %d synthetic images from %s against %s/%s",
+            len(synthetic),
+            args.synthetic,
+            dataset.name,
+            args.real_split,
+        )
+        domain_dir = Path(args.domain_models) if args.domain_models else default_domain_dir(dataset)
+        domain = train_domain_models(
+            dataset,
+            domain_dir,
+            FitConfig(epochs=args.epochs, seed=args.seed, bf16=args.bf16),
+            force=args.retrain,
+        )
+        evaluation = evaluate_synthetic_set(
+            synthetic,
+            dataset,
+            domain,
+            real_split=args.real_split,
+            k=args.k,
+            n_pairs=args.pairs,
+            seed=args.seed,
+        )
+        evaluation.info["synthetic"] = str(Path(args.synthetic).resolve())
+        written = write_evaluation(evaluation, stage, domain, seed=args.seed)
+        log.info("wrote %s", ", ".join(str(p.relative_to(stage)) for p in written))
+        ok = True
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        if not ok:
+            failed_log = out.with_name(f"{out.name}.failed.log")
+            if (stage / "evaluate.log").exists():
+                os.replace(stage / "evaluate.log", failed_log)
+                print(f"radsynth evaluate: log of the failed run: {failed_log}")
+            shutil.rmtree(stage, ignore_errors=True)
+    if out.exists():
+        trash = out.with_name(f".{out.name}.old")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(out, trash)
+        os.replace(stage, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(stage, out)
+    _summary(evaluation.metrics, out)
+    return 0
+
+
+def _summary(metrics: dict, out: Path) -> None:
+    def f(value) -> str:
+        return "n/a" if value is None or value != value else f"{value:.3f}"
+
+    fd = metrics["fd"]
+    pr = metrics["precision_recall"]
+    print(f"{out}: {metrics['n_synthetic']} synthetic vs {metrics['n_real']} real images")
+    print(
+        f"  Frechet distance {f(fd['synthetic_vs_real'])} (real vs real {f(fd.get('real_vs_real'))})"
+    )
+    print(f"  precision {f(pr['precision'])}, recall {f(pr['recall'])} (k={pr['k']})")
+    print(
+        f"  MS-SSIM synthetic {f(metrics['ms_ssim']['synthetic'])}, real {f(metrics['ms_ssim']['real'])}"
+    )
+    for name, a in metrics["adherence"].items():
+        if "accuracy" in a:
+            print(
+                f"  {name}: accuracy {f(a['accuracy'])} (real {f(a['real_accuracy'])}), "
+                f"macro-AUROC {f(a['macro_auroc'])} (real {f(a['real_macro_auroc'])})"
+            )
+        else:
+            print(f"  {name}: MAE {f(a['mae'])} (real {f(a['real_mae'])})")

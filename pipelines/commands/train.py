@@ -1,0 +1,141 @@
+"""`radsynth train autoencoder|diffusion|adapt`: train the latent diffusion model in two stages,
+then optionally adapt it to a small subset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def _common(parser) -> None:
+    parser.add_argument("--profile", help="smoke, demo or full (default: params.yaml `profile`)")
+    parser.add_argument("--params", help="params file (default: ./params.yaml, else the repo's)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice); 1 is far faster on a busy machine",
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("train", help="train the autoencoder, the diffusion model, or adapt it")
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    ae = stages.add_parser(
+        "autoencoder", help="train the KL autoencoder on a dataset's train split"
+    )
+    ae.add_argument("--data", required=True, help="dataset directory")
+    ae.add_argument("--out", required=True, help="run directory to create")
+    _common(ae)
+    ae.set_defaults(func=run_autoencoder)
+
+    diff = stages.add_parser("diffusion", help="train the conditioned diffusion UNet on latents")
+    diff.add_argument("--data", required=True, help="dataset directory")
+    diff.add_argument("--autoencoder", required=True, help="autoencoder run directory")
+    diff.add_argument("--out", required=True, help="model run directory to create")
+    _common(diff)
+    diff.set_defaults(func=run_diffusion)
+
+    adapt = stages.add_parser("adapt", help="fine-tune a trained model on a small subset")
+    adapt.add_argument("--model", required=True, help="parent model run directory")
+    adapt.add_argument("--data", required=True, help="dataset directory (same condition schema)")
+    adapt.add_argument("--out", required=True, help="adapted model run directory to create")
+    adapt.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep only train images with this condition (repeatable)",
+    )
+    adapt.add_argument("--limit", type=int, help="at most this many images (seeded choice)")
+    how = adapt.add_mutually_exclusive_group()
+    how.add_argument("--lora", type=int, metavar="RANK", help="LoRA rank (default: params)")
+    how.add_argument("--full", action="store_true", help="fine-tune every weight instead of LoRA")
+    adapt.add_argument("--steps", type=int, help="training steps (default: params adapt.steps)")
+    _common(adapt)
+    adapt.set_defaults(func=run_adapt)
+
+
+def settings_from(args) -> dict:
+    from generation.config import load_profile
+
+    set_threads(args.threads)
+    params = Path(args.params) if args.params else Path("params.yaml")
+    if not args.params and not params.is_file():
+        params = REPO_PARAMS
+    return load_profile(params, args.profile)
+
+
+def run_autoencoder(args) -> int:
+    from generation.train_autoencoder import train_autoencoder
+
+    card = train_autoencoder(
+        args.data,
+        args.out,
+        settings_from(args),
+        resume=args.resume,
+        show_progress=not args.no_progress,
+    )
+    print(
+        f"{args.out}: autoencoder trained for {card['steps']} steps ({card['stopped_by']}), "
+        f"{card['wall_seconds']:.0f} s; losses {_losses(card)}"
+    )
+    return 0
+
+
+def run_diffusion(args) -> int:
+    from generation.train_diffusion import train_diffusion
+
+    card = train_diffusion(
+        args.data,
+        args.autoencoder,
+        args.out,
+        settings_from(args),
+        resume=args.resume,
+        show_progress=not args.no_progress,
+    )
+    print(
+        f"{args.out}: diffusion model trained for {card['steps']} steps ({card['stopped_by']}), "
+        f"{card['wall_seconds']:.0f} s; losses {_losses(card)}; model {card['model_hash'][:12]}"
+    )
+    return 0
+
+
+def run_adapt(args) -> int:
+    from generation.adapt import adapt_model
+
+    card = adapt_model(
+        args.model,
+        args.data,
+        args.out,
+        settings_from(args),
+        where=args.where,
+        limit=args.limit,
+        lora_rank=args.lora,
+        full=args.full,
+        steps=args.steps,
+        resume=args.resume,
+        show_progress=not args.no_progress,
+    )
+    lineage = card["lineage"]
+    print(
+        f"{args.out}: adapted {lineage['parent_model_hash'][:12]} on {lineage['images']} images "
+        f"({lineage['method']}) for {card['steps']} steps; model {card['model_hash'][:12]}"
+    )
+    return 0
+
+
+def _losses(card: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in card["final_losses"].items())

@@ -1,0 +1,1 @@
+"""Releases: the audit gate, exports, datasheet, lineage, and DVC/git versioning."""

@@ -1,0 +1,199 @@
+"""`make_release`: the only way a synthetic set leaves the building.
+
+The audit gate runs first; the release is staged in a hidden sibling directory and renamed
+into place only when complete, so an interrupted release leaves the previous one intact and
+no partial new one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from conditioning.dataset import directory_sha256, load_synthetic_set
+from conditioning.dataset.pixels import read_png
+from privacy_audit.gate import check_release
+
+from .datasheet import render_datasheet
+from .exports import write_datalist, write_nifti_export, write_secondary_capture
+from .lineage import build_lineage
+
+log = logging.getLogger(__name__)
+EXPORTS = ("datalist", "dicom", "nifti")  # PNG + manifest.csv are always written
+DEFAULT_EXPORTS = ("datalist", "dicom")
+
+
+@dataclass
+class ReleaseInputs:
+    set_dir: Path
+    report_dir: Path
+    name: str
+    out_root: Path
+    model_dir: Path | None = None
+    dataset_dir: Path | None = None
+    params_file: Path | None = None
+    exports: tuple[str, ...] = DEFAULT_EXPORTS
+    overwrite: bool = False
+
+
+def _validate_name(name: str) -> None:
+    if not name or name.startswith(".") or any(c in name for c in "/\\ \t") or name in ("..",):
+        raise ValueError(f"release name {name!r}: use letters, digits, '-', '_' and '.'")
+
+
+def _copy_atomic_tree(stage: Path, target: Path, overwrite: bool) -> None:
+    """Move the staged release into place; an existing one is kept until the new one is in."""
+    if target.exists():
+        if not overwrite:
+            raise ValueError(
+                f"{target}: release already exists; choose a new --name or pass --overwrite"
+            )
+        previous = target.with_name(f".{target.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(target, previous)
+        try:
+            os.replace(stage, target)
+        except BaseException:
+            os.replace(previous, target)
+            raise
+        shutil.rmtree(previous, ignore_errors=True)
+    else:
+        os.replace(stage, target)
+
+
+def recover_interrupted(out_root: Path, name: str) -> None:
+    """A kill between the two renames of an overwrite leaves `.NAME.previous`: put it back."""
+    target = out_root / name
+    previous = out_root / f".{name}.previous"
+    if previous.exists() and not target.exists():
+        os.replace(previous, target)
+        log.warning("restored release %s left by an interrupted overwrite", name)
+    for leftover in out_root.glob(f".{name}.*.partial"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def make_release(inputs: ReleaseInputs) -> Path:
+    """Gate, then write images, manifest, exports, audit report, datasheet and lineage."""
+    _validate_name(inputs.name)
+    unknown = sorted(set(inputs.exports) - set(EXPORTS))
+    if unknown:
+        raise ValueError(
+            f"unknown export(s) {', '.join(unknown)}; choose from {', '.join(EXPORTS)}"
+        )
+    check_release(inputs.set_dir, inputs.report_dir)  # raises GateError with the reason
+    report = json.loads((inputs.report_dir / "report.json").read_text(encoding="utf-8"))
+    synthetic = load_synthetic_set(inputs.set_dir)
+    out_root = inputs.out_root
+    out_root.mkdir(parents=True, exist_ok=True)
+    recover_interrupted(out_root, inputs.name)
+    stage = Path(tempfile.mkdtemp(prefix=f".{inputs.name}.", suffix=".partial", dir=out_root))
+    try:
+        rows = _write_images(synthetic, stage, inputs)
+        _write_audit(inputs.report_dir, stage / "audit")
+        _write_sample_grid(synthetic, stage / "sample_grid.png")
+        lineage = build_lineage(
+            inputs, synthetic_sha256=directory_sha256(inputs.set_dir), report=report
+        )
+        (stage / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n", encoding="utf-8")
+        datasheet = render_datasheet(inputs.name, rows, synthetic.condition_names, lineage, report)
+        (stage / "datasheet.md").write_text(datasheet, encoding="utf-8")
+        _copy_atomic_tree(stage, out_root / inputs.name, inputs.overwrite)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out_root / inputs.name
+
+
+def _write_images(synthetic, stage: Path, inputs: ReleaseInputs) -> list[dict]:
+    from pydicom.uid import generate_uid
+
+    (stage / "images").mkdir()
+    rows: list[dict] = []
+    has_masks = any(item.mask_file for item in synthetic.images)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    model_hash = next((i.generation.get("model_hash", "") for i in synthetic.images), "")
+    for index, item in enumerate(synthetic.images):
+        rel = f"images/{item.id}.png"
+        shutil.copyfile(synthetic.root / item.file, stage / rel)
+        row = {
+            "id": item.id,
+            "file": rel,
+            **item.conditions,
+            **item.generation,
+            "origin": "synthetic",
+        }
+        if has_masks:
+            mask_rel = f"masks/{item.id}.png" if item.mask_file else ""
+            if mask_rel:
+                (stage / "masks").mkdir(exist_ok=True)
+                shutil.copyfile(synthetic.root / item.mask_file, stage / mask_rel)
+            row["mask_file"] = mask_rel
+        pixels = read_png(stage / rel)
+        if "dicom" in inputs.exports:
+            (stage / "dicom").mkdir(exist_ok=True)
+            write_secondary_capture(
+                stage / "dicom" / f"{item.id}.dcm",
+                pixels,
+                conditions=item.conditions,
+                model_hash=item.generation.get("model_hash", model_hash),
+                series_uid=series_uid,
+                study_uid=study_uid,
+                instance_number=index + 1,
+            )
+        if "nifti" in inputs.exports:
+            (stage / "nifti").mkdir(exist_ok=True)
+            write_nifti_export(stage / "nifti" / f"{item.id}.nii.gz", pixels.T)
+        rows.append(row)
+    columns = list(rows[0].keys())
+    with (stage / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    if "datalist" in inputs.exports:
+        write_datalist(
+            stage / "datalist.json", rows, synthetic.condition_names, _datalist_meta(inputs, rows)
+        )
+    return rows
+
+
+def _datalist_meta(inputs: ReleaseInputs, rows: list[dict]) -> dict:
+    meta = {"name": inputs.name, "release": inputs.name, "tensorImageSize": "2D"}
+    if inputs.dataset_dir is not None:
+        from conditioning.dataset import CATEGORICAL, load_dataset
+
+        dataset = load_dataset(inputs.dataset_dir)
+        meta["modality"] = dataset.info["modality"]
+        categorical = [a for a in dataset.schema.attributes if a.kind == CATEGORICAL]
+        if categorical:
+            meta["label_attribute"] = categorical[0].name
+            meta["labels"] = {str(i): v for i, v in enumerate(categorical[0].values)}
+    return meta
+
+
+def _write_audit(report_dir: Path, target: Path) -> None:
+    target.mkdir()
+    for name in ("report.json", "report.html"):
+        if (report_dir / name).is_file():
+            shutil.copyfile(report_dir / name, target / name)
+
+
+def _write_sample_grid(synthetic, path: Path, per_row: int = 8) -> None:
+    """Up to `per_row` released images for each value of the first condition, one row each."""
+    from generation.grids import save_grid
+
+    name = synthetic.condition_names[0] if synthetic.condition_names else None
+    groups: dict[str, list] = {}
+    for item in synthetic.images:
+        key = item.conditions.get(name, "") if name else "all"
+        if len(groups.setdefault(key, [])) < per_row:
+            groups[key].append(item)
+    keys = sorted(groups)
+    rows = [np.stack([synthetic.load_image(item) for item in groups[k]]) for k in keys]
+    save_grid(path, rows, labels=[k or "unconditioned" for k in keys])

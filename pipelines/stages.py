@@ -1,0 +1,100 @@
+"""The DVC pipeline's stages (dvc.yaml runs `radsynth stage NAME`).
+
+Each stage reads params.yaml, picks the active profile's section and calls the same
+sub-command a user would, with the pipeline's fixed paths. So the pipeline and the CLI can
+never drift apart, and every path lives here once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+PATHS = {
+    "dataset": "data/dataset",
+    "autoencoder": "runs/autoencoder",
+    "diffusion": "runs/diffusion",
+    "synthetic": "runs/synthetic",
+    "audit": "runs/audit",
+    "evaluation": "runs/evaluation",
+    "releases": "releases",
+}
+STAGES = (
+    "ingest",
+    "train_autoencoder",
+    "train_diffusion",
+    "generate",
+    "audit",
+    "evaluate",
+    "release",
+)
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: params file not found (run from the project root)")
+    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    profile = params.get("profile")
+    if profile not in (params.get("profiles") or {}):
+        known = ", ".join(params.get("profiles") or {}) or "none"
+        raise ValueError(f"{path}: profile {profile!r} is not defined under 'profiles' ({known})")
+    return params
+
+
+def as_flags(section: dict[str, Any] | None) -> list[str]:
+    """{'holdout_split': 'val', 'fast': True} -> ['--holdout-split', 'val', '--fast']."""
+    flags: list[str] = []
+    for key, value in (section or {}).items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            for item in value:
+                flags += [flag, str(item)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def stage_argv(name: str, params: dict[str, Any], params_file: str = "params.yaml") -> list[str]:
+    """The `radsynth` arguments a stage runs."""
+    profile = params["profile"]
+    section = params["profiles"][profile]
+    p = PATHS
+    if name == "ingest":
+        ingest = dict(params.get("ingest") or {})
+        source = ingest.pop("source")
+        return ["ingest", str(source), "--out", p["dataset"], "--overwrite", *as_flags(ingest)]
+    if name == "train_autoencoder":
+        return ["train", "autoencoder", "--data", p["dataset"], "--out", p["autoencoder"],
+                "--profile", profile, "--params", params_file]  # fmt: skip
+    if name == "train_diffusion":
+        return ["train", "diffusion", "--data", p["dataset"], "--autoencoder", p["autoencoder"],
+                "--out", p["diffusion"], "--profile", profile, "--params", params_file]  # fmt: skip
+    if name == "generate":
+        return [
+            "generate",
+            "--model",
+            p["diffusion"],
+            "--out",
+            p["synthetic"],
+            *as_flags(section.get("generate")),
+        ]
+    if name == "audit":
+        return ["audit", "--synthetic", p["synthetic"], "--data", p["dataset"], "--model", p["diffusion"],
+                "--out", p["audit"], *as_flags(section.get("audit"))]  # fmt: skip
+    if name == "evaluate":
+        return ["evaluate", "--synthetic", p["synthetic"], "--data", p["dataset"], "--out", p["evaluation"],
+                *as_flags(section.get("evaluate"))]  # fmt: skip
+    if name == "release":
+        release = params.get("release") or {}
+        return ["release", "--set", p["synthetic"], "--report", p["audit"], "--name", str(release["name"]),
+                "--out", p["releases"], "--model", p["diffusion"], "--data", p["dataset"],
+                "--params", params_file, "--overwrite", "--version-control", "none",
+                *as_flags({"export": release.get("exports")})]  # fmt: skip
+    raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")

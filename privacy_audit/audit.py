@@ -1,0 +1,480 @@
+"""`run_audit`: the whole privacy audit of one synthetic set against the dataset its model was
+trained on, written atomically as REPORT_DIR/report.json + report.html + audit.log."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import membership, stats
+from .copies import Standardiser, build_reference, find_neighbours, query_scores
+from .encoder import EncoderParams, load_encoder, save_encoder, train_encoder, training_key
+from .errors import AuditError
+from .imageset import load_images, open_set, set_sha256, write_filtered_copy
+from .metadata import FAIL, Forbidden, scan_set
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+ENCODER_DIR = "encoder"
+
+
+@dataclass
+class AuditConfig:
+    """Everything that decides an audit's outcome besides its inputs."""
+
+    train_split: str = "train"
+    holdout_split: str = "val"
+    quantile: float = 0.995  # flag above the holdout's conformal q-quantile
+    neighbours: int = 5  # nearest training patients re-scored by aligned NCC
+    seed: int = 0
+    encoder: EncoderParams = field(default_factory=EncoderParams)
+    encoder_cache: str | None = None  # directory; default: ~/.cache/radsynth/audit-encoders/KEY
+    forbidden: list[str] = field(default_factory=list)  # extra strings, e.g. source file names
+    mia_samples: int = 500
+    mia_timesteps: list[int] | None = None
+    dcr_limit: float = 0.6  # fail if the lower 95% bound of the share closer to train exceeds
+    auc_limit: float = 0.6  # fail if an attack's lower 95% bound of AUC exceeds
+    tpr_limit: float = 0.05  # fail if an attack's lower 95% bound of TPR at 1% FPR exceeds
+    n_boot: int = 500
+    progress: bool = True
+
+
+def _default_cache(key: str) -> Path:
+    base = os.environ.get("RADSYNTH_CACHE") or Path.home() / ".cache" / "radsynth"
+    return Path(base) / "audit-encoders" / key[:20]
+
+
+def _dedup_train(records):
+    """One record per distinct pixel hash: exact duplicates count once."""
+    seen: set[str] = set()
+    kept = []
+    for r in records:
+        if r.sha256 not in seen:
+            seen.add(r.sha256)
+            kept.append(r)
+    return kept
+
+
+def _forbidden(dataset, train, extra: list[str]) -> Forbidden:
+    forbidden = Forbidden()
+    for pid in sorted({r.patient_id for r in dataset.records}):
+        forbidden.add(pid, f"a patient_id of the dataset ({pid[:4]}...)")
+    for r in train:
+        forbidden.add(r.file, f"training image path {r.file}")
+    forbidden.add(str(Path(dataset.root).resolve()), "the dataset's absolute path")
+    for i, value in enumerate(extra, start=1):
+        forbidden.add(value, f"forbidden string no. {i} given by the caller")
+    return forbidden
+
+
+def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, old_report: Path):
+    params = config.encoder
+    key = training_key([r.sha256 for r in train], params)
+    places = [Path(config.encoder_cache)] if config.encoder_cache else [_default_cache(key)]
+    places.append(old_report / ENCODER_DIR)
+    for place in places:
+        found = load_encoder(place, key)
+        if found is not None:
+            model, meta = found
+            log.info("copy encoder reused from cache (key %s)", key[:12])
+            save_encoder(model, report_stage / ENCODER_DIR, meta)
+            return model, meta, True
+    model, train_stats = train_encoder(
+        train_images, [r.patient_id for r in train], params, progress=config.progress
+    )
+    meta = {
+        "key": key,
+        "params": asdict(params),
+        "trained_by": "this project (radsynth audit), on the deduplicated training split only; "
+        "no pretrained weights",
+        "objective": "SimCLR NT-Xent over copy augmentations (mirror, shift, crop+resize, "
+        "rotation, gamma/contrast/brightness, blur, JPEG-like recompression, noise)",
+        **train_stats,
+    }
+    save_encoder(model, report_stage / ENCODER_DIR, meta)
+    try:
+        save_encoder(model, places[0], meta)
+    except OSError as exc:
+        log.warning("could not cache the encoder in %s (%s)", places[0], exc)
+    return model, meta, False
+
+
+def _nearest_json(reference, nb, combined, order, row: int, top: int = 3) -> list[dict]:
+    out, patients = [], set()
+    for j in order[row]:
+        idx = int(nb.index[row, j])
+        if idx < 0 or int(reference.groups[idx]) in patients:
+            continue  # one image per training patient: the best one
+        if len(out) == top:
+            break
+        patients.add(int(reference.groups[idx]))
+        out.append(
+            {
+                "id": reference.ids[idx],
+                "score": round(float(combined[row, j]), 4),
+                "embedding_cosine": round(float(nb.cosine[row, j]), 4),
+                "ncc": round(float(nb.ncc[row, j]), 4),
+            }
+        )
+    return out
+
+
+def _split_half_fpr(holdout_scores: np.ndarray, quantile: float, seed: int) -> float | None:
+    """Calibrate on a random half of the holdout, count flags on the other half (20 times):
+    an honest estimate of how often a new patient's image gets flagged."""
+    rng = np.random.default_rng(seed)
+    n = len(holdout_scores)
+    rates = []
+    for _ in range(20):
+        perm = rng.permutation(n)
+        a, b = holdout_scores[perm[: n // 2]], holdout_scores[perm[n // 2 :]]
+        try:
+            threshold = stats.conformal_threshold(a, quantile)
+        except AuditError:
+            return None
+        rates.append(float(np.mean(b > threshold)))
+    return float(np.mean(rates))
+
+
+def _quantiles(values: np.ndarray) -> dict:
+    qs = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
+    return {str(q): round(float(v), 4) for q, v in zip(qs, np.quantile(values, qs), strict=True)}
+
+
+def run_audit(
+    set_dir: str | Path,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    config: AuditConfig | None = None,
+    probe: membership.DiffusionModelProbe | None = None,
+    model_info: dict | None = None,
+    filtered_out: str | Path | None = None,
+) -> dict:
+    """Audit the set; write the report directory atomically; return the report dict."""
+    from conditioning.dataset import load_dataset
+
+    from .report_html import write_html
+
+    config = config or AuditConfig()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    set_dir, out_dir = Path(set_dir), Path(out_dir).resolve()
+    synthetic = open_set(set_dir)
+    if set_dir.resolve() in out_dir.parents or out_dir == set_dir.resolve():
+        raise AuditError(out_dir, "the report directory must not be inside the audited set")
+    dataset = load_dataset(dataset_dir)
+    if dataset.dimensionality != "2D":
+        raise AuditError(dataset.root, "the audit handles 2D datasets only")
+    train_all = dataset.split(config.train_split)
+    holdout = dataset.split(config.holdout_split)
+    for split, rows in ((config.train_split, train_all), (config.holdout_split, holdout)):
+        if not rows:
+            raise AuditError(dataset.root, f"split {split!r} holds no image")
+    train = _dedup_train(train_all)
+    shape = tuple(dataset.image_size)
+    if max(shape) < config.encoder.input_size:  # small images: no upsampling for the encoder
+        config = replace(config, encoder=replace(config.encoder, input_size=max(shape)))
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    handler = logging.FileHandler(stage / "audit.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root_logger = logging.getLogger()
+    root_logger.addHandler(handler)
+    if root_logger.level == logging.NOTSET or root_logger.level > logging.INFO:
+        root_logger.setLevel(logging.INFO)
+    try:
+        report, arrays = _audit(
+            synthetic, dataset, train, holdout, shape, config, probe, model_info, stage, out_dir,
+            timings,
+        )
+        timings["total_seconds"] = round(time.perf_counter() - t0, 2)
+        report["timings"] = timings
+        from conditioning.dataset import write_json_atomic
+
+        write_json_atomic(stage / REPORT_JSON, report)
+        write_html(stage / REPORT_HTML, report, arrays)
+        log.info("verdict %s; report written to %s", report["verdict"], out_dir)
+    except BaseException:
+        root_logger.removeHandler(handler)
+        handler.close()
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    root_logger.removeHandler(handler)
+    handler.close()
+    _replace_dir(stage, out_dir)
+    if filtered_out is not None:
+        drop = {s["file"] for s in report["samples"] if s["flagged"]}
+        write_filtered_copy(synthetic, drop, filtered_out)
+        log.info("filtered copy without %d flagged image(s): %s", len(drop), filtered_out)
+    return report
+
+
+def _replace_dir(stage: Path, out: Path) -> None:
+    """Move a finished staging directory into place, replacing any previous one."""
+    if out.exists():
+        trash = out.with_name(f".{out.name}.old")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(out, trash)
+        os.replace(stage, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(stage, out)
+
+
+def _load(dataset, records, progress: bool, desc: str) -> np.ndarray:
+    from tqdm import tqdm
+
+    return np.stack([dataset.load_image(r) for r in tqdm(records, desc=desc, disable=not progress)])
+
+
+def _audit(synthetic, dataset, train, holdout, shape, config, probe, model_info, stage, out_dir,
+           timings):
+    progress = config.progress
+    tick = time.perf_counter()
+    syn_images = load_images(synthetic, shape, progress)
+    train_images = _load(dataset, train, progress, "read train")
+    holdout_images = _load(dataset, holdout, progress, "read holdout")
+    timings["read_seconds"] = round(time.perf_counter() - tick, 2)
+    set_hash = set_sha256(synthetic.root)
+
+    tick = time.perf_counter()
+    model, encoder_meta, reused = _get_encoder(config, train_images, train, stage, out_dir)
+    timings["encoder_seconds"] = round(time.perf_counter() - tick, 2)
+    size = config.encoder.input_size
+
+    tick = time.perf_counter()
+    reference = build_reference(
+        model, train_images, [r.id for r in train], [r.patient_id for r in train], size, progress
+    )
+    k = config.neighbours
+    hold_nb = find_neighbours(model, reference, holdout_images, size, k, progress, "holdout")
+    syn_nb = find_neighbours(model, reference, syn_images, size, k, progress, "synthetic")
+    timings["copy_detection_seconds"] = round(time.perf_counter() - tick, 2)
+
+    std = Standardiser.fit(hold_nb)
+    hold_scores, _ = query_scores(std, hold_nb)
+    syn_scores, order = query_scores(std, syn_nb)
+    syn_combined = std.combined(syn_nb)
+    threshold = stats.conformal_threshold(hold_scores, config.quantile)
+    flagged = syn_scores > threshold
+    pvalues = stats.conformal_pvalues(hold_scores, syn_scores)
+    alpha = 1.0 - config.quantile
+    n_flag, n_syn = int(flagged.sum()), len(syn_scores)
+    matched_patients = {int(reference.groups[syn_nb.index[i, order[i, 0]]])
+                        for i in np.nonzero(flagged)[0]}
+    copy_summary = {
+        "synthetic_images": n_syn,
+        "flagged": n_flag,
+        "flagged_rate": n_flag / n_syn,
+        "flagged_rate_ci95": stats.wilson_interval(n_flag, n_syn),
+        "expected_rate_without_copies": alpha,
+        "distinct_training_patients_matched": len(matched_patients),
+        "benjamini_hochberg_discoveries": int(stats.benjamini_hochberg(pvalues, alpha).sum()),
+        "holdout_flag_rate_split_half": _split_half_fpr(hold_scores, config.quantile, config.seed),
+        "synthetic_score_quantiles": _quantiles(syn_scores),
+        "holdout_score_quantiles": _quantiles(hold_scores),
+    }
+
+    tick = time.perf_counter()
+    dcr = membership.dcr(syn_nb.embeddings, reference.embeddings, hold_nb.embeddings,
+                         seed=config.seed, n_boot=config.n_boot)
+    domias = membership.domias(syn_nb.embeddings, reference.embeddings, hold_nb.embeddings,
+                               seed=config.seed, n_boot=config.n_boot)
+    timings["data_attack_seconds"] = round(time.perf_counter() - tick, 2)
+
+    model_mia = None
+    if probe is not None:
+        tick = time.perf_counter()
+        model_mia = _model_mia(probe, dataset, train, holdout, train_images, holdout_images,
+                               config)
+        timings["model_mia_seconds"] = round(time.perf_counter() - tick, 2)
+        if model_info:
+            model_mia["model"] = model_info
+
+    tick = time.perf_counter()
+    forbidden = _forbidden(dataset, train, config.forbidden)
+    findings = scan_set(synthetic.root, forbidden, progress)
+    timings["metadata_seconds"] = round(time.perf_counter() - tick, 2)
+
+    checks = _checks(copy_summary, threshold, config, findings, dcr, domias, model_mia)
+    failed = [c for c in checks if not c["passed"]]
+    samples = []
+    for i, rel in enumerate(synthetic.files):
+        samples.append({
+            "file": rel,
+            "flagged": bool(flagged[i]),
+            "score": round(float(syn_scores[i]), 4),
+            "p_value": round(float(pvalues[i]), 5),
+            "nearest": _nearest_json(reference, syn_nb, syn_combined, order, i),
+        })
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "radsynth audit",
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "verdict": "fail" if failed else "pass",
+        "reasons": [c["detail"] for c in failed] or ["all checks passed"],
+        "checks": checks,
+        "set_sha256": set_hash,
+        "set": {"name": synthetic.root.name, "kind": synthetic.kind, "images": n_syn},
+        "dataset": {
+            "name": dataset.name,
+            "content_hash": dataset.content_hash(),
+            "image_size": list(shape),
+            "train_split": config.train_split,
+            "holdout_split": config.holdout_split,
+            "train_images": len(dataset.split(config.train_split)),
+            "train_images_deduplicated": len(train),
+            "train_patients": len({r.patient_id for r in train}),
+            "holdout_images": len(holdout),
+            "holdout_patients": len({r.patient_id for r in holdout}),
+        },
+        "encoder": {**encoder_meta, "reused_from_cache": reused, "stored_in": ENCODER_DIR},
+        "thresholds": {
+            "copy": {
+                "score": "max over candidate training images (nearest patients by the encoder "
+                "and by coarse pixels) of max(zE, zN, (zE+zN)/sqrt 2), zE = z(-log(1-embedding "
+                "cosine)), zN = z(-log(1-aligned NCC)); z = robust z-score against the "
+                "held-out images' best matches",
+                "alignment": "NCC at 32x32 (area-downsampled; smaller images: after a 0.7 px blur) "
+                "of the query's centre over shifts of up to 3 px at 32x32, horizontal mirror, "
+                "crops 100/92/84% of the training image",
+                "rule": f"flag when the score exceeds the held-out images' conformal "
+                f"{config.quantile} quantile (equivalently conformal p-value <= {alpha:.4g})",
+                "quantile": config.quantile,
+                "threshold": round(threshold, 4),
+                "holdout_images": len(holdout),
+                "how_set": f"calibrated on split {config.holdout_split!r}: patients never "
+                "used in training, each compared with the training split",
+                "standardiser": std.to_json(),
+            },
+            "dcr": {"limit": config.dcr_limit, "rule": "fail when the lower 95% bound of "
+                    "the share closer to train exceeds the limit", "how_set": "policy default"},
+            "membership": {"auc_limit": config.auc_limit, "tpr_at_1pct_fpr_limit":
+                           config.tpr_limit, "rule": "fail when an attack's lower 95% bound "
+                           "exceeds a limit", "how_set": "policy default"},
+            "metadata": {"rule": "any finding of severity 'fail' fails the verdict",
+                         "forbidden_strings": len(forbidden),
+                         "forbidden_strings_too_short_to_search": forbidden.too_short},
+        },
+        "summary": {
+            "copy_detection": copy_summary,
+            "dcr": dcr,
+            "domias": domias,
+            "model_membership": model_mia if model_mia is not None else
+            {"skipped": "no --model given"},
+            "metadata": {"files_scanned": sum(1 for p in synthetic.root.rglob("*") if p.is_file()),
+                         "failures": sum(f.severity == FAIL for f in findings),
+                         "warnings": sum(f.severity != FAIL for f in findings)},
+        },
+        "metadata_findings": [f.to_json() for f in findings],
+        "samples": samples,
+    }
+    arrays = {
+        "holdout_scores": hold_scores,
+        "synthetic_scores": syn_scores,
+        "synthetic_images": syn_images,
+        "train_images": train_images,
+        "train_index": {r.id: i for i, r in enumerate(train)},
+    }
+    return report, arrays
+
+
+def _model_mia(probe, dataset, train, holdout, train_images, holdout_images, config) -> dict:
+    rng = np.random.default_rng(config.seed)
+    n = min(config.mia_samples, len(train), len(holdout))
+    mi = np.sort(rng.choice(len(train), n, replace=False))
+    ni = np.sort(rng.choice(len(holdout), n, replace=False))
+    schedule = getattr(probe, "schedule", None)
+    total = int(
+        getattr(probe, "num_train_timesteps", None)
+        or (schedule.get("num_train_timesteps") if isinstance(schedule, dict) else None)
+        or 1000
+    )
+    timesteps = config.mia_timesteps or sorted(
+        {max(1, min(total - 1, round(f * total))) for f in membership.DEFAULT_TIMESTEP_FRACTIONS}
+    )
+    return membership.model_attack(
+        probe,
+        train_images[mi], [dict(train[i].conditions) for i in mi],
+        holdout_images[ni], [dict(holdout[i].conditions) for i in ni],
+        timesteps, seed=config.seed, n_boot=config.n_boot, progress=config.progress,
+    )
+
+
+def _checks(copy, threshold, config, findings, dcr, domias, model_mia) -> list[dict]:
+    checks = []
+    n, f = copy["synthetic_images"], copy["flagged"]
+    lo, hi = copy["flagged_rate_ci95"]
+    checks.append({
+        "name": "copy_detection",
+        "passed": f == 0,
+        "detail": (f"{f} of {n} synthetic images ({100 * f / n:.2f}%, 95% CI "
+                   f"{100 * lo:.2f}-{100 * hi:.2f}%) are closer to a training image than the "
+                   f"held-out {config.quantile} quantile (score > {threshold:.3f}); remove them "
+                   "(--filtered-out) and audit again") if f else
+        f"no synthetic image exceeds the held-out {config.quantile} quantile ({threshold:.3f})",
+    })
+    fails = [x for x in findings if x.severity == FAIL]
+    checks.append({
+        "name": "metadata",
+        "passed": not fails,
+        "detail": ("metadata leakage: " + "; ".join(f"{x.file}: {x.detail}" for x in fails[:10])
+                   + (f"; and {len(fails) - 10} more" if len(fails) > 10 else ""))
+        if fails else "no identifying metadata or forbidden string found",
+    })
+    share_lo = dcr["share_ci95"][0]
+    checks.append({
+        "name": "dcr",
+        "passed": share_lo <= config.dcr_limit,
+        "detail": f"share of synthetic images closer to train than to holdout "
+        f"{dcr['share_closer_to_train']:.3f} (95% CI {share_lo:.3f}-{dcr['share_ci95'][1]:.3f}; "
+        f"limit {config.dcr_limit})",
+    })
+    attacks = [("domias", "DOMIAS density-ratio attack on the set", domias)]
+    if model_mia is not None:
+        attacks += [(f"model_{k}", f"model {k} attack", v)
+                    for k, v in model_mia["attacks"].items()]
+    for name, label, entry in attacks:
+        auc_lo, tpr_lo = entry["auc_ci95"][0], entry["tpr_at_1pct_fpr_ci95"][0]
+        ok = auc_lo <= config.auc_limit and tpr_lo <= config.tpr_limit
+        checks.append({
+            "name": f"membership_{name}",
+            "passed": ok,
+            "detail": f"{label}: AUC {entry['auc']:.3f} (95% CI {auc_lo:.3f}-"
+            f"{entry['auc_ci95'][1]:.3f}; limit {config.auc_limit}), TPR at 1% FPR "
+            f"{entry['tpr_at_1pct_fpr']:.3f} (lower bound {tpr_lo:.3f}; limit {config.tpr_limit})",
+        })
+    return checks
+
+
+def read_report(report_dir: str | Path) -> dict:
+    """The report.json of a report directory (AuditError naming the file if unusable)."""
+    path = Path(report_dir) / REPORT_JSON
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AuditError(path, "missing: not an audit report directory") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AuditError(path, f"unreadable report ({exc})") from None
+    if not isinstance(report, dict) or report.get("schema_version") != SCHEMA_VERSION:
+        raise AuditError(path, f"not an audit report of schema_version {SCHEMA_VERSION}")
+    return report
+
+
+def report_digest(report: dict) -> str:
+    """A short hash of a report, for lineage records."""
+    return hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()

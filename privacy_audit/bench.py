@@ -1,0 +1,115 @@
+"""Benchmarks of the audit: how fast the nearest-neighbour search scales (synthetic data), and
+the known-answer copy-detection measurement on a real dataset (altered training copies mixed
+with real held-out images the calibration never saw)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import stats
+
+
+def benchmark_search(
+    n_query: int = 10_000, n_train: int = 5_000, size: int = 64, k: int = 5, dim: int = 128,
+    seed: int = 0, with_ncc: bool = True,
+) -> dict:
+    """Seconds for: embedding (an untrained encoder of the audit's shape, images/s), the
+    blockwise top-k search by patient, and the aligned-NCC re-scoring of the candidates.
+    Content does not change these costs, so random images stand in for real ones."""
+    from .copies import DESCRIPTOR_CROPS, max_shift_for, ncc_pixels, pixel_descriptor
+    from .encoder import CopyEncoder, embed
+    from .search import AlignedNCC, topk_by_patient
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    out: dict = {"n_query": n_query, "n_train": n_train, "size": size, "k": k,
+                 "threads": torch.get_num_threads()}
+    model = CopyEncoder(16, dim).eval()
+    sample = rng.random((2048, size, size), dtype=np.float32)
+    tick = time.perf_counter()
+    embed(model, sample, min(size, 64))
+    per_image = (time.perf_counter() - tick) / len(sample)
+    out["embed_images_per_second"] = round(1 / per_image, 1)
+    out["embed_seconds_estimated"] = round(per_image * (n_query + n_train), 2)
+    queries = torch.nn.functional.normalize(torch.randn(n_query, dim), dim=1)
+    refs = torch.nn.functional.normalize(torch.randn(n_train, dim), dim=1)
+    groups = rng.integers(0, n_train // 2, n_train)  # about two images per patient
+    tick = time.perf_counter()
+    index, _ = topk_by_patient(queries, refs, groups, k)
+    out["search_seconds"] = round(time.perf_counter() - tick, 2)
+    if with_ncc:
+        train_px = ncc_pixels(rng.random((n_train, size, size), dtype=np.float32))
+        query_px = ncc_pixels(rng.random((n_query, size, size), dtype=np.float32))
+        tick = time.perf_counter()
+        ncc = AlignedNCC(train_px, max_shift_for(train_px.shape[-1]))
+        torch.cat([pixel_descriptor(train_px, c) for c in DESCRIPTOR_CROPS])
+        out["ncc_prepare_seconds"] = round(time.perf_counter() - tick, 2)
+        candidates = np.concatenate([index, rng.integers(0, n_train, (n_query, 2 * k))], 1)
+        tick = time.perf_counter()
+        ncc.score(query_px, candidates)
+        out["ncc_candidates_per_query"] = candidates.shape[1]
+        out["ncc_seconds"] = round(time.perf_counter() - tick, 2)
+    return out
+
+
+def measure_copy_detection(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    config,
+    n_copies: int = 1000,
+    fresh_split: str = "test",
+    seed: int = 0,
+) -> dict:
+    """Audit a set of `n_copies` altered training copies plus every `fresh_split` image (real,
+    never trained on, not the calibration split); return the flag rates with 95% intervals."""
+    from conditioning.dataset import load_dataset
+
+    from .audit import run_audit
+    from .challenge import alter, random_kinds, write_challenge_set
+
+    if fresh_split in (config.train_split, config.holdout_split):
+        raise ValueError(f"fresh split {fresh_split!r} must differ from train and holdout splits")
+    dataset = load_dataset(dataset_dir)
+    train, fresh = dataset.split(config.train_split), dataset.split(fresh_split)
+    if not fresh:
+        raise ValueError(f"{dataset.root}: split {fresh_split!r} holds no image")
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(train), min(n_copies, len(train)), replace=False)
+    kinds, copies = [], []
+    for j, i in enumerate(picks):
+        kinds.append(random_kinds(rng, j))
+        copies.append(alter(dataset.load_image(train[i]), kinds[-1], rng))
+    out_dir = Path(out_dir)
+    truth = write_challenge_set(out_dir / "set", copies, [dataset.load_image(r) for r in fresh],
+                                seed=seed)
+    report = run_audit(out_dir / "set", dataset_dir, out_dir / "report", config)
+    flagged = {s["file"]: s["flagged"] for s in report["samples"]}
+    copy_files = [f for f, (t, _) in truth.items() if t == "copy"]
+    fresh_files = [f for f, (t, _) in truth.items() if t == "fresh"]
+    n_copy_flagged = sum(flagged[f] for f in copy_files)
+    n_fresh_flagged = sum(flagged[f] for f in fresh_files)
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    for f in copy_files:
+        for name in kinds[truth[f][1]]:
+            by_kind[name].append(flagged[f])
+    return {
+        "copies": len(copy_files),
+        "copies_flagged": n_copy_flagged,
+        "copies_flagged_rate": n_copy_flagged / len(copy_files),
+        "copies_flagged_ci95": stats.wilson_interval(n_copy_flagged, len(copy_files)),
+        "fresh": len(fresh_files),
+        "fresh_flagged": n_fresh_flagged,
+        "fresh_flagged_rate": n_fresh_flagged / len(fresh_files),
+        "fresh_flagged_ci95": stats.wilson_interval(n_fresh_flagged, len(fresh_files)),
+        "flagged_rate_by_alteration": {k: round(float(np.mean(v)), 4)
+                                       for k, v in sorted(by_kind.items())},
+        "threshold": report["thresholds"]["copy"]["threshold"],
+        "quantile": report["thresholds"]["copy"]["quantile"],
+        "timings": report["timings"],
+        "report": str(out_dir / "report"),
+    }

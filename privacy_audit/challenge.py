@@ -1,0 +1,105 @@
+"""A known-answer test of copy detection: a set mixing real held-out images with training
+images copied and then altered the way a memorising model alters them. The alterations here
+are implemented independently of the encoder's training augmentations (PIL JPEG, SciPy blur,
+integer shifts) so the test does not grade the encoder on its own homework."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+ALTERATIONS = ("mirror", "shift", "crop_resize", "noise", "contrast", "jpeg", "blur")
+
+
+def alter(image01: np.ndarray, kinds: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+    """Apply the named alterations, in a fixed order, at random strengths a copy could have."""
+    from PIL import Image
+    from scipy import ndimage
+
+    x = image01.astype(np.float32)
+    h, w = x.shape
+    if "mirror" in kinds:
+        x = x[:, ::-1]
+    if "crop_resize" in kinds:
+        frac = rng.uniform(0.82, 0.95)
+        ch, cw = round(h * frac), round(w * frac)
+        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = Image.fromarray(x[top : top + ch, left : left + cw])
+        x = np.asarray(crop.resize((w, h), Image.BILINEAR), dtype=np.float32)
+    if "shift" in kinds:
+        s = max(1, round(4 * w / 64))
+        dy, dx = rng.integers(-s, s + 1, size=2)
+        if dy == 0 and dx == 0:
+            dx = s
+        x = np.roll(x, (int(dy), int(dx)), axis=(0, 1))
+        if dy > 0:
+            x[:dy] = x[dy : dy + 1]
+        elif dy < 0:
+            x[dy:] = x[dy - 1 : dy]
+        if dx > 0:
+            x[:, :dx] = x[:, dx : dx + 1]
+        elif dx < 0:
+            x[:, dx:] = x[:, dx - 1 : dx]
+    if "contrast" in kinds:
+        gamma = np.exp(rng.uniform(-1, 1) * np.log(1.4))
+        x = np.clip(x, 0, 1) ** gamma
+        m = x.mean()
+        x = (x - m) * rng.uniform(0.75, 1.25) + m + rng.uniform(-0.06, 0.06)
+    if "blur" in kinds:
+        x = ndimage.gaussian_filter(x, rng.uniform(0.4, 0.9) * w / 64, mode="nearest")
+    if "noise" in kinds:
+        x = x + rng.normal(0, rng.uniform(0.01, 0.04), x.shape)
+    x = np.clip(x, 0, 1)
+    if "jpeg" in kinds:
+        import io
+
+        buffer = io.BytesIO()
+        Image.fromarray(np.rint(x * 255).astype(np.uint8)).save(
+            buffer, format="JPEG", quality=int(rng.integers(40, 86))
+        )
+        buffer.seek(0)
+        with Image.open(buffer) as im:
+            x = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    return np.clip(x, 0, 1).astype(np.float32)
+
+
+def random_kinds(rng: np.random.Generator, index: int) -> tuple[str, ...]:
+    """Each alteration alone once in a while, otherwise a random combination of two or three."""
+    if index < len(ALTERATIONS):
+        return (ALTERATIONS[index],)
+    n = int(rng.integers(2, 4))
+    return tuple(sorted(rng.choice(ALTERATIONS, size=n, replace=False)))
+
+
+def write_challenge_set(
+    out: str | Path,
+    copies: list[np.ndarray],
+    fresh: list[np.ndarray],
+    seed: int = 0,
+) -> dict[str, tuple[str, int]]:
+    """Write a generated-style set (images/*.png + manifest.csv) mixing altered copies and fresh
+    images in a shuffled order; returns the truth, file -> ('copy' | 'fresh', index in its list).
+    The truth is returned, not written: the set must look like any other synthetic set."""
+    from PIL import Image
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    items = [("copy", i, im) for i, im in enumerate(copies)]
+    items += [("fresh", i, im) for i, im in enumerate(fresh)]
+    order = rng.permutation(len(items))
+    truth: dict[str, tuple[str, int]] = {}
+    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "seed"])
+        for n, i in enumerate(order):
+            kind, number, image = items[i]
+            rel = f"images/syn{n:06d}.png"
+            Image.fromarray(np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8), mode="L").save(
+                out / rel
+            )
+            writer.writerow([rel, n])
+            truth[rel] = (kind, number)
+    return truth

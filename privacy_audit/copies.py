@@ -1,0 +1,200 @@
+"""Copy detection: for every query image, its nearest training images (one per patient) by the
+learned embedding, re-scored by aligned pixel NCC; the two combine into one score whose
+held-out distribution sets the flagging threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .augment import gaussian_blur
+from .encoder import CopyEncoder, embed
+from .search import AlignedNCC, aligned_ncc, topk_by_patient
+
+
+@dataclass
+class Reference:
+    """The deduplicated training images the queries are compared with."""
+
+    ids: list[str]
+    groups: np.ndarray  # patient index per image (int)
+    pixels: np.ndarray  # (N, P, P) float32 at the coarse NCC size (at most 32x32)
+    ncc: AlignedNCC  # the references prepared for coarse aligned NCC
+    fine: np.ndarray | None  # (N, F, F) at the fine NCC size, when larger than the coarse
+    embeddings: torch.Tensor  # (N, dim), unit norm
+    descriptors: torch.Tensor  # (V*N, 256) coarse pixel descriptors of V crops, unit norm
+
+
+@dataclass
+class Neighbours:
+    """The k nearest training patients of each query: best image each, cosine and NCC."""
+
+    index: np.ndarray  # (Q, k) into Reference, -1 pad
+    cosine: np.ndarray  # (Q, k)
+    ncc: np.ndarray  # (Q, k)
+    embeddings: torch.Tensor  # (Q, dim) of the queries
+
+
+COARSE_SIZE = 32  # every candidate is aligned at (at most) 32x32: cheap, spectra precomputed
+FINE_SIZE = 64  # the best few candidates again at (at most) 64x64: sub-pixel shifts at 32x32
+# cost a copy a few hundredths of NCC, which is all that separates it from a new patient
+REFINED = 3  # candidates per query re-aligned at the fine size
+NCC_SMOOTHING = 1.0  # px: a light blur (when not downsampled) so pixel noise hides no copy
+DESCRIPTOR_CROPS = (1.0, 0.9, 0.8)
+
+
+def ncc_pixels(images01: np.ndarray, size: int = COARSE_SIZE) -> np.ndarray:
+    """Images as NCC compares them: area-downsampled to `size`, or lightly blurred if not
+    larger than that."""
+    x = torch.as_tensor(np.asarray(images01, dtype=np.float32))[:, None]
+    if max(x.shape[-2:]) > size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    else:
+        x = gaussian_blur(x, torch.full((len(x),), NCC_SMOOTHING))
+    return x[:, 0].numpy()
+
+
+def pixel_descriptor(pixels: np.ndarray | torch.Tensor, crop: float = 1.0) -> torch.Tensor:
+    """A 16x16 thumbnail (of a centre crop), zero-mean and unit-norm: a second way to find
+    candidates that does not depend on how well the encoder trained."""
+    x = torch.as_tensor(pixels, dtype=torch.float32)[:, None]
+    if crop < 1.0:
+        h, w = x.shape[-2:]
+        ch, cw = round(h * crop), round(w * crop)
+        x = x[..., (h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+    x = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
+    x = x - x.mean(1, keepdim=True)
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def max_shift_for(size: int) -> int:
+    """3 px at 32x32 (6 px of a 64x64 image): the shifts a copy may have undergone."""
+    return max(1, round(size * 3 / 32))
+
+
+def build_reference(
+    model: CopyEncoder, images01: np.ndarray, ids: list[str], patients: list[str], size: int,
+    progress: bool = False,
+) -> Reference:
+    _, groups = np.unique(np.asarray(patients), return_inverse=True)
+    pixels = ncc_pixels(images01)
+    index = AlignedNCC(pixels, max_shift_for(pixels.shape[-1]))
+    fine = ncc_pixels(images01, FINE_SIZE)
+    fine = fine if fine.shape[-1] > pixels.shape[-1] else None
+    emb = embed(model, images01, size, progress=progress, desc="embed train")
+    descriptors = torch.cat([pixel_descriptor(pixels, c) for c in DESCRIPTOR_CROPS])
+    return Reference(list(ids), groups.astype(np.int64), pixels, index, fine, emb, descriptors)
+
+
+def _union(*indices: np.ndarray) -> np.ndarray:
+    """Row-wise union of candidate index arrays (order: first array first), -1 padded."""
+    stacked = np.concatenate(indices, axis=1)
+    out = np.full_like(stacked, -1)
+    width = 0
+    for row in range(len(stacked)):
+        seen = list(dict.fromkeys(int(i) for i in stacked[row] if i >= 0))
+        out[row, : len(seen)] = seen
+        width = max(width, len(seen))
+    return out[:, : max(width, 1)]
+
+
+def find_neighbours(
+    model: CopyEncoder, reference: Reference, images01: np.ndarray, size: int, k: int = 5,
+    progress: bool = False, label: str = "",
+) -> Neighbours:
+    """Candidates from the encoder (k patients) and from coarse pixels, as is and mirrored
+    (k each); then embedding cosine and aligned NCC of every candidate."""
+    emb = embed(model, images01, size, progress=progress, desc=f"embed {label}")
+    idx_emb, _ = topk_by_patient(
+        emb, reference.embeddings, reference.groups, k, progress=progress, desc=f"search {label}"
+    )
+    pixels = ncc_pixels(images01)
+    k_pix = k
+    n_ref = len(reference.ids)
+    tiled = np.tile(reference.groups, len(DESCRIPTOR_CROPS))
+    routes = [idx_emb]
+    for image in (pixels, pixels[:, :, ::-1].copy()):  # as is and mirrored
+        found, _ = topk_by_patient(pixel_descriptor(image), reference.descriptors, tiled, k_pix)
+        routes.append(np.where(found >= 0, found % n_ref, -1))
+    index = _union(*routes)
+    safe = np.where(index >= 0, index, 0)
+    cosine = (emb[:, None, :] * reference.embeddings[torch.as_tensor(safe)]).sum(-1).numpy()
+    cosine = np.where(index >= 0, cosine, -np.inf).astype(np.float32)
+    ncc = reference.ncc.score(pixels, index, progress=progress, desc=f"align {label}")
+    if reference.fine is not None:
+        ncc = _refine(reference, images01, index, cosine, ncc, progress, label)
+    return Neighbours(index, cosine, ncc, emb)
+
+
+def _refine(reference, images01, index, cosine, ncc, progress, label, block: int = 512):
+    """Re-align the best candidates (by coarse NCC, plus the encoder's best) at the fine size."""
+    from tqdm import tqdm
+
+    order = np.argsort(-ncc, axis=1)[:, :REFINED]
+    best_cos = np.argmax(cosine, axis=1)[:, None]
+    columns = np.concatenate([order, best_cos], axis=1)
+    rows = np.repeat(np.arange(len(index)), columns.shape[1])
+    cols = columns.ravel()
+    keep = index[rows, cols] >= 0
+    pairs = np.unique(np.stack([rows[keep], cols[keep]], 1), axis=0)
+    out = ncc.copy()
+    shift = max_shift_for(reference.fine.shape[-1])
+    for start in tqdm(range(0, len(pairs), block), desc=f"refine {label}", disable=not progress):
+        r, c = pairs[start : start + block, 0], pairs[start : start + block, 1]
+        queries = torch.from_numpy(ncc_pixels(images01[np.unique(r)], FINE_SIZE))
+        where = np.searchsorted(np.unique(r), r)
+        refs = torch.from_numpy(reference.fine[index[r, c]])
+        out[r, c] = aligned_ncc(queries[where], refs, max_shift=shift).numpy()
+    return out
+
+
+def _closeness(x: np.ndarray) -> np.ndarray:
+    """-log(1 - similarity): spreads out the region near 1 where copies live."""
+    return -np.log(np.clip(1.0 - x, 1e-6, None))
+
+
+@dataclass
+class Standardiser:
+    """Robust z-scores of the two similarities, fitted on the held-out images' best matches,
+    so neither similarity dominates the sum just by its scale."""
+
+    cos_centre: float
+    cos_scale: float
+    ncc_centre: float
+    ncc_scale: float
+
+    @classmethod
+    def fit(cls, holdout: Neighbours) -> Standardiser:
+        def robust(v: np.ndarray) -> tuple[float, float]:
+            v = v[np.isfinite(v)]
+            q25, q50, q75 = np.percentile(v, [25, 50, 75])
+            return float(q50), float(max((q75 - q25) / 1.349, 1e-3))
+
+        c = robust(_closeness(holdout.cosine.max(1)))
+        n = robust(_closeness(holdout.ncc.max(1)))
+        return cls(c[0], c[1], n[0], n[1])
+
+    def combined(self, nb: Neighbours) -> np.ndarray:
+        """(Q, k) combined score per candidate: the largest of z(embedding), z(aligned NCC)
+        and their normalised sum, so a copy extreme in either (or moderately in both) stands
+        out, whichever of the two measures is the sharper on this data."""
+        zc = (_closeness(nb.cosine) - self.cos_centre) / self.cos_scale
+        zn = (_closeness(nb.ncc) - self.ncc_centre) / self.ncc_scale
+        out = np.maximum(np.maximum(zc, zn), (zc + zn) / np.sqrt(2))
+        out[nb.index < 0] = -np.inf
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "embedding_closeness": {"median": self.cos_centre, "robust_scale": self.cos_scale},
+            "ncc_closeness": {"median": self.ncc_centre, "robust_scale": self.ncc_scale},
+        }
+
+
+def query_scores(std: Standardiser, nb: Neighbours) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: the best combined score and the order of its candidates (best first)."""
+    combined = std.combined(nb)
+    order = np.argsort(-combined, axis=1, kind="stable")
+    return combined.max(1), order

@@ -1,0 +1,223 @@
+"""A small copy-detection encoder, trained by the project on the training split itself
+(SimCLR-style NT-Xent over the copy augmentations): near-copies of an image land near it.
+No pretrained weights: the audit must not depend on anything downloaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import copy_augment
+from .errors import AuditError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "encoder.safetensors"
+CONFIG = "encoder.json"
+ENCODER_VERSION = 1
+
+
+@dataclass
+class EncoderParams:
+    """What decides the encoder: changing any of these retrains it."""
+
+    input_size: int = 64
+    width: int = 16
+    dim: int = 128
+    steps: int = 600
+    batch: int = 128
+    lr: float = 2e-3
+    temperature: float = 0.1
+    seed: int = 0
+
+
+class CopyEncoder(nn.Module):
+    """A slim strided CNN (64 -> 4x4 map; about 9 MMAC per 64x64 image, so it trains in
+    minutes on a CPU) and a linear head over the 4x4 map: spatial layout matters for copies."""
+
+    def __init__(self, width: int = 16, dim: int = 128):
+        super().__init__()
+        w = width
+
+        def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
+            return [
+                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
+
+        self.features = nn.Sequential(
+            *block(1, w, 2),
+            *block(w, 2 * w, 2),
+            *block(2 * w, 2 * w, 1),
+            *block(2 * w, 4 * w, 2),
+            *block(4 * w, 4 * w, 1),
+            *block(4 * w, 8 * w, 2),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 8 * w, 256), nn.ReLU(inplace=True), nn.Linear(256, dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.pool(self.features(x))), dim=1)
+
+
+def to_input(images01: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W) in [0, 1] -> (N, 1, size, size) float tensor (area-resized when larger)."""
+    x = torch.as_tensor(np.asarray(images01, dtype=np.float32))[:, None]
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear")
+    return x
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The NT-Xent loss of SimCLR: each view must pick its partner out of the 2B-1 others."""
+    z = torch.cat([z1, z2])
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    n = z1.shape[0]
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return F.cross_entropy(sim, target)
+
+
+def training_key(train_hashes: list[str], params: EncoderParams) -> str:
+    """Identifies an encoder: the (deduplicated) training pixels' hashes and the params."""
+    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
+    digest.update(f"v{ENCODER_VERSION}".encode())
+    for h in sorted(train_hashes):
+        digest.update(h.encode())
+    return digest.hexdigest()
+
+
+def _one_per_patient(groups: list[str], rng: np.random.Generator, batch: int) -> np.ndarray:
+    """A batch with at most one image per patient: a patient's other visits are near-identical,
+    and pushing them apart as negatives would teach the encoder the wrong thing."""
+    by_patient: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        by_patient[g].append(i)
+    patients = list(by_patient)
+    chosen = rng.choice(len(patients), size=min(batch, len(patients)), replace=False)
+    return np.array([rng.choice(by_patient[patients[c]]) for c in chosen])
+
+
+def train_encoder(
+    images01: np.ndarray,
+    groups: list[str],
+    params: EncoderParams,
+    progress: bool = True,
+) -> tuple[CopyEncoder, dict]:
+    """Train on the training images (N, H, W); `groups` are their patient ids."""
+    from tqdm import tqdm
+
+    if len(images01) < 8:
+        raise AuditError("training split", f"{len(images01)} images: too few to train the encoder")
+    torch.manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    generator = torch.Generator().manual_seed(params.seed)
+    data = to_input(images01, params.input_size)
+    model = CopyEncoder(params.width, params.dim)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
+    warm = max(1, params.steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
+        optimiser,
+        lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + np.cos(np.pi * i / params.steps)),
+    )
+    model.train()
+    start, losses = time.perf_counter(), []
+    bar = tqdm(range(params.steps), desc="train copy encoder", disable=not progress)
+    for step in bar:
+        index = torch.from_numpy(_one_per_patient(groups, rng, params.batch))
+        x = data[index]
+        with torch.no_grad():
+            v1, v2 = copy_augment(x, generator), copy_augment(x, generator)
+        loss = nt_xent(model(v1), model(v2), params.temperature)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    model.eval()
+    seconds = time.perf_counter() - start
+    stats = {
+        "train_seconds": round(seconds, 1),
+        "final_loss": round(float(np.mean(losses[-20:])), 4),
+        "train_images": len(images01),
+        "train_patients": len(set(groups)),
+    }
+    log.info("copy encoder trained: %d steps in %.1f s, loss %.3f", params.steps, seconds,
+             stats["final_loss"])
+    return model, stats
+
+
+@torch.no_grad()
+def embed(
+    model: CopyEncoder, images01: np.ndarray, size: int, batch: int = 512, progress: bool = False,
+    desc: str = "embed",
+) -> torch.Tensor:
+    """Unit-norm embeddings (N, dim) of (N, H, W) images."""
+    from tqdm import tqdm
+
+    model.eval()
+    out = []
+    for i in tqdm(range(0, len(images01), batch), desc=desc, disable=not progress):
+        out.append(model(to_input(images01[i : i + batch], size)))
+    return torch.cat(out) if out else torch.empty(0, model.head[-1].out_features)
+
+
+def save_encoder(model: CopyEncoder, directory: str | Path, meta: dict) -> None:
+    """safetensors weights + JSON config, each written atomically."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS}.", dir=directory)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+        os.replace(tmp, directory / WEIGHTS)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{CONFIG}.", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(meta, handle, indent=2)
+    os.replace(tmp, directory / CONFIG)
+
+
+def load_encoder(directory: str | Path, key: str) -> tuple[CopyEncoder, dict] | None:
+    """The cached encoder in `directory` if it was trained for `key`, else None."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / WEIGHTS).is_file() or not (directory / CONFIG).is_file():
+        return None
+    try:
+        meta = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        log.warning("%s: unreadable encoder config; retraining", directory / CONFIG)
+        return None
+    if meta.get("key") != key:
+        return None
+    params = EncoderParams(**meta["params"])
+    model = CopyEncoder(params.width, params.dim)
+    try:
+        model.load_state_dict(load_file(directory / WEIGHTS))
+    except Exception as exc:  # a damaged or foreign weights file: retrain rather than fail
+        log.warning("%s: cannot load (%s); retraining", directory / WEIGHTS, exc)
+        return None
+    model.eval()
+    return model, meta

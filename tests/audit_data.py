@@ -1,0 +1,59 @@
+"""Tiny data for the privacy-audit tests: 'patients' whose images differ in structure, with
+repeat visits and an exact duplicate, and helpers that build synthetic sets from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conditioning.dataset import Attribute, ConditionSchema, DatasetWriter, quantize
+
+SIZE = 32
+
+
+def _patient_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    from scipy import ndimage
+
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = np.full((size, size), 0.3)
+    for _ in range(5):
+        cx, cy, r = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), rng.uniform(0.05, 0.2)
+        image += rng.uniform(-0.25, 0.35) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / r**2)
+    image += 0.12 * ndimage.gaussian_filter(rng.standard_normal((size, size)), 1.0)
+    return np.clip(image, 0, 1)
+
+
+def make_patient_dataset(
+    out: Path, *, size: int = SIZE, train: int = 160, val: int = 200, test: int = 80, seed: int = 0
+) -> Path:
+    """train/val/test patients; every 10th train patient has a second, near-identical visit and
+    one train image is stored twice (an exact duplicate)."""
+    rng = np.random.default_rng(seed)
+    schema = ConditionSchema((Attribute("pathology", "categorical", values=("normal", "viral")),))
+    with DatasetWriter(out, name="audit-tiny", modality="DX", dimensionality="2D",
+                       image_size=[size, size], bit_depth=8, schema=schema) as writer:
+        n = 0
+        for split, count in (("train", train), ("val", val), ("test", test)):
+            for _ in range(count):
+                image = _patient_image(rng, size)
+                pid = f"pat{n:05d}"
+                label = ("normal", "viral")[n % 2]
+                writer.add(quantize(image, 8), split=split, patient_id=pid,
+                           conditions={"pathology": label})
+                if split == "train" and n % 10 == 0:  # a second visit of the same patient
+                    visit = np.clip(image + 0.02 * rng.standard_normal(image.shape), 0, 1)
+                    writer.add(quantize(visit, 8), split=split, patient_id=pid,
+                               conditions={"pathology": label})
+                if split == "train" and n == 3:  # an exact duplicate file
+                    writer.add(quantize(image, 8), split=split, patient_id=pid,
+                               conditions={"pathology": label})
+                n += 1
+        writer.commit(intensity={"method": "synthetic"}, ingest_report={"files_read": n})
+    return out
+
+
+def save_png(path: Path, image01: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.rint(np.clip(image01, 0, 1) * 255).astype(np.uint8), mode="L").save(path)

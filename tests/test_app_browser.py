@@ -1,0 +1,170 @@
+"""The app in a real browser: `streamlit run apps/app.py` on a free local port, driven by
+Playwright with the system Chromium (no browser download): click Generate, wait for the grid,
+take a screenshot, report the time from click to a fully loaded grid.
+
+Set RADSYNTH_BROWSER_DATA_ROOT (and RADSYNTH_BROWSER_MODEL, a run directory relative to it) to
+time a real model instead of the tiny one the test trains.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.app_fixtures import MODEL, app_root  # noqa: F401
+from tests.conftest import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IMAGES = 16
+GRID_JS = """n => {
+  const imgs = [...document.querySelectorAll("img[src*='/media/']")];
+  return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0);
+}"""
+
+
+def chromium_or_skip() -> Path:
+    """The system Chromium; installed with apt-get only as root in CI or on request."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    allowed = os.environ.get("CI") or os.environ.get("RADSYNTH_INSTALL_BROWSER") == "1"
+    if allowed and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            try:
+                subprocess.run(command, env=env, timeout=900, check=False, capture_output=True)
+            except subprocess.TimeoutExpired:
+                break
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"no browser: {CHROMIUM} is missing (as root, set RADSYNTH_INSTALL_BROWSER=1 or CI=1 "
+            "to let this test `apt-get install chromium`)"
+        )
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(data_root: Path, log: Path, timeout: float = 90):
+    """The app on a free port; yields its URL; the process group is killed on exit."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO / "apps" / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
+    env = {**os.environ, "RADSYNTH_DATA_ROOT": str(data_root)}
+    env.pop("RADSYNTH_AUDITOR", None)
+    env["RADSYNTH_READER_DB"] = str(log.parent / "ratings.sqlite")
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"streamlit exited with {server.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit not healthy after {timeout} s: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            server.wait(timeout=10)
+
+
+def click_generate_and_time(url: str, model: str, screenshot: Path) -> float:
+    """Seconds from the click on Generate to IMAGES fully loaded images in the browser."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium_or_skip()), args=CHROMIUM_ARGS, timeout=60_000
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(120_000)
+            page.goto(f"{url}/?model={model}", timeout=60_000)
+            button = page.get_by_role("button", name="Generate", exact=True)
+            button.wait_for(state="visible", timeout=180_000)  # model loaded
+            started = time.perf_counter()
+            button.click()
+            page.wait_for_function(GRID_JS, arg=IMAGES, timeout=120_000)
+            elapsed = time.perf_counter() - started
+            caption = page.get_by_text(f"{IMAGES} images in")
+            caption.wait_for(timeout=10_000)
+            print(f"\nserver side: {caption.inner_text()}")
+            page.screenshot(path=str(screenshot), full_page=True)
+            alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
+        finally:
+            browser.close()
+    assert not [a for a in alerts if "rror" in a or "Refused" in a], alerts
+    return elapsed
+
+
+def test_generate_in_the_browser(app_root, tmp_path):  # noqa: F811
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    chromium_or_skip()
+    data_root = Path(os.environ.get("RADSYNTH_BROWSER_DATA_ROOT") or app_root)
+    model = os.environ.get("RADSYNTH_BROWSER_MODEL") or MODEL
+    screenshot = tmp_path / "app-screenshot.png"
+    with streamlit_server(data_root, tmp_path / "streamlit.log") as url:
+        elapsed = click_generate_and_time(url, model, screenshot)
+    assert screenshot.stat().st_size > 10_000
+    print(
+        f"\nclick -> {IMAGES}-image grid visible: {elapsed:.2f} s ({model}); screenshot {screenshot}"
+    )
+    runs = REPO / "runs"
+    if runs.is_dir():
+        shutil.copyfile(screenshot, runs / "app-screenshot.png")
+        print(f"copied to {runs / 'app-screenshot.png'}")

@@ -1,0 +1,123 @@
+"""Acceptance of copy detection on tiny data: altered copies of training images are flagged,
+fresh images of new patients are not, and the filtered set re-audits clean."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conditioning.dataset import load_dataset
+from privacy_audit.audit import AuditConfig, run_audit
+from privacy_audit.challenge import ALTERATIONS, alter, random_kinds, write_challenge_set
+from privacy_audit.encoder import EncoderParams
+from privacy_audit.gate import check_release
+
+from .audit_data import make_patient_dataset
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core machine, two spinning threads are much slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def audit_config(cache) -> AuditConfig:
+    return AuditConfig(
+        quantile=0.995,
+        encoder=EncoderParams(steps=60),
+        encoder_cache=str(cache),
+        n_boot=100,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def challenge(tmp_path_factory, one_thread):
+    root = tmp_path_factory.mktemp("audit-copies")
+    data = make_patient_dataset(root / "data")
+    ds = load_dataset(data)
+    train, test = ds.split("train"), ds.split("test")
+    rng = np.random.default_rng(5)
+    picks = rng.choice(len(train), 80, replace=False)
+    copies = [alter(ds.load_image(train[i]), random_kinds(rng, j), rng) for j, i in enumerate(picks)]
+    fresh = [ds.load_image(r) for r in test]
+    truth = write_challenge_set(root / "set", copies, fresh, seed=1)
+    report = run_audit(root / "set", data, root / "report", audit_config(root / "cache"),
+                       filtered_out=root / "filtered")
+    return root, data, truth, report
+
+
+def test_copies_flagged_and_fresh_images_not(challenge):
+    _, _, truth, report = challenge
+    flagged = {s["file"]: s["flagged"] for s in report["samples"]}
+    copies = [f for f, (kind, _) in truth.items() if kind == "copy"]
+    fresh = [f for f, (kind, _) in truth.items() if kind == "fresh"]
+    copy_rate = np.mean([flagged[f] for f in copies])
+    fresh_rate = np.mean([flagged[f] for f in fresh])
+    assert copy_rate >= 0.99, f"only {copy_rate:.3f} of altered copies flagged"
+    assert fresh_rate <= 0.01, f"{fresh_rate:.3f} of fresh images flagged"
+    assert report["verdict"] == "fail"
+    assert any("closer to a training image" in r for r in report["reasons"])
+    assert len(ALTERATIONS) == 7  # every alteration appears alone among the copies
+
+
+def test_flagged_copy_points_at_the_training_image_it_copies(challenge):
+    _, data, truth, report = challenge
+    ds = load_dataset(data)
+    by_id = {r.id: r for r in ds.records}
+    for sample in report["samples"]:
+        if truth[sample["file"]][0] == "copy":
+            nearest = sample["nearest"][0]
+            assert by_id[nearest["id"]].split == "train"
+            assert nearest["ncc"] > 0.8
+
+
+def test_filtered_copy_reaudits_clean_and_passes_the_gate(challenge):
+    root, data, truth, report = challenge
+    kept = sorted(p.relative_to(root / "filtered").as_posix()
+                  for p in (root / "filtered" / "images").glob("*.png"))
+    assert kept == sorted(s["file"] for s in report["samples"] if not s["flagged"])
+    manifest = (root / "filtered" / "manifest.csv").read_text().splitlines()
+    assert len(manifest) == len(kept) + 1
+    again = run_audit(root / "filtered", data, root / "report2", audit_config(root / "cache"))
+    assert again["verdict"] == "pass", again["reasons"]
+    assert again["encoder"]["reused_from_cache"]
+    check_release(root / "filtered", root / "report2")
+    stored = json.loads((root / "report2" / "report.json").read_text())
+    assert stored["set_sha256"] == again["set_sha256"]
+
+
+def test_audit_bench_copies_measures_flag_rates(challenge, tmp_path, capsys):
+    from pipelines.cli import main as radsynth
+
+    root, data, _, _ = challenge
+    code = radsynth(["audit-bench", "copies", "--data", str(data), "--out", str(tmp_path / "b"),
+                     "--copies", "30", "--encoder-steps", "60", "--encoder-cache",
+                     str(root / "cache"), "--threads", "1"])
+    assert code == 0
+    result = json.loads((tmp_path / "b" / "copy-detection.json").read_text())
+    assert result["copies"] == 30 and result["fresh"] == 80
+    assert result["copies_flagged_rate"] == 1.0 and result["fresh_flagged_rate"] <= 0.0125
+    assert set(result["flagged_rate_by_alteration"]) == set(ALTERATIONS)
+    assert json.loads(capsys.readouterr().out)["copies"] == 30
+
+
+def test_encoder_training_is_deterministic():
+    import torch
+
+    from privacy_audit.encoder import train_encoder
+
+    images = np.random.default_rng(0).random((40, 16, 16), dtype=np.float32)
+    groups = [f"p{i // 2}" for i in range(40)]
+    params = EncoderParams(input_size=16, steps=3, batch=8)
+    first, _ = train_encoder(images, groups, params, progress=False)
+    second, _ = train_encoder(images, groups, params, progress=False)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

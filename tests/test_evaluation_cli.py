@@ -1,0 +1,160 @@
+"""`radsynth evaluate` end to end on a tiny dataset and synthetic sets written in the layout of
+`radsynth generate` (images/*.png + manifest.csv)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conditioning.dataset import load_dataset, quantize
+from conditioning.dataset.pixels import write_png
+from pipelines.cli import main
+from tests.conftest import make_tiny_dataset
+
+COLUMNS = [
+    "id",
+    "file",
+    "pathology",
+    "age_months",
+    "seed",
+    "sampler",
+    "steps",
+    "guidance",
+    "model_hash",
+]
+
+
+def write_synthetic_set(out: Path, images: list[np.ndarray], conditions: list[dict]) -> Path:
+    (out / "images").mkdir(parents=True)
+    with (out / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for i, (image, cond) in enumerate(zip(images, conditions, strict=True)):
+            rel = f"images/syn{i:05d}.png"
+            write_png(out / rel, quantize(image, 8))
+            writer.writerow(
+                {
+                    "id": f"syn{i:05d}",
+                    "file": rel,
+                    "pathology": cond.get("pathology") or "",
+                    "age_months": "" if cond.get("age_months") is None else cond["age_months"],
+                    "seed": i,
+                    "sampler": "dpm++",
+                    "steps": 20,
+                    "guidance": 2.0,
+                    "model_hash": "0" * 64,
+                }
+            )
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalcli")
+    data = make_tiny_dataset(root / "tiny", size=16, per_class=30)
+    dataset = load_dataset(data)
+    test = dataset.split("test")
+    copies = write_synthetic_set(
+        root / "copies",
+        [dataset.load_image(r) for r in test],
+        [r.conditions for r in test],
+    )
+    rng = np.random.default_rng(0)
+    noise = write_synthetic_set(
+        root / "noise",
+        [rng.random((16, 16)) for _ in test],
+        [r.conditions for r in test],
+    )
+    domain = root / "domain"
+    args = ["--data", str(data), "--domain-models", str(domain), "--epochs", "3", "--pairs", "20"]
+    return root, args, copies, noise
+
+
+def run(args: list[str]) -> int:
+    return main(["evaluate", *args])
+
+
+def test_copies_of_the_real_test_set_score_as_real(setup):
+    root, args, copies, _ = setup
+    out = root / "out-copies"
+    assert run(["--synthetic", str(copies), "--out", str(out), *args]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_synthetic"] == metrics["n_real"] == 15
+    assert metrics["fd"]["synthetic_vs_real"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["fd"]["real_vs_real"] > 0
+    assert metrics["precision_recall"]["precision"] == 1.0
+    assert metrics["precision_recall"]["recall"] == 1.0
+    assert metrics["ms_ssim"]["synthetic"] == pytest.approx(metrics["ms_ssim"]["real"])
+    pathology = metrics["adherence"]["pathology"]
+    assert pathology["accuracy"] == pathology["real_accuracy"] > 0.7
+    assert (
+        metrics["adherence"]["age_months"]["mae"] == metrics["adherence"]["age_months"]["real_mae"]
+    )
+    assert "pathology=viral" in metrics["subgroups"]
+    info = json.loads((out / "evaluation.json").read_text())
+    assert info["real_split"] == "test" and info["reference_split"] == "val"
+    for name in (
+        "adherence_per_class.csv",
+        "precision_recall.csv",
+        "ms_ssim.csv",
+        "subgroups.csv",
+        "real_vs_synthetic.png",
+        "adherence_pathology.png",
+        "age_months_requested_vs_predicted.png",
+    ):
+        assert (out / "plots" / name).is_file(), name
+    with (out / "plots" / "adherence_per_class.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["class"] for r in rows] == ["normal", "bacterial", "viral"]
+    assert "evaluating" in (out / "evaluate.log").read_text()
+    assert not list(root.glob(".out-copies*"))
+
+
+def test_noise_scores_worse_than_copies(setup):
+    root, args, copies, noise = setup
+    out = root / "out-noise"
+    assert run(["--synthetic", str(noise), "--out", str(out), *args]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fd"]["synthetic_vs_real"] > metrics["fd"]["real_vs_real"]
+    assert metrics["precision_recall"]["precision"] < 0.5
+    assert metrics["ms_ssim"]["synthetic"] < metrics["ms_ssim"]["real"]
+
+
+def test_bad_manifest_is_a_clear_error_and_keeps_the_earlier_output(setup, capsys, tmp_path):
+    root, args, copies, _ = setup
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"earlier": 1}')
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "images").mkdir()
+    (bad / "manifest.csv").write_text(
+        (copies / "manifest.csv").read_text().replace(",viral,", ",covid,")
+    )
+    assert run(["--synthetic", str(bad), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.csv" in err and "covid" in err
+    assert json.loads((out / "metrics.json").read_text()) == {"earlier": 1}
+
+
+def test_synthetic_set_reader_names_the_file_and_problem(setup, tmp_path):
+    from conditioning.dataset import DatasetError
+    from generation.evaluation import load_synthetic_set
+
+    root, args, copies, _ = setup
+    schema = load_dataset(args[1]).schema
+    with pytest.raises(DatasetError, match="manifest.csv: missing"):
+        load_synthetic_set(tmp_path, schema)
+    (tmp_path / "manifest.csv").write_text("file,pathology\nimages/a.png,viral\n")
+    with pytest.raises(DatasetError, match="missing column"):
+        load_synthetic_set(tmp_path, schema)
+    (tmp_path / "manifest.csv").write_text("id,file\n1,../outside.png\n")
+    with pytest.raises(DatasetError, match="relative path"):
+        load_synthetic_set(tmp_path, schema)
+    loaded = load_synthetic_set(copies, schema)
+    assert loaded.images.shape == (15, 16, 16) and loaded.images.max() <= 1.0
+    assert loaded.conditions[0]["pathology"] in ("normal", "bacterial", "viral")

@@ -1,0 +1,125 @@
+"""Utility benchmark on the tiny dataset: arms, scarce regimes, seeds and the summary table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from conditioning.dataset import load_dataset
+from generation.evaluation.fit import FitConfig
+from generation.evaluation.images import load_split
+from generation.evaluation.utility import (
+    UtilityConfig,
+    interval95,
+    run_utility_benchmark,
+    scarce_subset,
+    summarise,
+    utility_markdown,
+)
+from tests.conftest import make_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("utility")
+    data = load_dataset(make_tiny_dataset(root / "tiny", size=16, per_class=30))
+    # a "generator" that draws the right images under the wrong labels
+    other = load_dataset(make_tiny_dataset(root / "other", size=16, per_class=20, seed=9))
+    mislabelled = load_split(other, "train")
+    rotate = {"normal": "bacterial", "bacterial": "viral", "viral": "normal"}
+    for c in mislabelled.conditions:
+        c["pathology"] = rotate[c["pathology"]]
+    return data, mislabelled
+
+
+def test_scarce_subset_keeps_the_fraction_of_one_class(tiny):
+    data, _ = tiny
+    train = load_split(data, "train")
+    kept = scarce_subset(train, "pathology", "viral", 0.25, seed=0)
+    assert kept.values("pathology").count("viral") == 5  # 25% of 20
+    assert kept.values("pathology").count("normal") == train.values("pathology").count("normal")
+    assert scarce_subset(train, "pathology", "viral", 1.0, seed=0) is train
+
+
+def test_benchmark_runs_every_arm_and_regime_and_scores_on_real_test(tiny):
+    data, mislabelled = tiny
+    config = UtilityConfig(
+        keep_fractions=(1.0, 0.25), seeds=(3,), fit=FitConfig(epochs=3, batch_size=16, lr=3e-3)
+    )
+    result = run_utility_benchmark(data, mislabelled, config)
+    assert len(result["rows"]) == 2 * 3
+    assert result["notes"]  # one synthetic set for all regimes is flagged
+    summary = {(s["regime"], s["arm"]): s for s in result["summary"]}
+    assert set(summary) == {
+        (r, a) for r in ("full", "viral 25%") for a in ("real", "synthetic", "real+synthetic")
+    }
+    real = summary[("full", "real")]
+    assert real["seeds"] == 1 and real["macro_auroc"] > 0.8
+    # trained only on mislabelled images, the classifier ranks the true class low
+    assert summary[("full", "synthetic")]["macro_auroc"] < 0.5
+    scarce = [r for r in result["rows"] if r["regime"] == "viral 25%" and r["arm"] == "real"]
+    assert all(r["n_real"] == 45 for r in scarce)
+    table = utility_markdown(result)
+    assert table.splitlines()[0].startswith("| regime | arm | seeds | macro-AUROC | recall normal")
+    assert "| viral 25% | real+synthetic | 1 |" in table
+
+
+def test_bad_arguments_are_clear_errors(tiny):
+    data, _ = tiny
+    with pytest.raises(ValueError, match="scarce class 'covid'"):
+        run_utility_benchmark(data, None, UtilityConfig(scarce_class="covid"))
+    with pytest.raises(ValueError, match="unknown arm"):
+        run_utility_benchmark(data, None, UtilityConfig(arms=("real", "gan")))
+
+
+def test_summary_aggregates_seeds_with_an_interval():
+    rows = [
+        {"regime": "full", "arm": "real", "macro_auroc": v, "accuracy": v, "recall.a": v}
+        for v in (0.8, 0.9, 1.0)
+    ]
+    (entry,) = summarise(rows, ["a"])
+    assert entry["seeds"] == 3 and entry["macro_auroc"] == pytest.approx(0.9)
+    low, high = entry["macro_auroc.ci95"]
+    assert low < 0.9 < high
+
+
+def test_interval95():
+    mean, low, high = interval95([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9) and low < 0.9 < high
+    assert interval95([0.7]) == (0.7, 0.7, 0.7)
+    assert all(math.isnan(v) for v in interval95([]))
+
+
+def test_bench_command_writes_its_doc_section_and_resumes(tiny, tmp_path):
+    from pipelines.cli import main
+
+    data, _ = tiny
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(
+        "# Benchmarks\n\n<!-- sampling:start -->\nsampling table\n<!-- sampling:end -->\n"
+    )
+    args = ["bench", "utility", "--data", str(data.root), "--out", str(tmp_path / "out")]
+    args += [
+        "--doc",
+        str(doc),
+        "--arms",
+        "real",
+        "--seeds",
+        "0",
+        "--fractions",
+        "1",
+        "--epochs",
+        "1",
+    ]
+    assert main(args) == 0
+    first = (tmp_path / "out" / "utility.json").read_text()
+    text = doc.read_text()
+    assert "sampling table" in text  # other sections are left alone
+    assert "<!-- utility:start -->" in text and "| full | real | 1 |" in text
+    assert "radsynth bench utility --data" in text and "machine:" in text
+    assert main(args) == 0  # the finished row is reused, the section replaced, not repeated
+    assert doc.read_text().count("<!-- utility:start -->") == 1
+    again = json.loads((tmp_path / "out" / "utility.json").read_text())
+    assert again["rows"] == json.loads(first)["rows"]

@@ -1,0 +1,160 @@
+"""`radsynth train` / `radsynth generate` end to end on a tiny dataset: completing a set,
+balanced plans, the manifest, and clear errors."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+
+import pytest
+
+from conditioning.dataset import Attribute, ConditionSchema
+from conditioning.dataset.synthetic_set import load_synthetic_set
+from generation.generate_set import plan_conditions
+from pipelines.cli import main
+from tests.conftest import make_tiny_dataset
+from tests.generation_tiny import one_thread
+
+PARAMS = """profile: tiny
+profiles:
+  tiny:
+    autoencoder: {channels: [8, 16], latent_channels: 2, norm_num_groups: 8, batch_size: 4,
+                  steps: 3, checkpoint_every: 10, ssim_kernel: 3, mixed_precision: "no"}
+    diffusion: {channels: [16, 16], attention_levels: [false, true], norm_num_groups: 8,
+                num_head_channels: 8, batch_size: 4, steps: 3, checkpoint_every: 10,
+                grid_columns: 2, mixed_precision: "no"}
+    generate: {steps: 2, batch_size: 4, bf16: false}
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = make_tiny_dataset(root / "data", size=16, per_class=4)
+    (root / "params.yaml").write_text(PARAMS)
+    common = ["--params", str(root / "params.yaml"), "--no-progress"]
+    assert (
+        main(["train", "autoencoder", "--data", str(data), "--out", str(root / "ae"), *common]) == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "diffusion",
+                "--data",
+                str(data),
+                "--autoencoder",
+                str(root / "ae"),
+                "--out",
+                str(root / "model"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    return root
+
+
+def test_generate_writes_set_and_completes_missing_images_only(run, capsys):
+    out = run / "set"
+    args = [
+        "generate",
+        "--model",
+        str(run / "model"),
+        "--n",
+        "5",
+        "--condition",
+        "pathology=viral",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    synthetic = load_synthetic_set(out)
+    assert [i.id for i in synthetic.images] == [f"syn{i:06d}" for i in range(5)]
+    assert {i.conditions["pathology"] for i in synthetic.images} == {"viral"}
+    assert synthetic.images[0].generation["sampler"] == "dpm++"
+    kept = out / "images" / "syn000000.png"
+    kept_bytes, kept_mtime = kept.read_bytes(), kept.stat().st_mtime_ns
+    removed = out / "images" / "syn000003.png"
+    removed_bytes = removed.read_bytes()
+    removed.unlink()
+    (out / "manifest.csv").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 generated, 4 already present" in capsys.readouterr().out
+    assert kept.stat().st_mtime_ns == kept_mtime and kept.read_bytes() == kept_bytes
+    assert removed.read_bytes() == removed_bytes  # same seed and index: the same image
+    assert len(load_synthetic_set(out).images) == 5
+
+
+def test_generate_refuses_a_different_request_in_the_same_dir(run, capsys):
+    base = [
+        "generate",
+        "--model",
+        str(run / "model"),
+        "--n",
+        "2",
+        "--seed",
+        "1",
+        "--out",
+        str(run / "set2"),
+        "--no-progress",
+    ]
+    assert main(base) == 0
+    assert main([*base[:-3], "--guidance", "5", *base[-3:]]) == 2
+    assert "different guidance" in capsys.readouterr().err
+
+
+def test_generate_rejects_bad_conditions_and_samplers(run, capsys):
+    base = ["generate", "--model", str(run / "model"), "--n", "1", "--seed", "1", "--no-progress"]
+    assert main([*base, "--out", str(run / "bad1"), "--condition", "pathology=covid"]) == 2
+    assert "allowed: normal, bacterial, viral" in capsys.readouterr().err
+    assert main([*base, "--out", str(run / "bad2"), "--sampler", "plms"]) == 2
+    assert "samplers are dpm++, ddim, euler, ddpm" in capsys.readouterr().err
+    assert main([*base, "--out", str(run / "bad3"), "--condition", "pathology"]) == 2
+
+
+def test_balanced_grid_spreads_over_classes_and_match_follows_training(run):
+    out = run / "grid"
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(run / "model"),
+                "--n",
+                "6",
+                "--balanced",
+                "grid",
+                "--seed",
+                "0",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    with (out / "manifest.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert Counter(r["pathology"] for r in rows) == {"normal": 2, "bacterial": 2, "viral": 2}
+    assert all(0 <= float(r["age_months"]) <= 216 for r in rows)
+    schema = ConditionSchema((Attribute("pathology", "categorical", values=("a", "b")),))
+    training = {
+        "combinations": [
+            {"values": [["pathology", "a"]], "count": 30},
+            {"values": [["pathology", "b"]], "count": 10},
+        ],
+        "quantiles": {},
+    }
+    plan = plan_conditions(schema, 8, {}, "match", 0, training)
+    assert Counter(p["pathology"] for p in plan) == {"a": 6, "b": 2}

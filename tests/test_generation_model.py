@@ -1,0 +1,158 @@
+"""The public model API on a tiny trained model: samplers, determinism, conditions, guidance,
+weights round-trip, and the per-image scores the privacy audit uses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from conditioning.dataset import load_dataset
+from generation import SAMPLERS, load_model
+from tests.generation_tiny import one_thread, train_tiny_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return load_model(trained[2])
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_each_sampler_returns_n_images_in_unit_range(model, sampler):
+    images = model.generate([{"pathology": "viral"}] * 3, seed=0, steps=3, sampler=sampler)
+    assert images.shape == (3, 16, 16)
+    assert images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_unknown_sampler_error_lists_the_names(model):
+    with pytest.raises(ValueError, match="samplers are dpm\\+\\+, ddim, euler, ddpm"):
+        model.generate([{}], seed=0, sampler="heun")
+
+
+def test_same_seed_same_images_and_batch_size_does_not_matter(model):
+    request = [{"pathology": "normal"}, {"pathology": "viral", "age_months": 30}, {}]
+    first = model.generate(request, seed=7, sampler="ddpm", batch_size=3)
+    again = model.generate(request, seed=7, sampler="ddpm", batch_size=3)
+    one_by_one = model.generate(request, seed=7, sampler="ddpm", batch_size=1)
+    other = model.generate(request, seed=8, sampler="ddpm", batch_size=3)
+    assert np.array_equal(first, again)
+    assert np.allclose(first, one_by_one, atol=1e-4)
+    assert not np.allclose(first, other, atol=1e-3)
+    # image i depends on (seed, index): generating image 2 alone with its index reproduces it
+    alone = model.generate([request[2]], seed=7, sampler="ddpm", indices=[2])
+    assert np.allclose(alone[0], first[2], atol=1e-4)
+
+
+def test_bad_conditions_raise_with_what_is_allowed(model):
+    with pytest.raises(ValueError, match="allowed: normal, bacterial, viral"):
+        model.generate([{"pathology": "covid"}], seed=0)
+    with pytest.raises(ValueError, match="unknown condition attribute\\(s\\) view"):
+        model.generate([{"view": "PA"}], seed=0)
+
+
+def test_guidance_steers_only_requested_attributes(model):
+    # unconditioned request: guidance has nothing to contrast, images do not change
+    free1 = model.generate([{}] * 2, seed=3, guidance=1.0)
+    free4 = model.generate([{}] * 2, seed=3, guidance=4.0)
+    assert np.allclose(free1, free4, atol=1e-5)
+    # a subset (pathology only, age left free) is guided: the scale changes the images
+    sub1 = model.generate([{"pathology": "viral"}] * 2, seed=3, guidance=1.0)
+    sub4 = model.generate([{"pathology": "viral"}] * 2, seed=3, guidance=4.0)
+    assert not np.allclose(sub1, sub4, atol=1e-4)
+
+
+def test_weights_are_safetensors_and_round_trip(trained, model):
+    run = trained[2]
+    for path in (run / "unet.safetensors", run / "autoencoder" / "autoencoder.safetensors"):
+        with safe_open(str(path), "pt") as handle:
+            assert len(list(handle.keys())) > 10
+    reloaded = load_model(run)
+    assert reloaded.model_hash == model.model_hash
+    request = [{"pathology": "bacterial"}] * 2
+    assert np.array_equal(model.generate(request, seed=1), reloaded.generate(request, seed=1))
+
+
+def test_model_card_records_data_autoencoder_and_losses(trained):
+    data, ae, run = trained
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["dataset"]["hash"] == load_dataset(data).content_hash()
+    assert card["autoencoder"]["source"] == str(ae.resolve())
+    assert card["steps"] == 6 and card["stopped_by"] == "steps"
+    assert set(card["final_losses"]) == {"loss", "mse"}
+    assert (run / "model_card.md").read_text().startswith("# Model card")
+    assert sorted(p.name for p in (run / "samples").glob("grid_step*.png"))
+    assert "step 6" in (run / "train.log").read_text() or (run / "train.log").is_file()
+
+
+def test_denoising_error_is_per_image_per_timestep_and_deterministic(model, trained):
+    dataset = load_dataset(trained[0])
+    records = dataset.split("train")[:3]
+    images = np.stack([dataset.load_image(r) for r in records])
+    conditions = [r.conditions for r in records]
+    scores = model.denoising_error(images, conditions, [10, 500], seed=0)
+    assert scores.shape == (3, 2) and np.isfinite(scores).all() and (scores >= 0).all()
+    assert np.array_equal(scores, model.denoising_error(images, conditions, [10, 500], seed=0))
+    assert not np.array_equal(scores, model.denoising_error(images, conditions, [10, 500], seed=1))
+    pia = model.stepwise_error(images, conditions, [10, 500], seed=0)
+    assert pia.shape == (3, 2) and np.isfinite(pia).all()
+    with pytest.raises(ValueError, match="timesteps must lie in"):
+        model.denoising_error(images, conditions, [1000], seed=0)
+
+
+@pytest.mark.parametrize("mode", [["--lora", "2"], ["--full"]])
+def test_adapt_fine_tunes_a_subset_and_records_lineage(trained, model, tmp_path, mode):
+    from pipelines.cli import main
+
+    data, _, run = trained
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "profile: t\nprofiles:\n  t:\n"
+        "    adapt: {steps: 3, batch_size: 2, mixed_precision: 'no', checkpoint_every: 10}\n"
+        "    generate: {steps: 3, bf16: false}\n"
+    )
+    out = tmp_path / "adapted"
+    args = ["train", "adapt", "--model", str(run), "--data", str(data), "--out", str(out),
+            "--where", "pathology=viral", "--limit", "2", *mode, "--params", str(params),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    lineage = card["lineage"]
+    assert lineage["parent_model_hash"] == model.model_hash
+    assert lineage["where"] == {"pathology": "viral"} and lineage["images"] == 2
+    viral = {
+        r.id for r in load_dataset(data).split("train") if r.conditions["pathology"] == "viral"
+    }
+    assert set(lineage["image_ids"]) <= viral
+    adapted = load_model(out)
+    request = [{"pathology": "viral"}] * 2
+    assert not np.array_equal(adapted.generate(request, seed=0), model.generate(request, seed=0))
+    bad = [a if a != str(out) else str(tmp_path / "bad") for a in args]
+    assert main([*bad, "--where", "pathology=covid"]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bench_sampling_times_every_sampler_and_precision(trained, capsys):
+    from pipelines.cli import main
+
+    args = ["bench-sampling", "--model", str(trained[2]), "--n", "1", "--steps", "2,3",
+            "--ddpm-1000-n", "0", "--json", str(trained[2].parent / "bench.json")]  # fmt: skip
+    assert main(args) == 0
+    rows = json.loads((trained[2].parent / "bench.json").read_text())
+    combos = {(r["sampler"], r["steps"], r["bf16"]) for r in rows}
+    assert combos == {(s, k, b) for s in SAMPLERS for k in (2, 3) for b in (False, True)}
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert "dpm++" in capsys.readouterr().out

@@ -1,0 +1,160 @@
+"""`radsynth release`: the gate, atomicity, export round-trips and the datasheet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.cli import main
+from pipelines.release.exports import WRITTEN_ON_PURPOSE
+from privacy_audit.audit import AuditConfig, run_audit
+from privacy_audit.encoder import EncoderParams
+from privacy_audit.phi import identifying_elements
+from tests.audit_data import _patient_image, make_patient_dataset
+from tests.synthetic_sets import write_synthetic_set
+
+
+def _fresh_set(out: Path, n: int = 12, seed: int = 99) -> Path:
+    """A set of new images (not copies of anyone): it passes the audit."""
+    write_synthetic_set(out, ["normal", "viral"] * (n // 2), size=32, seed=seed,
+                        extra={"age_months": [str(12 + 7 * i) for i in range(n)]})  # fmt: skip
+    rng = np.random.default_rng(seed)
+    from conditioning.dataset.pixels import quantize, write_png
+
+    for i in range(n):
+        write_png(out / "images" / f"syn{i:06d}.png", quantize(_patient_image(rng, 32), 8))
+    return out
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("release")
+    data = make_patient_dataset(root / "data", train=200, val=200, test=10)
+    synthetic = _fresh_set(root / "set")
+    config = AuditConfig(encoder=EncoderParams(steps=20, batch=64), encoder_cache=str(root / "cache"),
+                         n_boot=50, progress=False)  # fmt: skip
+    report = run_audit(synthetic, data, root / "report", config)
+    assert report["verdict"] == "pass", report.get("reasons")
+    return {"root": root, "data": data, "set": synthetic, "report": root / "report"}
+
+
+def _release(audited, out: Path, name: str = "r1", *extra: str) -> int:
+    return main(["release", "--set", str(audited["set"]), "--report", str(audited["report"]),
+                 "--name", name, "--out", str(out), "--data", str(audited["data"]),
+                 "--version-control", "none", *extra])  # fmt: skip
+
+
+def test_release_contents_and_exports(audited, tmp_path: Path) -> None:
+    import pydicom
+    from monai.data import load_decathlon_datalist
+
+    assert _release(audited, tmp_path, "r1", "--export", "datalist", "--export", "dicom",
+                    "--export", "nifti") == 0  # fmt: skip
+    release = tmp_path / "r1"
+    names = {p.name for p in release.iterdir()}
+    assert {"images", "manifest.csv", "datalist.json", "dicom", "nifti", "audit", "datasheet.md",
+            "lineage.json", "sample_grid.png"} <= names  # fmt: skip
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    items = load_decathlon_datalist(
+        release / "datalist.json", is_segmentation=False, base_dir=release
+    )
+    assert len(items) == 12
+    assert all(Path(i["image"]).is_file() and i["label"] in (0, 1) for i in items)
+    assert {i["pathology"] for i in items} == {"normal", "viral"}
+
+    files = sorted((release / "dicom").glob("*.dcm"))
+    assert len(files) == 12
+    for file in files:
+        ds = pydicom.dcmread(file)
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+        assert list(ds.ImageType)[:1] == ["DERIVED"] and ds.SyntheticData == "YES"
+        assert "SYNTHETIC" in ds.DerivationDescription
+        assert identifying_elements(ds, allow=WRITTEN_ON_PURPOSE) == []
+        assert not ds.PatientName and not ds.PatientID and not ds.get("PatientBirthDate")
+        png = np.asarray(
+            __import__("PIL.Image", fromlist=["Image"]).open(
+                release / "images" / f"{file.stem}.png"
+            )
+        )
+        assert np.array_equal(ds.pixel_array, png)
+    assert len({pydicom.dcmread(f).SOPInstanceUID for f in files}) == 12
+
+    import nibabel as nib
+
+    nifti = nib.load(release / "nifti" / "syn000000.nii.gz").get_fdata()
+    assert nifti.shape == (32, 32)
+
+    lineage = json.loads((release / "lineage.json").read_text())
+    assert lineage["audit"]["verdict"] == "pass"
+    assert len(lineage["dataset"]["content_sha256"]) == 64
+    assert lineage["code"]["git_commit"] is None or len(lineage["code"]["git_commit"]) == 40
+    sheet = (release / "datasheet.md").read_text()
+    for phrase in ("synthetic", "Intended use", "Known biases", "verdict: **pass**", "audit-tiny",
+                   "`pathology`: normal 6 (50.0%), viral 6 (50.0%)", "12-36 months"):  # fmt: skip
+        assert phrase in sheet
+
+
+def test_gate_refuses_failed_report_and_modified_set(audited, tmp_path: Path, capsys) -> None:
+    changed = tmp_path / "set"
+    shutil.copytree(audited["set"], changed)
+    from conditioning.dataset.pixels import write_png
+
+    write_png(changed / "images" / "syn000003.png", np.zeros((32, 32), np.uint8))
+    code = main(["release", "--set", str(changed), "--report", str(audited["report"]), "--name", "x",
+                 "--out", str(tmp_path / "rel"), "--version-control", "none"])  # fmt: skip
+    assert code == 3 and "changed since it was audited" in capsys.readouterr().err
+    assert not (tmp_path / "rel" / "x").exists()
+
+    failing = tmp_path / "failing"
+    shutil.copytree(audited["report"], failing)
+    report = json.loads((failing / "report.json").read_text())
+    report["verdict"] = "fail"
+    report["reasons"] = ["3 images are near-copies of training images"]
+    (failing / "report.json").write_text(json.dumps(report))
+    code = main(["release", "--set", str(audited["set"]), "--report", str(failing), "--name", "y",
+                 "--out", str(tmp_path / "rel"), "--version-control", "none"])  # fmt: skip
+    assert code == 3 and "near-copies" in capsys.readouterr().err
+    assert not (tmp_path / "rel" / "y").exists()
+
+
+def test_killed_release_leaves_previous_intact(audited, tmp_path: Path) -> None:
+    out = tmp_path / "rel"
+    assert _release(audited, out, "r") == 0
+    before = sorted(p.relative_to(out).as_posix() for p in (out / "r").rglob("*"))
+    lineage_before = (out / "r" / "lineage.json").read_bytes()
+    # a slowed-down DICOM export gives the test time to kill -9 the process mid-release
+    slow = (
+        "import sys, time\n"
+        "import pipelines.release.build as b\n"
+        "real = b.write_secondary_capture\n"
+        "def slow(*a, **k):\n"
+        "    time.sleep(0.2)\n"
+        "    return real(*a, **k)\n"
+        "b.write_secondary_capture = slow\n"
+        "from pipelines.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    cmd = [sys.executable, "-c", slow, "release", "--set", str(audited["set"]), "--report",
+           str(audited["report"]), "--name", "r", "--out", str(out), "--overwrite", "--version-control",
+           "none"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob(".r.*.partial/images/*.png")):
+        time.sleep(0.05)
+    assert list(out.glob(".r.*.partial/images/*.png")), "release never started writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "r").rglob("*")) == before
+    assert (out / "r" / "lineage.json").read_bytes() == lineage_before
+    # the next release cleans the leftover staging directory
+    assert _release(audited, out, "r", "--overwrite") == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
