@@ -8,6 +8,7 @@ ids and the full report.html with its galleries, which show training images.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import streamlit as st
 
@@ -20,6 +21,7 @@ from .audit_reports import (
     public_summary,
     read_report,
     release_summary,
+    report_summary,
     roc_curves,
     sample_scores,
     score_histogram,
@@ -29,6 +31,12 @@ from .paths import inside_root
 from .ui import catalog, pick_path
 
 PASSING = {"pass", "passed", "release", "approved", "ok"}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _report_row(root: str, rel: str, stamp: int) -> dict:
+    row = report_summary(Path(root) / rel)
+    return {**row, "report": rel}
 
 
 def _verdict(verdict: str) -> None:
@@ -90,6 +98,12 @@ def render(config: AppConfig) -> None:
     st.subheader("Audit reports")
     if not found.reports:
         st.info(f"No audit report (report.json) under {config.data_root}.")
+    else:
+        rows = []
+        for rel in found.reports:
+            path = inside_root(config.data_root, rel)
+            rows.append(_report_row(str(config.data_root), rel, path.stat().st_mtime_ns))
+        st.dataframe(rows, hide_index=True)
     path = pick_path(config, "Audit report", found.reports, key="audit_report")
     if path is None:
         return

@@ -186,3 +186,19 @@ def release_summary(release: Path) -> dict[str, Any]:
         "datasheet": (release / "datasheet.md").is_file(),
         "lineage": (release / "lineage.json").is_file(),
     }
+
+
+def report_summary(path: Path) -> dict[str, Any]:
+    """One row of the reports table: where, verdict, when, which set."""
+    try:
+        report = read_report(path)
+    except (ValueError, FileNotFoundError) as exc:
+        return {"report": str(path), "verdict": f"unreadable ({exc})"}
+    target = report.get("set") if isinstance(report.get("set"), dict) else {}
+    return {
+        "report": str(path),
+        "verdict": str(report["verdict"]),
+        "created": report.get("created", ""),
+        "set": target.get("name", ""),
+        "images": target.get("images"),
+    }

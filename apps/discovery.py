@@ -22,7 +22,8 @@ PRUNE = {
     "node_modules",
     "site-packages",
 }
-MODEL_KIND = "latent-diffusion"
+MODEL_KIND = "latent-diffusion"  # generation's run layout: config.json + unet.safetensors
+# (literal here: importing generation.pipeline would pull in torch on every page)
 
 
 @dataclass

@@ -139,6 +139,13 @@ def _results(store: ReaderStore) -> None:
         ],
         hide_index=True,
     )
+    st.download_button(
+        "Download all ratings (CSV)",
+        data=store.csv_bytes(None if who == "all readers" else who),
+        file_name="reader-study-ratings.csv",
+        mime="text/csv",
+        key="rs_download",
+    )
 
 
 def render(config: AppConfig) -> None:

@@ -122,6 +122,31 @@ class ReaderStore:
         finally:
             conn.close()
 
+    def csv_bytes(self, reader: str | None = None) -> bytes:
+        """Every rating (of one reader, or all) as CSV, for analysis elsewhere."""
+        import csv
+        import io
+
+        rows = self.rows(reader)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        columns = [
+            "id",
+            "reader",
+            "session",
+            "item",
+            "origin",
+            "call",
+            "realism",
+            "condition",
+            "dataset",
+            "synthetic_set",
+            "rated_at",
+        ]
+        writer.writerow(columns)
+        writer.writerows([row[c] for c in columns] for row in rows)
+        return buffer.getvalue().encode("utf-8")
+
     def readers(self) -> list[str]:
         return sorted({r["reader"] for r in self.rows()})
 

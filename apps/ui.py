@@ -24,8 +24,11 @@ def guarded(body: Callable[[], None]) -> None:
         body()
     except PathRefused as exc:
         st.error(f"Refused: {exc}")
-    except (DatasetError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
         st.error(str(exc))
+    except KeyError as exc:
+        log.exception("page failed")
+        st.error(f"Missing entry {exc} (see the app log)")
     except Exception as exc:  # noqa: BLE001 - the page must stay up and say what went wrong
         log.exception("page failed")
         st.error(f"Unexpected error ({type(exc).__name__}): {exc}")
@@ -57,16 +60,23 @@ def pick_path(
 
 def _weights_stamp(run: Path) -> tuple:
     """Changes whenever the run is retrained, so the cache never serves stale weights."""
-    files = [run / "config.json", run / "unet.safetensors", run / "autoencoder"]
+    from generation.pipeline import AE_DIR, AE_WEIGHTS, CONFIG, UNET_WEIGHTS
+
+    files = [run / CONFIG, run / UNET_WEIGHTS, run / AE_DIR / AE_WEIGHTS]
     return tuple(f.stat().st_mtime_ns for f in files if f.exists())
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading model...")
 def _load(run: str, stamp: tuple):
-
     from generation.pipeline import load_model
 
-    model = load_model(run)
+    try:
+        model = load_model(run)
+    except KeyError as exc:
+        raise ValueError(
+            f"{run}/config.json lacks {exc}: saved by another version of generation; "
+            "retrain it or pick another model"
+        ) from None
     # one 1-step image now, so the first click on Generate does not pay for imports and warm-up
     model.generate([{}], seed=0, steps=1)
     import generation.generate_set  # noqa: F401

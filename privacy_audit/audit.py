@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
+REPORT_HTML = "report.html"  # the auditor's page: shows training images, never released
+PUBLIC_HTML = "report-public.html"  # the same without any image: what a release may carry
 ENCODER_DIR = "encoder"
 
 
@@ -73,7 +74,8 @@ def _forbidden(dataset, train, extra: list[str]) -> Forbidden:
     for pid in sorted({r.patient_id for r in dataset.records}):
         forbidden.add(pid, f"a patient_id of the dataset ({pid[:4]}...)")
     for r in train:
-        forbidden.add(r.file, f"training image path {r.file}")
+        # the full path only: a bare id like img000123 could be any tool's file name
+        forbidden.add(r.file, f"training image path {r.file}", stems=False)
     forbidden.add(str(Path(dataset.root).resolve()), "the dataset's absolute path")
     for i, value in enumerate(extra, start=1):
         forbidden.add(value, f"forbidden string no. {i} given by the caller")
@@ -189,7 +191,9 @@ def run_audit(
         config = replace(config, encoder=replace(config.encoder, input_size=max(shape)))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    stage = Path(
+        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
+    )
     handler = logging.FileHandler(stage / "audit.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root_logger = logging.getLogger()
@@ -198,7 +202,16 @@ def run_audit(
         root_logger.setLevel(logging.INFO)
     try:
         report, arrays = _audit(
-            synthetic, dataset, train, holdout, shape, config, probe, model_info, stage, out_dir,
+            synthetic,
+            dataset,
+            train,
+            holdout,
+            shape,
+            config,
+            probe,
+            model_info,
+            stage,
+            out_dir,
             timings,
         )
         timings["total_seconds"] = round(time.perf_counter() - t0, 2)
@@ -207,6 +220,7 @@ def run_audit(
 
         write_json_atomic(stage / REPORT_JSON, report)
         write_html(stage / REPORT_HTML, report, arrays)
+        write_html(stage / PUBLIC_HTML, report, arrays, public=True)
         log.info("verdict %s; report written to %s", report["verdict"], out_dir)
     except BaseException:
         root_logger.removeHandler(handler)
@@ -241,8 +255,9 @@ def _load(dataset, records, progress: bool, desc: str) -> np.ndarray:
     return np.stack([dataset.load_image(r) for r in tqdm(records, desc=desc, disable=not progress)])
 
 
-def _audit(synthetic, dataset, train, holdout, shape, config, probe, model_info, stage, out_dir,
-           timings):
+def _audit(
+    synthetic, dataset, train, holdout, shape, config, probe, model_info, stage, out_dir, timings
+):
     progress = config.progress
     tick = time.perf_counter()
     syn_images = load_images(synthetic, shape, progress)
@@ -274,8 +289,9 @@ def _audit(synthetic, dataset, train, holdout, shape, config, probe, model_info,
     pvalues = stats.conformal_pvalues(hold_scores, syn_scores)
     alpha = 1.0 - config.quantile
     n_flag, n_syn = int(flagged.sum()), len(syn_scores)
-    matched_patients = {int(reference.groups[syn_nb.index[i, order[i, 0]]])
-                        for i in np.nonzero(flagged)[0]}
+    matched_patients = {
+        int(reference.groups[syn_nb.index[i, order[i, 0]]]) for i in np.nonzero(flagged)[0]
+    }
     copy_summary = {
         "synthetic_images": n_syn,
         "flagged": n_flag,
@@ -290,17 +306,26 @@ def _audit(synthetic, dataset, train, holdout, shape, config, probe, model_info,
     }
 
     tick = time.perf_counter()
-    dcr = membership.dcr(syn_nb.embeddings, reference.embeddings, hold_nb.embeddings,
-                         seed=config.seed, n_boot=config.n_boot)
-    domias = membership.domias(syn_nb.embeddings, reference.embeddings, hold_nb.embeddings,
-                               seed=config.seed, n_boot=config.n_boot)
+    dcr = membership.dcr(
+        syn_nb.embeddings,
+        reference.embeddings,
+        hold_nb.embeddings,
+        seed=config.seed,
+        n_boot=config.n_boot,
+    )
+    domias = membership.domias(
+        syn_nb.embeddings,
+        reference.embeddings,
+        hold_nb.embeddings,
+        seed=config.seed,
+        n_boot=config.n_boot,
+    )
     timings["data_attack_seconds"] = round(time.perf_counter() - tick, 2)
 
     model_mia = None
     if probe is not None:
         tick = time.perf_counter()
-        model_mia = _model_mia(probe, dataset, train, holdout, train_images, holdout_images,
-                               config)
+        model_mia = _model_mia(probe, dataset, train, holdout, train_images, holdout_images, config)
         timings["model_mia_seconds"] = round(time.perf_counter() - tick, 2)
         if model_info:
             model_mia["model"] = model_info
@@ -314,13 +339,15 @@ def _audit(synthetic, dataset, train, holdout, shape, config, probe, model_info,
     failed = [c for c in checks if not c["passed"]]
     samples = []
     for i, rel in enumerate(synthetic.files):
-        samples.append({
-            "file": rel,
-            "flagged": bool(flagged[i]),
-            "score": round(float(syn_scores[i]), 4),
-            "p_value": round(float(pvalues[i]), 5),
-            "nearest": _nearest_json(reference, syn_nb, syn_combined, order, i),
-        })
+        samples.append(
+            {
+                "file": rel,
+                "flagged": bool(flagged[i]),
+                "score": round(float(syn_scores[i]), 4),
+                "p_value": round(float(pvalues[i]), 5),
+                "nearest": _nearest_json(reference, syn_nb, syn_combined, order, i),
+            }
+        )
     report = {
         "schema_version": SCHEMA_VERSION,
         "tool": "radsynth audit",
@@ -329,6 +356,7 @@ def _audit(synthetic, dataset, train, holdout, shape, config, probe, model_info,
         "reasons": [c["detail"] for c in failed] or ["all checks passed"],
         "checks": checks,
         "set_sha256": set_hash,
+        "files": {"auditor_html": REPORT_HTML, "public_html": PUBLIC_HTML, "log": "audit.log"},
         "set": {"name": synthetic.root.name, "kind": synthetic.kind, "images": n_syn},
         "dataset": {
             "name": dataset.name,
@@ -347,11 +375,14 @@ def _audit(synthetic, dataset, train, holdout, shape, config, probe, model_info,
             "copy": {
                 "score": "max over candidate training images (nearest patients by the encoder "
                 "and by coarse pixels) of max(zE, zN, (zE+zN)/sqrt 2), zE = z(-log(1-embedding "
-                "cosine)), zN = z(-log(1-aligned NCC)); z = robust z-score against the "
-                "held-out images' best matches",
-                "alignment": "NCC at 32x32 (area-downsampled; smaller images: after a 0.7 px blur) "
-                "of the query's centre over shifts of up to 3 px at 32x32, horizontal mirror, "
-                "crops 100/92/84% of the training image",
+                "cosine)), zN = z(-log(1-aligned NCC)); z scaled so 0 is the held-out images' "
+                "median best match and 1 their 95th percentile",
+                "alignment": "normalised cross-correlation of the query's centre with the "
+                "candidate over shifts (edge-padded search, up to about 7 px at 32x32 and 14 px "
+                "at 64x64), horizontal mirror and centred crops of 100/93/86/80% of the "
+                "candidate: every candidate at 32x32, then the best 3 and the encoder's best "
+                "again at 64x64 with crops 3% either side of the chosen one (images are "
+                "area-downsampled; images of 32x32 or less get a 1 px Gaussian blur instead)",
                 "rule": f"flag when the score exceeds the held-out images' conformal "
                 f"{config.quantile} quantile (equivalently conformal p-value <= {alpha:.4g})",
                 "quantile": config.quantile,
@@ -361,24 +392,36 @@ def _audit(synthetic, dataset, train, holdout, shape, config, probe, model_info,
                 "used in training, each compared with the training split",
                 "standardiser": std.to_json(),
             },
-            "dcr": {"limit": config.dcr_limit, "rule": "fail when the lower 95% bound of "
-                    "the share closer to train exceeds the limit", "how_set": "policy default"},
-            "membership": {"auc_limit": config.auc_limit, "tpr_at_1pct_fpr_limit":
-                           config.tpr_limit, "rule": "fail when an attack's lower 95% bound "
-                           "exceeds a limit", "how_set": "policy default"},
-            "metadata": {"rule": "any finding of severity 'fail' fails the verdict",
-                         "forbidden_strings": len(forbidden),
-                         "forbidden_strings_too_short_to_search": forbidden.too_short},
+            "dcr": {
+                "limit": config.dcr_limit,
+                "rule": "fail when the lower 95% bound of "
+                "the share closer to train exceeds the limit",
+                "how_set": "policy default",
+            },
+            "membership": {
+                "auc_limit": config.auc_limit,
+                "tpr_at_1pct_fpr_limit": config.tpr_limit,
+                "rule": "fail when an attack's lower 95% bound exceeds a limit",
+                "how_set": "policy default",
+            },
+            "metadata": {
+                "rule": "any finding of severity 'fail' fails the verdict",
+                "forbidden_strings": len(forbidden),
+                "forbidden_strings_too_short_to_search": forbidden.too_short,
+            },
         },
         "summary": {
             "copy_detection": copy_summary,
             "dcr": dcr,
             "domias": domias,
-            "model_membership": model_mia if model_mia is not None else
-            {"skipped": "no --model given"},
-            "metadata": {"files_scanned": sum(1 for p in synthetic.root.rglob("*") if p.is_file()),
-                         "failures": sum(f.severity == FAIL for f in findings),
-                         "warnings": sum(f.severity != FAIL for f in findings)},
+            "model_membership": model_mia
+            if model_mia is not None
+            else {"skipped": "no --model given"},
+            "metadata": {
+                "files_scanned": sum(1 for p in synthetic.root.rglob("*") if p.is_file()),
+                "failures": sum(f.severity == FAIL for f in findings),
+                "warnings": sum(f.severity != FAIL for f in findings),
+            },
         },
         "metadata_findings": [f.to_json() for f in findings],
         "samples": samples,
@@ -409,9 +452,14 @@ def _model_mia(probe, dataset, train, holdout, train_images, holdout_images, con
     )
     return membership.model_attack(
         probe,
-        train_images[mi], [dict(train[i].conditions) for i in mi],
-        holdout_images[ni], [dict(holdout[i].conditions) for i in ni],
-        timesteps, seed=config.seed, n_boot=config.n_boot, progress=config.progress,
+        train_images[mi],
+        [dict(train[i].conditions) for i in mi],
+        holdout_images[ni],
+        [dict(holdout[i].conditions) for i in ni],
+        timesteps,
+        seed=config.seed,
+        n_boot=config.n_boot,
+        progress=config.progress,
     )
 
 
@@ -419,45 +467,59 @@ def _checks(copy, threshold, config, findings, dcr, domias, model_mia) -> list[d
     checks = []
     n, f = copy["synthetic_images"], copy["flagged"]
     lo, hi = copy["flagged_rate_ci95"]
-    checks.append({
-        "name": "copy_detection",
-        "passed": f == 0,
-        "detail": (f"{f} of {n} synthetic images ({100 * f / n:.2f}%, 95% CI "
-                   f"{100 * lo:.2f}-{100 * hi:.2f}%) are closer to a training image than the "
-                   f"held-out {config.quantile} quantile (score > {threshold:.3f}); remove them "
-                   "(--filtered-out) and audit again") if f else
-        f"no synthetic image exceeds the held-out {config.quantile} quantile ({threshold:.3f})",
-    })
+    checks.append(
+        {
+            "name": "copy_detection",
+            "passed": f == 0,
+            "detail": (
+                f"{f} of {n} synthetic images ({100 * f / n:.2f}%, 95% CI "
+                f"{100 * lo:.2f}-{100 * hi:.2f}%) are closer to a training image than the "
+                f"held-out {config.quantile} quantile (score > {threshold:.3f}); remove them "
+                "(--filtered-out) and audit again"
+            )
+            if f
+            else f"no synthetic image exceeds the held-out {config.quantile} quantile ({threshold:.3f})",
+        }
+    )
     fails = [x for x in findings if x.severity == FAIL]
-    checks.append({
-        "name": "metadata",
-        "passed": not fails,
-        "detail": ("metadata leakage: " + "; ".join(f"{x.file}: {x.detail}" for x in fails[:10])
-                   + (f"; and {len(fails) - 10} more" if len(fails) > 10 else ""))
-        if fails else "no identifying metadata or forbidden string found",
-    })
+    checks.append(
+        {
+            "name": "metadata",
+            "passed": not fails,
+            "detail": (
+                "metadata leakage: "
+                + "; ".join(f"{x.file}: {x.detail}" for x in fails[:10])
+                + (f"; and {len(fails) - 10} more" if len(fails) > 10 else "")
+            )
+            if fails
+            else "no identifying metadata or forbidden string found",
+        }
+    )
     share_lo = dcr["share_ci95"][0]
-    checks.append({
-        "name": "dcr",
-        "passed": share_lo <= config.dcr_limit,
-        "detail": f"share of synthetic images closer to train than to holdout "
-        f"{dcr['share_closer_to_train']:.3f} (95% CI {share_lo:.3f}-{dcr['share_ci95'][1]:.3f}; "
-        f"limit {config.dcr_limit})",
-    })
+    checks.append(
+        {
+            "name": "dcr",
+            "passed": share_lo <= config.dcr_limit,
+            "detail": f"share of synthetic images closer to train than to holdout "
+            f"{dcr['share_closer_to_train']:.3f} (95% CI {share_lo:.3f}-{dcr['share_ci95'][1]:.3f}; "
+            f"limit {config.dcr_limit})",
+        }
+    )
     attacks = [("domias", "DOMIAS density-ratio attack on the set", domias)]
     if model_mia is not None:
-        attacks += [(f"model_{k}", f"model {k} attack", v)
-                    for k, v in model_mia["attacks"].items()]
+        attacks += [(f"model_{k}", f"model {k} attack", v) for k, v in model_mia["attacks"].items()]
     for name, label, entry in attacks:
         auc_lo, tpr_lo = entry["auc_ci95"][0], entry["tpr_at_1pct_fpr_ci95"][0]
         ok = auc_lo <= config.auc_limit and tpr_lo <= config.tpr_limit
-        checks.append({
-            "name": f"membership_{name}",
-            "passed": ok,
-            "detail": f"{label}: AUC {entry['auc']:.3f} (95% CI {auc_lo:.3f}-"
-            f"{entry['auc_ci95'][1]:.3f}; limit {config.auc_limit}), TPR at 1% FPR "
-            f"{entry['tpr_at_1pct_fpr']:.3f} (lower bound {tpr_lo:.3f}; limit {config.tpr_limit})",
-        })
+        checks.append(
+            {
+                "name": f"membership_{name}",
+                "passed": ok,
+                "detail": f"{label}: AUC {entry['auc']:.3f} (95% CI {auc_lo:.3f}-"
+                f"{entry['auc_ci95'][1]:.3f}; limit {config.auc_limit}), TPR at 1% FPR "
+                f"{entry['tpr_at_1pct_fpr']:.3f} (lower bound {tpr_lo:.3f}; limit {config.tpr_limit})",
+            }
+        )
     return checks
 
 

@@ -20,6 +20,7 @@ def alter(image01: np.ndarray, kinds: tuple[str, ...], rng: np.random.Generator)
 
     x = image01.astype(np.float32)
     h, w = x.shape
+    spread = float(x.std()) or 1.0  # noise and brightness are set relative to the contrast
     if "mirror" in kinds:
         x = x[:, ::-1]
     if "crop_resize" in kinds:
@@ -46,11 +47,11 @@ def alter(image01: np.ndarray, kinds: tuple[str, ...], rng: np.random.Generator)
         gamma = np.exp(rng.uniform(-1, 1) * np.log(1.4))
         x = np.clip(x, 0, 1) ** gamma
         m = x.mean()
-        x = (x - m) * rng.uniform(0.75, 1.25) + m + rng.uniform(-0.06, 0.06)
+        x = (x - m) * rng.uniform(0.75, 1.25) + m + rng.uniform(-0.25, 0.25) * spread
     if "blur" in kinds:
         x = ndimage.gaussian_filter(x, rng.uniform(0.4, 0.9) * w / 64, mode="nearest")
     if "noise" in kinds:
-        x = x + rng.normal(0, rng.uniform(0.01, 0.04), x.shape)
+        x = x + rng.normal(0, rng.uniform(0.05, 0.18) * spread, x.shape)
     x = np.clip(x, 0, 1)
     if "jpeg" in kinds:
         import io

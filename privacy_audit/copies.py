@@ -22,7 +22,7 @@ class Reference:
     groups: np.ndarray  # patient index per image (int)
     pixels: np.ndarray  # (N, P, P) float32 at the coarse NCC size (at most 32x32)
     ncc: AlignedNCC  # the references prepared for coarse aligned NCC
-    fine: np.ndarray | None  # (N, F, F) at the fine NCC size, when larger than the coarse
+    fine: np.ndarray  # (N, F, F) at the fine NCC size (at most 64x64)
     embeddings: torch.Tensor  # (N, dim), unit norm
     descriptors: torch.Tensor  # (V*N, 256) coarse pixel descriptors of V crops, unit norm
 
@@ -42,7 +42,13 @@ FINE_SIZE = 64  # the best few candidates again at (at most) 64x64: sub-pixel sh
 # cost a copy a few hundredths of NCC, which is all that separates it from a new patient
 REFINED = 3  # candidates per query re-aligned at the fine size
 NCC_SMOOTHING = 1.0  # px: a light blur (when not downsampled) so pixel noise hides no copy
-DESCRIPTOR_CROPS = (1.0, 0.9, 0.8)
+# Crops (side, offset of the crop's centre as a fraction of the room left) that candidate
+# thumbnails are taken from: crop+resize copies rarely keep the centre.
+DESCRIPTOR_CROPS = tuple(
+    [(1.0, 0.0, 0.0)]
+    + [(side, dy, dx) for side in (0.9, 0.8) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+)
+FINE_CROP_STEPS = (-0.03, 0.0, 0.03)  # the fine alignment also tries crops this much either side
 
 
 def ncc_pixels(images01: np.ndarray, size: int = COARSE_SIZE) -> np.ndarray:
@@ -56,14 +62,20 @@ def ncc_pixels(images01: np.ndarray, size: int = COARSE_SIZE) -> np.ndarray:
     return x[:, 0].numpy()
 
 
-def pixel_descriptor(pixels: np.ndarray | torch.Tensor, crop: float = 1.0) -> torch.Tensor:
-    """A 16x16 thumbnail (of a centre crop), zero-mean and unit-norm: a second way to find
-    candidates that does not depend on how well the encoder trained."""
+def pixel_descriptor(
+    pixels: np.ndarray | torch.Tensor, crop: tuple[float, float, float] = (1.0, 0.0, 0.0)
+) -> torch.Tensor:
+    """An 8x8 thumbnail of a crop (side, vertical and horizontal offset in [-1, 1] of the
+    room left), zero-mean and unit-norm: a second way to find candidates that does not depend
+    on how well the encoder trained."""
     x = torch.as_tensor(pixels, dtype=torch.float32)[:, None]
-    if crop < 1.0:
+    side, dy, dx = crop
+    if side < 1.0:
         h, w = x.shape[-2:]
-        ch, cw = round(h * crop), round(w * crop)
-        x = x[..., (h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+        ch, cw = round(h * side), round(w * side)
+        top = round((h - ch) / 2 * (1 + dy))
+        left = round((w - cw) / 2 * (1 + dx))
+        x = x[..., top : top + ch, left : left + cw]
     x = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
     x = x - x.mean(1, keepdim=True)
     return torch.nn.functional.normalize(x, dim=1)
@@ -75,14 +87,17 @@ def max_shift_for(size: int) -> int:
 
 
 def build_reference(
-    model: CopyEncoder, images01: np.ndarray, ids: list[str], patients: list[str], size: int,
+    model: CopyEncoder,
+    images01: np.ndarray,
+    ids: list[str],
+    patients: list[str],
+    size: int,
     progress: bool = False,
 ) -> Reference:
     _, groups = np.unique(np.asarray(patients), return_inverse=True)
     pixels = ncc_pixels(images01)
     index = AlignedNCC(pixels, max_shift_for(pixels.shape[-1]))
-    fine = ncc_pixels(images01, FINE_SIZE)
-    fine = fine if fine.shape[-1] > pixels.shape[-1] else None
+    fine = ncc_pixels(images01, FINE_SIZE)  # the same as `pixels` for images up to 32x32
     emb = embed(model, images01, size, progress=progress, desc="embed train")
     descriptors = torch.cat([pixel_descriptor(pixels, c) for c in DESCRIPTOR_CROPS])
     return Reference(list(ids), groups.astype(np.int64), pixels, index, fine, emb, descriptors)
@@ -101,8 +116,13 @@ def _union(*indices: np.ndarray) -> np.ndarray:
 
 
 def find_neighbours(
-    model: CopyEncoder, reference: Reference, images01: np.ndarray, size: int, k: int = 5,
-    progress: bool = False, label: str = "",
+    model: CopyEncoder,
+    reference: Reference,
+    images01: np.ndarray,
+    size: int,
+    k: int = 5,
+    progress: bool = False,
+    label: str = "",
 ) -> Neighbours:
     """Candidates from the encoder (k patients) and from coarse pixels, as is and mirrored
     (k each); then embedding cosine and aligned NCC of every candidate."""
@@ -122,14 +142,14 @@ def find_neighbours(
     safe = np.where(index >= 0, index, 0)
     cosine = (emb[:, None, :] * reference.embeddings[torch.as_tensor(safe)]).sum(-1).numpy()
     cosine = np.where(index >= 0, cosine, -np.inf).astype(np.float32)
-    ncc = reference.ncc.score(pixels, index, progress=progress, desc=f"align {label}")
-    if reference.fine is not None:
-        ncc = _refine(reference, images01, index, cosine, ncc, progress, label)
+    ncc, variant = reference.ncc.score(pixels, index, progress=progress, desc=f"align {label}")
+    ncc = _refine(reference, images01, index, cosine, ncc, variant, progress, label)
     return Neighbours(index, cosine, ncc, emb)
 
 
-def _refine(reference, images01, index, cosine, ncc, progress, label, block: int = 512):
-    """Re-align the best candidates (by coarse NCC, plus the encoder's best) at the fine size."""
+def _refine(reference, images01, index, cosine, ncc, variant, progress, label, block=1024):
+    """Re-align the best candidates (by coarse NCC, plus the encoder's best) at the fine size,
+    in the orientation the coarse alignment chose and crops around the one it chose."""
     from tqdm import tqdm
 
     order = np.argsort(-ncc, axis=1)[:, :REFINED]
@@ -141,12 +161,22 @@ def _refine(reference, images01, index, cosine, ncc, progress, label, block: int
     pairs = np.unique(np.stack([rows[keep], cols[keep]], 1), axis=0)
     out = ncc.copy()
     shift = max_shift_for(reference.fine.shape[-1])
-    for start in tqdm(range(0, len(pairs), block), desc=f"refine {label}", disable=not progress):
-        r, c = pairs[start : start + block, 0], pairs[start : start + block, 1]
-        queries = torch.from_numpy(ncc_pixels(images01[np.unique(r)], FINE_SIZE))
-        where = np.searchsorted(np.unique(r), r)
-        refs = torch.from_numpy(reference.fine[index[r, c]])
-        out[r, c] = aligned_ncc(queries[where], refs, max_shift=shift).numpy()
+    kinds = variant[pairs[:, 0], pairs[:, 1]]
+    bar = tqdm(total=len(pairs), desc=f"refine {label}", disable=not progress)
+    for kind in np.unique(kinds):
+        fraction, flipped = reference.ncc.variants[kind]
+        crops = tuple(sorted({min(1.0, fraction + d) for d in FINE_CROP_STEPS}))
+        group = pairs[kinds == kind]
+        for start in range(0, len(group), block):
+            r, c = group[start : start + block, 0], group[start : start + block, 1]
+            queries = torch.from_numpy(ncc_pixels(images01[r], FINE_SIZE))
+            refs = torch.from_numpy(reference.fine[index[r, c]])
+            refs = refs.flip(-1) if flipped else refs
+            out[r, c] = aligned_ncc(
+                queries, refs, max_shift=shift, crops=crops, mirror=False
+            ).numpy()
+            bar.update(len(r))
+    bar.close()
     return out
 
 
@@ -157,8 +187,9 @@ def _closeness(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Standardiser:
-    """Robust z-scores of the two similarities, fitted on the held-out images' best matches,
-    so neither similarity dominates the sum just by its scale."""
+    """Scores of the two similarities relative to the held-out images' best matches: 0 at
+    their median, 1 at their 95th percentile. Scaling by the upper tail (not the spread) puts
+    both on the same footing where it matters, so neither sets the threshold by its tail."""
 
     cos_centre: float
     cos_scale: float
@@ -167,13 +198,13 @@ class Standardiser:
 
     @classmethod
     def fit(cls, holdout: Neighbours) -> Standardiser:
-        def robust(v: np.ndarray) -> tuple[float, float]:
+        def tail(v: np.ndarray) -> tuple[float, float]:
             v = v[np.isfinite(v)]
-            q25, q50, q75 = np.percentile(v, [25, 50, 75])
-            return float(q50), float(max((q75 - q25) / 1.349, 1e-3))
+            q50, q95 = np.percentile(v, [50, 95])
+            return float(q50), float(max(q95 - q50, 1e-3))
 
-        c = robust(_closeness(holdout.cosine.max(1)))
-        n = robust(_closeness(holdout.ncc.max(1)))
+        c = tail(_closeness(holdout.cosine.max(1)))
+        n = tail(_closeness(holdout.ncc.max(1)))
         return cls(c[0], c[1], n[0], n[1])
 
     def combined(self, nb: Neighbours) -> np.ndarray:
@@ -188,8 +219,8 @@ class Standardiser:
 
     def to_json(self) -> dict:
         return {
-            "embedding_closeness": {"median": self.cos_centre, "robust_scale": self.cos_scale},
-            "ncc_closeness": {"median": self.ncc_centre, "robust_scale": self.ncc_scale},
+            "embedding_closeness": {"median": self.cos_centre, "q95_minus_median": self.cos_scale},
+            "ncc_closeness": {"median": self.ncc_centre, "q95_minus_median": self.ncc_scale},
         }
 
 

@@ -36,7 +36,7 @@ class EncoderParams:
     input_size: int = 64
     width: int = 16
     dim: int = 128
-    steps: int = 600
+    steps: int = 400
     batch: int = 128
     lr: float = 2e-3
     temperature: float = 0.1
@@ -159,14 +159,22 @@ def train_encoder(
         "train_images": len(images01),
         "train_patients": len(set(groups)),
     }
-    log.info("copy encoder trained: %d steps in %.1f s, loss %.3f", params.steps, seconds,
-             stats["final_loss"])
+    log.info(
+        "copy encoder trained: %d steps in %.1f s, loss %.3f",
+        params.steps,
+        seconds,
+        stats["final_loss"],
+    )
     return model, stats
 
 
 @torch.no_grad()
 def embed(
-    model: CopyEncoder, images01: np.ndarray, size: int, batch: int = 512, progress: bool = False,
+    model: CopyEncoder,
+    images01: np.ndarray,
+    size: int,
+    batch: int = 512,
+    progress: bool = False,
     desc: str = "embed",
 ) -> torch.Tensor:
     """Unit-norm embeddings (N, dim) of (N, H, W) images."""

@@ -18,9 +18,7 @@ def check_release(set_dir: str | Path, report_dir: str | Path) -> None:
         raise GateError(f"release refused: {exc}") from None
     if report.get("verdict") != "pass":
         reasons = "; ".join(report.get("reasons") or ["no reason recorded"])
-        raise GateError(
-            f"release refused: the audit in {report_dir} failed ({reasons})"
-        )
+        raise GateError(f"release refused: the audit in {report_dir} failed ({reasons})")
     recorded = report.get("set_sha256")
     try:
         current = set_sha256(set_dir)

@@ -142,6 +142,13 @@ def write_filtered_copy(synthetic: SyntheticSet, drop: set[str], out: str | Path
     if out == synthetic.root.resolve() or synthetic.root.resolve() in out.parents:
         raise AuditError(out, "the filtered copy must not be inside the audited set")
     out.parent.mkdir(parents=True, exist_ok=True)
+    drop = set(drop)
+    for rel in list(drop):  # a dropped image's other files (e.g. its mask_file) go too
+        for value in synthetic.rows.get(rel, {}).values():
+            value = (value or "").strip()
+            if value and not Path(value).is_absolute() and ".." not in Path(value).parts:
+                if (synthetic.root / value).is_file() and value != MANIFEST:
+                    drop.add(Path(value).as_posix())
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         for path in sorted(synthetic.root.rglob("*")):

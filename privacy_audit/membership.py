@@ -91,10 +91,26 @@ def model_attack(
     if isinstance(probe, StepwiseProbe):
         methods.append(("stepwise", probe.stepwise_error))
     for name, method in methods:
-        em = _errors(method, members01, member_conditions, timesteps, seed, batch,
-                     f"MIA {name}: train", progress)
-        en = _errors(method, nonmembers01, nonmember_conditions, timesteps, seed, batch,
-                     f"MIA {name}: holdout", progress)
+        em = _errors(
+            method,
+            members01,
+            member_conditions,
+            timesteps,
+            seed,
+            batch,
+            f"MIA {name}: train",
+            progress,
+        )
+        en = _errors(
+            method,
+            nonmembers01,
+            nonmember_conditions,
+            timesteps,
+            seed,
+            batch,
+            f"MIA {name}: holdout",
+            progress,
+        )
         if not (np.isfinite(em).all() and np.isfinite(en).all()):
             raise ValueError(f"model probe {name} returned non-finite errors")
         per_t = {

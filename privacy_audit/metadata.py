@@ -21,7 +21,9 @@ IDENTIFYING_KEY = re.compile(
     re.IGNORECASE,
 )
 TOKEN = re.compile(r"[\w.\-/\\]+")
-ABSOLUTE_PATH = re.compile(r"(?<![\w:/])(/(?:home|work|root|mnt|data|Users|tmp|srv|media)/[\w.\-/]+|[A-Za-z]:\\[\w.\-\\]+)")
+ABSOLUTE_PATH = re.compile(
+    r"(?<![\w:/])(/(?:home|work|root|mnt|data|Users|tmp|srv|media)/[\w.\-/]+|[A-Za-z]:\\[\w.\-\\]+)"
+)
 TEXT_SUFFIXES = {".csv", ".json", ".md", ".txt", ".yaml", ".yml", ".html", ".tsv", ".xml", ".log"}
 MIN_TOKEN = 4
 
@@ -49,7 +51,7 @@ class Forbidden:
         self.phrases: dict[str, str] = {}
         self.too_short = 0
 
-    def add(self, value: str, label: str) -> None:
+    def add(self, value: str, label: str, stems: bool = True) -> None:
         value = value.strip()
         if len(value) < MIN_TOKEN or (value.isdigit() and len(value) < 6):
             self.too_short += 1
@@ -57,6 +59,8 @@ class Forbidden:
         key = value.casefold()
         if TOKEN.fullmatch(value):
             self.tokens.setdefault(key, label)
+            if not stems:
+                return
             stem = Path(value.replace("\\", "/")).name
             while "." in stem and len(stem.rsplit(".", 1)[0]) >= 6:
                 stem = stem.rsplit(".", 1)[0]
@@ -100,8 +104,14 @@ def _png_metadata(path: Path) -> list[tuple[str, str]]:
             items.append((f"PNG text chunk {key!r}", str(value)))
         for key, value in image.info.items():
             if key in ("exif", "icc_profile", "xmp", "XML:com.adobe.xmp"):
-                items.append((f"PNG {key} block", value.decode("latin-1", "replace")
-                              if isinstance(value, bytes) else str(value)))
+                items.append(
+                    (
+                        f"PNG {key} block",
+                        value.decode("latin-1", "replace")
+                        if isinstance(value, bytes)
+                        else str(value),
+                    )
+                )
         exif = image.getexif()
         for tag, value in exif.items():
             items.append((f"EXIF tag {tag}", str(value)))
@@ -134,15 +144,32 @@ def _scan_dicom(path: Path, rel: str, forbidden: Forbidden) -> list[Finding]:
         entry = phi.profile_attribute(tag)
         tag_text = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
         if entry is not None and entry.action == "U":
-            findings.append(Finding(rel, "dicom-uid", f"{tag_text} present: must be newly "
-                                    "generated, not carried over from a source image", WARN))
+            findings.append(
+                Finding(
+                    rel,
+                    "dicom-uid",
+                    f"{tag_text} present: must be newly "
+                    "generated, not carried over from a source image",
+                    WARN,
+                )
+            )
         else:
-            findings.append(Finding(rel, "dicom-attribute", f"identifying attribute {tag_text} "
-                                    f"has a value ({phi.EDITION})"))
-    text = "\n".join(str(e.value) for e in ds.iterall() if e.VR in
-                     ("LO", "SH", "PN", "LT", "ST", "UT", "CS", "DS", "IS", "UI", "DA"))
-    findings += [Finding(rel, "forbidden-string", f"DICOM header holds {label}")
-                 for label in forbidden.search(text)]
+            findings.append(
+                Finding(
+                    rel,
+                    "dicom-attribute",
+                    f"identifying attribute {tag_text} has a value ({phi.EDITION})",
+                )
+            )
+    text = "\n".join(
+        str(e.value)
+        for e in ds.iterall()
+        if e.VR in ("LO", "SH", "PN", "LT", "ST", "UT", "CS", "DS", "IS", "UI", "DA")
+    )
+    findings += [
+        Finding(rel, "forbidden-string", f"DICOM header holds {label}")
+        for label in forbidden.search(text)
+    ]
     return findings
 
 
@@ -155,10 +182,18 @@ def _scan_csv(text: str, rel: str) -> list[Finding]:
     except csv.Error:
         return findings
     for column in columns:
-        if column and IDENTIFYING_KEY.search(column) and any((r.get(column) or "").strip()
-                                                             for r in rows):
-            findings.append(Finding(rel, "identifying-column",
-                                    f"column {column!r} names an identifying attribute and has values"))
+        if (
+            column
+            and IDENTIFYING_KEY.search(column)
+            and any((r.get(column) or "").strip() for r in rows)
+        ):
+            findings.append(
+                Finding(
+                    rel,
+                    "identifying-column",
+                    f"column {column!r} names an identifying attribute and has values",
+                )
+            )
     return findings
 
 
@@ -185,8 +220,9 @@ def scan_set(root: str | Path, forbidden: Forbidden, progress: bool = False) -> 
     files = sorted(p for p in root.rglob("*") if p.is_file())
     for path in tqdm(files, desc="metadata scan", disable=not progress):
         rel = path.relative_to(root).as_posix()
-        findings += [Finding(rel, "file-name", f"file name holds {label}")
-                     for label in forbidden.search(rel)]
+        findings += [
+            Finding(rel, "file-name", f"file name holds {label}") for label in forbidden.search(rel)
+        ]
         suffix = path.suffix.lower()
         if suffix == ".png":
             try:
@@ -197,23 +233,34 @@ def scan_set(root: str | Path, forbidden: Forbidden, progress: bool = False) -> 
             for where, value in items:
                 labels = forbidden.search(value) + forbidden.search(where)
                 if labels:
-                    findings += [Finding(rel, "forbidden-string", f"{where} holds {lb}")
-                                 for lb in labels]
+                    findings += [
+                        Finding(rel, "forbidden-string", f"{where} holds {lb}") for lb in labels
+                    ]
                 elif IDENTIFYING_KEY.search(where) or IDENTIFYING_KEY.search(value[:200]):
-                    findings.append(Finding(rel, "image-metadata",
-                                            f"{where} looks identifying"))
+                    findings.append(Finding(rel, "image-metadata", f"{where} looks identifying"))
                 else:
-                    findings.append(Finding(rel, "image-metadata",
-                                            f"{where} present ({len(value)} characters)", WARN))
+                    findings.append(
+                        Finding(
+                            rel,
+                            "image-metadata",
+                            f"{where} present ({len(value)} characters)",
+                            WARN,
+                        )
+                    )
             continue
         if _is_dicom(path):
             findings += _scan_dicom(path, rel, forbidden)
             continue
         data = path.read_bytes()
-        text = data.decode("utf-8") if suffix in TEXT_SUFFIXES and _utf8(data) else \
-            data.decode("latin-1")
-        findings += [Finding(rel, "forbidden-string", f"content holds {label}")
-                     for label in forbidden.search(text)]
+        text = (
+            data.decode("utf-8")
+            if suffix in TEXT_SUFFIXES and _utf8(data)
+            else data.decode("latin-1")
+        )
+        findings += [
+            Finding(rel, "forbidden-string", f"content holds {label}")
+            for label in forbidden.search(text)
+        ]
         if suffix == ".csv":
             findings += _scan_csv(text, rel)
         elif suffix == ".json":
@@ -221,14 +268,26 @@ def scan_set(root: str | Path, forbidden: Forbidden, progress: bool = False) -> 
                 keys = _json_keys(json.loads(text))
             except (json.JSONDecodeError, RecursionError):
                 keys = []
-            findings += [Finding(rel, "identifying-key", f"key {k!r} names an identifying "
-                                 "attribute and has a value") for k in keys[:20]]
+            findings += [
+                Finding(
+                    rel,
+                    "identifying-key",
+                    f"key {k!r} names an identifying attribute and has a value",
+                )
+                for k in keys[:20]
+            ]
         if suffix in TEXT_SUFFIXES:
             paths = sorted(set(ABSOLUTE_PATH.findall(text)))
             if paths:
-                findings.append(Finding(rel, "absolute-path", f"{len(paths)} absolute path(s), "
-                                        f"e.g. {_redact(paths[0])}: check none is a source path",
-                                        WARN))
+                findings.append(
+                    Finding(
+                        rel,
+                        "absolute-path",
+                        f"{len(paths)} absolute path(s), "
+                        f"e.g. {_redact(paths[0])}: check none is a source path",
+                        WARN,
+                    )
+                )
     return findings
 
 

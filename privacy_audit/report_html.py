@@ -103,7 +103,25 @@ def _gallery(report: dict, arrays: dict, rows: list[int]) -> str:
     return "<table class='gallery'>" + "".join(parts) + "</table>"
 
 
-def render(report: dict, arrays: dict) -> str:
+def _flag_table(report: dict, rows: list[int]) -> str:
+    """The public report's stand-in for the gallery: files and scores, no image."""
+    lines = [
+        "<table><tr><th>synthetic image</th><th>score</th><th>p-value</th>"
+        "<th>nearest training image (id, NCC)</th></tr>"
+    ]
+    for i in rows:
+        s = report["samples"][i]
+        near = s["nearest"][0] if s["nearest"] else {"id": "-", "ncc": float("nan")}
+        lines.append(
+            f"<tr><td>{html.escape(s['file'])}</td><td>{s['score']:.2f}</td>"
+            f"<td>{s['p_value']:.4f}</td><td>{html.escape(near['id'])}, {near['ncc']:.3f}</td></tr>"
+        )
+    return "".join(lines) + "</table>"
+
+
+def render(report: dict, arrays: dict, public: bool = False) -> str:
+    """The auditor's page, or with `public` the same without any image of the set or of the
+    training data (for a release)."""
     copy = report["summary"]["copy_detection"]
     thresholds = report["thresholds"]["copy"]
     ok = report["verdict"] == "pass"
@@ -123,8 +141,13 @@ def render(report: dict, arrays: dict) -> str:
         f"{report['dataset']['train_split']!r}: {report['dataset']['train_images_deduplicated']}"
         f" distinct images of {report['dataset']['train_patients']} patients; held-out split "
         f"{report['dataset']['holdout_split']!r}: {report['dataset']['holdout_images']} images). "
-        f"Audited {html.escape(report['created'])}. This report shows training images: it is for "
-        "auditors only and must not be released.</p>",
+        f"Audited {html.escape(report['created'])}. "
+        + (
+            "This summary shows no image; the auditor's report.html does.</p>"
+            if public
+            else "This report shows training images: it is for auditors only and must not be "
+            "released (report-public.html is the version without images).</p>"
+        ),
         "<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>",
         *[
             f"<tr><td>{c['name']}</td><td>{'pass' if c['passed'] else '<b>FAIL</b>'}</td>"
@@ -147,13 +170,17 @@ def render(report: dict, arrays: dict) -> str:
     flagged.sort(key=lambda i: -report["samples"][i]["score"])
     if flagged:
         out.append(
-            f"<h3>Flagged images beside their nearest training images ({len(flagged)}"
+            f"<h3>Flagged images{'' if public else ' beside their nearest training images'} "
+            f"({len(flagged)}"
             f"{f', highest {MAX_GALLERY} shown' if len(flagged) > MAX_GALLERY else ''})</h3>"
         )
-        out.append(_gallery(report, arrays, flagged[:MAX_GALLERY]))
+        if public:
+            out.append(_flag_table(report, flagged[:MAX_GALLERY]))
+        else:
+            out.append(_gallery(report, arrays, flagged[:MAX_GALLERY]))
     unflagged = [i for i, s in enumerate(report["samples"]) if not s["flagged"]]
     unflagged.sort(key=lambda i: -report["samples"][i]["score"])
-    if unflagged:
+    if unflagged and not public:
         out.append("<h3>Closest images that were not flagged (for judgement)</h3>")
         out.append(_gallery(report, arrays, unflagged[:8]))
     dcr = report["summary"]["dcr"]
@@ -169,8 +196,10 @@ def render(report: dict, arrays: dict) -> str:
         curves.update({f"model {k}": v for k, v in mia["attacks"].items()})
     else:
         out.append(f"<p>Attacks on the model: {html.escape(mia.get('skipped', 'not run'))}.</p>")
-    out.append("<table><tr><th>attack</th><th>AUC</th><th>95% CI</th><th>TPR at 1% FPR</th>"
-               "<th>95% CI</th><th>members / non-members</th></tr>")
+    out.append(
+        "<table><tr><th>attack</th><th>AUC</th><th>95% CI</th><th>TPR at 1% FPR</th>"
+        "<th>95% CI</th><th>members / non-members</th></tr>"
+    )
     for name, e in curves.items():
         out.append(
             f"<tr><td>{html.escape(name)}</td><td>{e['auc']:.3f}</td><td>{_fmt_ci(e['auc_ci95'])}"
@@ -199,10 +228,10 @@ def render(report: dict, arrays: dict) -> str:
     return "\n".join(out)
 
 
-def write_html(path: str | Path, report: dict, arrays: dict) -> None:
+def write_html(path: str | Path, report: dict, arrays: dict, public: bool = False) -> None:
     """Render and write atomically."""
     path = Path(path)
-    text = render(report, arrays)
+    text = render(report, arrays, public)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)

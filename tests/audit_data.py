@@ -32,23 +32,39 @@ def make_patient_dataset(
     one train image is stored twice (an exact duplicate)."""
     rng = np.random.default_rng(seed)
     schema = ConditionSchema((Attribute("pathology", "categorical", values=("normal", "viral")),))
-    with DatasetWriter(out, name="audit-tiny", modality="DX", dimensionality="2D",
-                       image_size=[size, size], bit_depth=8, schema=schema) as writer:
+    with DatasetWriter(
+        out,
+        name="audit-tiny",
+        modality="DX",
+        dimensionality="2D",
+        image_size=[size, size],
+        bit_depth=8,
+        schema=schema,
+    ) as writer:
         n = 0
         for split, count in (("train", train), ("val", val), ("test", test)):
             for _ in range(count):
                 image = _patient_image(rng, size)
                 pid = f"pat{n:05d}"
                 label = ("normal", "viral")[n % 2]
-                writer.add(quantize(image, 8), split=split, patient_id=pid,
-                           conditions={"pathology": label})
+                writer.add(
+                    quantize(image, 8), split=split, patient_id=pid, conditions={"pathology": label}
+                )
                 if split == "train" and n % 10 == 0:  # a second visit of the same patient
                     visit = np.clip(image + 0.02 * rng.standard_normal(image.shape), 0, 1)
-                    writer.add(quantize(visit, 8), split=split, patient_id=pid,
-                               conditions={"pathology": label})
+                    writer.add(
+                        quantize(visit, 8),
+                        split=split,
+                        patient_id=pid,
+                        conditions={"pathology": label},
+                    )
                 if split == "train" and n == 3:  # an exact duplicate file
-                    writer.add(quantize(image, 8), split=split, patient_id=pid,
-                               conditions={"pathology": label})
+                    writer.add(
+                        quantize(image, 8),
+                        split=split,
+                        patient_id=pid,
+                        conditions={"pathology": label},
+                    )
                 n += 1
         writer.commit(intensity={"method": "synthetic"}, ingest_report={"files_read": n})
     return out

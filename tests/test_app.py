@@ -66,6 +66,11 @@ def ok(at: AppTest) -> AppTest:
     return at
 
 
+def table(at: AppTest, column: str):
+    """The first data frame on the page with this column."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
 def rendered(at: AppTest) -> bytes:
     """Everything sent to the browser for this page, serialized."""
     return b"".join(
@@ -109,8 +114,22 @@ def test_side_by_side_varies_one_attribute_with_the_same_seed(env):
     sweep = at.session_state["generate_sweep"]
     assert sweep["values"] == ["normal", "bacterial", "viral"]
     assert sweep["images"].shape == (3, 16, 16)
+    from generation.pipeline import load_model
+
+    model = load_model(env["root"] / MODEL)
+    conditions = [{"pathology": v} for v in sweep["values"]]
+    params = {"seed": 0, "steps": 1, "sampler": "dpm++", "guidance": 2.0}
+    same_noise = model.generate(conditions, indices=[0, 0, 0], **params)
+    own_noise = model.generate(conditions, indices=[0, 1, 2], **params)
+    assert np.allclose(sweep["images"], same_noise, atol=1e-6)
+    assert not np.allclose(sweep["images"], own_noise, atol=1e-3)
     captions = [c for image in at.image for c in image.captions]
     assert captions == ["pathology=normal", "pathology=bacterial", "pathology=viral"]
+    at.selectbox(key="sweep_attribute").select("age_months").run()
+    ok(at.button(key="sweep_button").click().run())
+    assert at.session_state["generate_sweep"]["values"] == [12.0, 54.0, 96.0, 138.0, 180.0]
+    captions = [c for image in at.image for c in image.captions]
+    assert captions == [f"age_months={v}" for v in (12, 54, 96, 138, 180)]
 
 
 def test_model_path_outside_the_data_root_is_refused(env, tmp_path):
@@ -126,6 +145,10 @@ def test_model_path_outside_the_data_root_is_refused(env, tmp_path):
             assert not at.exception
             assert [e.value for e in at.error] and at.error[0].value.startswith("Refused: ")
             assert "Generate" not in [b.label for b in at.button]
+        at = AppTest.from_file(APP, default_timeout=90)  # the same through the URL: ?model=...
+        at.query_params["model"] = str(outside)
+        at.run()
+        assert at.error and "outside the data root" in at.error[0].value
     finally:
         (env["root"] / "runs" / "link-out").unlink()
 
@@ -172,8 +195,8 @@ def test_reader_study_records_blinded_ratings_in_sqlite(env, media):
     assert all(datetime.fromisoformat(r[7]).utcoffset() == UTC.utcoffset(None) for r in rows)
     correct = sum(call == item.origin for call, item in zip(calls, deck, strict=True))
     ok(at.button(key="rs_finish").click().run())
-    table = at.dataframe[0].value
-    overall = table[table["condition"] == "all"].iloc[0]
+    results = table(at, "condition")
+    overall = results[results["condition"] == "all"].iloc[0]
     assert overall["ratings"] == 4 and overall["correct"] == correct
 
 
@@ -187,11 +210,14 @@ def test_clinician_audit_view_hides_training_images(env, media):
     matched = {n["id"] for s in report["samples"] if s["flagged"] for n in s["nearest"]}
     assert report["verdict"] == "fail" and matched  # the fixture's copies were caught
     at = ok(open_page("Audit"))
-    assert at.dataframe[0].value["verdict"].tolist() == ["fail"]
+    assert table(at, "release")["verdict"].tolist() == ["fail"]
+    reports = table(at, "report")
+    assert reports["report"].tolist() == [f"{RELEASE}/audit/report.json"]
+    assert reports["verdict"].tolist() == ["fail"] and reports["images"].tolist() == [6]
     assert at.selectbox(key="audit_report").value == f"{RELEASE}/audit/report.json"
     assert any("Verdict: fail" in e.value for e in at.error)
     assert [m.value for m in at.metric] == ["6", "2"]
-    checks = at.dataframe[1].value.set_index("check")
+    checks = table(at, "check").set_index("check")
     assert not checks.loc["copy_detection", "passed"]
     assert not at.get("iframe"), "report.html (galleries) embedded in the clinician view"
     page = rendered(at)
@@ -216,8 +242,8 @@ def test_auditor_view_embeds_the_full_report(env, monkeypatch):
     assert len(frames) == 1
     assert flagged[0]["nearest"][0]["id"] in frames[0].proto.srcdoc
     assert "data:image/png;base64" in frames[0].proto.srcdoc
-    table = at.dataframe[-1].value.set_index("file")
-    assert flagged[0]["nearest"][0]["id"] in table.loc[flagged[0]["file"], "nearest training ids"]
+    samples = table(at, "nearest training ids").set_index("file")
+    assert flagged[0]["nearest"][0]["id"] in samples.loc[flagged[0]["file"], "nearest training ids"]
 
 
 def test_cli_app_command_passes_its_options_to_the_app(tmp_path):

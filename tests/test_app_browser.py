@@ -3,7 +3,8 @@ Playwright with the system Chromium (no browser download): click Generate, wait 
 take a screenshot, report the time from click to a fully loaded grid.
 
 Set RADSYNTH_BROWSER_DATA_ROOT (and RADSYNTH_BROWSER_MODEL, a run directory relative to it) to
-time a real model instead of the tiny one the test trains.
+time a real model instead of the tiny one the test trains, and RADSYNTH_BROWSER_CONDITION
+("pathology=viral") to ask for a condition (the tiny-model run always asks for one).
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(data_root: Path, log: Path, timeout: float = 90):
-    """The app on a free port; yields its URL; the process group is killed on exit."""
+def streamlit_server(data_root: Path, log: Path, timeout: float = 90, auditor: bool = False):
+    """The app on a free port (clinician view unless `auditor`); yields its URL; the process
+    group is killed on exit."""
     port = free_port()
     command = [
         sys.executable,
@@ -90,6 +92,8 @@ def streamlit_server(data_root: Path, log: Path, timeout: float = 90):
     ]
     env = {**os.environ, "RADSYNTH_DATA_ROOT": str(data_root)}
     env.pop("RADSYNTH_AUDITOR", None)
+    if auditor:
+        env["RADSYNTH_AUDITOR"] = "1"
     env["RADSYNTH_READER_DB"] = str(log.parent / "ratings.sqlite")
     with log.open("wb") as out:
         server = subprocess.Popen(
@@ -123,8 +127,11 @@ def streamlit_server(data_root: Path, log: Path, timeout: float = 90):
             server.wait(timeout=10)
 
 
-def click_generate_and_time(url: str, model: str, screenshot: Path) -> float:
-    """Seconds from the click on Generate to IMAGES fully loaded images in the browser."""
+def click_generate_and_time(
+    url: str, model: str, screenshot: Path, condition: str | None = None
+) -> float:
+    """Seconds from the click on Generate to IMAGES fully loaded images in the browser;
+    `condition` ("pathology=viral") is chosen in its select box first."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -132,11 +139,21 @@ def click_generate_and_time(url: str, model: str, screenshot: Path) -> float:
             executable_path=str(chromium_or_skip()), args=CHROMIUM_ARGS, timeout=60_000
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.set_default_timeout(120_000)
             page.goto(f"{url}/?model={model}", timeout=60_000)
             button = page.get_by_role("button", name="Generate", exact=True)
-            button.wait_for(state="visible", timeout=180_000)  # model loaded
+            alert = page.locator("[data-testid='stAlertContentError']")
+            button.or_(alert).first.wait_for(state="visible", timeout=180_000)  # model loaded
+            if not button.count():
+                pytest.fail(f"the Generate page shows an error: {alert.all_inner_texts()}")
+            if condition:
+                name, value = condition.split("=", 1)
+                page.get_by_role("combobox", name=name).click()
+                page.get_by_role("option", name=value, exact=True).click()
+                page.get_by_role("combobox", name=name).and_(
+                    page.locator(f"[value='{value}']")
+                ).wait_for(timeout=30_000)
             started = time.perf_counter()
             button.click()
             page.wait_for_function(GRID_JS, arg=IMAGES, timeout=120_000)
@@ -144,6 +161,8 @@ def click_generate_and_time(url: str, model: str, screenshot: Path) -> float:
             caption = page.get_by_text(f"{IMAGES} images in")
             caption.wait_for(timeout=10_000)
             print(f"\nserver side: {caption.inner_text()}")
+            if condition:
+                assert condition in caption.inner_text()  # the request carried the condition
             page.screenshot(path=str(screenshot), full_page=True)
             alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
         finally:
@@ -152,14 +171,18 @@ def click_generate_and_time(url: str, model: str, screenshot: Path) -> float:
     return elapsed
 
 
-def test_generate_in_the_browser(app_root, tmp_path):  # noqa: F811
+def test_generate_in_the_browser(request, tmp_path):
     pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
     chromium_or_skip()
-    data_root = Path(os.environ.get("RADSYNTH_BROWSER_DATA_ROOT") or app_root)
+    given = os.environ.get("RADSYNTH_BROWSER_DATA_ROOT")
+    data_root = Path(given) if given else request.getfixturevalue("app_root")
     model = os.environ.get("RADSYNTH_BROWSER_MODEL") or MODEL
+    condition = os.environ.get("RADSYNTH_BROWSER_CONDITION") or (
+        "pathology=viral" if not given else None
+    )
     screenshot = tmp_path / "app-screenshot.png"
     with streamlit_server(data_root, tmp_path / "streamlit.log") as url:
-        elapsed = click_generate_and_time(url, model, screenshot)
+        elapsed = click_generate_and_time(url, model, screenshot, condition)
     assert screenshot.stat().st_size > 10_000
     print(
         f"\nclick -> {IMAGES}-image grid visible: {elapsed:.2f} s ({model}); screenshot {screenshot}"

@@ -31,6 +31,9 @@ def test_accuracy_per_condition_and_reader(tmp_path):
     assert (by["all"].ratings, by["all"].correct) == (4, 2)
     only_a = {row.condition: row for row in store.accuracy("a")}
     assert only_a["all"].ratings == 3 and only_a["normal"].accuracy == 1.0
+    lines = store.csv_bytes("b").decode().splitlines()
+    assert lines[0].startswith("id,reader,session,item,origin,call,realism,condition")
+    assert len(lines) == 2 and ",b,s1,real:x,real,synthetic,2,normal," in lines[1]
 
 
 def test_ratings_are_stamped_in_utc_and_validated(tmp_path):

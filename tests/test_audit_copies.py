@@ -31,7 +31,7 @@ def one_thread():
 def audit_config(cache) -> AuditConfig:
     return AuditConfig(
         quantile=0.995,
-        encoder=EncoderParams(steps=60),
+        encoder=EncoderParams(steps=40),
         encoder_cache=str(cache),
         n_boot=100,
         progress=False,
@@ -46,11 +46,18 @@ def challenge(tmp_path_factory, one_thread):
     train, test = ds.split("train"), ds.split("test")
     rng = np.random.default_rng(5)
     picks = rng.choice(len(train), 80, replace=False)
-    copies = [alter(ds.load_image(train[i]), random_kinds(rng, j), rng) for j, i in enumerate(picks)]
+    copies = [
+        alter(ds.load_image(train[i]), random_kinds(rng, j), rng) for j, i in enumerate(picks)
+    ]
     fresh = [ds.load_image(r) for r in test]
     truth = write_challenge_set(root / "set", copies, fresh, seed=1)
-    report = run_audit(root / "set", data, root / "report", audit_config(root / "cache"),
-                       filtered_out=root / "filtered")
+    report = run_audit(
+        root / "set",
+        data,
+        root / "report",
+        audit_config(root / "cache"),
+        filtered_out=root / "filtered",
+    )
     return root, data, truth, report
 
 
@@ -81,8 +88,10 @@ def test_flagged_copy_points_at_the_training_image_it_copies(challenge):
 
 def test_filtered_copy_reaudits_clean_and_passes_the_gate(challenge):
     root, data, truth, report = challenge
-    kept = sorted(p.relative_to(root / "filtered").as_posix()
-                  for p in (root / "filtered" / "images").glob("*.png"))
+    kept = sorted(
+        p.relative_to(root / "filtered").as_posix()
+        for p in (root / "filtered" / "images").glob("*.png")
+    )
     assert kept == sorted(s["file"] for s in report["samples"] if not s["flagged"])
     manifest = (root / "filtered" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == len(kept) + 1
@@ -98,9 +107,24 @@ def test_audit_bench_copies_measures_flag_rates(challenge, tmp_path, capsys):
     from pipelines.cli import main as radsynth
 
     root, data, _, _ = challenge
-    code = radsynth(["audit-bench", "copies", "--data", str(data), "--out", str(tmp_path / "b"),
-                     "--copies", "30", "--encoder-steps", "60", "--encoder-cache",
-                     str(root / "cache"), "--threads", "1"])
+    code = radsynth(
+        [
+            "audit-bench",
+            "copies",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "b"),
+            "--copies",
+            "30",
+            "--encoder-steps",
+            "40",
+            "--encoder-cache",
+            str(root / "cache"),
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     result = json.loads((tmp_path / "b" / "copy-detection.json").read_text())
     assert result["copies"] == 30 and result["fresh"] == 80

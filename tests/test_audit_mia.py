@@ -46,8 +46,9 @@ def _data(n=120, seed=0):
 def test_memorising_model_is_caught_with_intervals():
     members, nonmembers, cond = _data()
     probe = StepwiseProbe(members, strength=0.6)
-    result = membership.model_attack(probe, members, cond, nonmembers, cond, [5, 10, 20],
-                                     n_boot=200, batch=50)
+    result = membership.model_attack(
+        probe, members, cond, nonmembers, cond, [5, 10, 20], n_boot=200, batch=50
+    )
     assert set(result["attacks"]) == {"loss", "stepwise"}
     loss = result["attacks"]["loss"]
     assert loss["auc"] > 0.95 and loss["auc_ci95"][0] > 0.9
@@ -61,8 +62,9 @@ def test_memorising_model_is_caught_with_intervals():
 
 def test_honest_model_is_not_accused():
     members, nonmembers, cond = _data(seed=1)
-    result = membership.model_attack(LossProbe(members, 0.0), members, cond, nonmembers, cond,
-                                     [5, 10], n_boot=200)
+    result = membership.model_attack(
+        LossProbe(members, 0.0), members, cond, nonmembers, cond, [5, 10], n_boot=200
+    )
     loss = result["attacks"]["loss"]
     assert set(result["attacks"]) == {"loss"}
     assert loss["auc_ci95"][0] < 0.5 < loss["auc_ci95"][1]

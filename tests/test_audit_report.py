@@ -21,8 +21,19 @@ from privacy_audit.metadata import Forbidden, scan_set
 from .audit_data import make_patient_dataset, save_png
 
 REQUIRED = {
-    "schema_version", "verdict", "reasons", "checks", "set_sha256", "set", "dataset", "encoder",
-    "thresholds", "summary", "metadata_findings", "samples", "timings",
+    "schema_version",
+    "verdict",
+    "reasons",
+    "checks",
+    "set_sha256",
+    "set",
+    "dataset",
+    "encoder",
+    "thresholds",
+    "summary",
+    "metadata_findings",
+    "samples",
+    "timings",
 }
 
 
@@ -49,8 +60,14 @@ def world(tmp_path_factory):
 
 
 def config(root, **kw) -> AuditConfig:
-    return AuditConfig(quantile=0.99, encoder=EncoderParams(steps=30),
-                       encoder_cache=str(root / "cache"), n_boot=100, progress=False, **kw)
+    return AuditConfig(
+        quantile=0.99,
+        encoder=EncoderParams(steps=30),
+        encoder_cache=str(root / "cache"),
+        n_boot=100,
+        progress=False,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +96,9 @@ def test_report_schema_html_and_log(world, clean_report):
     page = (root / "clean-report" / "report.html").read_text()
     assert page.index("Verdict: PASS") < page.index("Copy detection")
     assert page.count("data:image/png;base64,") >= 3  # score plot, ROC plot, gallery images
+    public = (root / "clean-report" / "report-public.html").read_text()
+    assert "Verdict: PASS" in public and "data:image/png;base64," in public  # plots only
+    assert "class='gallery'" in page and "class='gallery'" not in public
     assert "verdict pass" in (root / "clean-report" / "audit.log").read_text()
     assert not list(root.glob(".clean-report.*"))  # no staging directory left behind
 
@@ -160,13 +180,17 @@ def test_scan_finds_png_text_chunk_and_forbidden_file_names(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png", pnginfo=info)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "person1234_virus_77.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "clean.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "img000007.png")
+    (tmp_path / "notes.csv").write_text("file,origin\nx.png,images/train/img000007.png\n")
     forbidden = Forbidden()
     forbidden.add("person1234_virus_77.jpeg", "source file no. 1")
+    forbidden.add("images/train/img000007.png", "training image path", stems=False)
     findings = scan_set(tmp_path, forbidden)
     named = {(f.file, f.kind) for f in findings if f.severity == "fail"}
     assert ("a.png", "forbidden-string") in named
     assert ("person1234_virus_77.png", "file-name") in named
-    assert not [f for f in findings if f.file == "clean.png"]
+    assert ("notes.csv", "forbidden-string") in named
+    assert not [f for f in findings if f.file in ("clean.png", "img000007.png")]
 
 
 def test_bad_inputs_name_the_file(world, tmp_path):
@@ -197,9 +221,22 @@ def test_bad_inputs_name_the_file(world, tmp_path):
 def test_cli_audit_and_clear_errors(world, tmp_path, capsys, monkeypatch):
     root, data, clean = world
     monkeypatch.setenv("RADSYNTH_CACHE", str(tmp_path / "cache"))
-    args = ["audit", "--synthetic", str(clean), "--data", str(data), "--out",
-            str(tmp_path / "cli-report"), "--quantile", "0.99", "--encoder-steps", "30",
-            "--encoder-cache", str(root / "cache"), "--no-progress"]
+    args = [
+        "audit",
+        "--synthetic",
+        str(clean),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "cli-report"),
+        "--quantile",
+        "0.99",
+        "--encoder-steps",
+        "30",
+        "--encoder-cache",
+        str(root / "cache"),
+        "--no-progress",
+    ]
     assert radsynth(args) == 0
     assert "verdict: pass" in capsys.readouterr().out
     check_release(clean, tmp_path / "cli-report")
@@ -213,8 +250,9 @@ def test_cli_audit_and_clear_errors(world, tmp_path, capsys, monkeypatch):
     assert "no generation.load_model" in capsys.readouterr().err
 
 
-def test_cli_attacks_the_model_given_and_fails_a_memorising_one(world, tmp_path, capsys,
-                                                                 monkeypatch):
+def test_cli_attacks_the_model_given_and_fails_a_memorising_one(
+    world, tmp_path, capsys, monkeypatch
+):
     import generation
 
     from .test_audit_mia import StepwiseProbe
@@ -230,10 +268,28 @@ def test_cli_attacks_the_model_given_and_fails_a_memorising_one(world, tmp_path,
 
     monkeypatch.setattr(generation, "load_model", load_model, raising=False)
     out = tmp_path / "model-report"
-    code = radsynth(["audit", "--synthetic", str(clean), "--data", str(data), "--out", str(out),
-                     "--quantile", "0.99", "--encoder-steps", "30", "--encoder-cache",
-                     str(root / "cache"), "--model", str(tmp_path / "run"), "--mia-samples",
-                     "100", "--no-progress"])
+    code = radsynth(
+        [
+            "audit",
+            "--synthetic",
+            str(clean),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--quantile",
+            "0.99",
+            "--encoder-steps",
+            "30",
+            "--encoder-cache",
+            str(root / "cache"),
+            "--model",
+            str(tmp_path / "run"),
+            "--mia-samples",
+            "100",
+            "--no-progress",
+        ]
+    )
     assert code == 1 and loaded == [str(tmp_path / "run")]
     report = json.loads((out / "report.json").read_text())
     attacks = report["summary"]["model_membership"]["attacks"]
@@ -244,3 +300,28 @@ def test_cli_attacks_the_model_given_and_fails_a_memorising_one(world, tmp_path,
     assert "model stepwise" in (out / "report.html").read_text()
     with pytest.raises(GateError, match="failed"):
         check_release(clean, out)
+
+
+def test_filtered_copy_drops_the_flagged_images_masks_and_rows(tmp_path):
+    from privacy_audit.imageset import open_set, write_filtered_copy
+
+    root = tmp_path / "set"
+    for i in range(3):
+        save_png(root / "images" / f"syn{i:06d}.png", np.full((8, 8), i / 3))
+        save_png(root / "masks" / f"syn{i:06d}.png", np.zeros((8, 8)))
+    (root / "manifest.csv").write_text(
+        "id,file,mask_file\n"
+        + "".join(f"syn{i:06d},images/syn{i:06d}.png,masks/syn{i:06d}.png\n" for i in range(3))
+    )
+    (root / "generation.json").write_text("{}")
+    out = write_filtered_copy(open_set(root), {"images/syn000001.png"}, tmp_path / "kept")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "generation.json",
+        "images/syn000000.png",
+        "images/syn000002.png",
+        "manifest.csv",
+        "masks/syn000000.png",
+        "masks/syn000002.png",
+    ]
+    assert "syn000001" not in (out / "manifest.csv").read_text()
+    assert open_set(out).files == ["images/syn000000.png", "images/syn000002.png"]

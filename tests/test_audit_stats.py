@@ -75,7 +75,7 @@ def test_topk_by_patient_returns_one_image_per_patient():
 def test_search_benchmark_reports_every_stage():
     from privacy_audit.bench import benchmark_search
 
-    result = benchmark_search(n_query=300, n_train=200, size=32, k=3)
+    result = benchmark_search(n_query=100, n_train=100, size=32, k=3)
     for key in ("embed_images_per_second", "search_seconds", "ncc_seconds"):
         assert result[key] > 0
     assert result["ncc_candidates_per_query"] == 9

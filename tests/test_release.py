@@ -63,6 +63,8 @@ def test_release_contents_and_exports(audited, tmp_path: Path) -> None:
     assert {"images", "manifest.csv", "datalist.json", "dicom", "nifti", "audit", "datasheet.md",
             "lineage.json", "sample_grid.png"} <= names  # fmt: skip
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # the auditor's HTML shows training images: only the image-free report travels
+    assert sorted(p.name for p in (release / "audit").iterdir()) == ["report-public.html", "report.json"]
 
     items = load_decathlon_datalist(
         release / "datalist.json", is_segmentation=False, base_dir=release

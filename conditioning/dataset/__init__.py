@@ -1,12 +1,13 @@
 """The on-disk dataset format and its validating reader: the bottom layer every other part reads
 datasets through (docs/dataset-format.md)."""
 
+from .atomic import replace_directory, staging_dir, write_json_atomic
 from .errors import DatasetError
 from .format import SPLITS, Dataset, Record, load_dataset
 from .pixels import pixel_sha256, quantize, to_unit_range
 from .schema import CATEGORICAL, CONTINUOUS, Attribute, ConditionSchema
 from .synthetic_set import SyntheticImage, SyntheticSet, directory_sha256, load_synthetic_set
-from .writer import DatasetWriter, write_json_atomic
+from .writer import DatasetWriter
 
 __all__ = [
     "CATEGORICAL",
@@ -25,6 +26,8 @@ __all__ = [
     "load_dataset",
     "pixel_sha256",
     "quantize",
+    "replace_directory",
+    "staging_dir",
     "to_unit_range",
     "write_json_atomic",
 ]

@@ -4,15 +4,13 @@ into place only once complete and validated, so an interrupted run leaves no hal
 from __future__ import annotations
 
 import csv
-import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import replace_directory, staging_dir, write_json_atomic
 from .errors import DatasetError
 from .format import (
     DATASET_JSON,
@@ -25,21 +23,6 @@ from .format import (
 )
 from .pixels import pixel_sha256, write_nifti, write_png
 from .schema import ConditionSchema
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """JSON to a temporary file beside the target, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class DatasetWriter:
@@ -67,9 +50,7 @@ class DatasetWriter:
         if self.out.exists() and not overwrite:
             raise DatasetError(self.out, "already exists; pass --overwrite to replace it")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.stage = Path(
-            tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent)
-        )
+        self.stage = staging_dir(self.out)
         self.info: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "name": name,
@@ -172,14 +153,7 @@ class DatasetWriter:
         self._write_manifest()
         write_json_atomic(self.stage / DATASET_JSON, self.info)
         load_dataset(self.stage)  # the same validation every reader applies
-        if self.out.exists():
-            trash = self.out.with_name(f".{self.out.name}.old")
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(self.out, trash)
-            os.replace(self.stage, self.out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.stage, self.out)
+        replace_directory(self.stage, self.out)
         return load_dataset(self.out)
 
 

@@ -13,28 +13,57 @@ def register(sub) -> None:
         "write REPORT_DIR/report.json + report.html (+ audit.log). Exit status 0 when the "
         "verdict is pass, 1 when it is fail.",
     )
-    parser.add_argument("--synthetic", required=True, metavar="DIR",
-                        help="generated set (images/*.png + manifest.csv) or a folder of PNGs")
+    parser.add_argument(
+        "--synthetic",
+        required=True,
+        metavar="DIR",
+        help="generated set (images/*.png + manifest.csv) or a folder of PNGs",
+    )
     parser.add_argument("--data", required=True, metavar="DATASET", help="training dataset")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report directory")
     parser.add_argument("--train-split", default="train")
-    parser.add_argument("--holdout-split", default="val",
-                        help="real images never trained on, to calibrate against (default val)")
+    parser.add_argument(
+        "--holdout-split",
+        default="val",
+        help="real images never trained on, to calibrate against (default val)",
+    )
     parser.add_argument("--model", metavar="RUN", help="trained model run: also attack the model")
-    parser.add_argument("--filtered-out", metavar="DIR2",
-                        help="also write a copy of the set without the flagged images")
-    parser.add_argument("--quantile", type=float, default=0.995,
-                        help="flag above this conformal quantile of held-out scores")
+    parser.add_argument(
+        "--filtered-out",
+        metavar="DIR2",
+        help="also write a copy of the set without the flagged images",
+    )
+    parser.add_argument(
+        "--quantile",
+        type=float,
+        default=0.995,
+        help="flag above this conformal quantile of held-out scores",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--encoder-cache", metavar="DIR",
-                        help="where the copy encoder is cached (default ~/.cache/radsynth)")
+    parser.add_argument(
+        "--encoder-cache",
+        metavar="DIR",
+        help="where the copy encoder is cached (default ~/.cache/radsynth)",
+    )
     parser.add_argument("--encoder-steps", type=int, help="copy-encoder training steps")
-    parser.add_argument("--forbid", action="append", default=[], metavar="STRING",
-                        help="a string that must not appear in the set (repeatable)")
-    parser.add_argument("--forbid-file", metavar="FILE",
-                        help="file of forbidden strings, one a line (e.g. source file names)")
-    parser.add_argument("--mia-samples", type=int, default=500,
-                        help="train and held-out images each for the model attack")
+    parser.add_argument(
+        "--forbid",
+        action="append",
+        default=[],
+        metavar="STRING",
+        help="a string that must not appear in the set (repeatable)",
+    )
+    parser.add_argument(
+        "--forbid-file",
+        metavar="FILE",
+        help="file of forbidden strings, one a line (e.g. source file names)",
+    )
+    parser.add_argument(
+        "--mia-samples",
+        type=int,
+        default=500,
+        help="train and held-out images each for the model attack",
+    )
     parser.add_argument("--dcr-limit", type=float, default=0.6)
     parser.add_argument("--auc-limit", type=float, default=0.6)
     parser.add_argument("--tpr-limit", type=float, default=0.05)
@@ -93,13 +122,30 @@ def run(args) -> int:
         tpr_limit=args.tpr_limit,
         progress=not args.no_progress,
     )
-    probe = load_probe(args.model) if args.model else None
-    model_info = {"run": Path(args.model).name} if args.model else None
-    report = run_audit(args.synthetic, args.data, args.out, config, probe, model_info,
-                       args.filtered_out)
+    probe, model_info = None, None
+    if args.model:
+        probe = load_probe(args.model)
+        model_info = {"run": Path(args.model).name}
+        trained_on = (getattr(probe, "config", None) or {}).get("dataset", {}).get("hash")
+        if trained_on:
+            from conditioning.dataset import load_dataset
+
+            data_hash = load_dataset(args.data).content_hash()
+            if trained_on != data_hash:
+                raise ValueError(
+                    f"--model {args.model} was trained on another dataset (hash "
+                    f"{trained_on[:12]}...) than {args.data} ({data_hash[:12]}...): membership "
+                    "inference needs the model's own training data"
+                )
+            model_info["dataset_hash"] = trained_on
+    report = run_audit(
+        args.synthetic, args.data, args.out, config, probe, model_info, args.filtered_out
+    )
     copy = report["summary"]["copy_detection"]
-    print(f"verdict: {report['verdict']}  ({copy['flagged']} of {copy['synthetic_images']} "
-          f"images flagged; report {Path(args.out) / 'report.html'})")
+    print(
+        f"verdict: {report['verdict']}  ({copy['flagged']} of {copy['synthetic_images']} "
+        f"images flagged; report {Path(args.out) / 'report.html'})"
+    )
     for reason in report["reasons"]:
         print(f"  - {reason}")
     if args.filtered_out:

@@ -22,8 +22,11 @@ def register(sub) -> None:
     copies.add_argument("--data", required=True, help="dataset (with train/val/test splits)")
     copies.add_argument("--out", required=True, help="working folder: the set and its report")
     copies.add_argument("--copies", type=int, default=1000)
-    copies.add_argument("--fresh-split", default="test",
-                        help="real images mixed in: never trained on, not the calibration split")
+    copies.add_argument(
+        "--fresh-split",
+        default="test",
+        help="real images mixed in: never trained on, not the calibration split",
+    )
     copies.add_argument("--holdout-split", default="val")
     copies.add_argument("--quantile", type=float, default=0.995)
     copies.add_argument("--encoder-cache", metavar="DIR")
@@ -49,10 +52,16 @@ def run(args) -> int:
         encoder = EncoderParams(seed=args.seed)
         if args.encoder_steps:
             encoder.steps = args.encoder_steps
-        config = AuditConfig(holdout_split=args.holdout_split, quantile=args.quantile,
-                             seed=args.seed, encoder=encoder, encoder_cache=args.encoder_cache)
-        result = measure_copy_detection(args.data, args.out, config, args.copies,
-                                        args.fresh_split, args.seed)
+        config = AuditConfig(
+            holdout_split=args.holdout_split,
+            quantile=args.quantile,
+            seed=args.seed,
+            encoder=encoder,
+            encoder_cache=args.encoder_cache,
+        )
+        result = measure_copy_detection(
+            args.data, args.out, config, args.copies, args.fresh_split, args.seed
+        )
         path = Path(args.out) / "copy-detection.json"
         path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))

@@ -10,15 +10,18 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from conditioning.dataset import directory_sha256, load_synthetic_set
+from conditioning.dataset import (
+    directory_sha256,
+    load_synthetic_set,
+    replace_directory,
+    staging_dir,
+)
 from conditioning.dataset.pixels import read_png
 from privacy_audit.gate import check_release
 
@@ -49,37 +52,6 @@ def _validate_name(name: str) -> None:
         raise ValueError(f"release name {name!r}: use letters, digits, '-', '_' and '.'")
 
 
-def _copy_atomic_tree(stage: Path, target: Path, overwrite: bool) -> None:
-    """Move the staged release into place; an existing one is kept until the new one is in."""
-    if target.exists():
-        if not overwrite:
-            raise ValueError(
-                f"{target}: release already exists; choose a new --name or pass --overwrite"
-            )
-        previous = target.with_name(f".{target.name}.previous")
-        shutil.rmtree(previous, ignore_errors=True)
-        os.replace(target, previous)
-        try:
-            os.replace(stage, target)
-        except BaseException:
-            os.replace(previous, target)
-            raise
-        shutil.rmtree(previous, ignore_errors=True)
-    else:
-        os.replace(stage, target)
-
-
-def recover_interrupted(out_root: Path, name: str) -> None:
-    """A kill between the two renames of an overwrite leaves `.NAME.previous`: put it back."""
-    target = out_root / name
-    previous = out_root / f".{name}.previous"
-    if previous.exists() and not target.exists():
-        os.replace(previous, target)
-        log.warning("restored release %s left by an interrupted overwrite", name)
-    for leftover in out_root.glob(f".{name}.*.partial"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
 def make_release(inputs: ReleaseInputs) -> Path:
     """Gate, then write images, manifest, exports, audit report, datasheet and lineage."""
     _validate_name(inputs.name)
@@ -91,10 +63,13 @@ def make_release(inputs: ReleaseInputs) -> Path:
     check_release(inputs.set_dir, inputs.report_dir)  # raises GateError with the reason
     report = json.loads((inputs.report_dir / "report.json").read_text(encoding="utf-8"))
     synthetic = load_synthetic_set(inputs.set_dir)
-    out_root = inputs.out_root
-    out_root.mkdir(parents=True, exist_ok=True)
-    recover_interrupted(out_root, inputs.name)
-    stage = Path(tempfile.mkdtemp(prefix=f".{inputs.name}.", suffix=".partial", dir=out_root))
+    target = inputs.out_root / inputs.name
+    stage = staging_dir(target)  # also puts back a release left aside by a killed overwrite
+    if target.exists() and not inputs.overwrite:
+        shutil.rmtree(stage)
+        raise ValueError(
+            f"{target}: release already exists; choose a new --name or pass --overwrite"
+        )
     try:
         rows = _write_images(synthetic, stage, inputs)
         _write_audit(inputs.report_dir, stage / "audit")
@@ -105,10 +80,10 @@ def make_release(inputs: ReleaseInputs) -> Path:
         (stage / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n", encoding="utf-8")
         datasheet = render_datasheet(inputs.name, rows, synthetic.condition_names, lineage, report)
         (stage / "datasheet.md").write_text(datasheet, encoding="utf-8")
-        _copy_atomic_tree(stage, out_root / inputs.name, inputs.overwrite)
+        replace_directory(stage, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return out_root / inputs.name
+    return target
 
 
 def _write_images(synthetic, stage: Path, inputs: ReleaseInputs) -> list[dict]:
@@ -178,10 +153,14 @@ def _datalist_meta(inputs: ReleaseInputs, rows: list[dict]) -> dict:
 
 
 def _write_audit(report_dir: Path, target: Path) -> None:
+    """The report's JSON and its image-free HTML. The auditor's report.html shows training
+    images beside flagged ones: it never leaves the building."""
+    from privacy_audit.audit import PUBLIC_HTML, REPORT_JSON
+
     target.mkdir()
-    for name in ("report.json", "report.html"):
-        if (report_dir / name).is_file():
-            shutil.copyfile(report_dir / name, target / name)
+    shutil.copyfile(report_dir / REPORT_JSON, target / REPORT_JSON)
+    if (report_dir / PUBLIC_HTML).is_file():
+        shutil.copyfile(report_dir / PUBLIC_HTML, target / PUBLIC_HTML)
 
 
 def _write_sample_grid(synthetic, path: Path, per_row: int = 8) -> None:
