@@ -11,6 +11,7 @@ Public API (other parts call only these):
     images = model.generate(conditions, seed, steps=20, sampler="dpm++", guidance=2.0,
                             batch_size=32)        # (N, H, W) float32 in [0, 1]
     images, masks = model.generate(..., return_masks=True)   # masks (N, H, W) uint8 or None
+    model.generate(..., masks=given_masks)    # masked models: images that fit given masks
     model.denoising_error(images01, conditions, timesteps, seed)  # (N, len(timesteps))
     model.stepwise_error(images01, conditions, timesteps, seed)   # PIA-style, same shape
 

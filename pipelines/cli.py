@@ -8,7 +8,22 @@ import logging
 import sys
 
 # Sub-command modules, in the order `radsynth --help` lists them.
-COMMANDS = ("ingest", "validate", "train", "generate", "bench_sampling", "evaluate", "bench", "run", "stage", "audit", "audit_bench", "release", "augment", "app")
+COMMANDS = (
+    "ingest",
+    "validate",
+    "train",
+    "generate",
+    "bench_sampling",
+    "evaluate",
+    "bench",
+    "run",
+    "stage",
+    "audit",
+    "audit_bench",
+    "release",
+    "augment",
+    "app",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,9 @@ PATHS = {
     "autoencoder": "runs/autoencoder",
     "diffusion": "runs/diffusion",
     "synthetic": "runs/synthetic",
-    "audit": "runs/audit",
+    "audit": "runs/audit",  # the screening audit of everything generated (auditors only)
+    "released_set": "runs/released-set",  # the generated set less its flagged images
+    "released_audit": "runs/audit-released",  # the audit of that set: what the release carries
     "evaluation": "runs/evaluation",
     "releases": "releases",
 }
@@ -87,13 +89,15 @@ def stage_argv(name: str, params: dict[str, Any], params_file: str = "params.yam
         ]
     if name == "audit":
         return ["audit", "--synthetic", p["synthetic"], "--data", p["dataset"], "--model", p["diffusion"],
-                "--out", p["audit"], *as_flags(section.get("audit"))]  # fmt: skip
+                "--out", p["audit"], "--filtered-out", p["released_set"],
+                "--filtered-report", p["released_audit"], *as_flags(section.get("audit"))]  # fmt: skip
     if name == "evaluate":
-        return ["evaluate", "--synthetic", p["synthetic"], "--data", p["dataset"], "--out", p["evaluation"],
+        return ["evaluate", "--synthetic", p["released_set"], "--data", p["dataset"], "--out", p["evaluation"],
                 *as_flags(section.get("evaluate"))]  # fmt: skip
     if name == "release":
         release = params.get("release") or {}
-        return ["release", "--set", p["synthetic"], "--report", p["audit"], "--name", str(release["name"]),
+        return ["release", "--set", p["released_set"], "--report", p["released_audit"],
+                "--screening-report", p["audit"], "--name", str(release["name"]),
                 "--out", p["releases"], "--model", p["diffusion"], "--data", p["dataset"],
                 "--params", params_file, "--overwrite", "--version-control", "none",
                 *as_flags({"export": release.get("exports")})]  # fmt: skip

@@ -9,12 +9,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from conditioning.dataset import replace_directory, staging_dir
 
 from . import membership, stats
 from .copies import Standardiser, build_reference, find_neighbours, query_scores
@@ -164,8 +165,17 @@ def run_audit(
     probe: membership.DiffusionModelProbe | None = None,
     model_info: dict | None = None,
     filtered_out: str | Path | None = None,
+    filtered_report: str | Path | None = None,
+    model_mia: dict | None = None,
 ) -> dict:
-    """Audit the set; write the report directory atomically; return the report dict."""
+    """Audit the set; write the report directory atomically; return the report dict.
+
+    `filtered_out` also writes the set without its flagged images; `filtered_report` then
+    audits that copy at once (same encoder and calibration, the model attack reused: the
+    model has not changed) and the returned report holds its verdict under "filtered".
+    `model_mia` is such a reused model-attack result."""
+    if filtered_report is not None and filtered_out is None:
+        raise ValueError("a filtered report needs filtered_out (--filtered-out DIR2)")
     from conditioning.dataset import load_dataset
 
     from .report_html import write_html
@@ -191,9 +201,7 @@ def run_audit(
         config = replace(config, encoder=replace(config.encoder, input_size=max(shape)))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(
-        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
-    )
+    stage = staging_dir(out_dir)
     handler = logging.FileHandler(stage / "audit.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root_logger = logging.getLogger()
@@ -213,6 +221,7 @@ def run_audit(
             stage,
             out_dir,
             timings,
+            model_mia,
         )
         timings["total_seconds"] = round(time.perf_counter() - t0, 2)
         report["timings"] = timings
@@ -229,24 +238,27 @@ def run_audit(
         raise
     root_logger.removeHandler(handler)
     handler.close()
-    _replace_dir(stage, out_dir)
+    replace_directory(stage, out_dir)
     if filtered_out is not None:
         drop = {s["file"] for s in report["samples"] if s["flagged"]}
         write_filtered_copy(synthetic, drop, filtered_out)
         log.info("filtered copy without %d flagged image(s): %s", len(drop), filtered_out)
+        if filtered_report is not None:
+            again = run_audit(
+                filtered_out,
+                dataset_dir,
+                filtered_report,
+                config,
+                model_mia=report["summary"]["model_membership"] if probe is not None else None,
+            )
+            report["filtered"] = {
+                "set": str(filtered_out),
+                "report": str(filtered_report),
+                "verdict": again["verdict"],
+                "reasons": again["reasons"],
+                "images": again["set"]["images"],
+            }
     return report
-
-
-def _replace_dir(stage: Path, out: Path) -> None:
-    """Move a finished staging directory into place, replacing any previous one."""
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(out, trash)
-        os.replace(stage, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(stage, out)
 
 
 def _load(dataset, records, progress: bool, desc: str) -> np.ndarray:
@@ -256,7 +268,18 @@ def _load(dataset, records, progress: bool, desc: str) -> np.ndarray:
 
 
 def _audit(
-    synthetic, dataset, train, holdout, shape, config, probe, model_info, stage, out_dir, timings
+    synthetic,
+    dataset,
+    train,
+    holdout,
+    shape,
+    config,
+    probe,
+    model_info,
+    stage,
+    out_dir,
+    timings,
+    reused_mia=None,
 ):
     progress = config.progress
     tick = time.perf_counter()
@@ -323,7 +346,9 @@ def _audit(
     timings["data_attack_seconds"] = round(time.perf_counter() - tick, 2)
 
     model_mia = None
-    if probe is not None:
+    if reused_mia is not None and "attacks" in reused_mia:
+        model_mia = {**reused_mia, "reused": "from the audit of the unfiltered set (same model)"}
+    elif probe is not None:
         tick = time.perf_counter()
         model_mia = _model_mia(probe, dataset, train, holdout, train_images, holdout_images, config)
         timings["model_mia_seconds"] = round(time.perf_counter() - tick, 2)

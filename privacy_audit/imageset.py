@@ -4,14 +4,13 @@ folder of PNGs; its content hash (what the release gate compares) and its filter
 from __future__ import annotations
 
 import csv
-import hashlib
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from conditioning.dataset import directory_sha256, replace_directory, staging_dir
 
 from .errors import AuditError
 
@@ -31,16 +30,11 @@ class SyntheticSet:
 
 
 def set_sha256(set_dir: str | Path) -> str:
-    """SHA-256 over the sorted relative paths and bytes of every file in the set directory."""
+    """The set's content hash, as recorded by the audit and compared by the release gate."""
     root = Path(set_dir)
     if not root.is_dir():
         raise AuditError(root, "synthetic set directory does not exist")
-    digest = hashlib.sha256()
-    for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()):
-        data = (root / rel).read_bytes()
-        digest.update(rel.encode("utf-8") + b"\0" + str(len(data)).encode() + b"\0")
-        digest.update(data)
-    return digest.hexdigest()
+    return directory_sha256(root)
 
 
 def _manifest_rows(root: Path) -> tuple[list[str], dict[str, dict[str, str]], str]:
@@ -149,7 +143,7 @@ def write_filtered_copy(synthetic: SyntheticSet, drop: set[str], out: str | Path
             if value and not Path(value).is_absolute() and ".." not in Path(value).parts:
                 if (synthetic.root / value).is_file() and value != MANIFEST:
                     drop.add(Path(value).as_posix())
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    stage = staging_dir(out)
     try:
         for path in sorted(synthetic.root.rglob("*")):
             rel = path.relative_to(synthetic.root).as_posix()
@@ -167,14 +161,7 @@ def write_filtered_copy(synthetic: SyntheticSet, drop: set[str], out: str | Path
                         writer.writerow(row)
         if not any(stage.rglob("*.png")):
             raise AuditError(out, "every image was flagged: the filtered copy would be empty")
-        if out.exists():
-            trash = out.with_name(f".{out.name}.old")
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(out, trash)
-            os.replace(stage, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(stage, out)
+        replace_directory(stage, out)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)

@@ -165,7 +165,7 @@ class AlignedNCC:
         self,
         queries: np.ndarray,
         index: np.ndarray,
-        block: int = 256,
+        block: int = 64,
         progress: bool = False,
         desc: str = "align",
     ) -> tuple[np.ndarray, np.ndarray]:

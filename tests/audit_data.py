@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conditioning.dataset import Attribute, ConditionSchema, DatasetWriter, quantize
@@ -73,3 +74,13 @@ def make_patient_dataset(
 def save_png(path: Path, image01: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.rint(np.clip(image01, 0, 1) * 255).astype(np.uint8), mode="L").save(path)
+
+
+ENCODER_STEPS = 40  # enough for the tiny data; the real default is larger
+
+
+@pytest.fixture(scope="session")
+def encoder_cache(tmp_path_factory) -> Path:
+    """One copy-encoder cache for every audit test: the tiny datasets they build are the same
+    pixels, so the encoder is trained once per session."""
+    return tmp_path_factory.mktemp("audit-encoder-cache")

@@ -12,9 +12,10 @@ from conditioning.dataset import load_dataset
 from privacy_audit.audit import AuditConfig, run_audit
 from privacy_audit.challenge import ALTERATIONS, alter, random_kinds, write_challenge_set
 from privacy_audit.encoder import EncoderParams
+from privacy_audit.errors import GateError
 from privacy_audit.gate import check_release
 
-from .audit_data import make_patient_dataset
+from .audit_data import ENCODER_STEPS, encoder_cache, make_patient_dataset  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def one_thread():
 def audit_config(cache) -> AuditConfig:
     return AuditConfig(
         quantile=0.995,
-        encoder=EncoderParams(steps=40),
+        encoder=EncoderParams(steps=ENCODER_STEPS),
         encoder_cache=str(cache),
         n_boot=100,
         progress=False,
@@ -39,9 +40,10 @@ def audit_config(cache) -> AuditConfig:
 
 
 @pytest.fixture(scope="module")
-def challenge(tmp_path_factory, one_thread):
+def challenge(tmp_path_factory, one_thread, encoder_cache):  # noqa: F811
     root = tmp_path_factory.mktemp("audit-copies")
     data = make_patient_dataset(root / "data")
+    (root / "cache").symlink_to(encoder_cache)  # trained once per session
     ds = load_dataset(data)
     train, test = ds.split("train"), ds.split("test")
     rng = np.random.default_rng(5)
@@ -57,6 +59,7 @@ def challenge(tmp_path_factory, one_thread):
         root / "report",
         audit_config(root / "cache"),
         filtered_out=root / "filtered",
+        filtered_report=root / "report2",
     )
     return root, data, truth, report
 
@@ -95,12 +98,13 @@ def test_filtered_copy_reaudits_clean_and_passes_the_gate(challenge):
     assert kept == sorted(s["file"] for s in report["samples"] if not s["flagged"])
     manifest = (root / "filtered" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == len(kept) + 1
-    again = run_audit(root / "filtered", data, root / "report2", audit_config(root / "cache"))
-    assert again["verdict"] == "pass", again["reasons"]
+    assert report["filtered"]["verdict"] == "pass", report["filtered"]["reasons"]
+    again = json.loads((root / "report2" / "report.json").read_text())
     assert again["encoder"]["reused_from_cache"]
+    assert again["summary"]["copy_detection"]["flagged"] == 0
     check_release(root / "filtered", root / "report2")
-    stored = json.loads((root / "report2" / "report.json").read_text())
-    assert stored["set_sha256"] == again["set_sha256"]
+    with pytest.raises(GateError, match="failed"):
+        check_release(root / "set", root / "report")
 
 
 def test_audit_bench_copies_measures_flag_rates(challenge, tmp_path, capsys):
@@ -118,7 +122,7 @@ def test_audit_bench_copies_measures_flag_rates(challenge, tmp_path, capsys):
             "--copies",
             "30",
             "--encoder-steps",
-            "40",
+            str(ENCODER_STEPS),
             "--encoder-cache",
             str(root / "cache"),
             "--threads",

@@ -18,7 +18,7 @@ from privacy_audit.errors import AuditError, GateError
 from privacy_audit.gate import check_release
 from privacy_audit.metadata import Forbidden, scan_set
 
-from .audit_data import make_patient_dataset, save_png
+from .audit_data import ENCODER_STEPS, encoder_cache, make_patient_dataset, save_png  # noqa: F401
 
 REQUIRED = {
     "schema_version",
@@ -38,7 +38,7 @@ REQUIRED = {
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, encoder_cache):  # noqa: F811
     """A dataset, a clean set of fresh (held-out test) images, and a shared encoder cache."""
     import torch
 
@@ -46,6 +46,7 @@ def world(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("audit-report")
     data = make_patient_dataset(root / "data")
+    (root / "cache").symlink_to(encoder_cache)  # trained once per session
     ds = load_dataset(data)
     clean = root / "clean"
     for i, record in enumerate(ds.split("test")[:40]):
@@ -62,7 +63,7 @@ def world(tmp_path_factory):
 def config(root, **kw) -> AuditConfig:
     return AuditConfig(
         quantile=0.99,
-        encoder=EncoderParams(steps=30),
+        encoder=EncoderParams(steps=ENCODER_STEPS),
         encoder_cache=str(root / "cache"),
         n_boot=100,
         progress=False,
@@ -232,7 +233,7 @@ def test_cli_audit_and_clear_errors(world, tmp_path, capsys, monkeypatch):
         "--quantile",
         "0.99",
         "--encoder-steps",
-        "30",
+        str(ENCODER_STEPS),
         "--encoder-cache",
         str(root / "cache"),
         "--no-progress",
@@ -280,13 +281,17 @@ def test_cli_attacks_the_model_given_and_fails_a_memorising_one(
             "--quantile",
             "0.99",
             "--encoder-steps",
-            "30",
+            str(ENCODER_STEPS),
             "--encoder-cache",
             str(root / "cache"),
             "--model",
             str(tmp_path / "run"),
             "--mia-samples",
             "100",
+            "--filtered-out",
+            str(tmp_path / "kept"),
+            "--filtered-report",
+            str(tmp_path / "kept-report"),
             "--no-progress",
         ]
     )
@@ -300,6 +305,13 @@ def test_cli_attacks_the_model_given_and_fails_a_memorising_one(
     assert "model stepwise" in (out / "report.html").read_text()
     with pytest.raises(GateError, match="failed"):
         check_release(clean, out)
+    # the filtered copy's audit reuses the model attack (same model) and fails with it
+    again = json.loads((tmp_path / "kept-report" / "report.json").read_text())
+    assert "reused" in again["summary"]["model_membership"]
+    assert (
+        again["verdict"] == "fail"
+        and "filtered copy audited: verdict fail" in capsys.readouterr().out
+    )
 
 
 def test_filtered_copy_drops_the_flagged_images_masks_and_rows(tmp_path):

@@ -75,7 +75,12 @@ def test_topk_by_patient_returns_one_image_per_patient():
 def test_search_benchmark_reports_every_stage():
     from privacy_audit.bench import benchmark_search
 
-    result = benchmark_search(n_query=100, n_train=100, size=32, k=3)
-    for key in ("embed_images_per_second", "search_seconds", "ncc_seconds"):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = benchmark_search(n_query=40, n_train=60, size=32, k=3)
+    finally:
+        torch.set_num_threads(threads)
+    for key in ("embed_images_per_second", "search_seconds", "copy_detection_seconds"):
         assert result[key] > 0
-    assert result["ncc_candidates_per_query"] == 9
+    assert 3 <= result["candidates_per_query"] <= 9

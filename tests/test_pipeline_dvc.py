@@ -4,6 +4,7 @@ parameter re-runs only generate, audit, evaluate and release."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -76,10 +77,12 @@ def test_dvc_repro_smoke_profile(tmp_path: Path) -> None:
                            "evaluate", "release"]  # fmt: skip
     release = repo / "releases" / "smoke"
     assert (release / "datasheet.md").is_file() and (release / "audit" / "report.json").is_file()
-    assert (
-        len(list((release / "images").glob("*.png")))
-        == params["profiles"]["smoke"]["generate"]["n"]
-    )
+    screening = json.loads((repo / "runs" / "audit" / "report.json").read_text())
+    flagged = sum(sample["flagged"] for sample in screening["samples"])
+    generated = params["profiles"]["smoke"]["generate"]["n"]
+    assert len(screening["samples"]) == generated
+    assert len(list((release / "images").glob("*.png"))) == generated - flagged
+    assert f"{flagged} of {generated} generated images" in (release / "datasheet.md").read_text()
     metrics = _run([sys.executable, "-m", "dvc", "metrics", "show"], repo)
     assert "runs/evaluation/metrics.json" in metrics
 

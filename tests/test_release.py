@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -64,7 +65,10 @@ def test_release_contents_and_exports(audited, tmp_path: Path) -> None:
             "lineage.json", "sample_grid.png"} <= names  # fmt: skip
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     # the auditor's HTML shows training images: only the image-free report travels
-    assert sorted(p.name for p in (release / "audit").iterdir()) == ["report-public.html", "report.json"]
+    assert sorted(p.name for p in (release / "audit").iterdir()) == [
+        "report-public.html",
+        "report.json",
+    ]
 
     items = load_decathlon_datalist(
         release / "datalist.json", is_segmentation=False, base_dir=release
@@ -160,3 +164,33 @@ def test_killed_release_leaves_previous_intact(audited, tmp_path: Path) -> None:
     # the next release cleans the leftover staging directory
     assert _release(audited, out, "r", "--overwrite") == 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_release_is_versioned_with_dvc_and_tagged(audited, tmp_path: Path, monkeypatch) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    remote = tmp_path / "remote"
+
+    def run(*cmd: str) -> str:
+        result = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "ci@example.org")
+    run("git", "config", "user.name", "CI")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    run(sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(remote))
+    run("git", "commit", "-qm", "init")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    code = main(["release", "--set", str(audited["set"]), "--report", str(audited["report"]),
+                 "--name", "v1", "--out", "releases"])  # fmt: skip
+    assert code == 0
+    assert (project / "releases" / "v1.dvc").is_file()
+    assert "release/v1" in run("git", "tag")
+    assert "releases/v1.dvc" in run("git", "show", "--stat", "release/v1")
+    assert any(remote.rglob("*")), "nothing was pushed to the DVC remote"
+    shutil.rmtree(project / "releases" / "v1")
+    run(sys.executable, "-m", "dvc", "pull", "releases/v1.dvc")
+    assert (project / "releases" / "v1" / "datasheet.md").is_file()

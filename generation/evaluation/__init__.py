@@ -22,6 +22,7 @@ from .metrics import (
     regression_metrics,
 )
 from .report import write_evaluation
+from .utility import UtilityConfig, run_utility_benchmark, utility_markdown
 
 __all__ = [
     "DomainModels",
@@ -29,6 +30,7 @@ __all__ = [
     "FitConfig",
     "ImageSet",
     "Predictions",
+    "UtilityConfig",
     "classification_metrics",
     "evaluate_synthetic_set",
     "frechet_distance",
@@ -39,7 +41,9 @@ __all__ = [
     "ms_ssim_diversity",
     "precision_recall",
     "regression_metrics",
+    "run_utility_benchmark",
     "score_predictions",
     "train_domain_models",
+    "utility_markdown",
     "write_evaluation",
 ]

@@ -4,7 +4,6 @@ read from a dataset split (through `load_dataset`) or from a synthetic set writt
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import numpy as np
 import torch
 
 from conditioning.dataset import ConditionSchema, Dataset, DatasetError
-from conditioning.dataset.pixels import read_png, to_unit_range
+from conditioning.dataset import load_synthetic_set as read_synthetic_set
 
 SYNTHETIC_MANIFEST = "manifest.csv"
-SYNTHETIC_REQUIRED = ("id", "file")
 
 
 @dataclass
@@ -59,42 +57,22 @@ def load_split(dataset: Dataset, split: str) -> ImageSet:
 
 
 def load_synthetic_set(directory: str | Path, schema: ConditionSchema) -> ImageSet:
-    """Read a synthetic set: manifest.csv with columns id, file, one per condition requested
-    (a missing column or empty cell means unconditioned), then generation metadata."""
-    root = Path(directory)
-    manifest = root / SYNTHETIC_MANIFEST
-    if not manifest.is_file():
-        raise DatasetError(manifest, "missing: not a synthetic set written by `radsynth generate`")
-    with manifest.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [c for c in SYNTHETIC_REQUIRED if c not in header]
-        if missing:
-            raise DatasetError(manifest, f"missing column(s) {', '.join(missing)}")
-        rows = list(reader)
-    if not rows:
-        raise DatasetError(manifest, "lists no image")
-    conditions, files, ids = [], [], []
-    for line, row in enumerate(rows, start=2):  # the whole manifest first, then the pixels
-        rel = (row.get("file") or "").strip()
-        if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise DatasetError(manifest, f"line {line}: file {rel!r} must be a relative path")
+    """Read a synthetic set through `conditioning.dataset.load_synthetic_set` (a generated set
+    with manifest.csv, or a plain PNG folder whose images then count as unconditioned) and parse
+    its condition columns against `schema` (a missing column or empty cell: unconditioned)."""
+    synthetic = read_synthetic_set(directory)
+    manifest = Path(directory) / SYNTHETIC_MANIFEST
+    conditions = []
+    for line, item in enumerate(synthetic.images, start=2):
         parsed: dict[str, str | float | None] = {}
         for attribute in schema.attributes:
             try:
-                parsed[attribute.name] = attribute.parse(row.get(attribute.name))
+                parsed[attribute.name] = attribute.parse(item.conditions.get(attribute.name))
             except ValueError as exc:
                 raise DatasetError(manifest, f"line {line}: {exc}") from None
         conditions.append(parsed)
-        files.append(root / rel)
-        ids.append(row.get("id") or f"row{line}")
-    images = []
-    for path in files:
-        pixels = read_png(path)
-        if images and pixels.shape != images[0].shape:
-            raise DatasetError(path, f"shape {pixels.shape} differs from {images[0].shape}")
-        images.append(to_unit_range(pixels))
-    return ImageSet(np.stack(images).astype(np.float32), conditions, ids)
+    images = synthetic.load_all().astype(np.float32)
+    return ImageSet(images, conditions, [item.id for item in synthetic.images])
 
 
 def to_tensor(images: np.ndarray, size: int | None = None) -> torch.Tensor:

@@ -234,7 +234,7 @@ def summarise(rows: list[dict], classes: tuple[str, ...] | list[str]) -> list[di
         for metric in ("macro_auroc", "accuracy", *[f"recall.{c}" for c in classes]):
             mean, low, high = interval95([r[metric] for r in mine])
             entry[metric] = mean
-            entry[f"{metric}.ci95"] = [low, high]
+            entry[f"{metric}.ci95"] = [max(low, 0.0), min(high, 1.0)]  # scores live in [0, 1]
         out.append(entry)
     return out
 

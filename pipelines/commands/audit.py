@@ -34,6 +34,12 @@ def register(sub) -> None:
         help="also write a copy of the set without the flagged images",
     )
     parser.add_argument(
+        "--filtered-report",
+        metavar="DIR3",
+        help="audit the filtered copy at once into DIR3 (needs --filtered-out); the exit "
+        "status is then that audit's verdict: the filtered copy is what would be released",
+    )
+    parser.add_argument(
         "--quantile",
         type=float,
         default=0.995,
@@ -138,8 +144,17 @@ def run(args) -> int:
                     "inference needs the model's own training data"
                 )
             model_info["dataset_hash"] = trained_on
+    if args.filtered_report and not args.filtered_out:
+        raise ValueError("--filtered-report needs --filtered-out DIR2 (the copy it audits)")
     report = run_audit(
-        args.synthetic, args.data, args.out, config, probe, model_info, args.filtered_out
+        args.synthetic,
+        args.data,
+        args.out,
+        config,
+        probe,
+        model_info,
+        args.filtered_out,
+        args.filtered_report,
     )
     copy = report["summary"]["copy_detection"]
     print(
@@ -150,4 +165,13 @@ def run(args) -> int:
         print(f"  - {reason}")
     if args.filtered_out:
         print(f"filtered copy without the flagged images: {args.filtered_out}")
+    if "filtered" in report:
+        again = report["filtered"]
+        print(
+            f"filtered copy audited: verdict {again['verdict']} ({again['images']} images; "
+            f"report {Path(args.filtered_report) / 'report.html'})"
+        )
+        for reason in again["reasons"]:
+            print(f"  - {reason}")
+        return 0 if again["verdict"] == "pass" else 1
     return 0 if report["verdict"] == "pass" else 1

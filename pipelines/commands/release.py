@@ -11,6 +11,11 @@ def register(sub) -> None:
     )
     parser.add_argument("--set", dest="set_dir", required=True, help="generated set directory")
     parser.add_argument("--report", required=True, help="audit report directory of that set")
+    parser.add_argument(
+        "--screening-report",
+        help="audit of the whole generated set whose flagged images were removed to make --set "
+        "(recorded in lineage and datasheet)",
+    )
     parser.add_argument("--name", required=True, help="release name (directory and tag name)")
     parser.add_argument(
         "--out", default="releases", help="folder holding releases (default: releases)"
@@ -52,6 +57,7 @@ def run(args) -> int:
     inputs = ReleaseInputs(
         set_dir=Path(args.set_dir),
         report_dir=Path(args.report),
+        screening_report_dir=Path(args.screening_report) if args.screening_report else None,
         name=args.name,
         out_root=Path(args.out),
         model_dir=Path(args.model) if args.model else None,

@@ -83,8 +83,12 @@ def run(args) -> int:
     print(
         f"  release:      {release}/  (datasheet.md, lineage.json, manifest.csv, datalist.json, dicom/)"
     )
-    print(f"  audit report: {PATHS['audit']}/report.html  (auditors only: it shows training images)")
-    print(f"                {release}/audit/report-public.html  (the image-free copy in the release)")
+    print(
+        f"  audit report: {PATHS['audit']}/report.html  (auditors only: it shows training images)"
+    )
+    print(
+        f"                {release}/audit/report-public.html  (the image-free copy in the release)"
+    )
     print(f"  sample grid:  {release}/sample_grid.png")
     print(f"  metrics:      {PATHS['evaluation']}/metrics.json  (dvc metrics show)")
     return 0

@@ -45,6 +45,7 @@ class ReleaseInputs:
     params_file: Path | None = None
     exports: tuple[str, ...] = DEFAULT_EXPORTS
     overwrite: bool = False
+    screening_report_dir: Path | None = None
 
 
 def _validate_name(name: str) -> None:
@@ -73,6 +74,12 @@ def make_release(inputs: ReleaseInputs) -> Path:
     try:
         rows = _write_images(synthetic, stage, inputs)
         _write_audit(inputs.report_dir, stage / "audit")
+        if inputs.screening_report_dir is not None:
+            from privacy_audit.audit import REPORT_JSON
+
+            shutil.copyfile(
+                inputs.screening_report_dir / REPORT_JSON, stage / "audit" / "screening-report.json"
+            )
         _write_sample_grid(synthetic, stage / "sample_grid.png")
         lineage = build_lineage(
             inputs, synthetic_sha256=directory_sha256(inputs.set_dir), report=report

@@ -145,6 +145,13 @@ def render_datasheet(
         "## Privacy audit",
         f"- verdict: **{report.get('verdict', '?')}**",
     ]
+    screening = lineage.get("screening_audit")
+    if screening:
+        lines.append(
+            f"- screening: {screening.get('flagged_and_removed')} of {screening.get('generated_images')} "
+            "generated images were closer to a training image than real new patients are, and were "
+            "removed before this audit (`audit/screening-report.json`)."
+        )
     summary: list[str] = []
     _flatten("", report.get("summary", {}), summary)
     lines += summary

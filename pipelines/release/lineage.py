@@ -70,6 +70,18 @@ def build_lineage(inputs, *, synthetic_sha256: str, report: dict[str, Any]) -> d
         },
         "code": code_version(),
     }
+    if inputs.screening_report_dir is not None:
+        from privacy_audit.audit import read_report
+
+        screening = read_report(inputs.screening_report_dir)
+        copies = screening.get("summary", {}).get("copy_detection", {})
+        lineage["screening_audit"] = {
+            "verdict": screening.get("verdict"),
+            "report_sha256": file_sha256(inputs.screening_report_dir / "report.json"),
+            "generated_images": copies.get("synthetic_images"),
+            "flagged_and_removed": copies.get("flagged"),
+            "set_sha256": screening.get("set_sha256"),
+        }
     if inputs.dataset_dir is not None:
         from conditioning.dataset import load_dataset
 
