@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+
+# Tiny test models run fastest on one thread, and several threads thrash on a busy machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from pathlib import Path
 
 import numpy as np

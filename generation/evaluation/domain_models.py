@@ -28,6 +28,7 @@ from conditioning.dataset import (
     Dataset,
     DatasetError,
     load_dataset,
+    replace_directory,
     write_json_atomic,
 )
 
@@ -230,20 +231,9 @@ def train_domain_models(
     _write_card(stage / CARD, info)
     shutil.rmtree(stage / "checkpoint", ignore_errors=True)
     marker.unlink()
-    _swap_into_place(stage, out)
+    replace_directory(stage, out)
     log.info("domain models written to %s (%.0f s)", out, seconds)
     return load_domain_models(out)
-
-
-def _swap_into_place(stage: Path, out: Path) -> None:
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(out, trash)
-        os.replace(stage, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(stage, out)
 
 
 def load_domain_models(directory: str | Path) -> DomainModels:

@@ -57,7 +57,7 @@ def default_domain_dir(dataset) -> Path:
 def run(args) -> int:
     import torch
 
-    from conditioning.dataset import load_dataset
+    from conditioning.dataset import load_dataset, replace_directory
     from generation.evaluation import (
         FitConfig,
         evaluate_synthetic_set,
@@ -115,14 +115,7 @@ def run(args) -> int:
                 os.replace(stage / "evaluate.log", failed_log)
                 print(f"radsynth evaluate: log of the failed run: {failed_log}")
             shutil.rmtree(stage, ignore_errors=True)
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(out, trash)
-        os.replace(stage, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(stage, out)
+    replace_directory(stage, out)
     _summary(evaluation.metrics, out)
     return 0
 
