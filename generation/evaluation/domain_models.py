@@ -31,8 +31,8 @@ from conditioning.dataset import (
     replace_directory,
     write_json_atomic,
 )
+from generation.checkpoints import load_weights, save_weights
 
-from .checkpoints import load_tensors, save_tensors
 from .fit import FitConfig, encode_targets, fit, run_inference, seed_everything
 from .images import ImageSet, load_split, to_tensor
 from .metrics import classification_metrics, label_indices, regression_metrics
@@ -226,7 +226,7 @@ def train_domain_models(
         "trained_by": "RadSynth, on the train split of the dataset named here; no pretrained "
         "weights or external data",
     }
-    save_tensors(stage / WEIGHTS, model.state_dict())
+    save_weights(stage / WEIGHTS, model.state_dict())
     write_json_atomic(stage / CONFIG_JSON, info)
     _write_card(stage / CARD, info)
     shutil.rmtree(stage / "checkpoint", ignore_errors=True)
@@ -252,7 +252,7 @@ def load_domain_models(directory: str | Path) -> DomainModels:
     fit_config = FitConfig.from_json(config["fit"])
     model = _build(schema, fit_config.channels)
     try:
-        model.load_state_dict(load_tensors(directory / WEIGHTS))
+        model.load_state_dict(load_weights(directory / WEIGHTS))
     except RuntimeError as exc:
         raise ValueError(f"{directory / WEIGHTS}: does not fit config.json ({exc})") from None
     model.eval()

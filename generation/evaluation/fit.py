@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from conditioning.dataset import CATEGORICAL, ConditionSchema, write_json_atomic
-
-from .checkpoints import load_tensors, save_tensors
+from generation.checkpoints import load_weights, save_weights
 
 log = logging.getLogger(__name__)
 REGRESSION_WEIGHT = 5.0  # L1 on [0, 1]-scaled values sits well below a cross-entropy otherwise
@@ -281,10 +280,10 @@ def fit(
 def _checkpoint(work_dir, config, model, optimizer, history, best, best_state) -> None:
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    save_tensors(work_dir / "last.safetensors", model.state_dict())
-    save_tensors(work_dir / "optimizer.safetensors", _optimizer_tensors(optimizer))
+    save_weights(work_dir / "last.safetensors", model.state_dict())
+    save_weights(work_dir / "optimizer.safetensors", _optimizer_tensors(optimizer))
     if best_state is not None:
-        save_tensors(work_dir / "best.safetensors", best_state)
+        save_weights(work_dir / "best.safetensors", best_state)
     write_json_atomic(
         work_dir / "progress.json",
         {"config": config.to_json(), "history": history, "best": best},
@@ -303,11 +302,11 @@ def _resume(work_dir, config, model, optimizer):
         return None
     if progress.get("config") != config.to_json() or not progress.get("history"):
         return None
-    model.load_state_dict(load_tensors(work_dir / "last.safetensors"))
-    _restore_optimizer(optimizer, load_tensors(work_dir / "optimizer.safetensors"))
+    model.load_state_dict(load_weights(work_dir / "last.safetensors"))
+    _restore_optimizer(optimizer, load_weights(work_dir / "optimizer.safetensors"))
     best_state = None
     if (work_dir / "best.safetensors").is_file():
-        best_state = load_tensors(work_dir / "best.safetensors")
+        best_state = load_weights(work_dir / "best.safetensors")
     best = progress["best"]
     if best["loss"] is None:
         best["loss"] = math.inf
