@@ -28,7 +28,7 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def staging_dir(out: str | Path) -> Path:
-    """A new hidden sibling of `out` to assemble it in (`.NAME.XXXX.partial`)."""
+    """A new hidden sibling of `out` to assemble it in (`.NAME.<random>.partial`)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     recover_directory(out)
