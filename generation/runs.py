@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from conditioning.logfile import attach_log_file
+
 from .checkpoints import CHECKPOINTS, LATEST
 
 log = logging.getLogger("radsynth.train")
@@ -35,8 +37,6 @@ def prepare_run_dir(out: str | Path, resume: bool, kind: str) -> Path:
 
 
 def attach_log(run: Path) -> logging.Handler:
-    from pipelines.logfile import attach_log_file  # noqa: PLC0415 - only when the CLI runs
-
     return attach_log_file(run / "train.log", "radsynth")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from conditioning.dataset import replace_directory, staging_dir
+from conditioning.logfile import attach_log_file
 
 from . import membership, stats
 from .copies import Standardiser, build_reference, find_neighbours, query_scores
@@ -202,12 +203,8 @@ def run_audit(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = staging_dir(out_dir)
-    handler = logging.FileHandler(stage / "audit.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = attach_log_file(stage / "audit.log")
     root_logger = logging.getLogger()
-    root_logger.addHandler(handler)
-    if root_logger.level == logging.NOTSET or root_logger.level > logging.INFO:
-        root_logger.setLevel(logging.INFO)
     try:
         report, arrays = _audit(
             synthetic,

@@ -92,10 +92,10 @@ def run_utility(args) -> int:
     import torch
 
     from conditioning.dataset import load_dataset
+    from conditioning.logfile import attach_log_file
     from generation.evaluation import FitConfig, load_synthetic_set
     from generation.evaluation.report import write_csv, write_metrics_json
     from generation.evaluation.utility import UtilityConfig, run_utility_benchmark, utility_markdown
-    from pipelines.logfile import attach_log_file
 
     if args.epochs < 1 or not args.seeds or not args.fractions:
         raise ValueError("--epochs must be positive and --seeds / --fractions non-empty")

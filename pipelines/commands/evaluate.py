@@ -58,6 +58,7 @@ def run(args) -> int:
     import torch
 
     from conditioning.dataset import load_dataset, replace_directory
+    from conditioning.logfile import attach_log_file
     from generation.evaluation import (
         FitConfig,
         evaluate_synthetic_set,
@@ -65,7 +66,6 @@ def run(args) -> int:
         train_domain_models,
         write_evaluation,
     )
-    from pipelines.logfile import attach_log_file
 
     if args.k < 1 or args.pairs < 1 or args.epochs < 1:
         raise ValueError("--k, --pairs and --epochs must be positive")

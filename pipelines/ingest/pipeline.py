@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from conditioning.dataset import CATEGORICAL, DatasetError, DatasetWriter, pixel_sha256, quantize
 from conditioning.dataset.format import Dataset
-from pipelines.logfile import attach_log_file
+from conditioning.logfile import attach_log_file
 
 from . import intensity as intensity_mod
 from .attributes import build_schema

@@ -1,4 +1,5 @@
-"""Log files for long work: one file per run, next to its outputs, never holding source paths."""
+"""Log files for long work: one file per run, next to its outputs, never holding source paths.
+In the bottom layer so every layer (training, audit, CLI) attaches logs the same way."""
 
 from __future__ import annotations
 
