@@ -11,6 +11,7 @@ import sys
 COMMANDS = (
     "ingest",
     "validate",
+    "subset",
     "train",
     "generate",
     "bench_sampling",

@@ -123,3 +123,39 @@ def test_bench_command_writes_its_doc_section_and_resumes(tiny, tmp_path):
     assert doc.read_text().count("<!-- utility:start -->") == 1
     again = json.loads((tmp_path / "out" / "utility.json").read_text())
     assert again["rows"] == json.loads(first)["rows"]
+
+
+def test_subset_dataset_holds_exactly_the_benchmarks_scarce_images(tiny, tmp_path):
+    """`radsynth subset --seed S` and the bench's `--subset-seed S` keep the same viral images, so
+    a generator trained on the subset saw exactly the real images of the scarce regime."""
+    from pipelines.cli import main
+
+    data, _ = tiny
+    out = tmp_path / "viral25"
+    args = ["subset", "--data", str(data.root), "--out", str(out), "--where", "pathology=viral"]
+    assert main([*args, "--fraction", "0.25", "--seed", "4"]) == 0
+    subset = load_dataset(out)
+    for split in ("val", "test"):  # untouched splits are copied whole
+        assert sorted(r.sha256 for r in subset.split(split)) == sorted(
+            r.sha256 for r in data.split(split)
+        )
+    rule = subset.info["ingest_report"]["subset"]
+    assert (rule["kept"], rule["dropped"], rule["parent_hash"]) == (5, 15, data.content_hash())
+    train = load_split(data, "train")
+    bench_viral = scarce_subset(train, "pathology", "viral", 0.25, seed=4)
+    kept_ids = set(bench_viral.ids)
+    expected = sorted(
+        r.sha256
+        for r in data.split("train")
+        if r.conditions["pathology"] == "viral" and r.id in kept_ids
+    )
+    written = sorted(
+        r.sha256 for r in subset.split("train") if r.conditions["pathology"] == "viral"
+    )
+    assert written == expected and len(written) == 5
+    # another seed draws other images
+    other = scarce_subset(train, "pathology", "viral", 0.25, seed=5)
+    assert set(other.ids) != set(bench_viral.ids)
+    assert main([*args, "--fraction", "0.25"]) == 2  # OUT exists: refused, nothing replaced
+    assert main(["subset", "--data", str(data.root), "--out", str(tmp_path / "x"), "--where",
+                 "pathology=flu", "--fraction", "0.5"]) == 2  # fmt: skip

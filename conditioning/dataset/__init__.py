@@ -6,6 +6,7 @@ from .errors import DatasetError
 from .format import SPLITS, Dataset, Record, load_dataset
 from .pixels import pixel_sha256, quantize, to_unit_range
 from .schema import CATEGORICAL, CONTINUOUS, Attribute, ConditionSchema
+from .subset import choose_kept, write_subset
 from .synthetic_set import SyntheticImage, SyntheticSet, directory_sha256, load_synthetic_set
 from .writer import DatasetWriter
 
@@ -29,5 +30,7 @@ __all__ = [
     "replace_directory",
     "staging_dir",
     "to_unit_range",
+    "choose_kept",
     "write_json_atomic",
+    "write_subset",
 ]

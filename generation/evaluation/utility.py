@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from conditioning.dataset import CATEGORICAL, ConditionSchema, Dataset, DatasetError
+from conditioning.dataset import CATEGORICAL, ConditionSchema, Dataset, DatasetError, choose_kept
 
 from .fit import FitConfig, encode_targets, fit, run_inference, seed_everything
 from .images import ImageSet, load_split, to_tensor
@@ -38,6 +38,9 @@ class UtilityConfig:
     arms: tuple[str, ...] = ARMS
     seeds: tuple[int, ...] = (0, 1, 2)
     fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=8))
+    # None: each seed draws its own scarce subset; an int: one subset for every seed, the same
+    # one `radsynth subset --seed N` writes, so a generator can be trained on exactly those images
+    subset_seed: int | None = None
 
     def regime_name(self, fraction: float) -> str:
         if fraction >= 1.0:
@@ -49,17 +52,20 @@ def scarce_subset(
     images: ImageSet, attribute: str, value: str, fraction: float, seed: int
 ) -> ImageSet:
     """All images except that only `fraction` (at least one) of those with attribute == value
-    are kept, chosen with `seed`."""
+    are kept, chosen with `seed` by the same rule as `radsynth subset` (`choose_kept`)."""
     if fraction >= 1.0:
         return images
     labels = images.values(attribute)
-    target = [i for i, v in enumerate(labels) if v == value]
-    others = [i for i, v in enumerate(labels) if v != value]
-    if not target:
+    if value not in labels:
         raise ValueError(f"no training image has {attribute}={value}")
-    rng = np.random.default_rng(seed)
-    keep = rng.choice(target, size=max(1, round(fraction * len(target))), replace=False)
-    return images.subset(sorted(others + keep.tolist()))
+    kept = choose_kept(images.ids, labels, value, fraction, seed)
+    return images.subset(
+        [
+            i
+            for i, (v, k) in enumerate(zip(labels, images.ids, strict=True))
+            if v != value or k in kept
+        ]
+    )
 
 
 def _concat(a: ImageSet, b: ImageSet) -> ImageSet:
@@ -166,7 +172,11 @@ def run_utility_benchmark(
                     continue
                 fit_config = replace(config.fit, seed=seed)
                 real_part = scarce_subset(
-                    train, config.attribute, config.scarce_class, fraction, seed
+                    train,
+                    config.attribute,
+                    config.scarce_class,
+                    fraction,
+                    seed if config.subset_seed is None else config.subset_seed,
                 )
                 started = time.perf_counter()
                 if arm == "synthetic" and (id(syn), seed) in synthetic_only_cache:
@@ -214,6 +224,7 @@ def run_utility_benchmark(
             "arms": list(config.arms),
             "seeds": list(config.seeds),
             "fit": config.fit.to_json(),
+            "subset_seed": config.subset_seed,
             "dataset_name": dataset.name,
             "dataset_hash": dataset.content_hash(),
             "n_test": len(test),

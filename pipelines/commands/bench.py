@@ -49,6 +49,20 @@ def register(sub) -> None:
         default=[1.0, 0.10, 0.05],
         help="share of the scarce class's training images kept (1 = full regime)",
     )
+    utility.add_argument(
+        "--scarce-synthetic",
+        action="append",
+        default=[],
+        metavar="FRACTION=DIR",
+        help="synthetic set for one scarce regime, from a generator trained on that regime's "
+        "real images (`radsynth subset --fraction FRACTION --seed S` with --subset-seed S)",
+    )
+    utility.add_argument(
+        "--subset-seed",
+        type=int,
+        help="one scarce subset for every seed, drawn like `radsynth subset --seed N` "
+        "(default: each seed draws its own)",
+    )
     utility.add_argument("--arms", nargs="+", default=["real", "synthetic", "real+synthetic"])
     utility.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     utility.add_argument("--epochs", type=int, default=8, help="epochs of the downstream CNN")
@@ -104,6 +118,15 @@ def run_utility(args) -> int:
     torch.set_num_threads(max(1, args.threads))
     dataset = load_dataset(args.data)
     synthetic = load_synthetic_set(args.synthetic, dataset.schema) if args.synthetic else None
+    scarce = _scarce_sets(args.scarce_synthetic, args.fractions)
+    if scarce:
+        regimes = {
+            UtilityConfig(scarce_class=args.scarce_class).regime_name(f): load_synthetic_set(
+                d, dataset.schema
+            )
+            for f, d in scarce.items()
+        }
+        synthetic = {**({"full": synthetic} if synthetic is not None else {}), **regimes}
     config = UtilityConfig(
         attribute=args.attribute,
         scarce_class=args.scarce_class,
@@ -111,6 +134,7 @@ def run_utility(args) -> int:
         arms=tuple(args.arms),
         seeds=tuple(args.seeds),
         fit=FitConfig(epochs=args.epochs),
+        subset_seed=args.subset_seed,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,10 +145,14 @@ def run_utility(args) -> int:
         "scarce_class": args.scarce_class,
         "fit": config.fit.to_json(),
     }
-    synthetic_id = _synthetic_id(args.synthetic)
+    base["subset_seed"] = args.subset_seed
+    synthetic_id = {
+        "full": _synthetic_id(args.synthetic),
+        **{f"{f:g}": _synthetic_id(d) for f, d in scarce.items()},
+    }
 
     def fingerprint(arm: str) -> dict:
-        """What a row depends on: the real arm does not depend on the synthetic set."""
+        """What a row depends on: the real arm does not depend on the synthetic sets."""
         return {**base, "synthetic": None if arm == "real" else synthetic_id}
 
     progress = out / "rows.jsonl"
@@ -179,11 +207,35 @@ def run_utility(args) -> int:
     return 0
 
 
+def _scarce_sets(pairs: list[str], fractions: list[float]) -> dict[float, str]:
+    """--scarce-synthetic FRACTION=DIR pairs, checked against --fractions."""
+    sets = {}
+    for pair in pairs:
+        fraction, sep, directory = pair.partition("=")
+        try:
+            value = float(fraction)
+        except ValueError:
+            value = None
+        if not sep or not directory or value is None:
+            raise ValueError(f"--scarce-synthetic must be FRACTION=DIR, got {pair!r}")
+        if not any(abs(value - f) < 1e-9 for f in fractions) or value >= 1:
+            raise ValueError(
+                f"--scarce-synthetic {pair}: {value:g} is not one of the scarce --fractions "
+                f"{' '.join(f'{f:g}' for f in fractions if f < 1)}"
+            )
+        sets[value] = directory
+    return sets
+
+
 def utility_command(args) -> str:
     """The command line that reproduces this run, every option spelled out."""
     parts = ["radsynth", "bench", "utility", "--data", args.data]
     if args.synthetic:
         parts += ["--synthetic", args.synthetic]
+    for pair in args.scarce_synthetic:
+        parts += ["--scarce-synthetic", pair]
+    if args.subset_seed is not None:
+        parts += ["--subset-seed", str(args.subset_seed)]
     parts += ["--out", args.out, "--attribute", args.attribute, "--scarce-class", args.scarce_class]
     parts += ["--fractions", *[f"{f:g}" for f in args.fractions], "--arms", *args.arms]
     parts += ["--seeds", *map(str, args.seeds), "--epochs", str(args.epochs)]

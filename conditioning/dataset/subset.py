@@ -1,0 +1,114 @@
+"""Scarce-class subsets: keep only a share of one class's images in one split.
+
+One seeded choice serves both the dataset written here (to train a generator that saw only the
+kept images) and the utility benchmark's scarce regime, so the two see exactly the same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+from .format import Dataset
+from .writer import DatasetWriter
+
+
+def choose_kept(
+    ids: Sequence[str], labels: Sequence[object], value: object, fraction: float, seed: int
+) -> set[str]:
+    """Ids of the images labelled `value` that are kept: round(fraction * n), at least one,
+    drawn with `seed` from the ids in sorted order (so the input order does not matter)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    target = sorted(i for i, v in zip(ids, labels, strict=True) if v == value)
+    if not target:
+        raise ValueError(f"no image is labelled {value!r}")
+    if fraction >= 1:
+        return set(target)
+    count = max(1, round(fraction * len(target)))
+    rng = np.random.default_rng(seed)
+    return {target[i] for i in rng.choice(len(target), size=count, replace=False)}
+
+
+def write_subset(
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    attribute: str,
+    value: str,
+    fraction: float,
+    split: str = "train",
+    seed: int = 0,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> Dataset:
+    """A new dataset equal to `dataset` except that, in `split`, only `fraction` of the images with
+    `attribute == value` are kept. Other splits are copied whole, so test scores stay comparable.
+    Ids are renumbered; dataset.json's ingest_report records the parent and the rule."""
+    if attribute not in dataset.schema:
+        raise DatasetError(
+            dataset.root,
+            f"no attribute {attribute!r}; attributes are {', '.join(dataset.schema.names)}",
+        )
+    parsed = dataset.schema[attribute].parse(value)
+    records = dataset.split(split)
+    kept = choose_kept(
+        [r.id for r in records],
+        [r.conditions.get(attribute) for r in records],
+        parsed,
+        fraction,
+        seed,
+    )
+    dropped = {r.id for r in records if r.conditions.get(attribute) == parsed} - kept
+    info = dataset.info
+    rule = {
+        "parent": dataset.name,
+        "parent_hash": dataset.content_hash(),
+        "split": split,
+        "attribute": attribute,
+        "value": parsed,
+        "fraction": fraction,
+        "seed": seed,
+        "kept": len(kept),
+        "dropped": len(dropped),
+    }
+    with DatasetWriter(
+        out,
+        name=name or f"{dataset.name}-{value}{fraction * 100:g}pct",
+        modality=info["modality"],
+        dimensionality=info["dimensionality"],
+        image_size=info["image_size"],
+        bit_depth=info["bit_depth"],
+        schema=dataset.schema,
+        has_masks=dataset.has_masks,
+        has_origin=bool(info.get("has_origin")),
+        overwrite=overwrite,
+    ) as writer:
+        for record in dataset.records:
+            if record.id in dropped:
+                continue
+            writer.add(
+                dataset.read_pixels(record),
+                split=record.split,
+                patient_id=record.patient_id,
+                conditions=record.conditions,
+                mask=dataset.load_mask(record),
+                affine=_affine(dataset.root / record.file),
+                origin=record.origin,
+            )
+        return writer.commit(
+            intensity=info.get("intensity", {}),
+            ingest_report={"subset": rule},
+        )
+
+
+def _affine(path: Path) -> np.ndarray | None:
+    """The voxel-to-world affine of a stored volume (2D PNGs have none)."""
+    if not str(path).endswith(".nii.gz"):
+        return None
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(path)).affine)
