@@ -16,6 +16,7 @@ from conditioning.encoders import encode_conditions
 
 from .autoencoder import build_autoencoder
 from .checkpoints import file_sha256, load_into
+from .precision import effective_bf16
 from .sampling import autocast, image_generators, sample_latents
 from .schedulers import SAMPLERS, alphas_cumprod
 from .unet import ConditionedUNet, mask_to_input
@@ -110,7 +111,8 @@ class LatentDiffusionModel:
         sampler = sampler or self.defaults.get("sampler", "dpm++")
         guidance = float(self.defaults.get("guidance", 2.0) if guidance is None else guidance)
         batch_size = int(batch_size or self.defaults.get("batch_size", 32))
-        bf16 = bool(self.defaults.get("bf16", True) if bf16 is None else bf16)
+        if bf16 is None:  # the model's default, where the hardware runs bf16 natively
+            bf16 = effective_bf16(bool(self.defaults.get("bf16", True)), self.device)
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; samplers are {', '.join(SAMPLERS)}")
         indices = list(range(n)) if indices is None else list(indices)

@@ -45,7 +45,13 @@ def make_accelerator(mixed_precision: str):
 
     if mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {mixed_precision!r}")
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    from .precision import effective_mixed_precision
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Accelerator(
+        mixed_precision=effective_mixed_precision(mixed_precision, device),
+        cpu=device == "cpu",
+    )
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:

@@ -172,6 +172,7 @@ def train_autoencoder(
             "stopped_by": result.stopped_by,
             "max_minutes_hit": result.stopped_by == "max_minutes",
             "wall_seconds": round(result.wall_seconds, 1),
+            "mixed_precision": accelerator.mixed_precision,
             "final_losses": result.losses,
             "network": spec,
             "params": cfg,

@@ -257,6 +257,7 @@ def train_diffusion(
             "stopped_by": result.stopped_by,
             "max_minutes_hit": result.stopped_by == "max_minutes",
             "wall_seconds": round(result.wall_seconds, 1),
+            "mixed_precision": accelerator.mixed_precision,
             "final_losses": result.losses,
             "conditioning": "per-attribute embeddings summed into the UNet time embedding; "
             "classifier-free guidance by per-attribute dropout",

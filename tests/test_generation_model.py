@@ -156,3 +156,30 @@ def test_bench_sampling_times_every_sampler_and_precision(trained, capsys):
     assert combos == {(s, k, b) for s in SAMPLERS for k in (2, 3) for b in (False, True)}
     assert all(r["images_per_s"] > 0 for r in rows)
     assert "dpm++" in capsys.readouterr().out
+
+
+def test_bench_speed_writes_its_tables_with_peak_memory(trained, tmp_path):
+    """`radsynth bench speed`: every table of the speed section, one fresh process per row (so
+    each has its own peak memory), the command line as typed, other sections left alone."""
+    from pipelines.cli import main
+
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\n<!-- utility:start -->\nutility table\n<!-- utility:end -->\n")
+    args = ["bench", "speed", "--model", str(trained[2]), "--threads", "1", "--n", "2",
+            "--steps", "2", "--samplers", "dpm++", "ddim", "--ddpm-1000-n", "1",
+            "--unet-batch", "2", "--ae-batch", "2", "--audit-size", "40", "20",
+            "--doc", str(doc), "--speed-out", str(tmp_path / "speed")]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads((tmp_path / "speed" / "speed.json").read_text())
+    combos = {(r["sampler"], r["steps"], r["bf16"]) for r in result["sampling"]}
+    assert combos == {(s, k, b) for s, k in [("dpm++", 2), ("ddim", 2), ("ddpm", 1000)]
+                      for b in (False, True)}  # fmt: skip
+    assert all(r["images_per_s"] > 0 and r["peak_rss_mib"] > 50 for r in result["sampling"])
+    assert {r["part"] for r in result["training"]} == {"unet", "autoencoder"}
+    assert all(r["steps_per_s"] > 0 and r["gflop_per_s"] > 0 for r in result["training"])
+    assert all(r["forward_gflop"] > 0 for r in result["unet"])
+    assert result["matmul"]["fp32"] > 0 and result["audit"]["n_query"] == 40
+    text = doc.read_text()
+    assert "utility table" in text and text.count("<!-- speed:start -->") == 1
+    assert "| dpm++ | 2 | no | 2 |" in text and "% of matmul peak" in text
+    assert "radsynth bench speed --model" in text and "--audit-size 40 20" in text

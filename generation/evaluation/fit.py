@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from conditioning.dataset import CATEGORICAL, ConditionSchema, write_json_atomic
 from generation.checkpoints import load_weights, save_weights
+from generation.precision import effective_bf16
 
 log = logging.getLogger(__name__)
 REGRESSION_WEIGHT = 5.0  # L1 on [0, 1]-scaled values sits well below a cross-entropy otherwise
@@ -155,7 +156,7 @@ def run_inference(
     feats = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=effective_bf16(bf16, "cpu")):
             f = model.features(batch)
             o = model.heads(f)
         feats.append(f.float())
@@ -242,7 +243,9 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batch = augment(images[index], config, generator)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                with torch.autocast(
+                    "cpu", dtype=torch.bfloat16, enabled=effective_bf16(config.bf16, "cpu")
+                ):
                     outputs = model(batch)
                 loss = loss_fn(outputs, targets.take(index), weights)
                 optimizer.zero_grad(set_to_none=True)

@@ -27,6 +27,30 @@ def register(sub) -> None:
     utility = actions.add_parser(
         "utility", help="does synthetic data help a downstream classifier?", description=__doc__
     )
+    utility_options(utility)
+    utility.set_defaults(func=run_utility)
+    speed = actions.add_parser(
+        "speed",
+        help="sampling, UNet FLOP/s, training and audit speed with peak memory",
+        description=speed_doc(),
+    )
+    speed_options(speed)
+    speed.set_defaults(func=run_speed)
+    both = actions.add_parser(
+        "all", help="speed, then utility: the whole of docs/BENCHMARKS.md", description=__doc__
+    )
+    utility_options(both)
+    speed_options(both, standalone=False)
+    both.set_defaults(func=run_all)
+
+
+def speed_doc() -> str:
+    from pipelines import speed_bench
+
+    return speed_bench.__doc__
+
+
+def utility_options(utility) -> None:
     utility.add_argument("--data", required=True, help="the real dataset (RadSynth format)")
     utility.add_argument(
         "--synthetic",
@@ -67,10 +91,115 @@ def register(sub) -> None:
     utility.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     utility.add_argument("--epochs", type=int, default=8, help="epochs of the downstream CNN")
     utility.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    utility.set_defaults(func=run_utility)
 
 
-def machine_description() -> str:
+def speed_options(parser, standalone: bool = True) -> None:
+    parser.add_argument("--model", required=True, help="trained model run directory (speed)")
+    if standalone:
+        parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+        parser.add_argument(
+            "--doc", default=str(DOC), help="markdown file whose speed section is replaced"
+        )
+    parser.add_argument("--n", type=int, default=16, help="images per sampling measurement")
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
+    parser.add_argument(
+        "--samplers", nargs="+", help="samplers timed (default: every one: dpm++ ddim euler ddpm)"
+    )
+    parser.add_argument("--ddpm-1000-n", type=int, default=2, help="images for 1000-step DDPM")
+    parser.add_argument("--unet-batch", type=int, default=32)
+    parser.add_argument("--ae-batch", type=int, default=16)
+    parser.add_argument(
+        "--audit-size",
+        type=int,
+        nargs=2,
+        default=[10_000, 5_000],
+        metavar=("SYNTHETIC", "TRAINING"),
+        help="image counts of the audit timing (0 0 skips it)",
+    )
+    parser.add_argument("--speed-out", default="runs/bench/speed", help="speed results directory")
+
+
+def exact_command(args) -> str:
+    """The command line as typed (cli.main keeps argv), so the document says how to redo it."""
+    return shlex.join(["radsynth", *getattr(args, "argv", [])])
+
+
+HEADER = """# Benchmarks
+
+Written by `radsynth bench` (do not edit by hand: each section is replaced by the command named in
+it). `radsynth bench all` runs every section; `radsynth bench speed` and `radsynth bench utility`
+run one. Numbers depend on the machine and on what else runs on it."""
+
+
+def run_speed(args) -> int:
+    from conditioning.dataset import write_json_atomic
+    from conditioning.logfile import attach_log_file
+    from pipelines.speed_bench import run_speed as measure
+    from pipelines.speed_bench import speed_markdown
+
+    if args.threads < 1 or args.n < 1 or any(k < 1 for k in args.steps):
+        raise ValueError("--threads, --n and --steps must be positive")
+    if not (Path(args.model) / "config.json").is_file():
+        raise FileNotFoundError(f"{args.model}: not a model run (no config.json)")
+    out = Path(args.speed_out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = attach_log_file(out / "bench.log")
+    started = time.perf_counter()
+    try:
+        result = measure(
+            args.model,
+            threads=args.threads,
+            n=args.n,
+            steps=tuple(args.steps),
+            samplers=tuple(args.samplers) if args.samplers else None,
+            ddpm_1000_n=args.ddpm_1000_n,
+            unet_batch=args.unet_batch,
+            ae_batch=args.ae_batch,
+            audit=tuple(args.audit_size) if all(args.audit_size) else None,
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    result["machine"] = machine_description(args.threads)
+    result["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    result["command"] = exact_command(args)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(out / "speed.json", result)
+    body = "\n".join(
+        [
+            "## Speed and memory",
+            "",
+            f"Model `{Path(args.model).name}` (its config.json gives the networks).",
+            "",
+            f"- machine: {result['machine']}",
+            f"- date: {result['date']}; wall time {result['seconds']:.0f} s",
+            f"- command: `{result['command']}`",
+            "",
+            speed_markdown(result),
+        ]
+    )
+    _write_section(Path(args.doc), "speed", body)
+    print(speed_markdown(result))
+    print(f"written: {out / 'speed.json'}, {args.doc}")
+    return 0
+
+
+def run_all(args) -> int:
+    """Speed first (minutes), then utility (the long part), both into the same document."""
+    run_speed(args)
+    return run_utility(args)
+
+
+def _write_section(doc: Path, name: str, body: str) -> None:
+    if not doc.is_file():
+        from generation.evaluation.report import write_text_atomic
+
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(doc, HEADER + "\n")
+    replace_section(doc, name, body)
+
+
+def machine_description(threads: int | None = None) -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -83,7 +212,7 @@ def machine_description() -> str:
         pass
     return (
         f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+        f"({threads or torch.get_num_threads()} threads), Python {platform.python_version()}"
     )
 
 
@@ -163,7 +292,7 @@ def run_utility(args) -> int:
     ]
     if reuse:
         log.info("reusing %d finished row(s) from %s", len(reuse), progress)
-    command = utility_command(args)
+    command = exact_command(args)
     started = time.perf_counter()
     try:
 
@@ -201,7 +330,7 @@ def run_utility(args) -> int:
             utility_markdown(result) if result["rows"] else "(no row)",
         ]
     )
-    replace_section(Path(args.doc), "utility", body)
+    _write_section(Path(args.doc), "utility", body)
     print(utility_markdown(result))
     print(f"written: {out / 'utility.json'}, {out / 'utility.csv'}, {args.doc}")
     return 0
@@ -225,22 +354,6 @@ def _scarce_sets(pairs: list[str], fractions: list[float]) -> dict[float, str]:
             )
         sets[value] = directory
     return sets
-
-
-def utility_command(args) -> str:
-    """The command line that reproduces this run, every option spelled out."""
-    parts = ["radsynth", "bench", "utility", "--data", args.data]
-    if args.synthetic:
-        parts += ["--synthetic", args.synthetic]
-    for pair in args.scarce_synthetic:
-        parts += ["--scarce-synthetic", pair]
-    if args.subset_seed is not None:
-        parts += ["--subset-seed", str(args.subset_seed)]
-    parts += ["--out", args.out, "--attribute", args.attribute, "--scarce-class", args.scarce_class]
-    parts += ["--fractions", *[f"{f:g}" for f in args.fractions], "--arms", *args.arms]
-    parts += ["--seeds", *map(str, args.seeds), "--epochs", str(args.epochs)]
-    parts += ["--threads", str(args.threads)]
-    return shlex.join(parts)
 
 
 def _synthetic_id(directory: str | None) -> str | None:

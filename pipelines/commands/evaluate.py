@@ -41,7 +41,7 @@ def register(sub) -> None:
     parser.add_argument(
         "--bf16",
         action="store_true",
-        help="bf16 autocast for domain-model training (faster on CPU)",
+        help="bf16 autocast for domain-model training (faster where the CPU has native bf16; ignored elsewhere)",
     )
     parser.add_argument("--k", type=int, default=3, help="neighbours for precision/recall radii")
     parser.add_argument("--pairs", type=int, default=200, help="random pairs per MS-SSIM group")

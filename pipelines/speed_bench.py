@@ -1,0 +1,211 @@
+"""The speed benchmark behind `radsynth bench speed|all`: sampling images/s per sampler x steps
+(fp32 and bf16, against diffusers' default 1000-step DDPM on the same weights), the UNet's FLOP/s
+against the machine's measured matmul peak, training steps/s, and the audit's search at
+10,000 x 5,000. Each measurement runs in a fresh process, so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import resource
+from typing import Any
+
+log = logging.getLogger("radsynth.bench")
+SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: its peak RSS is the task's
+
+
+def _child(target: str, kwargs: dict, threads: int) -> tuple[Any, float]:
+    import torch
+
+    torch.set_num_threads(threads)
+    module, name = target.split(":")
+    result = getattr(importlib.import_module(module), name)(**kwargs)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return result, round(peak_mib, 1)
+
+
+def measured(target: str, threads: int, **kwargs) -> tuple[Any, float]:
+    """Run `module:function(**kwargs)` in a fresh process; its result and peak RSS (MiB)."""
+    with SPAWN.Pool(1) as pool:
+        return pool.apply(_child, (target, kwargs, threads))
+
+
+# Tasks run in the child processes: each loads what it measures.
+
+
+def task_baseline(model: str) -> dict:
+    """Peak RSS of a process that only imported torch and loaded the model."""
+    from generation import load_model
+
+    load_model(model)
+    return {}
+
+
+def task_sampling(model: str, sampler: str, steps: int, bf16: bool, n: int) -> dict:
+    from generation import load_model
+    from generation.bench import bench_sampling
+
+    loaded = load_model(model)
+    if sampler == "ddpm" and steps == 1000:
+        rows = bench_sampling(loaded, samplers=(), precisions=(bf16,), ddpm_1000_n=n)
+    else:
+        rows = bench_sampling(
+            loaded, n=n, steps=(steps,), samplers=(sampler,), precisions=(bf16,), ddpm_1000_n=0
+        )
+    return rows[0]
+
+
+def task_unet(model: str, batch: int, bf16: bool) -> dict:
+    from generation import load_model
+    from generation.bench import unet_throughput
+
+    return unet_throughput(load_model(model), batch=batch, bf16=bf16)
+
+
+def task_training(model: str, part: str, batch: int, bf16: bool) -> dict:
+    from generation import load_model
+    from generation.bench import training_throughput
+
+    return training_throughput(load_model(model), part, batch, bf16)
+
+
+def task_matmul() -> dict:
+    from generation.bench import matmul_peak
+
+    return matmul_peak()
+
+
+def task_audit(n_query: int, n_train: int) -> dict:
+    from privacy_audit.bench import benchmark_search
+
+    return benchmark_search(n_query, n_train)
+
+
+def run_speed(
+    model: str,
+    *,
+    threads: int = 2,
+    n: int = 16,
+    steps: tuple[int, ...] = (10, 20, 50),
+    samplers: tuple[str, ...] | None = None,
+    ddpm_1000_n: int = 2,
+    unet_batch: int = 32,
+    ae_batch: int = 16,
+    audit: tuple[int, int] = (10_000, 5_000),
+    progress: bool = True,
+) -> dict:
+    """Every speed measurement, one fresh process each; returns the rows of each table."""
+    from tqdm import tqdm
+
+    from generation.schedulers import SAMPLERS
+
+    me = __name__
+    plan: list[tuple[str, str, dict]] = [
+        ("baseline", f"{me}:task_baseline", {"model": model}),
+        ("matmul", f"{me}:task_matmul", {}),
+    ]
+    for bf16 in (False, True):
+        for sampler in samplers or SAMPLERS:
+            for k in steps:
+                kwargs = {"sampler": sampler, "steps": k, "bf16": bf16, "n": n}
+                plan.append(("sampling", f"{me}:task_sampling", {"model": model, **kwargs}))
+        if ddpm_1000_n:
+            kwargs = {"sampler": "ddpm", "steps": 1000, "bf16": bf16, "n": ddpm_1000_n}
+            plan.append(("sampling", f"{me}:task_sampling", {"model": model, **kwargs}))
+        plan.append(
+            ("unet", f"{me}:task_unet", {"model": model, "batch": unet_batch, "bf16": bf16})
+        )
+        for part, batch in (("unet", unet_batch), ("autoencoder", ae_batch)):
+            kwargs = {"model": model, "part": part, "batch": batch, "bf16": bf16}
+            plan.append(("training", f"{me}:task_training", kwargs))
+    if audit:
+        plan.append(("audit", f"{me}:task_audit", {"n_query": audit[0], "n_train": audit[1]}))
+    out: dict[str, Any] = {"threads": threads, "sampling": [], "unet": [], "training": []}
+    for kind, target, kwargs in tqdm(plan, desc="speed benchmark", disable=not progress):
+        result, peak = measured(target, threads, **kwargs)
+        row = {**result, "peak_rss_mib": peak}
+        log.info("%s %s: %s", kind, {k: v for k, v in kwargs.items() if k != "model"}, row)
+        if kind in ("sampling", "unet", "training"):
+            out[kind].append(row)
+        else:
+            out[kind] = row
+    return out
+
+
+def speed_markdown(result: dict) -> str:
+    """The speed tables (the machine, date and command are added by the caller)."""
+    peak = result["matmul"]
+    base = result["baseline"]["peak_rss_mib"]
+    lines = [
+        f"Measured matmul peak (2048 x 2048, best of 5): fp32 {peak['fp32']:.0f} GFLOP/s, "
+        f"bf16 {peak['bf16']:.0f} GFLOP/s. Peak RSS is that of a fresh process per row; one that "
+        f"only imports torch and loads the model peaks at {base:.0f} MiB.",
+        "",
+        "### Sampling",
+        "",
+        "| sampler | steps | bf16 | images | img/s | x DDPM-1000 | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    reference = {
+        r["bf16"]: r["images_per_s"]
+        for r in result["sampling"]
+        if r["sampler"] == "ddpm" and r["steps"] == 1000
+    }
+    for r in result["sampling"]:
+        ref = reference.get(r["bf16"])
+        ratio = f"{r['images_per_s'] / ref:.0f}" if ref else "n/a"
+        lines.append(
+            f"| {r['sampler']} | {r['steps']} | {'yes' if r['bf16'] else 'no'} | {r['images']} | "
+            f"{r['images_per_s']:.2f} | {ratio} | {r['peak_rss_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        "### UNet throughput (one forward pass, inference)",
+        "",
+        "| batch | bf16 | GFLOP / pass | GFLOP/s | % of matmul peak | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["unet"]:
+        ceiling = peak["bf16" if r["bf16"] else "fp32"]
+        lines.append(
+            f"| {r['batch']} | {'yes' if r['bf16'] else 'no'} | {r['forward_gflop']:.2f} | "
+            f"{r['gflop_per_s']:.1f} | {100 * r['gflop_per_s'] / ceiling:.0f}% | "
+            f"{r['peak_rss_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        "### Training (forward, backward, AdamW step on random inputs of the model's shapes)",
+        "",
+        "| network | batch | bf16 | steps/s | images/s | GFLOP/s | % of matmul peak | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["training"]:
+        ceiling = peak["bf16" if r["bf16"] else "fp32"]
+        lines.append(
+            f"| {r['part']} | {r['batch']} | {'yes' if r['bf16'] else 'no'} | "
+            f"{r['steps_per_s']:.2f} | {r['images_per_s']:.0f} | {r['gflop_per_s']:.1f} | "
+            f"{100 * r['gflop_per_s'] / ceiling:.0f}% | {r['peak_rss_mib']:.0f} |"
+        )
+    audit = result.get("audit")
+    if audit:
+        lines += [
+            "",
+            f"### Privacy audit, {audit['n_query']:,} synthetic x {audit['n_train']:,} training "
+            "images",
+            "",
+            "| step | seconds |",
+            "|---|---|",
+            f"| embedding ({audit['embed_images_per_second']:.0f} img/s, estimated for all) | "
+            f"{audit['embed_seconds_estimated']:.1f} |",
+            f"| top-5 search by patient (embeddings given) | {audit['search_seconds']:.2f} |",
+            f"| reference preparation (training images) | "
+            f"{audit.get('reference_prepare_seconds', float('nan')):.1f} |",
+            f"| whole copy detection of the queries (embed, search, align) | "
+            f"{audit.get('copy_detection_seconds', float('nan')):.1f} |",
+            "",
+            f"Peak RSS {audit['peak_rss_mib']:.0f} MiB (random images: content hardly changes "
+            "the cost).",
+        ]
+    return "\n".join(lines) + "\n"
