@@ -22,8 +22,22 @@ def _child(target: str, kwargs: dict, threads: int) -> tuple[Any, float]:
     torch.set_num_threads(threads)
     module, name = target.split(":")
     result = getattr(importlib.import_module(module), name)(**kwargs)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return result, round(peak_mib, 1)
+    return result, round(_peak_rss_mib(), 1)
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux's VmHWM belongs to the exec'd image alone;
+    ru_maxrss would also count the parent's RSS at fork time."""
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import sys
+
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024
 
 
 def measured(target: str, threads: int, **kwargs) -> tuple[Any, float]:

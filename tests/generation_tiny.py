@@ -68,3 +68,9 @@ def train_tiny_model(root: Path, with_masks: bool = False) -> tuple[Path, Path, 
     train_autoencoder(data, root / "ae", settings, show_progress=False)
     train_diffusion(data, root / "ae", root / "model", settings, show_progress=False)
     return data, root / "ae", root / "model"
+
+
+def touch_memory(mib: int) -> int:
+    """Holds `mib` MiB of written (resident) memory for a moment: the speed bench's memory test."""
+    block = b"\x01" * (mib * 2**20)
+    return len(block) // 2**20
