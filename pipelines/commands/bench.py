@@ -275,20 +275,20 @@ def run_utility(args) -> int:
         "fit": config.fit.to_json(),
     }
     base["subset_seed"] = args.subset_seed
-    synthetic_id = {
-        "full": _synthetic_id(args.synthetic),
-        **{f"{f:g}": _synthetic_id(d) for f, d in scarce.items()},
-    }
+    full_id = _synthetic_id(args.synthetic)
+    scarce_ids = {config.regime_name(f): _synthetic_id(d) for f, d in scarce.items()}
 
-    def fingerprint(arm: str) -> dict:
-        """What a row depends on: the real arm does not depend on the synthetic sets."""
-        return {**base, "synthetic": None if arm == "real" else synthetic_id}
+    def fingerprint(row: dict) -> dict:
+        """What a row depends on: the real arm on no synthetic set, the others on their regime's."""
+        if row.get("arm") == "real":
+            return {**base, "synthetic": None}
+        return {**base, "synthetic": scarce_ids.get(row.get("regime"), full_id)}
 
     progress = out / "rows.jsonl"
     reuse = [
         entry["row"]
         for entry in _read_rows(progress)
-        if entry.get("fingerprint") == fingerprint(entry.get("row", {}).get("arm", ""))
+        if entry.get("fingerprint") == fingerprint(entry.get("row", {}))
     ]
     if reuse:
         log.info("reusing %d finished row(s) from %s", len(reuse), progress)
@@ -298,7 +298,7 @@ def run_utility(args) -> int:
 
         def keep(row: dict) -> None:
             with progress.open("a", encoding="utf-8") as handle:
-                entry = {"fingerprint": fingerprint(row["arm"]), "row": row}
+                entry = {"fingerprint": fingerprint(row), "row": row}
                 handle.write(json.dumps(entry) + "\n")
 
         result = run_utility_benchmark(dataset, synthetic, config, on_result=keep, reuse=reuse)
