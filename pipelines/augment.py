@@ -143,14 +143,7 @@ def augment(
         overwrite=overwrite,
     ) as writer:
         for record in dataset.records:
-            writer.add(
-                dataset.read_pixels(record),
-                split=record.split,
-                patient_id=record.patient_id,
-                conditions=record.conditions,
-                mask=dataset.load_mask(record),
-                origin="real",
-            )
+            writer.copy(dataset, record, origin="real")
         for index, (item, conditions) in enumerate(chosen):
             image = release.load_image(item)
             if list(image.shape) != dataset.image_size:

@@ -90,25 +90,8 @@ def write_subset(
         for record in dataset.records:
             if record.id in dropped:
                 continue
-            writer.add(
-                dataset.read_pixels(record),
-                split=record.split,
-                patient_id=record.patient_id,
-                conditions=record.conditions,
-                mask=dataset.load_mask(record),
-                affine=_affine(dataset.root / record.file),
-                origin=record.origin,
-            )
+            writer.copy(dataset, record)
         return writer.commit(
             intensity=info.get("intensity", {}),
             ingest_report={"subset": rule},
         )
-
-
-def _affine(path: Path) -> np.ndarray | None:
-    """The voxel-to-world affine of a stored volume (2D PNGs have none)."""
-    if not str(path).endswith(".nii.gz"):
-        return None
-    import nibabel as nib
-
-    return np.asarray(nib.load(str(path)).affine)

@@ -116,6 +116,19 @@ class DatasetWriter:
         self.records.append(record)
         return record
 
+    def copy(self, dataset, record: Record, origin: str | None = None) -> Record:
+        """Store one record of another dataset unchanged: pixels, mask, voxel affine, conditions
+        (ids are renumbered). `origin` defaults to the record's own."""
+        return self.add(
+            dataset.read_pixels(record),
+            split=record.split,
+            patient_id=record.patient_id,
+            conditions=record.conditions,
+            mask=dataset.load_mask(record),
+            affine=_affine(dataset.root / record.file),
+            origin=record.origin if origin is None else origin,
+        )
+
     def _write_manifest(self) -> None:
         has_masks, has_origin = self.info["has_masks"], self.info["has_origin"]
         with (self.stage / MANIFEST_CSV).open("w", newline="", encoding="utf-8") as handle:
@@ -155,6 +168,15 @@ class DatasetWriter:
         load_dataset(self.stage)  # the same validation every reader applies
         replace_directory(self.stage, self.out)
         return load_dataset(self.out)
+
+
+def _affine(path: Path) -> np.ndarray | None:
+    """The voxel-to-world affine of a stored volume (2D PNGs have none)."""
+    if not str(path).endswith(".nii.gz"):
+        return None
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(path)).affine)
 
 
 def _fmt(value: Any) -> str:
