@@ -162,6 +162,12 @@ def run_speed(
     return out
 
 
+def _share_of_peak(row: dict, peak: dict) -> str:
+    """A row's GFLOP/s as a share of the matmul peak in the same precision."""
+    ceiling = peak["bf16" if row["bf16"] else "fp32"]
+    return f"{100 * row['gflop_per_s'] / ceiling:.0f}%" if ceiling else "n/a"
+
+
 def speed_markdown(result: dict) -> str:
     """The speed tables (the machine, date and command are added by the caller)."""
     peak = result["matmul"]
@@ -206,11 +212,9 @@ def speed_markdown(result: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in result["unet"]:
-        ceiling = peak["bf16" if r["bf16"] else "fp32"]
         lines.append(
             f"| {r['batch']} | {'yes' if r['bf16'] else 'no'} | {r['forward_gflop']:.2f} | "
-            f"{r['gflop_per_s']:.1f} | {100 * r['gflop_per_s'] / ceiling:.0f}% | "
-            f"{r['peak_rss_mib']:.0f} |"
+            f"{r['gflop_per_s']:.1f} | {_share_of_peak(r, peak)} | {r['peak_rss_mib']:.0f} |"
         )
     lines += [
         "",
@@ -220,11 +224,10 @@ def speed_markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["training"]:
-        ceiling = peak["bf16" if r["bf16"] else "fp32"]
         lines.append(
             f"| {r['part']} | {r['batch']} | {'yes' if r['bf16'] else 'no'} | "
             f"{r['steps_per_s']:.2f} | {r['images_per_s']:.0f} | {r['gflop_per_s']:.1f} | "
-            f"{100 * r['gflop_per_s'] / ceiling:.0f}% | {r['peak_rss_mib']:.0f} |"
+            f"{_share_of_peak(r, peak)} | {r['peak_rss_mib']:.0f} |"
         )
     audit = result.get("audit")
     if audit:

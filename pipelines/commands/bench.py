@@ -246,16 +246,6 @@ def run_utility(args) -> int:
         raise ValueError("--fractions must lie in (0, 1]")
     torch.set_num_threads(max(1, args.threads))
     dataset = load_dataset(args.data)
-    synthetic = load_synthetic_set(args.synthetic, dataset.schema) if args.synthetic else None
-    scarce = _scarce_sets(args.scarce_synthetic, args.fractions)
-    if scarce:
-        regimes = {
-            UtilityConfig(scarce_class=args.scarce_class).regime_name(f): load_synthetic_set(
-                d, dataset.schema
-            )
-            for f, d in scarce.items()
-        }
-        synthetic = {**({"full": synthetic} if synthetic is not None else {}), **regimes}
     config = UtilityConfig(
         attribute=args.attribute,
         scarce_class=args.scarce_class,
@@ -265,6 +255,15 @@ def run_utility(args) -> int:
         fit=FitConfig(epochs=args.epochs),
         subset_seed=args.subset_seed,
     )
+    synthetic = load_synthetic_set(args.synthetic, dataset.schema) if args.synthetic else None
+    # regime name -> synthetic set directory of the generator trained on that regime's images
+    scarce = {
+        config.regime_name(f): d
+        for f, d in _scarce_sets(args.scarce_synthetic, args.fractions).items()
+    }
+    if scarce:
+        regimes = {name: load_synthetic_set(d, dataset.schema) for name, d in scarce.items()}
+        synthetic = {**({"full": synthetic} if synthetic is not None else {}), **regimes}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     handler = attach_log_file(out / "bench.log")
@@ -273,10 +272,10 @@ def run_utility(args) -> int:
         "attribute": args.attribute,
         "scarce_class": args.scarce_class,
         "fit": config.fit.to_json(),
+        "subset_seed": args.subset_seed,
     }
-    base["subset_seed"] = args.subset_seed
     full_id = _synthetic_id(args.synthetic)
-    scarce_ids = {config.regime_name(f): _synthetic_id(d) for f, d in scarce.items()}
+    scarce_ids = {name: _synthetic_id(d) for name, d in scarce.items()}
 
     def fingerprint(row: dict) -> dict:
         """What a row depends on: the real arm on no synthetic set, the others on their regime's."""
