@@ -51,10 +51,14 @@ def adapt_model(
     lora_rank: int | None = None,
     full: bool = False,
     steps: int | None = None,
+    replay: float | None = None,
     resume: bool = False,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune the model run `parent` on the selected train images of `data`; returns the card."""
+    """Fine-tune the model run `parent` on the selected train images of `data`; returns the card.
+
+    `replay` (default params `adapt.replay`) mixes that share of train images that do not match
+    `where` into every batch, so the other conditions and the unconditional branch stay put."""
     parent = Path(parent)
     config = read_config(parent)
     if config.get("kind") != "latent-diffusion":
@@ -79,7 +83,16 @@ def adapt_model(
         encoder = unet.unet.class_embedding.requires_grad_(True)
         return params + list(encoder.parameters())
 
-    settings = {**settings, "adapt": {**cfg, **({"steps": steps} if steps else {})}}
+    overrides = {"steps": steps, "replay": replay}
+    cfg = {**cfg, **{k: v for k, v in overrides.items() if v is not None}}
+    settings = {**settings, "adapt": cfg}
+    replay_share = float(cfg.get("replay", 0.0))
+    if replay_share and not selection:
+        raise ValueError("--replay needs --where: replayed images are those outside the selection")
+
+    def replay_from(records):
+        return [r for r in records if any(r.conditions.get(k) != v for k, v in selection.items())]
+
     lineage = {
         "parent_model": str(parent.resolve()),
         "parent_model_hash": model_hash(parent),
@@ -87,6 +100,7 @@ def adapt_model(
         "where": selection,
         "limit": limit,
         "selection_seed": seed,
+        "replay_share": replay_share,
     }
 
     def record_selection(card):
@@ -105,6 +119,7 @@ def adapt_model(
         resume=resume,
         show_progress=show_progress,
         limit_to=limit_to,
+        replay_from=replay_from,
         init_from=parent,
         lineage=lineage,
         section="adapt",

@@ -25,30 +25,65 @@ class TrainingData:
     spatial_dims: int
     has_masks: bool
     dataset: Dataset
-    records: list  # the conditioning.dataset Records, in tensor order
+    records: list  # the conditioning.dataset Records, in tensor order: focus first, then replay
+    n_focus: int | None = None  # records[:n_focus] are trained on; the rest is the replay pool
+    replay_share: float = 0.0  # share of each batch drawn from the replay pool
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def focus_records(self) -> list:
+        return self.records[: self.n_focus] if self.n_focus is not None else self.records
+
     def batch_indices(self, step: int, batch_size: int, seed: int, rank=0, world=1) -> np.ndarray:
-        """Indices of the batch for global `step` (this process's share under data parallel)."""
-        n = len(self)
-        global_batch = batch_size * world
-        per_epoch = max(n // global_batch, 1)
-        epoch, position = divmod(step, per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(n)
-        start = position * global_batch + rank * batch_size
-        return np.take(order, range(start, start + batch_size), mode="wrap")
+        """Indices of the batch for global `step` (this process's share under data parallel).
+
+        With a replay pool, round(batch_size * replay_share) of them come from the pool and the
+        rest from the focus records, each pool walked by its own seeded permutation."""
+        if not self.replay_share or self.n_focus is None:
+            return _draw(len(self), step, batch_size, [seed], rank, world)
+        n_replay = int(round(batch_size * self.replay_share))
+        focus = _draw(self.n_focus, step, batch_size - n_replay, [seed, 0], rank, world)
+        pool = _draw(len(self) - self.n_focus, step, n_replay, [seed, 1], rank, world)
+        return np.concatenate([focus, self.n_focus + pool])
 
 
-def load_training_data(path, split: str = "train", limit_to=None) -> TrainingData:
-    """Read one split through the validating reader; `limit_to` optionally filters records."""
+def _draw(n: int, step: int, batch_size: int, seed: list[int], rank: int, world: int) -> np.ndarray:
+    """This process's `batch_size` indices into range(n) at `step`: epochs of seeded permutations."""
+    if batch_size == 0:
+        return np.zeros(0, dtype=np.int64)
+    global_batch = batch_size * world
+    per_epoch = max(n // global_batch, 1)
+    epoch, position = divmod(step, per_epoch)
+    order = np.random.default_rng([*seed, epoch]).permutation(n)
+    start = position * global_batch + rank * batch_size
+    return np.take(order, range(start, start + batch_size), mode="wrap")
+
+
+def load_training_data(
+    path, split: str = "train", limit_to=None, replay_from=None, replay_share: float = 0.0
+) -> TrainingData:
+    """Read one split through the validating reader; `limit_to` optionally filters records.
+
+    `replay_from(all_records)` picks a replay pool mixed into every batch at `replay_share`
+    (adaptation keeps the rest of the distribution in view so the unconditional branch that
+    classifier-free guidance contrasts against does not drift to the adaptation subset)."""
     dataset = load_dataset(path)
-    records = dataset.split(split)
-    if limit_to is not None:
-        records = limit_to(records)
+    every = dataset.split(split)
+    records = limit_to(every) if limit_to is not None else every
     if not records:
         raise ValueError(f"{dataset.root}: no {split} images to train on")
+    if not 0.0 <= replay_share < 1.0:
+        raise ValueError(f"replay share must be in [0, 1), got {replay_share}")
+    n_focus = None
+    if replay_share > 0:
+        pool = replay_from(every) if replay_from is not None else []
+        if not pool:
+            raise ValueError(
+                f"{dataset.root}: replay asked for, but no {split} image is left to replay"
+            )
+        n_focus, records = len(records), [*records, *pool]
     images = []
     for record in tqdm(records, desc="loading images", unit="img", leave=False):
         channels = [dataset.load_image(record)]
@@ -65,4 +100,6 @@ def load_training_data(path, split: str = "train", limit_to=None) -> TrainingDat
         has_masks=dataset.has_masks,
         dataset=dataset,
         records=records,
+        n_focus=n_focus,
+        replay_share=replay_share if n_focus is not None else 0.0,
     )

@@ -84,6 +84,7 @@ def train_diffusion(
     resume: bool = False,
     show_progress: bool = True,
     limit_to=None,
+    replay_from=None,
     init_from: str | Path | None = None,
     lineage: dict[str, Any] | None = None,
     section: str = "diffusion",
@@ -92,8 +93,8 @@ def train_diffusion(
 ) -> dict[str, Any]:
     """Train (or resume) a diffusion run in `out`; returns its model card.
 
-    `limit_to`, `init_from`, `lineage`, `trainable`, `finalize` serve `train adapt`: a record
-    filter, a parent run to start from, what to record about it, a hook that picks (or adds) the
+    `limit_to`, `replay_from`, `init_from`, `lineage`, `trainable`, `finalize` serve
+    `train adapt`: a record filter, the pool replayed beside it (`replay` share), a parent run to start from, what to record about it, a hook that picks (or adds) the
     trained params, and one that turns the trained UNet back into a plain one before saving."""
     cfg = dict(settings["diffusion"])
     if section != "diffusion":
@@ -101,7 +102,12 @@ def train_diffusion(
     run = prepare_run_dir(out, resume, KIND)
     handler = attach_log(run)
     try:
-        train = load_training_data(data, limit_to=limit_to)
+        train = load_training_data(
+            data,
+            limit_to=limit_to,
+            replay_from=replay_from,
+            replay_share=float(cfg.get("replay", 0.0)),
+        )
         ae_path = Path(autoencoder_run)
         ae_config, autoencoder, ae_weights = load_autoencoder_run(ae_path)
         check_compatible(ae_config, train, ae_path)
@@ -154,7 +160,7 @@ def train_diffusion(
             },
             "generate": settings["generate"],
             "training_conditions": training_distribution(
-                train.schema, [r.conditions for r in train.records]
+                train.schema, [r.conditions for r in train.focus_records]
             ),
             "dataset": {"name": train.dataset.name, "hash": train.dataset.content_hash()},
             "profile": settings.get("profile"),

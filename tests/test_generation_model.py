@@ -145,6 +145,51 @@ def test_adapt_fine_tunes_a_subset_and_records_lineage(trained, model, tmp_path,
     assert not (tmp_path / "bad").exists()
 
 
+def test_adapt_replay_mixes_the_rest_of_the_distribution_into_every_batch(trained, tmp_path):
+    """With --replay, each batch holds that share of train images outside --where (so guidance's
+    unconditional branch keeps seeing them), drawn reproducibly; the lineage records the share."""
+    from generation.data import load_training_data
+    from pipelines.cli import main
+
+    data = trained[0]
+
+    def viral(records):
+        return [r for r in records if r.conditions["pathology"] == "viral"][:2]
+
+    def others(records):
+        return [r for r in records if r.conditions["pathology"] != "viral"]
+
+    train = load_training_data(data, limit_to=viral, replay_from=others, replay_share=0.5)
+    assert train.n_focus == 2 and len(train.focus_records) == 2
+    assert all(r.conditions["pathology"] == "viral" for r in train.focus_records)
+    assert all(r.conditions["pathology"] != "viral" for r in train.records[2:])
+    seen_pool = set()
+    for step in range(6):
+        idx = train.batch_indices(step, 4, seed=0)
+        assert (idx < 2).sum() == 2 and (idx >= 2).sum() == 2
+        np.testing.assert_array_equal(idx, train.batch_indices(step, 4, seed=0))
+        seen_pool |= set(idx[idx >= 2].tolist())
+    assert len(seen_pool) == 6  # the pool is walked by permutation, not resampled at random
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "profile: t\nprofiles:\n  t:\n"
+        "    adapt: {steps: 2, batch_size: 4, mixed_precision: 'no', checkpoint_every: 10}\n"
+        "    generate: {steps: 3, bf16: false}\n"
+    )
+    out = tmp_path / "replayed"
+    args = ["train", "adapt", "--model", str(trained[2]), "--data", str(data), "--full",
+            "--out", str(out), "--params", str(params), "--no-progress", "--replay", "0.5"]  # fmt: skip
+    assert main(args) == 2  # replay needs --where: nothing to tell the replayed images apart
+    assert not out.exists()
+    assert main([*args, "--where", "pathology=viral", "--limit", "2"]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["lineage"]["replay_share"] == 0.5 and card["lineage"]["images"] == 2
+    config = json.loads((out / "config.json").read_text())
+    combos = config["training_conditions"]["combinations"]  # what --balanced match draws from
+    assert [c["values"] for c in combos] == [[["pathology", "viral"]]]
+
+
 def test_bench_sampling_times_every_sampler_and_precision(trained, capsys):
     from pipelines.cli import main
 

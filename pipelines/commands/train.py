@@ -64,6 +64,13 @@ def register(sub) -> None:
     how.add_argument("--lora", type=int, metavar="RANK", help="LoRA rank (default: params)")
     how.add_argument("--full", action="store_true", help="fine-tune every weight instead of LoRA")
     adapt.add_argument("--steps", type=int, help="training steps (default: params adapt.steps)")
+    adapt.add_argument(
+        "--replay",
+        type=float,
+        metavar="SHARE",
+        help="share of each batch drawn from train images outside --where, keeping the rest of "
+        "the distribution (default: params adapt.replay)",
+    )
     _common(adapt)
     adapt.set_defaults(func=run_adapt)
 
@@ -126,6 +133,7 @@ def run_adapt(args) -> int:
         lora_rank=args.lora,
         full=args.full,
         steps=args.steps,
+        replay=args.replay,
         resume=args.resume,
         show_progress=not args.no_progress,
     )
