@@ -3,12 +3,15 @@
 The plan (which conditions image i gets) depends only on the request, so re-running the same
 command completes the missing images only; each PNG is written atomically as soon as its batch
 is done, and the manifest is rebuilt from the images present at the end. Under
-`accelerate launch` the missing images are split between processes.
+`accelerate launch` the missing images are split between processes. A masked model draws its own
+masks, or takes given ones (`masks=`): image i is generated to fit mask i mod M, and the given
+mask is what is written beside it.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -20,12 +23,49 @@ from typing import Any
 
 import numpy as np
 
-from conditioning.dataset import CATEGORICAL, ConditionSchema, quantize, write_json_atomic
-from conditioning.dataset.pixels import write_nifti, write_png
+from conditioning.dataset import (
+    CATEGORICAL,
+    ConditionSchema,
+    DatasetError,
+    quantize,
+    write_json_atomic,
+)
+from conditioning.dataset.pixels import read_stored, write_nifti, write_png
 
 log = logging.getLogger("radsynth.generate")
 REQUEST = "generation.json"
 BALANCED = ("grid", "match")
+
+
+def read_masks(directory: str | Path, image_size: list[int]) -> tuple[np.ndarray, str]:
+    """Every mask file in `directory` (sorted by name; .png 2D or .nii.gz 3D, nonzero = inside) as
+    (M, *image_size) uint8 in {0, 1}, and a digest of their pixels: the request records the digest,
+    never the file names (they may carry patient identifiers)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(directory, "--masks must be a directory of mask files")
+    files = sorted(
+        f for f in directory.iterdir() if f.is_file() and f.name.endswith((".png", ".nii.gz"))
+    )
+    if not files:
+        raise DatasetError(directory, "no mask file (.png or .nii.gz) in this directory")
+    masks, digest = [], hashlib.sha256()
+    for path in files:
+        mask = read_stored(path)
+        if mask.ndim == 3 and len(image_size) == 2 and mask.shape[-1] in (3, 4):
+            mask = mask[
+                ..., 0
+            ]  # an RGB(A) PNG: the masks we write are grey, painted ones may not be
+        if list(mask.shape) != list(image_size):
+            raise DatasetError(
+                path, f"mask is {list(mask.shape)}, the model makes {list(image_size)} images"
+            )
+        binary = (mask > 0).astype(np.uint8)
+        if not binary.any():
+            raise DatasetError(path, "mask is empty (no nonzero pixel)")
+        digest.update(binary.tobytes())
+        masks.append(binary)
+    return np.stack(masks), digest.hexdigest()
 
 
 def image_id(index: int) -> str:
@@ -122,12 +162,19 @@ def generate_set(
     steps: int | None = None,
     sampler: str | None = None,
     batch_size: int | None = None,
+    masks: str | Path | None = None,
     accelerator=None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Write (or complete) a synthetic set of n images; returns a summary."""
+    """Write (or complete) a synthetic set of n images; returns a summary. `masks`: a directory
+    of masks for a masked model to fit (image i gets mask i mod M)."""
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    given, masks_digest = None, None
+    if masks is not None:
+        if not model.has_masks:
+            raise ValueError("--masks: this model was trained without masks")
+        given, masks_digest = read_masks(masks, model.image_size)
     defaults = model.defaults
     request = {
         "model_hash": model.model_hash,
@@ -141,6 +188,8 @@ def generate_set(
         "steps": int(steps or defaults.get("steps", 20)),
         "guidance": float(defaults.get("guidance", 2.0) if guidance is None else guidance),
     }
+    if masks_digest is not None:
+        request["masks"] = {"count": len(given), "sha256": masks_digest}
     plan = plan_conditions(
         model.schema, n, conditions, balanced, seed, model.config.get("training_conditions")
     )
@@ -181,8 +230,11 @@ def generate_set(
             guidance=request["guidance"],
             batch_size=batch,
             indices=chunk,
+            masks=None if given is None else given[[i % len(given) for i in chunk]],
             return_masks=True,
         )
+        if given is not None:  # the pair is the image and the mask it was asked to fit
+            masks = given[[i % len(given) for i in chunk]]
         for k, index in enumerate(chunk):
             if masks is not None:
                 _write(out / "masks" / image_file(index, ext), masks[k].astype(np.uint8) * 255)

@@ -92,7 +92,7 @@ def test_unknown_profile_key_is_an_error():
         tiny_settings(autoencoder__chanels=[8])
 
 
-def test_masked_dataset_yields_image_mask_pairs(tmp_path):
+def test_masked_dataset_yields_image_mask_pairs(tmp_path, capsys):
     from generation import load_model
     from pipelines.cli import main
 
@@ -126,6 +126,33 @@ def test_masked_dataset_yields_image_mask_pairs(tmp_path):
     manifest = (tmp_path / "set" / "manifest.csv").read_text().splitlines()
     assert manifest[0].endswith(",model_hash,mask_file")
     assert (tmp_path / "set" / "masks" / "syn000001.png").is_file()
+
+    # given masks from the CLI: image i fits mask i mod M, and that mask is written beside it
+    from conditioning.dataset.pixels import read_png, write_png
+
+    mask_dir = tmp_path / "patient-0042-masks"
+    mask_dir.mkdir()
+    for k, (top, left) in enumerate([(2, 2), (8, 6)]):
+        painted = np.zeros((16, 16), np.uint8)
+        painted[top : top + 6, left : left + 6] = 255
+        write_png(mask_dir / f"patient-0042-slice{k}.png", painted)
+    out = tmp_path / "fitted"
+    args = ["generate", "--model", str(run), "--n", "3", "--seed", "0", "--out", str(out),
+            "--masks", str(mask_dir), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    expected = [read_png(mask_dir / f"patient-0042-slice{k % 2}.png") > 0 for k in range(3)]
+    for k in range(3):
+        written = read_png(out / "masks" / f"syn00000{k}.png") > 0
+        np.testing.assert_array_equal(written, expected[k])
+    request = (out / "generation.json").read_text()
+    assert '"count": 2' in request and "patient-0042" not in request
+    assert "patient-0042" not in (out / "manifest.csv").read_text()
+    write_png(mask_dir / "patient-0042-slice2.png", np.full((8, 8), 255, np.uint8))
+    other = [a if a != str(out) else str(tmp_path / "other") for a in args]
+    capsys.readouterr()
+    assert main(other) == 2
+    assert "patient-0042-slice2.png: mask is [8, 8]" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "images").exists()
 
 
 def test_volumes_train_and_generate_in_3d(tmp_path):

@@ -26,6 +26,12 @@ def register(sub) -> None:
     parser.add_argument("--sampler", help="dpm++ (default), ddim, euler or ddpm")
     parser.add_argument("--seed", type=int, required=True, help="run seed (image i: seed + index)")
     parser.add_argument("--out", required=True, help="output directory (re-run completes it)")
+    parser.add_argument(
+        "--masks",
+        metavar="DIR",
+        help="masked models: fit these masks (.png/.nii.gz, image i gets mask i mod M) "
+        "instead of drawing new ones",
+    )
     parser.add_argument("--batch-size", type=int, help="images per batch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -68,6 +74,7 @@ def run(args) -> int:
         steps=args.steps,
         sampler=args.sampler,
         batch_size=args.batch_size,
+        masks=args.masks,
         accelerator=state if state.num_processes > 1 else None,
         show_progress=not args.no_progress,
     )
