@@ -121,6 +121,8 @@ def test_noise_scores_worse_than_copies(setup):
     assert run(["--synthetic", str(noise), "--out", str(out), *args]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fd"]["synthetic_vs_real"] > metrics["fd"]["real_vs_real"]
+    low, high = metrics["fd"]["synthetic_vs_real_interval"]
+    assert metrics["fd"]["real_vs_real"] < low < high
     assert metrics["precision_recall"]["precision"] < 0.5
     assert metrics["ms_ssim"]["synthetic"] < metrics["ms_ssim"]["real"]
 

@@ -12,6 +12,7 @@ from generation.evaluation.metrics import (
     age_band,
     classification_metrics,
     frechet_distance,
+    frechet_interval,
     knn_radii,
     ms_ssim,
     ms_ssim_diversity,
@@ -35,6 +36,16 @@ def test_frechet_distance_zero_for_identical_sets_and_grows_with_shift(gaussian)
     assert same_distribution < 0.5
     # a mean shift of 2 in each of 8 dims adds |mu|^2 = 32
     assert shifted == pytest.approx(same_distribution + 32.0, rel=0.1)
+
+
+def test_frechet_interval_covers_the_true_distance_and_narrows_with_more_images(gaussian):
+    a, b = gaussian
+    low, high = frechet_interval(a, b + 2.0, n_boot=60)
+    assert low < frechet_distance(a, b + 2.0) < high
+    assert 28.0 < low and high < 40.0  # around 32, the FD of a shift of 2 in each of 8 dims
+    small_low, small_high = frechet_interval(a[:50], b[:50] + 2.0, n_boot=60)
+    assert small_high - small_low > 2 * (high - low)
+    assert frechet_interval(a, b + 2.0, n_boot=60) == (low, high)  # seeded
 
 
 def test_frechet_distance_rejects_mismatched_features(gaussian):

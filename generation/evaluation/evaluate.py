@@ -20,6 +20,7 @@ from .metrics import (
     AGE_BANDS_MONTHS,
     age_band,
     frechet_distance,
+    frechet_interval,
     ms_ssim_diversity,
     precision_recall,
 )
@@ -85,10 +86,15 @@ def _within_class_fd(real, real_pred, other, other_pred, attribute, k) -> float:
     return _nanmean(values)
 
 
-def _distribution(real: np.ndarray, synthetic: np.ndarray, k: int) -> dict:
+def _distribution(real: np.ndarray, synthetic: np.ndarray, k: int, interval: bool = False) -> dict:
+    """FD and precision/recall; with `interval`, also the FD's bootstrap interval (fd_low/high)."""
     if min(len(real), len(synthetic)) < max(MIN_GROUP_FOR_DISTRIBUTION, k + 1):
-        return {"fd": math.nan, "precision": math.nan, "recall": math.nan}
-    return {"fd": frechet_distance(real, synthetic), **precision_recall(real, synthetic, k)}
+        empty = {"fd": math.nan, "precision": math.nan, "recall": math.nan}
+        return {**empty, "fd_low": math.nan, "fd_high": math.nan} if interval else empty
+    out = {"fd": frechet_distance(real, synthetic), **precision_recall(real, synthetic, k)}
+    if interval:
+        out["fd_low"], out["fd_high"] = frechet_interval(real, synthetic)
+    return out
 
 
 def _diversity(images: ImageSet, groups: dict, n_pairs: int, seed: int) -> dict:
@@ -140,7 +146,7 @@ def evaluate_synthetic_set(
         "ms_ssim_pairs": n_pairs,
         "seed": seed,
     }
-    dist = _distribution(real_pred.features, syn_pred.features, k)
+    dist = _distribution(real_pred.features, syn_pred.features, k, interval=True)
     if math.isnan(dist["fd"]):
         log.warning(
             "Frechet distance and precision/recall skipped: they need at least %d images on each "
@@ -149,7 +155,10 @@ def evaluate_synthetic_set(
             len(synthetic),
             len(real),
         )
-    metrics["fd"] = {"synthetic_vs_real": dist["fd"]}
+    metrics["fd"] = {
+        "synthetic_vs_real": dist["fd"],
+        "synthetic_vs_real_interval": [dist["fd_low"], dist["fd_high"]],
+    }
     metrics["precision_recall"] = {"k": k, "precision": dist["precision"], "recall": dist["recall"]}
     other, other_pred = None, None
     if other_split is not None:
@@ -272,7 +281,7 @@ def _subgroups(synthetic, real, syn_pred, real_pred, syn_groups, real_groups, do
             si = np.array([i for i, v in enumerate(labels) if v == value], dtype=np.int64)
             ri = np.array([i for i, v in enumerate(real_labels) if v == value], dtype=np.int64)
             row: dict = {"group": group, "value": value, "n_synthetic": len(si), "n_real": len(ri)}
-            row.update(_distribution(real_pred.features[ri], syn_pred.features[si], k))
+            row.update(_distribution(real_pred.features[ri], syn_pred.features[si], k, True))
             for subset, pred, index, tag in (
                 (synthetic, syn_pred, si, "synthetic"),
                 (real, real_pred, ri, "real"),

@@ -127,9 +127,17 @@ def _summary(metrics: dict, out: Path) -> None:
     fd = metrics["fd"]
     pr = metrics["precision_recall"]
     print(f"{out}: {metrics['n_synthetic']} synthetic vs {metrics['n_real']} real images")
+    low, high = fd.get("synthetic_vs_real_interval", [None, None])
     print(
-        f"  Frechet distance {f(fd['synthetic_vs_real'])} (real vs real {f(fd.get('real_vs_real'))})"
+        f"  Frechet distance {f(fd['synthetic_vs_real'])} [95% bootstrap {f(low)}-{f(high)}] "
+        f"(real vs real {f(fd.get('real_vs_real'))})"
     )
+    for group, row in metrics.get("subgroups", {}).items():
+        if row.get("n_synthetic") and row.get("fd") == row.get("fd"):
+            print(
+                f"    {group}: FD {f(row['fd'])} [{f(row.get('fd_low'))}-{f(row.get('fd_high'))}]"
+                f" ({row['n_synthetic']} synthetic vs {row['n_real']} real)"
+            )
     print(f"  precision {f(pr['precision'])}, recall {f(pr['recall'])} (k={pr['k']})")
     print(
         f"  MS-SSIM synthetic {f(metrics['ms_ssim']['synthetic'])}, real {f(metrics['ms_ssim']['real'])}"
