@@ -86,9 +86,11 @@ def adapt_model(
     overrides = {"steps": steps, "replay": replay}
     cfg = {**cfg, **{k: v for k, v in overrides.items() if v is not None}}
     settings = {**settings, "adapt": cfg}
+    if not selection:  # nothing lies outside the selection: the params default does not apply
+        if replay:
+            raise ValueError("--replay needs --where: replayed images are those outside it")
+        cfg["replay"] = 0.0
     replay_share = float(cfg.get("replay", 0.0))
-    if replay_share and not selection:
-        raise ValueError("--replay needs --where: replayed images are those outside the selection")
 
     def replay_from(records):
         return [r for r in records if any(r.conditions.get(k) != v for k, v in selection.items())]

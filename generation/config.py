@@ -67,7 +67,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 1.0e-4,
         "steps": 300,
         "batch_size": 16,
-        "replay": 0.0,  # share of each batch replayed from the train images outside --where
+        "replay": 0.5,  # share of each batch replayed from the train images outside --where
         "max_minutes": 0,
         "checkpoint_every": 100,
         "mixed_precision": "bf16",

@@ -185,6 +185,10 @@ def test_adapt_replay_mixes_the_rest_of_the_distribution_into_every_batch(traine
     assert main([*args, "--where", "pathology=viral", "--limit", "2"]) == 0
     card = json.loads((out / "model_card.json").read_text())
     assert card["lineage"]["replay_share"] == 0.5 and card["lineage"]["images"] == 2
+    whole = tmp_path / "whole"  # no --where: the params default share has nothing to replay
+    plain = [a if a != str(out) else str(whole) for a in args if a not in ("--replay", "0.5")]
+    assert main(plain) == 0
+    assert json.loads((whole / "model_card.json").read_text())["lineage"]["replay_share"] == 0.0
     config = json.loads((out / "config.json").read_text())
     combos = config["training_conditions"]["combinations"]  # what --balanced match draws from
     assert [c["values"] for c in combos] == [[["pathology", "viral"]]]
