@@ -68,6 +68,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "steps": 300,
         "batch_size": 16,
         "replay": 0.5,  # share of each batch replayed from the train images outside --where
+        "warmup_steps": 0,  # linear learning-rate warmup
         "max_minutes": 0,
         "checkpoint_every": 100,
         "mixed_precision": "bf16",

@@ -204,8 +204,15 @@ def train_diffusion(
         horizon = schedule["num_train_timesteps"]
         v_pred = schedule["prediction_type"] == "v_prediction"
 
+        base_lr, warmup = float(cfg["lr"]), int(cfg.get("warmup_steps", 0))
+
         def train_step(step: int) -> dict[str, float]:
             unet.train()
+            # linear warmup, a function of the step alone so a resumed run gets the same rates:
+            # a fresh Adam moves every weight by about lr on its first steps, which jolts a
+            # trained model that is being fine-tuned
+            for group in optimizer.param_groups:
+                group["lr"] = base_lr * min(1.0, (step + 1) / warmup) if warmup else base_lr
             idx = torch.from_numpy(train.batch_indices(step, batch, seed, rank, world))
             gen = step_generator(seed, step, rank)
             z0 = latents[idx.to(latents.device)]

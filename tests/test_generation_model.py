@@ -194,6 +194,32 @@ def test_adapt_replay_mixes_the_rest_of_the_distribution_into_every_batch(traine
     assert [c["values"] for c in combos] == [[["pathology", "viral"]]]
 
 
+def test_adapt_warmup_starts_fine_tuning_gently(trained, tmp_path):
+    """A fresh Adam moves every weight by about lr per step; warmup scales the first steps down,
+    so after two steps a long warmup has moved the parent's weights far less than none."""
+    from safetensors.torch import load_file
+
+    from pipelines.cli import main
+
+    parent = load_file(str(trained[2] / "unet.safetensors"))
+
+    def moved(warmup: int) -> float:
+        params = tmp_path / f"params{warmup}.yaml"
+        params.write_text(
+            "profile: t\nprofiles:\n  t:\n"
+            f"    adapt: {{steps: 2, batch_size: 4, mixed_precision: 'no', warmup_steps: {warmup}}}\n"
+        )
+        out = tmp_path / f"warm{warmup}"
+        args = ["train", "adapt", "--model", str(trained[2]), "--data", str(trained[0]), "--full",
+                "--where", "pathology=viral", "--out", str(out), "--params", str(params),
+                "--no-progress"]  # fmt: skip
+        assert main(args) == 0
+        weights = load_file(str(out / "unet.safetensors"))
+        return sum(float((weights[k] - parent[k]).abs().sum()) for k in parent)
+
+    assert moved(1000) < 0.05 * moved(0)
+
+
 def test_bench_sampling_times_every_sampler_and_precision(trained, capsys):
     from pipelines.cli import main
 
