@@ -222,6 +222,7 @@ def generate_set(
     bar = tqdm(total=len(mine), desc="generating", unit="img", disable=not show_progress)
     for start in range(0, len(mine), batch):
         chunk = mine[start : start + batch]
+        fit = None if given is None else given[[i % len(given) for i in chunk]]
         images, masks = model.generate(
             [plan[i] for i in chunk],
             seed=seed,
@@ -230,11 +231,11 @@ def generate_set(
             guidance=request["guidance"],
             batch_size=batch,
             indices=chunk,
-            masks=None if given is None else given[[i % len(given) for i in chunk]],
+            masks=fit,
             return_masks=True,
         )
-        if given is not None:  # the pair is the image and the mask it was asked to fit
-            masks = given[[i % len(given) for i in chunk]]
+        if fit is not None:  # the pair is the image and the mask it was asked to fit
+            masks = fit
         for k, index in enumerate(chunk):
             if masks is not None:
                 _write(out / "masks" / image_file(index, ext), masks[k].astype(np.uint8) * 255)

@@ -94,8 +94,9 @@ def train_diffusion(
     """Train (or resume) a diffusion run in `out`; returns its model card.
 
     `limit_to`, `replay_from`, `init_from`, `lineage`, `trainable`, `finalize` serve
-    `train adapt`: a record filter, the pool replayed beside it (`replay` share), a parent run to start from, what to record about it, a hook that picks (or adds) the
-    trained params, and one that turns the trained UNet back into a plain one before saving."""
+    `train adapt`: a record filter, the pool replayed beside it (`replay` share), a parent run
+    to start from, what to record about it, a hook that picks (or adds) the trained params, and
+    one that turns the trained UNet back into a plain one before saving."""
     cfg = dict(settings["diffusion"])
     if section != "diffusion":
         cfg.update(settings[section])
