@@ -26,7 +26,7 @@ class TrainingData:
     has_masks: bool
     dataset: Dataset
     records: list  # the conditioning.dataset Records, in tensor order: focus first, then replay
-    n_focus: int | None = None  # records[:n_focus] are trained on; the rest is the replay pool
+    n_focus: int | None = None  # set with a replay pool: records[:n_focus] are the focus
     replay_share: float = 0.0  # share of each batch drawn from the replay pool
 
     def __len__(self) -> int:
@@ -41,7 +41,7 @@ class TrainingData:
 
         With a replay pool, round(batch_size * replay_share) of them come from the pool and the
         rest from the focus records, each pool walked by its own seeded permutation."""
-        if not self.replay_share or self.n_focus is None:
+        if self.n_focus is None:
             return _draw(len(self), step, batch_size, [seed], rank, world)
         n_replay = int(round(batch_size * self.replay_share))
         focus = _draw(self.n_focus, step, batch_size - n_replay, [seed, 0], rank, world)
@@ -101,5 +101,5 @@ def load_training_data(
         dataset=dataset,
         records=records,
         n_focus=n_focus,
-        replay_share=replay_share if n_focus is not None else 0.0,
+        replay_share=replay_share,
     )

@@ -52,10 +52,9 @@ def read_masks(directory: str | Path, image_size: list[int]) -> tuple[np.ndarray
     masks, digest = [], hashlib.sha256()
     for path in files:
         mask = read_stored(path)
+        # an RGB(A) PNG: the masks we write are grey, painted ones may not be
         if mask.ndim == 3 and len(image_size) == 2 and mask.shape[-1] in (3, 4):
-            mask = mask[
-                ..., 0
-            ]  # an RGB(A) PNG: the masks we write are grey, painted ones may not be
+            mask = mask[..., 0]
         if list(mask.shape) != list(image_size):
             raise DatasetError(
                 path, f"mask is {list(mask.shape)}, the model makes {list(image_size)} images"

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from conditioning.bootstrap import bootstrap_interval  # noqa: F401  (callers use stats.*)
+
 from .errors import AuditError
 
 
@@ -87,15 +89,3 @@ def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: flo
     """Largest TPR of a threshold whose FPR does not exceed `fpr`."""
     f, t = roc_curve(member_scores, nonmember_scores)
     return float(t[f <= fpr + 1e-12].max())
-
-
-def bootstrap_interval(
-    statistic, samples: tuple[np.ndarray, ...], n_boot: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile bootstrap interval, resampling each array independently."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        values.append(statistic(*(a[rng.integers(0, len(a), len(a))] for a in samples)))
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return (float(lo), float(hi))

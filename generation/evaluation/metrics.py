@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from conditioning.bootstrap import bootstrap_interval
+
 # Age bands (months) used for per-subgroup breakdowns of continuous age attributes.
 AGE_BANDS_MONTHS: tuple[tuple[float, float, str], ...] = (
     (0.0, 12.0, "0-1y"),
@@ -48,17 +50,8 @@ def frechet_interval(
     """95% percentile bootstrap interval of the FD, resampling both sets: with a few hundred
     images per side, FD moves by about a unit between draws, and a comparison of two models
     needs that scale beside it."""
-    real, synthetic = np.asarray(real), np.asarray(synthetic)
-    rng = np.random.default_rng(seed)
-    values = [
-        frechet_distance(
-            real[rng.integers(0, len(real), len(real))],
-            synthetic[rng.integers(0, len(synthetic), len(synthetic))],
-        )
-        for _ in range(n_boot)
-    ]
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
+    samples = (np.asarray(real), np.asarray(synthetic))
+    return bootstrap_interval(frechet_distance, samples, n_boot, seed)
 
 
 def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
