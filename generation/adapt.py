@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from conditioning.dataset import ConditionSchema
+from conditioning.dataset import ConditionSchema, load_dataset
 
 from .lora import add_lora, merge_lora
 from .pipeline import AE_DIR, model_hash, read_config
@@ -27,17 +27,37 @@ def parse_where(schema: ConditionSchema, where: list[str]) -> dict[str, Any]:
     return {k: v for k, v in schema.validate_request(request).items() if k in request}
 
 
-def select_records(records, where: dict[str, Any], limit: int | None, seed: int):
-    """Records matching every `where` value; at most `limit`, drawn by a seeded permutation."""
+def select_records(
+    records, where: dict[str, Any], limit: int | None, seed: int, skip: frozenset[str] = frozenset()
+):
+    """Records matching every `where` value whose pixel hash is not in `skip`; at most `limit`,
+    drawn by a seeded permutation."""
     chosen = [r for r in records if all(r.conditions.get(k) == v for k, v in where.items())]
-    if not chosen:
-        raise ValueError(f"no training image matches {where}")
+    fresh = [r for r in chosen if r.sha256 not in skip]
+    if not fresh:
+        why = f" that the excluded datasets do not hold ({len(chosen)} do)" if chosen else ""
+        raise ValueError(f"no training image matches {where}{why}")
+    chosen = fresh
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be at least 1, got {limit}")
         order = np.random.default_rng(seed).permutation(len(chosen))[:limit]
         chosen = [chosen[i] for i in sorted(order)]
     return chosen
+
+
+def excluded_hashes(datasets: list[str | Path]) -> tuple[frozenset[str], list[dict[str, Any]]]:
+    """Pixel hashes of every image of `datasets`, and their names and content hashes for the
+    lineage (not their paths)."""
+    hashes: set[str] = set()
+    described = []
+    for path in datasets:
+        dataset = load_dataset(path)
+        hashes.update(r.sha256 for r in dataset.records)
+        described.append(
+            {"name": dataset.name, "hash": dataset.content_hash(), "images": len(dataset.records)}
+        )
+    return frozenset(hashes), described
 
 
 def adapt_model(
@@ -52,13 +72,16 @@ def adapt_model(
     full: bool = False,
     steps: int | None = None,
     replay: float | None = None,
+    exclude: list[str | Path] | None = None,
     resume: bool = False,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune the model run `parent` on the selected train images of `data`; returns the card.
 
     `replay` (default params `adapt.replay`) mixes that share of train images that do not match
-    `where` into every batch, so the other conditions and the unconditional branch stay put."""
+    `where` into every batch, so the other conditions and the unconditional branch stay put.
+    `exclude` names datasets (e.g. the parent's) whose images, matched by pixel hash in any split,
+    are not adapted on: the few-shot images are then ones the parent never saw."""
     parent = Path(parent)
     config = read_config(parent)
     if config.get("kind") != "latent-diffusion":
@@ -69,9 +92,12 @@ def adapt_model(
     seed = int(cfg["seed"])
     rank = None if full else int(lora_rank or cfg["lora_rank"])
     chosen_ids: list[str] = []
+    skip, excluded = excluded_hashes(exclude or [])
+    # an empty selection fails here, before the run directory exists
+    select_records(load_dataset(data).split("train"), selection, limit, seed, skip)
 
     def limit_to(records):
-        chosen = select_records(records, selection, limit, seed)
+        chosen = select_records(records, selection, limit, seed, skip)
         chosen_ids[:] = [r.id for r in chosen]
         return chosen
 
@@ -103,6 +129,7 @@ def adapt_model(
         "limit": limit,
         "selection_seed": seed,
         "replay_share": replay_share,
+        "excluded_datasets": excluded,
     }
 
     def record_selection(card):

@@ -69,6 +69,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 16,
         "replay": 0.5,  # share of each batch replayed from the train images outside --where
         "warmup_steps": 0,  # linear learning-rate warmup
+        "ema_decay": 0.99,  # no warmup here: the average starts from the parent's weights
         "max_minutes": 0,
         "checkpoint_every": 100,
         "mixed_precision": "bf16",

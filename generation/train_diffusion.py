@@ -179,7 +179,7 @@ def train_diffusion(
         params = trainable(unet) if trainable else list(unet.parameters())
         optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]))
         unet.to(device)
-        ema = EMA(unet, float(cfg["ema_decay"]))
+        ema = EMA(unet, float(cfg["ema_decay"]), warmup=init_from is None)
         modules = {"unet": unet, "ema": ema.model}
         optimizers = {"optimizer": optimizer}
         identity = {"dataset_hash": config["dataset"]["hash"], "settings_hash": settings_hash(cfg)}

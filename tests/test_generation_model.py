@@ -220,6 +220,65 @@ def test_adapt_warmup_starts_fine_tuning_gently(trained, tmp_path):
     assert moved(1000) < 0.05 * moved(0)
 
 
+def test_adapt_exclude_skips_images_the_parent_already_saw(trained, tmp_path):
+    """--exclude DATASET (say, the parent's thinned training set) leaves its images out by pixel
+    hash, whatever their ids there; excluding every match is a clear error."""
+    from conditioning.dataset import write_subset
+    from pipelines.cli import main
+
+    data = load_dataset(trained[0])
+    seen = write_subset(
+        data, tmp_path / "seen", attribute="pathology", value="viral", fraction=0.5, seed=0
+    )
+    seen_hashes = {r.sha256 for r in seen.records}
+    viral = [r for r in data.split("train") if r.conditions["pathology"] == "viral"]
+    new = [r for r in viral if r.sha256 not in seen_hashes]
+    assert 0 < len(new) < len(viral)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "profile: t\nprofiles:\n  t:\n    adapt: {steps: 1, batch_size: 2, mixed_precision: 'no'}\n"
+    )
+    out = tmp_path / "fresh"
+    args = ["train", "adapt", "--model", str(trained[2]), "--data", str(trained[0]),
+            "--where", "pathology=viral", "--params", str(params), "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(out), "--exclude", str(tmp_path / "seen")]) == 0
+    lineage = json.loads((out / "model_card.json").read_text())["lineage"]
+    assert sorted(lineage["image_ids"]) == sorted(r.id for r in new)
+    assert lineage["excluded_datasets"] == [
+        {"name": seen.name, "hash": seen.content_hash(), "images": len(seen.records)}
+    ]
+    assert str(tmp_path) not in json.dumps(lineage["excluded_datasets"])
+    assert main([*args, "--out", str(tmp_path / "none"), "--exclude", str(trained[0])]) == 2
+    assert not (tmp_path / "none").exists()
+
+
+def test_adapt_averages_from_the_parent_weights(trained, tmp_path):
+    """The adapted weights are an EMA that starts at the parent's, with no warmup (which would
+    forget the parent at once): ema_decay 1 returns the parent unchanged, 0 the last trained step."""
+    from safetensors.torch import load_file
+
+    from pipelines.cli import main
+
+    parent = load_file(str(trained[2] / "unet.safetensors"))
+
+    def moved(decay: float) -> float:
+        params = tmp_path / f"params{decay}.yaml"
+        params.write_text(
+            "profile: t\nprofiles:\n  t:\n"
+            f"    adapt: {{steps: 2, batch_size: 4, mixed_precision: 'no', ema_decay: {decay}}}\n"
+        )
+        out = tmp_path / f"ema{decay}"
+        args = ["train", "adapt", "--model", str(trained[2]), "--data", str(trained[0]), "--full",
+                "--where", "pathology=viral", "--out", str(out), "--params", str(params),
+                "--no-progress"]  # fmt: skip
+        assert main(args) == 0
+        weights = load_file(str(out / "unet.safetensors"))
+        return sum(float((weights[k] - parent[k]).abs().sum()) for k in parent)
+
+    assert moved(1.0) == 0.0
+    assert 0 < moved(0.5) < 0.75 * moved(0.0)  # a warmup would give about 0.9
+
+
 def test_bench_sampling_times_every_sampler_and_precision(trained, capsys):
     from pipelines.cli import main
 

@@ -71,6 +71,14 @@ def register(sub) -> None:
         help="share of each batch drawn from train images outside --where, keeping the rest of "
         "the distribution (default: params adapt.replay)",
     )
+    adapt.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="DATASET",
+        help="skip images this dataset holds (matched by pixel hash), e.g. the parent model's "
+        "training set, so adaptation sees only new images (repeatable)",
+    )
     _common(adapt)
     adapt.set_defaults(func=run_adapt)
 
@@ -134,6 +142,7 @@ def run_adapt(args) -> int:
         full=args.full,
         steps=args.steps,
         replay=args.replay,
+        exclude=args.exclude,
         resume=args.resume,
         show_progress=not args.no_progress,
     )
