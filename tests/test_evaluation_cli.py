@@ -127,6 +127,30 @@ def test_noise_scores_worse_than_copies(setup):
     assert metrics["ms_ssim"]["synthetic"] < metrics["ms_ssim"]["real"]
 
 
+def test_baseline_comparison_gives_a_paired_fd_change(setup, capsys):
+    """--baseline: the FD change from the baseline set with a paired interval; copies of the
+    real images are closer than noise in every draw, and the reverse comparison flips the sign."""
+    root, args, copies, noise = setup
+    out = root / "out-baseline"
+    assert (
+        run(["--synthetic", str(copies), "--baseline", str(noise), "--out", str(out), *args]) == 0
+    )
+    closer = json.loads((out / "metrics.json").read_text())["baseline"]
+    assert closer["n_baseline"] == 15
+    row = closer["all"]
+    assert row["fd"] == pytest.approx(0.0, abs=1e-6) and row["fd_baseline"] > 0
+    assert row["difference"] == pytest.approx(row["fd"] - row["fd_baseline"])
+    assert row["low"] <= row["difference"] <= row["high"] < 0
+    assert row["share_of_draws_lower"] == 1.0
+    assert "against the baseline set (15 images)" in capsys.readouterr().out
+    back = root / "out-baseline-back"
+    assert (
+        run(["--synthetic", str(noise), "--baseline", str(copies), "--out", str(back), *args]) == 0
+    )
+    farther = json.loads((back / "metrics.json").read_text())["baseline"]["all"]
+    assert 0 < farther["low"] and farther["difference"] == pytest.approx(-row["difference"])
+
+
 def test_bad_manifest_is_a_clear_error_and_keeps_the_earlier_output(setup, capsys, tmp_path):
     root, args, copies, _ = setup
     out = tmp_path / "out"

@@ -3,6 +3,7 @@ distribution / diversity / adherence metrics, and the downstream utility benchma
 
 Reads datasets through `conditioning.dataset`; never imports `pipelines`."""
 
+from .baseline import compare_with_baseline
 from .domain_models import (
     DomainModels,
     Predictions,
@@ -32,6 +33,7 @@ __all__ = [
     "Predictions",
     "UtilityConfig",
     "classification_metrics",
+    "compare_with_baseline",
     "evaluate_synthetic_set",
     "frechet_distance",
     "load_domain_models",

@@ -24,6 +24,11 @@ def register(sub) -> None:
     )
     parser.add_argument("--synthetic", required=True, help="synthetic set (images/ + manifest.csv)")
     parser.add_argument("--data", required=True, help="the real dataset (RadSynth format)")
+    parser.add_argument(
+        "--baseline",
+        help="another synthetic set of the same data (e.g. the model before adaptation): adds the "
+        "FD difference, overall and per subgroup, with a paired bootstrap interval",
+    )
     parser.add_argument("--out", required=True, help="output directory (replaced when done)")
     parser.add_argument(
         "--real-split",
@@ -61,6 +66,7 @@ def run(args) -> int:
     from conditioning.logfile import attach_log_file
     from generation.evaluation import (
         FitConfig,
+        compare_with_baseline,
         evaluate_synthetic_set,
         load_synthetic_set,
         train_domain_models,
@@ -72,6 +78,7 @@ def run(args) -> int:
     torch.set_num_threads(max(1, args.threads))
     dataset = load_dataset(args.data)
     synthetic = load_synthetic_set(args.synthetic, dataset.schema)  # fail fast on a bad set
+    baseline = load_synthetic_set(args.baseline, dataset.schema) if args.baseline else None
     out = Path(args.out).resolve()
     stage = out.with_name(f".{out.name}.partial")
     shutil.rmtree(stage, ignore_errors=True)
@@ -103,6 +110,12 @@ def run(args) -> int:
             seed=args.seed,
         )
         evaluation.info["synthetic"] = str(Path(args.synthetic).resolve())
+        if baseline is not None:
+            log.info("FD difference against the baseline set %s", args.baseline)
+            evaluation.metrics["baseline"] = compare_with_baseline(
+                evaluation, baseline, domain, seed=args.seed
+            )
+            evaluation.info["baseline"] = str(Path(args.baseline).resolve())
         written = write_evaluation(evaluation, stage, domain, seed=args.seed)
         log.info("wrote %s", ", ".join(str(p.relative_to(stage)) for p in written))
         ok = True
@@ -137,6 +150,17 @@ def _summary(metrics: dict, out: Path) -> None:
             print(
                 f"    {group}: FD {f(row['fd'])} [{f(row.get('fd_low'))}-{f(row.get('fd_high'))}]"
                 f" ({row['n_synthetic']} synthetic vs {row['n_real']} real)"
+            )
+    if "baseline" in metrics:
+        b = metrics["baseline"]
+        print(
+            f"  against the baseline set ({b['n_baseline']} images), FD change, paired 95% interval:"
+        )
+        for name, row in {"all": b["all"], **b["subgroups"]}.items():
+            print(
+                f"    {name}: {f(row['fd_baseline'])} -> {f(row['fd'])}, change {f(row['difference'])}"
+                f" [{f(row['low'])} to {f(row['high'])}], closer in {row['share_of_draws_lower']:.0%}"
+                " of draws"
             )
     print(f"  precision {f(pr['precision'])}, recall {f(pr['recall'])} (k={pr['k']})")
     print(
