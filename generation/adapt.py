@@ -91,15 +91,16 @@ def adapt_model(
     cfg = settings["adapt"]
     seed = int(cfg["seed"])
     rank = None if full else int(lora_rank or cfg["lora_rank"])
-    chosen_ids: list[str] = []
     skip, excluded = excluded_hashes(exclude or [])
-    # an empty selection fails here, before the run directory exists
-    select_records(load_dataset(data).split("train"), selection, limit, seed, skip)
+    # chosen once, here, so an empty selection fails before the run directory exists
+    chosen_ids = [
+        r.id
+        for r in select_records(load_dataset(data).split("train"), selection, limit, seed, skip)
+    ]
 
     def limit_to(records):
-        chosen = select_records(records, selection, limit, seed, skip)
-        chosen_ids[:] = [r.id for r in chosen]
-        return chosen
+        keep = set(chosen_ids)
+        return [r for r in records if r.id in keep]
 
     def trainable(unet):
         if rank is None:

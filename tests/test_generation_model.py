@@ -194,28 +194,34 @@ def test_adapt_replay_mixes_the_rest_of_the_distribution_into_every_batch(traine
     assert [c["values"] for c in combos] == [[["pathology", "viral"]]]
 
 
-def test_adapt_warmup_starts_fine_tuning_gently(trained, tmp_path):
-    """A fresh Adam moves every weight by about lr per step; warmup scales the first steps down,
-    so after two steps a long warmup has moved the parent's weights far less than none."""
+def weights_moved_by_adapting(trained, tmp_path, setting: str, value) -> float:
+    """Adapt the tiny model fully for two steps with one adapt setting; the L1 distance of the
+    saved weights from the parent's."""
     from safetensors.torch import load_file
 
     from pipelines.cli import main
 
+    params = tmp_path / f"params-{setting}{value}.yaml"
+    params.write_text(
+        "profile: t\nprofiles:\n  t:\n"
+        f"    adapt: {{steps: 2, batch_size: 4, mixed_precision: 'no', {setting}: {value}}}\n"
+    )
+    out = tmp_path / f"{setting}{value}"
+    args = ["train", "adapt", "--model", str(trained[2]), "--data", str(trained[0]), "--full",
+            "--where", "pathology=viral", "--out", str(out), "--params", str(params),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
     parent = load_file(str(trained[2] / "unet.safetensors"))
+    weights = load_file(str(out / "unet.safetensors"))
+    return sum(float((weights[k] - parent[k]).abs().sum()) for k in parent)
+
+
+def test_adapt_warmup_starts_fine_tuning_gently(trained, tmp_path):
+    """A fresh Adam moves every weight by about lr per step; warmup scales the first steps down,
+    so after two steps a long warmup has moved the parent's weights far less than none."""
 
     def moved(warmup: int) -> float:
-        params = tmp_path / f"params{warmup}.yaml"
-        params.write_text(
-            "profile: t\nprofiles:\n  t:\n"
-            f"    adapt: {{steps: 2, batch_size: 4, mixed_precision: 'no', warmup_steps: {warmup}}}\n"
-        )
-        out = tmp_path / f"warm{warmup}"
-        args = ["train", "adapt", "--model", str(trained[2]), "--data", str(trained[0]), "--full",
-                "--where", "pathology=viral", "--out", str(out), "--params", str(params),
-                "--no-progress"]  # fmt: skip
-        assert main(args) == 0
-        weights = load_file(str(out / "unet.safetensors"))
-        return sum(float((weights[k] - parent[k]).abs().sum()) for k in parent)
+        return weights_moved_by_adapting(trained, tmp_path, "warmup_steps", warmup)
 
     assert moved(1000) < 0.05 * moved(0)
 
@@ -255,25 +261,9 @@ def test_adapt_exclude_skips_images_the_parent_already_saw(trained, tmp_path):
 def test_adapt_averages_from_the_parent_weights(trained, tmp_path):
     """The adapted weights are an EMA that starts at the parent's, with no warmup (which would
     forget the parent at once): ema_decay 1 returns the parent unchanged, 0 the last trained step."""
-    from safetensors.torch import load_file
-
-    from pipelines.cli import main
-
-    parent = load_file(str(trained[2] / "unet.safetensors"))
 
     def moved(decay: float) -> float:
-        params = tmp_path / f"params{decay}.yaml"
-        params.write_text(
-            "profile: t\nprofiles:\n  t:\n"
-            f"    adapt: {{steps: 2, batch_size: 4, mixed_precision: 'no', ema_decay: {decay}}}\n"
-        )
-        out = tmp_path / f"ema{decay}"
-        args = ["train", "adapt", "--model", str(trained[2]), "--data", str(trained[0]), "--full",
-                "--where", "pathology=viral", "--out", str(out), "--params", str(params),
-                "--no-progress"]  # fmt: skip
-        assert main(args) == 0
-        weights = load_file(str(out / "unet.safetensors"))
-        return sum(float((weights[k] - parent[k]).abs().sum()) for k in parent)
+        return weights_moved_by_adapting(trained, tmp_path, "ema_decay", decay)
 
     assert moved(1.0) == 0.0
     assert 0 < moved(0.5) < 0.75 * moved(0.0)  # a warmup would give about 0.9
