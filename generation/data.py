@@ -62,7 +62,12 @@ def _draw(n: int, step: int, batch_size: int, seed: list[int], rank: int, world:
 
 
 def load_training_data(
-    path, split: str = "train", limit_to=None, replay_from=None, replay_share: float = 0.0
+    path,
+    split: str = "train",
+    limit_to=None,
+    replay_from=None,
+    replay_share: float = 0.0,
+    show_progress: bool = True,
 ) -> TrainingData:
     """Read one split through the validating reader; `limit_to` optionally filters records.
 
@@ -85,7 +90,9 @@ def load_training_data(
             )
         n_focus, records = len(records), [*records, *pool]
     images = []
-    for record in tqdm(records, desc="loading images", unit="img", leave=False):
+    for record in tqdm(
+        records, desc="loading images", unit="img", leave=False, disable=not show_progress
+    ):
         channels = [dataset.load_image(record)]
         if dataset.has_masks:
             channels.append(dataset.load_mask(record).astype(np.float32))

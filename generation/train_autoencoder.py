@@ -53,7 +53,7 @@ def train_autoencoder(
     run = prepare_run_dir(out, resume, KIND)
     handler = attach_log(run)
     try:
-        train = load_training_data(data)
+        train = load_training_data(data, show_progress=show_progress)
         spec = autoencoder_spec(cfg, train.spatial_dims, train.images.shape[1])
         image_size = train.dataset.image_size
         config = {

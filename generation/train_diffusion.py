@@ -108,6 +108,7 @@ def train_diffusion(
             limit_to=limit_to,
             replay_from=replay_from,
             replay_share=float(cfg.get("replay", 0.0)),
+            show_progress=show_progress,
         )
         ae_path = Path(autoencoder_run)
         ae_config, autoencoder, ae_weights = load_autoencoder_run(ae_path)
