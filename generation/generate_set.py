@@ -1,7 +1,8 @@
 """`radsynth generate`: a synthetic set on disk (images/, masks/, manifest.csv).
 
 The plan (which conditions image i gets) depends only on the request, so re-running the same
-command completes the missing images only; each PNG is written atomically as soon as its batch
+command completes the missing images only, and a larger --n grows the set where the first
+images keep their conditions (image i depends only on the seed, i and its conditions); each PNG is written atomically as soon as its batch
 is done, and the manifest is rebuilt from the images present at the end. Under
 `accelerate launch` the missing images are split between processes. A masked model draws its own
 masks, or takes given ones (`masks=`): image i is generated to fit mask i mod M, and the given
@@ -198,12 +199,7 @@ def generate_set(
         previous = out / REQUEST
         if previous.is_file():
             old = json.loads(previous.read_text(encoding="utf-8"))
-            if old != request:
-                changed = sorted(k for k in request if old.get(k) != request[k])
-                raise ValueError(
-                    f"{previous}: {out} was generated with a different {', '.join(changed)}; "
-                    "choose another --out"
-                )
+            check_same_request(previous, old, request, plan, model, conditions)
         write_json_atomic(previous, request)
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -247,6 +243,40 @@ def generate_set(
         write_manifest(out, plan, request, model.schema, model.has_masks, ext)
     log.info("%s: %d images (%d already present)", out, n, done_before)
     return {"out": str(out), "n": n, "generated": len(missing), "already_present": done_before}
+
+
+def check_same_request(previous: Path, old: dict, request: dict, plan, model, conditions) -> None:
+    """A set on disk may be completed, or grown to a larger --n when its first images keep their
+    conditions (fixed conditions; a grid over categorical values); anything else is an error."""
+    if old == request:
+        return
+    changed = sorted(k for k in request if old.get(k) != request[k])
+    if changed == ["n"]:
+        n_old = int(old["n"])
+        if n_old > request["n"]:
+            raise ValueError(
+                f"{previous}: {previous.parent} already holds a set of {n_old}; "
+                f"--n {request['n']} would shrink it: choose another --out"
+            )
+        before = plan_conditions(
+            model.schema,
+            n_old,
+            conditions,
+            old["balanced"],
+            old["seed"],
+            model.config.get("training_conditions"),
+        )
+        if before == plan[:n_old]:
+            return
+        raise ValueError(
+            f"{previous}: growing this set from {n_old} to {request['n']} images would change the "
+            f"conditions of images it holds (--balanced {old['balanced']} plans depend on --n); "
+            "choose another --out"
+        )
+    raise ValueError(
+        f"{previous}: {previous.parent} was generated with a different {', '.join(changed)}; "
+        "choose another --out"
+    )
 
 
 def image_file(index: int, ext: str) -> str:

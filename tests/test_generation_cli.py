@@ -4,6 +4,7 @@ balanced plans, the manifest, and clear errors."""
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 
 import pytest
@@ -112,6 +113,32 @@ def test_generate_refuses_a_different_request_in_the_same_dir(run, capsys):
     assert main(base) == 0
     assert main([*base[:-3], "--guidance", "5", *base[-3:]]) == 2
     assert "different guidance" in capsys.readouterr().err
+
+
+def test_a_larger_n_grows_a_set_when_its_first_images_keep_their_conditions(run, capsys):
+    def generate(out, n, *extra):
+        args = ["generate", "--model", str(run / "model"), "--seed", "3", "--no-progress"]
+        return main([*args, "--n", str(n), "--out", str(run / out), *extra])
+
+    viral = ("--condition", "pathology=viral")
+    assert generate("grow", 3, *viral) == 0
+    first = {p.name: p.read_bytes() for p in (run / "grow" / "images").iterdir()}
+    assert generate("grow", 5, *viral) == 0
+    assert generate("whole", 5, *viral) == 0
+    grown = {p.name: p.read_bytes() for p in (run / "grow" / "images").iterdir()}
+    whole = {p.name: p.read_bytes() for p in (run / "whole" / "images").iterdir()}
+    assert grown == whole and all(grown[name] == data for name, data in first.items())
+    manifest = (run / "grow" / "manifest.csv").read_text().splitlines()
+    assert (
+        len(manifest) == 6 and json.loads((run / "grow" / "generation.json").read_text())["n"] == 5
+    )
+
+    capsys.readouterr()
+    assert generate("grow", 4, *viral) == 2
+    assert "would shrink it" in capsys.readouterr().err
+    assert generate("match", 4, "--balanced", "match") == 0
+    assert generate("match", 7, "--balanced", "match") == 2
+    assert "would change the conditions" in capsys.readouterr().err
 
 
 def test_generate_rejects_bad_conditions_and_samplers(run, capsys):
