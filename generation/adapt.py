@@ -1,5 +1,6 @@
 """`radsynth train adapt`: fine-tune a trained model on a small subset (a rare class, one site),
-with LoRA on the UNet's linear layers (default) or fully, recording the lineage in the card."""
+fully (default: continuing the parent's lr and batch) or with LoRA on the UNet's linear layers,
+recording the lineage in the card."""
 
 from __future__ import annotations
 
@@ -88,9 +89,15 @@ def adapt_model(
         raise ValueError(f"{parent}: not a latent-diffusion model run")
     schema = ConditionSchema.from_json(config["schema"])
     selection = parse_where(schema, where or [])
-    cfg = settings["adapt"]
+    cfg = dict(settings["adapt"])
     seed = int(cfg["seed"])
-    rank = None if full else int(lora_rank or cfg["lora_rank"])
+    rank = int(lora_rank if lora_rank is not None else cfg["lora_rank"] or 0)
+    rank = None if full or rank == 0 else rank
+    if rank is not None and rank < 0:
+        raise ValueError(f"--lora must be a positive rank, got {rank}")
+    for key in ("lr", "batch_size"):  # unset: continue with the parent's own setting
+        if cfg.get(key) is None:
+            cfg[key] = config["settings"][key]
     skip, excluded = excluded_hashes(exclude or [])
     # chosen once, here, so an empty selection fails before the run directory exists
     chosen_ids = [

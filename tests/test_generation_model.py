@@ -206,6 +206,8 @@ def weights_moved_by_adapting(trained, tmp_path, setting: str, value) -> float:
         "profile: t\nprofiles:\n  t:\n"
         f"    adapt: {{steps: 2, batch_size: 4, mixed_precision: 'no', {setting}: {value}}}\n"
     )
+    if setting != "warmup_steps":  # the default warmup would scale two steps down 25-fold
+        params.write_text(params.read_text().replace("'no',", "'no', warmup_steps: 0,"))
     out = tmp_path / f"{setting}{value}"
     args = ["train", "adapt", "--model", str(trained[2]), "--data", str(trained[0]), "--full",
             "--where", "pathology=viral", "--out", str(out), "--params", str(params),
@@ -250,6 +252,10 @@ def test_adapt_exclude_skips_images_the_parent_already_saw(trained, tmp_path):
     assert main([*args, "--out", str(out), "--exclude", str(tmp_path / "seen")]) == 0
     lineage = json.loads((out / "model_card.json").read_text())["lineage"]
     assert sorted(lineage["image_ids"]) == sorted(r.id for r in new)
+    # the default: every weight, at the parent's own learning rate
+    assert lineage["method"] == "full fine-tuning"
+    parent_lr = json.loads((trained[2] / "config.json").read_text())["settings"]["lr"]
+    assert json.loads((out / "config.json").read_text())["settings"]["lr"] == parent_lr
     assert lineage["excluded_datasets"] == [
         {"name": seen.name, "hash": seen.content_hash(), "images": len(seen.records)}
     ]

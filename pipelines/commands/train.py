@@ -61,8 +61,14 @@ def register(sub) -> None:
     )
     adapt.add_argument("--limit", type=int, help="at most this many images (seeded choice)")
     how = adapt.add_mutually_exclusive_group()
-    how.add_argument("--lora", type=int, metavar="RANK", help="LoRA rank (default: params)")
-    how.add_argument("--full", action="store_true", help="fine-tune every weight instead of LoRA")
+    how.add_argument(
+        "--lora", type=int, metavar="RANK", help="LoRA of this rank instead of full fine-tuning"
+    )
+    how.add_argument(
+        "--full",
+        action="store_true",
+        help="fine-tune every weight (default unless params say a rank)",
+    )
     adapt.add_argument("--steps", type=int, help="training steps (default: params adapt.steps)")
     adapt.add_argument(
         "--replay",
