@@ -143,6 +143,11 @@ def test_baseline_comparison_gives_a_paired_fd_change(setup, capsys):
     assert row["low"] <= row["difference"] <= row["high"] < 0
     assert row["share_of_draws_lower"] == 1.0
     assert "against the baseline set (15 images)" in capsys.readouterr().out
+    from PIL import Image
+
+    three = Image.open(out / "plots" / "baseline_vs_synthetic.png")  # real | baseline | synthetic
+    two = Image.open(out / "plots" / "real_vs_synthetic.png")
+    assert three.height == two.height and three.width > 1.4 * two.width
     back = root / "out-baseline-back"
     assert (
         run(["--synthetic", str(noise), "--baseline", str(copies), "--out", str(back), *args]) == 0

@@ -37,26 +37,28 @@ def _tile(image01: np.ndarray, size: int):
 
 
 def comparison_grid(
-    rows: list[tuple[str, np.ndarray, np.ndarray]],
+    rows: list[tuple],
     path: str | Path,
     per_side: int = 6,
     size: int = 64,
+    headers: tuple[str, ...] = ("real", "synthetic"),
 ) -> None:
-    """One row per group: its name, `per_side` real images, a gap, `per_side` synthetic ones."""
+    """One row per group: its name, then `per_side` images of each column (real, synthetic; or
+    real, baseline, synthetic), a gap between columns."""
     from PIL import Image, ImageDraw
 
-    width = LABEL_WIDTH + 2 * per_side * (size + 2) + 3 * GAP
+    block = per_side * (size + 2) + 2 * GAP
+    width = LABEL_WIDTH + len(headers) * block + GAP
     height = 20 + len(rows) * (size + GAP)
     canvas = Image.new("L", (width, height), 255)
     draw = ImageDraw.Draw(canvas)
-    left = LABEL_WIDTH
-    right = LABEL_WIDTH + per_side * (size + 2) + 2 * GAP
-    draw.text((left, 4), "real", fill=0)
-    draw.text((right, 4), "synthetic", fill=0)
-    for r, (name, real, synthetic) in enumerate(rows):
+    starts = [LABEL_WIDTH + c * block for c in range(len(headers))]
+    for start, header in zip(starts, headers, strict=True):
+        draw.text((start, 4), header, fill=0)
+    for r, (name, *columns) in enumerate(rows):
         top = 20 + r * (size + GAP)
         draw.text((4, top + size // 2 - 6), name[:18], fill=0)
-        for start, images in ((left, real), (right, synthetic)):
+        for start, images in zip(starts, columns, strict=True):
             for i, image in enumerate(images[:per_side]):
                 canvas.paste(_tile(image, size), (start + i * (size + 2), top))
     _save_png(canvas, path)

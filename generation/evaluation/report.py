@@ -56,6 +56,30 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
+def baseline_rows(evaluation, attribute: str | None, rng) -> list[tuple]:
+    """Per class (or one row): real images, then the same indices of the baseline set and of the
+    evaluated set, so paired sets (same seed, same conditions) show what changed image by image."""
+    real, base, synthetic = evaluation.real, evaluation.baseline, evaluation.synthetic
+    values = [None] if attribute is None else list(dict.fromkeys(synthetic.values(attribute)))
+    rows = []
+    for value in values:
+
+        def where(images, value=value):
+            if value is None:
+                return list(range(len(images)))
+            return [i for i, v in enumerate(images.values(attribute)) if v == value]
+
+        ri, si, bi = where(real), where(synthetic), where(base)
+        shared = si[: min(len(si), len(bi))]
+        pick = [shared[i] for i in sorted(rng.permutation(len(shared))[:6])] if shared else []
+        pick_b = [bi[si.index(i)] for i in pick]
+        pick_r = list(rng.permutation(ri)[:6]) if ri else []
+        rows.append(
+            (value or "all", real.images[pick_r], base.images[pick_b], synthetic.images[pick])
+        )
+    return rows
+
+
 def write_evaluation(evaluation, out_dir: str | Path, domain=None, seed: int = 0) -> list[Path]:
     """metrics.json, plots/*.csv for `dvc plots` and PNG figures into `out_dir`; returns paths."""
     import numpy as np
@@ -102,6 +126,11 @@ def write_evaluation(evaluation, out_dir: str | Path, domain=None, seed: int = 0
     path = out / "plots" / "real_vs_synthetic.png"
     comparison_grid(rows, path, size=size)
     written.append(path)
+    if evaluation.baseline is not None:
+        path = out / "plots" / "baseline_vs_synthetic.png"
+        comparison_grid(baseline_rows(evaluation, attribute, rng), path, size=size,
+                        headers=("real", "baseline", "synthetic"))  # fmt: skip
+        written.append(path)
     if class_rows:
         for name in dict.fromkeys(r["attribute"] for r in class_rows):
             mine = [r for r in class_rows if r["attribute"] == name]
