@@ -95,9 +95,10 @@ def adapt_model(
     rank = None if full or rank == 0 else rank
     if rank is not None and rank < 0:
         raise ValueError(f"--lora must be a positive rank, got {rank}")
+    parent_settings = config.get("settings") or settings["diffusion"]
     for key in ("lr", "batch_size"):  # unset: continue with the parent's own setting
         if cfg.get(key) is None:
-            cfg[key] = config["settings"][key]
+            cfg[key] = parent_settings[key]
     skip, excluded = excluded_hashes(exclude or [])
     # chosen once, here, so an empty selection fails before the run directory exists
     chosen_ids = [
