@@ -2,8 +2,9 @@
 
 The plan (which conditions image i gets) depends only on the request, so re-running the same
 command completes the missing images only, and a larger --n grows the set where the first
-images keep their conditions (image i depends only on the seed, i and its conditions); each PNG is written atomically as soon as its batch
-is done, and the manifest is rebuilt from the images present at the end. Under
+images keep their conditions (image i depends only on the seed, i and its conditions). Each PNG
+is written atomically as soon as its batch is done, and the manifest is rebuilt from the images
+present at the end. Under
 `accelerate launch` the missing images are split between processes. A masked model draws its own
 masks, or takes given ones (`masks=`): image i is generated to fit mask i mod M, and the given
 mask is what is written beside it.

@@ -201,13 +201,13 @@ def weights_moved_by_adapting(trained, tmp_path, setting: str, value) -> float:
 
     from pipelines.cli import main
 
+    # without its own warmup setting, none: the default would scale two steps down 25-fold
+    warmup = "" if setting == "warmup_steps" else "warmup_steps: 0, "
     params = tmp_path / f"params-{setting}{value}.yaml"
     params.write_text(
         "profile: t\nprofiles:\n  t:\n"
-        f"    adapt: {{steps: 2, batch_size: 4, mixed_precision: 'no', {setting}: {value}}}\n"
+        f"    adapt: {{steps: 2, batch_size: 4, mixed_precision: 'no', {warmup}{setting}: {value}}}\n"
     )
-    if setting != "warmup_steps":  # the default warmup would scale two steps down 25-fold
-        params.write_text(params.read_text().replace("'no',", "'no', warmup_steps: 0,"))
     out = tmp_path / f"{setting}{value}"
     args = ["train", "adapt", "--model", str(trained[2]), "--data", str(trained[0]), "--full",
             "--where", "pathology=viral", "--out", str(out), "--params", str(params),

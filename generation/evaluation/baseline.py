@@ -22,7 +22,6 @@ def compare_with_baseline(
     real, real_pred = evaluation.real, evaluation.real_predictions
     syn, syn_pred = evaluation.synthetic, evaluation.synthetic_predictions
     base_pred = domain.predict(baseline.images)
-    evaluation.baseline = baseline
     out: dict = {"n_baseline": len(baseline), "subgroups": {}}
     out["all"] = frechet_difference(
         real_pred.features, syn_pred.features, base_pred.features, seed=seed

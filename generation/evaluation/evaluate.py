@@ -41,7 +41,7 @@ class Evaluation:
     synthetic: ImageSet | None = None
     real_predictions: Predictions | None = None
     synthetic_predictions: Predictions | None = None
-    baseline: ImageSet | None = None  # set by compare_with_baseline, for the side-by-side figure
+    baseline: ImageSet | None = None  # with --baseline: drawn beside the synthetic set
 
 
 def reference_split(dataset: Dataset, real_split: str) -> str | None:

@@ -60,22 +60,25 @@ def baseline_rows(evaluation, attribute: str | None, rng) -> list[tuple]:
     """Per class (or one row): real images, then the same indices of the baseline set and of the
     evaluated set, so paired sets (same seed, same conditions) show what changed image by image."""
     real, base, synthetic = evaluation.real, evaluation.baseline, evaluation.synthetic
+
+    def members(images, value) -> list[int]:
+        if value is None:
+            return list(range(len(images)))
+        return [i for i, v in enumerate(images.values(attribute)) if v == value]
+
     values = [None] if attribute is None else list(dict.fromkeys(synthetic.values(attribute)))
     rows = []
     for value in values:
-
-        def where(images, value=value):
-            if value is None:
-                return list(range(len(images)))
-            return [i for i, v in enumerate(images.values(attribute)) if v == value]
-
-        ri, si, bi = where(real), where(synthetic), where(base)
-        shared = si[: min(len(si), len(bi))]
-        pick = [shared[i] for i in sorted(rng.permutation(len(shared))[:6])] if shared else []
-        pick_b = [bi[si.index(i)] for i in pick]
-        pick_r = list(rng.permutation(ri)[:6]) if ri else []
+        ri, si, bi = (members(images, value) for images in (real, synthetic, base))
+        ranks = sorted(rng.permutation(min(len(si), len(bi)))[:6])  # k-th of its class in both
+        pick_r = [int(i) for i in rng.permutation(ri)[:6]]
         rows.append(
-            (value or "all", real.images[pick_r], base.images[pick_b], synthetic.images[pick])
+            (
+                value or "all",
+                real.images[pick_r],
+                base.images[[bi[k] for k in ranks]],
+                synthetic.images[[si[k] for k in ranks]],
+            )
         )
     return rows
 

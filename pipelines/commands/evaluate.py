@@ -116,6 +116,7 @@ def run(args) -> int:
                 evaluation, baseline, domain, seed=args.seed
             )
             evaluation.info["baseline"] = str(Path(args.baseline).resolve())
+            evaluation.baseline = baseline
         written = write_evaluation(evaluation, stage, domain, seed=args.seed)
         log.info("wrote %s", ", ".join(str(p.relative_to(stage)) for p in written))
         ok = True
