@@ -125,6 +125,8 @@ def test_noise_scores_worse_than_copies(setup):
     assert metrics["fd"]["real_vs_real"] < low < high
     assert metrics["precision_recall"]["precision"] < 0.5
     assert metrics["ms_ssim"]["synthetic"] < metrics["ms_ssim"]["real"]
+    detect = metrics["detectability"]
+    assert detect["real_split"] == "val" and detect["auroc"] > 0.9
 
 
 def test_baseline_comparison_gives_a_paired_fd_change(setup, capsys):

@@ -46,14 +46,17 @@ def test_scarce_subset_keeps_the_fraction_of_one_class(tiny):
 def test_benchmark_runs_every_arm_and_regime_and_scores_on_real_test(tiny):
     data, mislabelled = tiny
     config = UtilityConfig(
-        keep_fractions=(1.0, 0.25), seeds=(3,), fit=FitConfig(epochs=3, batch_size=16, lr=3e-3)
+        keep_fractions=(1.0, 0.25),
+        arms=("real", "synthetic", "mix"),
+        seeds=(3,),
+        fit=FitConfig(epochs=3, batch_size=16, lr=3e-3),
     )
     result = run_utility_benchmark(data, mislabelled, config)
     assert len(result["rows"]) == 2 * 3
     assert result["notes"]  # one synthetic set for all regimes is flagged
     summary = {(s["regime"], s["arm"]): s for s in result["summary"]}
     assert set(summary) == {
-        (r, a) for r in ("full", "viral 25%") for a in ("real", "synthetic", "real+synthetic")
+        (r, a) for r in ("full", "viral 25%") for a in ("real", "synthetic", "mix")
     }
     real = summary[("full", "real")]
     assert real["seeds"] == 1 and real["macro_auroc"] > 0.8
@@ -62,8 +65,20 @@ def test_benchmark_runs_every_arm_and_regime_and_scores_on_real_test(tiny):
     scarce = [r for r in result["rows"] if r["regime"] == "viral 25%" and r["arm"] == "real"]
     assert all(r["n_real"] == 45 for r in scarce)
     table = utility_markdown(result)
-    assert table.splitlines()[0].startswith("| regime | arm | seeds | macro-AUROC | recall normal")
-    assert "| viral 25% | real+synthetic | 1 |" in table
+    assert table.splitlines()[0].startswith(
+        "| regime | arm | seeds | macro-AUROC | balanced accuracy | recall normal"
+    )
+    assert "| viral 25% | mix | 1 |" in table
+    # gains are paired with the real arm of the same regime and seed
+    gains = {(g["regime"], g["arm"]): g for g in result["gains"]}
+    assert set(gains) == {(r, a) for r in ("full", "viral 25%") for a in ("synthetic", "mix")}
+    rows = {(r["regime"], r["arm"]): r for r in result["rows"]}
+    for key, gain in gains.items():
+        expected = rows[key]["macro_auroc"] - rows[(key[0], "real")]["macro_auroc"]
+        assert gain["macro_auroc"] == pytest.approx(expected)
+        low, high = gain["macro_auroc.ci95"]
+        assert low <= high
+    assert gains[("full", "synthetic")]["macro_auroc.ci95"][1] < 0  # mislabelled: worse
 
 
 def test_bad_arguments_are_clear_errors(tiny):
@@ -77,6 +92,7 @@ def test_bad_arguments_are_clear_errors(tiny):
 def test_summary_aggregates_seeds_with_an_interval():
     rows = [
         {"regime": "full", "arm": "real", "macro_auroc": v, "accuracy": v, "recall.a": v}
+        | {"balanced_accuracy": v}
         for v in (0.8, 0.9, 1.0)
     ]
     (entry,) = summarise(rows, ["a"])

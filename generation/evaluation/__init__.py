@@ -4,6 +4,7 @@ distribution / diversity / adherence metrics, and the downstream utility benchma
 Reads datasets through `conditioning.dataset`; never imports `pipelines`."""
 
 from .baseline import compare_with_baseline
+from .detectability import DetectabilityConfig, detect_synthetic_set, detectability
 from .domain_models import (
     DomainModels,
     Predictions,
@@ -26,6 +27,9 @@ from .report import write_evaluation
 from .utility import UtilityConfig, run_utility_benchmark, utility_markdown
 
 __all__ = [
+    "DetectabilityConfig",
+    "detect_synthetic_set",
+    "detectability",
     "DomainModels",
     "Evaluation",
     "FitConfig",

@@ -127,13 +127,19 @@ def loss_fn(
     outputs: dict[str, torch.Tensor],
     targets: dict[str, torch.Tensor],
     weights: dict[str, torch.Tensor] | None = None,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sum of head losses over the rows whose label is known."""
+    """Sum of head losses over the rows whose label is known; classification rows weighted by
+    their class (`weights`) or by a weight of their own (`row_weights`, a weighted mean)."""
     total = torch.zeros(())
     for name, target in targets.items():
         pred = outputs[name].float()
         if target.dtype == torch.long:
-            if (target >= 0).any():
+            known = target >= 0
+            if known.any() and row_weights is not None:
+                ce = F.cross_entropy(pred[known], target[known], reduction="none")
+                total = total + (ce * row_weights[known]).sum() / row_weights[known].sum()
+            elif known.any():
                 w = None if weights is None else weights.get(name)
                 total = total + F.cross_entropy(pred, target, weight=w, ignore_index=-1)
         else:
@@ -199,12 +205,14 @@ def fit(
     work_dir: Path | None = None,
     progress: Callable[[int, dict], None] | None = None,
     desc: str = "train",
+    row_weights: torch.Tensor | None = None,
 ) -> dict:
     """Train `model` in place and return its history; the weights left in the model are those of
     the epoch with the lowest validation loss (the last epoch without `val`).
 
     With `work_dir`, each epoch ends with a checkpoint there and a later call with the same
-    config resumes after the last finished epoch.
+    config resumes after the last finished epoch. `row_weights` (one per image) replace the
+    config's class balancing.
     """
     from tqdm.auto import tqdm
 
@@ -212,7 +220,8 @@ def fit(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     classes = dict(getattr(model, "categorical", {}))
-    weights = class_weights(targets, classes) if config.balance_classes else None
+    balance = config.balance_classes and row_weights is None
+    weights = class_weights(targets, classes) if balance else None
     n = len(images)
     batch_size = effective_batch_size(n, config.batch_size)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
@@ -247,7 +256,8 @@ def fit(
                     "cpu", dtype=torch.bfloat16, enabled=effective_bf16(config.bf16, "cpu")
                 ):
                     outputs = model(batch)
-                loss = loss_fn(outputs, targets.take(index), weights)
+                rows = None if row_weights is None else row_weights[index]
+                loss = loss_fn(outputs, targets.take(index), weights, rows)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

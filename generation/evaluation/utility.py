@@ -1,10 +1,11 @@
 """Downstream utility benchmark: does synthetic data help a classifier trained for the real task?
 
-The same small CNN and recipe (`ConditionNet` with one head, `fit`, fixed epochs, last epoch kept)
-is trained on (a) real, (b) synthetic only, (c) real + synthetic training images, in the full
-regime and in scarce regimes that keep only a fraction of one class's real training images, for
-several seeds; every model is scored on the real test split (macro-AUROC, accuracy, per-class
-recall) and summarised as mean and 95% t-interval over seeds.
+The same small CNN and training settings (`ConditionNet` with one head, `fit`, fixed epochs, last
+epoch kept) are trained on (a) real, (b) synthetic only, (c) real + synthetic training images
+combined by each named recipe (`recipes.py`), in the full regime and in scarce regimes that keep
+only a fraction of one class's real training images, for several seeds; every model is scored on
+the real test split (macro-AUROC, balanced accuracy, per-class recall) and summarised as mean and
+95% t-interval over seeds, each recipe's gain over the real arm with a paired interval.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import numpy as np
 
 from conditioning.dataset import CATEGORICAL, ConditionSchema, Dataset, DatasetError, choose_kept
 
-from .fit import FitConfig, encode_targets, fit, run_inference, seed_everything
-from .images import ImageSet, load_split, to_tensor
+from .fit import FitConfig
+from .images import ImageSet, load_split
 from .metrics import classification_metrics, label_indices
-from .networks import ConditionNet
+from .recipes import RECIPES, predict, train_classifier, train_with_recipe
 
 log = logging.getLogger(__name__)
-ARMS = ("real", "synthetic", "real+synthetic")
+ARMS = ("real", "synthetic", *RECIPES)
 
 
 @dataclass
@@ -36,11 +37,13 @@ class UtilityConfig:
     scarce_class: str = "viral"
     keep_fractions: tuple[float, ...] = (1.0, 0.10, 0.05)
     arms: tuple[str, ...] = ARMS
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=8))
     # None: each seed draws its own scarce subset; an int: one subset for every seed, the same
     # one `radsynth subset --seed N` writes, so a generator can be trained on exactly those images
     subset_seed: int | None = None
+    # at most this many synthetic images per real training image (drawn per seed); None: all
+    synthetic_ratio: float | None = None
 
     def regime_name(self, fraction: float) -> str:
         if fraction >= 1.0:
@@ -68,37 +71,26 @@ def scarce_subset(
     )
 
 
-def _concat(a: ImageSet, b: ImageSet) -> ImageSet:
-    if a.images.shape[1:] != b.images.shape[1:]:
-        raise ValueError(
-            f"image sizes differ: real {a.images.shape[1:]}, synthetic {b.images.shape[1:]}"
-        )
-    return ImageSet(
-        np.concatenate([a.images, b.images]), a.conditions + b.conditions, a.ids + b.ids
-    )
-
-
-def train_and_score(
-    train: ImageSet, test: ImageSet, schema: ConditionSchema, attribute: str, config: FitConfig
-) -> dict:
-    """Train the downstream CNN on `train` (rows with a known label) and score it on `test`."""
-    known = [i for i, v in enumerate(train.values(attribute)) if v is not None]
-    train = train.subset(known)
+def score(model, test: ImageSet, schema: ConditionSchema, attribute: str, size: int) -> dict:
+    """Classification metrics of `model` on `test`, balanced accuracy and the test-set
+    probabilities (for paired comparisons) included."""
     classes = schema[attribute].values
-    seed_everything(config.seed)
-    model = ConditionNet({attribute: len(classes)}, channels=config.channels)
-    fit(
-        model,
-        to_tensor(train.images),
-        encode_targets(train.conditions, schema, [attribute]),
-        config,
-        desc=f"utility seed {config.seed}",
-    )
-    outputs, _ = run_inference(model, to_tensor(test.images, train.images.shape[-1]))
-    probabilities = outputs[attribute].softmax(1).numpy()
-    return classification_metrics(
+    probabilities = predict(model, test, attribute, size)
+    scores = classification_metrics(
         probabilities, label_indices(test.values(attribute), classes), classes
     )
+    recalls = [e["recall"] for e in scores["per_class"].values() if e["n"]]
+    scores["balanced_accuracy"] = float(np.mean(recalls)) if recalls else math.nan
+    scores["probabilities"] = probabilities
+    return scores
+
+
+def limit_synthetic(syn: ImageSet, n_real: int, ratio: float | None, seed: int) -> ImageSet:
+    """At most `ratio` synthetic images per real one, drawn with `seed` (all when None)."""
+    if ratio is None or len(syn) <= ratio * n_real:
+        return syn
+    pick = np.random.default_rng(seed).choice(len(syn), int(ratio * n_real), replace=False)
+    return syn.subset(np.sort(pick))
 
 
 def interval95(values: list[float]) -> tuple[float, float, float]:
@@ -146,6 +138,8 @@ def run_utility_benchmark(
         raise ValueError(f"unknown arm(s) {', '.join(unknown_arms)}; arms are {', '.join(ARMS)}")
     train = load_split(dataset, "train")
     test = load_split(dataset, "test")
+    real_parts: dict[tuple, ImageSet] = {}
+    synthetic_parts: dict[tuple, ImageSet] = {}
     notes = []
     if isinstance(synthetic, ImageSet):
         notes.append(
@@ -153,12 +147,38 @@ def run_utility_benchmark(
             "so scarce-regime gains are an upper bound"
         )
     rows: list[dict] = []
-    synthetic_only_cache: dict[tuple[int, int], dict] = {}
+    size = train.images.shape[-1]
+    cache: dict[tuple, object] = {}  # trained models shared between arms of one (set, seed)
+
+    def model_for(arm: str, real_part: ImageSet, syn: ImageSet | None, fit_config: FitConfig):
+        """The trained model of one arm and what its recipe did."""
+        attribute = config.attribute
+        if arm == "real":
+            key = ("real", id(real_part), fit_config.seed)
+            if key not in cache:
+                cache[key] = train_classifier(
+                    real_part, dataset.schema, attribute, fit_config, desc=f"real {fit_config.seed}"
+                )
+            return cache[key], {}
+        if arm == "synthetic":
+            key = ("synthetic", id(syn), fit_config.seed)
+            if key not in cache:
+                cache[key] = train_classifier(
+                    syn, dataset.schema, attribute, fit_config, desc=f"synthetic {fit_config.seed}"
+                )
+            return cache[key], {}
+        recipe = RECIPES[arm]
+        judge = model_for("real", real_part, syn, fit_config)[0] if recipe.filter else None
+        trained = train_with_recipe(
+            recipe, real_part, syn, dataset.schema, attribute, fit_config, judge=judge
+        )
+        return trained.model, trained.info
+
     for fraction in config.keep_fractions:
         regime = config.regime_name(fraction)
-        syn = synthetic.get(regime) if isinstance(synthetic, dict) else synthetic
+        syn_full = synthetic.get(regime) if isinstance(synthetic, dict) else synthetic
         for arm in config.arms:
-            if arm != "real" and syn is None:
+            if arm != "real" and syn_full is None:
                 log.info("no synthetic set for regime %s: arm %s skipped", regime, arm)
                 continue
             for seed in config.seeds:
@@ -171,38 +191,42 @@ def run_utility_benchmark(
                     rows.append(earlier[0])
                     continue
                 fit_config = replace(config.fit, seed=seed)
-                real_part = scarce_subset(
-                    train,
-                    config.attribute,
-                    config.scarce_class,
-                    fraction,
-                    seed if config.subset_seed is None else config.subset_seed,
+                real_part = real_parts.setdefault(
+                    (fraction, seed),
+                    scarce_subset(
+                        train,
+                        config.attribute,
+                        config.scarce_class,
+                        fraction,
+                        seed if config.subset_seed is None else config.subset_seed,
+                    ),
                 )
-                started = time.perf_counter()
-                if arm == "synthetic" and (id(syn), seed) in synthetic_only_cache:
-                    scores = synthetic_only_cache[(id(syn), seed)]
-                else:
-                    if arm == "real":
-                        data = real_part
-                    elif arm == "synthetic":
-                        data = syn
-                    else:
-                        data = _concat(real_part, syn)
-                    scores = train_and_score(
-                        data, test, dataset.schema, config.attribute, fit_config
+                syn = None
+                if syn_full is not None:
+                    syn = synthetic_parts.setdefault(
+                        (regime, seed),
+                        limit_synthetic(syn_full, len(real_part), config.synthetic_ratio, seed),
                     )
-                    if arm == "synthetic":
-                        synthetic_only_cache[(id(syn), seed)] = scores
+                started = time.perf_counter()
+                model, info = model_for(arm, real_part, syn, fit_config)
+                scores = score(model, test, dataset.schema, config.attribute, size)
                 row = {
                     "regime": regime,
                     "arm": arm,
                     "seed": seed,
                     "n_real": 0 if arm == "synthetic" else len(real_part),
-                    "n_synthetic": 0 if arm == "real" else len(syn),
+                    "n_synthetic": 0 if arm == "real" else info.get("n_synthetic_used", len(syn)),
                     "macro_auroc": scores["macro_auroc"],
                     "accuracy": scores["accuracy"],
+                    "balanced_accuracy": scores["balanced_accuracy"],
                     **{f"recall.{c}": scores["per_class"][c]["recall"] for c in classes},
+                    **(
+                        {"filtered_share": info["filtered_share"]}
+                        if "filtered_share" in info
+                        else {}
+                    ),
                     "seconds": round(time.perf_counter() - started, 1),
+                    "test_probabilities": np.round(scores["probabilities"], 5).tolist(),
                 }
                 rows.append(row)
                 log.info(
@@ -225,12 +249,15 @@ def run_utility_benchmark(
             "seeds": list(config.seeds),
             "fit": config.fit.to_json(),
             "subset_seed": config.subset_seed,
+            "synthetic_ratio": config.synthetic_ratio,
+            "recipes": {name: RECIPES[name].to_json() for name in config.arms if name in RECIPES},
             "dataset_name": dataset.name,
             "dataset_hash": dataset.content_hash(),
             "n_test": len(test),
         },
         "rows": rows,
         "summary": summarise(rows, classes),
+        "gains": paired_gains(rows, label_indices(test.values(config.attribute), classes), classes),
         "notes": notes,
     }
 
@@ -242,12 +269,98 @@ def summarise(rows: list[dict], classes: tuple[str, ...] | list[str]) -> list[di
     for regime, arm in keys:
         mine = [r for r in rows if r["regime"] == regime and r["arm"] == arm]
         entry = {"regime": regime, "arm": arm, "seeds": len(mine)}
-        for metric in ("macro_auroc", "accuracy", *[f"recall.{c}" for c in classes]):
+        metrics = (
+            "macro_auroc",
+            "balanced_accuracy",
+            "accuracy",
+            *[f"recall.{c}" for c in classes],
+        )
+        for metric in metrics:
             mean, low, high = interval95([r[metric] for r in mine])
             entry[metric] = mean
             entry[f"{metric}.ci95"] = [max(low, 0.0), min(high, 1.0)]  # scores live in [0, 1]
         out.append(entry)
     return out
+
+
+def _scores_of(probabilities: np.ndarray, labels: np.ndarray, classes) -> dict[str, float]:
+    scores = classification_metrics(probabilities, labels, classes)
+    recalls = {c: e["recall"] for c, e in scores["per_class"].items()}
+    return {
+        "macro_auroc": scores["macro_auroc"],
+        "balanced_accuracy": float(np.nanmean(list(recalls.values()))),
+        **{f"recall.{c}": v for c, v in recalls.items()},
+    }
+
+
+def _mean_gain(probs: dict, arm: str, seeds, images, labels, classes) -> dict[str, float]:
+    """Mean over `seeds` of arm-minus-real scores on the test images `images`."""
+    diffs = []
+    for s in seeds:
+        mine = _scores_of(probs[(arm, s)][images], labels[images], classes)
+        real = _scores_of(probs[("real", s)][images], labels[images], classes)
+        diffs.append({k: mine[k] - real[k] for k in mine})
+    return {k: float(np.nanmean([d[k] for d in diffs])) for k in diffs[0]}
+
+
+def paired_gains(
+    rows: list[dict], labels: np.ndarray, classes, n_boot: int = 200, seed: int = 0
+) -> list[dict]:
+    """Each arm's gain over the real arm of the same regime: mean over the seeds both ran, with
+    a paired 95% bootstrap interval that resamples seeds and test images together (the same
+    draw for both arms), so it covers training noise and the test set's sampling noise."""
+    out = []
+    by_key = {(r["regime"], r["arm"], r["seed"]): r for r in rows if "test_probabilities" in r}
+    for regime, arm in dict.fromkeys((r["regime"], r["arm"]) for r in rows):
+        if arm == "real":
+            continue
+        seeds = [s for (g, a, s) in by_key if (g, a) == (regime, arm) and (g, "real", s) in by_key]
+        if not seeds:
+            continue
+        probs = {
+            (a, s): np.asarray(by_key[(regime, a, s)]["test_probabilities"])
+            for s in seeds
+            for a in (arm, "real")
+        }
+
+        everything = np.arange(len(labels))
+        point = _mean_gain(probs, arm, seeds, everything, labels, classes)
+        rng = np.random.default_rng(seed)
+        draws = [
+            _mean_gain(
+                probs,
+                arm,
+                [seeds[i] for i in rng.integers(0, len(seeds), len(seeds))],
+                rng.integers(0, len(labels), len(labels)),
+                labels,
+                classes,
+            )
+            for _ in range(n_boot)
+        ]
+        entry = {"regime": regime, "arm": arm, "seeds": len(seeds)}
+        for metric, value in point.items():
+            low, high = np.nanpercentile([d[metric] for d in draws], [2.5, 97.5])
+            entry[metric] = value
+            entry[f"{metric}.ci95"] = [float(low), float(high)]
+        out.append(entry)
+    return out
+
+
+def gains_markdown(result: dict, scarce_class: str) -> str:
+    """Gains over the real arm as a markdown table (mean [paired 95% bootstrap interval])."""
+    metrics = ("macro_auroc", "balanced_accuracy", f"recall.{scarce_class}")
+    header = ["regime", "arm", "seeds", "macro-AUROC gain", "balanced-accuracy gain"]
+    header.append(f"recall {scarce_class} gain")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in result.get("gains", []):
+        cells = [
+            f"{entry[m]:+.3f} [{entry[m + '.ci95'][0]:+.3f}, {entry[m + '.ci95'][1]:+.3f}]"
+            for m in metrics
+        ]
+        lines.append(
+            f"| {entry['regime']} | {entry['arm']} | {entry['seeds']} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def utility_markdown(result: dict) -> str:
@@ -270,6 +383,7 @@ def utility_markdown(result: dict) -> str:
         "arm",
         "seeds",
         "macro-AUROC",
+        "balanced accuracy",
         *[c.replace("recall.", "recall ") for c in classes_cols],
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -278,6 +392,7 @@ def utility_markdown(result: dict) -> str:
             "| "
             + " | ".join(
                 [entry["regime"], entry["arm"], str(entry["seeds"]), cell(entry, "macro_auroc")]
+                + [cell(entry, "balanced_accuracy")]
                 + [cell(entry, c) for c in classes_cols]
             )
             + " |"

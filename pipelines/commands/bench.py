@@ -87,8 +87,19 @@ def utility_options(utility) -> None:
         help="one scarce subset for every seed, drawn like `radsynth subset --seed N` "
         "(default: each seed draws its own)",
     )
-    utility.add_argument("--arms", nargs="+", default=["real", "synthetic", "real+synthetic"])
-    utility.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    utility.add_argument(
+        "--arms",
+        nargs="+",
+        default=["real", "synthetic", "mix", "balanced", "pretrain-finetune", "filter"],
+        help="real, synthetic, and the recipes of real + synthetic (generation/evaluation/"
+        "recipes.py): mix, balanced, pretrain-finetune, filter",
+    )
+    utility.add_argument(
+        "--synthetic-ratio",
+        type=float,
+        help="at most this many synthetic images per real training image (default: all)",
+    )
+    utility.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     utility.add_argument("--epochs", type=int, default=8, help="epochs of the downstream CNN")
     utility.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
@@ -237,8 +248,14 @@ def run_utility(args) -> int:
     from conditioning.dataset import load_dataset
     from conditioning.logfile import attach_log_file
     from generation.evaluation import FitConfig, load_synthetic_set
+    from generation.evaluation.recipes import RECIPES
     from generation.evaluation.report import write_csv, write_metrics_json
-    from generation.evaluation.utility import UtilityConfig, run_utility_benchmark, utility_markdown
+    from generation.evaluation.utility import (
+        UtilityConfig,
+        gains_markdown,
+        run_utility_benchmark,
+        utility_markdown,
+    )
 
     if args.epochs < 1 or not args.seeds or not args.fractions:
         raise ValueError("--epochs must be positive and --seeds / --fractions non-empty")
@@ -254,6 +271,7 @@ def run_utility(args) -> int:
         seeds=tuple(args.seeds),
         fit=FitConfig(epochs=args.epochs),
         subset_seed=args.subset_seed,
+        synthetic_ratio=args.synthetic_ratio,
     )
     synthetic = load_synthetic_set(args.synthetic, dataset.schema) if args.synthetic else None
     # regime name -> synthetic set directory of the generator trained on that regime's images
@@ -281,7 +299,13 @@ def run_utility(args) -> int:
         """What a row depends on: the real arm on no synthetic set, the others on their regime's."""
         if row.get("arm") == "real":
             return {**base, "synthetic": None}
-        return {**base, "synthetic": scarce_ids.get(row.get("regime"), full_id)}
+        recipe = RECIPES.get(row.get("arm"))
+        return {
+            **base,
+            "synthetic": scarce_ids.get(row.get("regime"), full_id),
+            "synthetic_ratio": args.synthetic_ratio,
+            "recipe": recipe.to_json() if recipe else None,
+        }
 
     progress = out / "rows.jsonl"
     reuse = [
@@ -309,16 +333,22 @@ def run_utility(args) -> int:
     result["command"] = command
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_metrics_json(out / "utility.json", result)
-    write_csv(out / "utility.csv", result["rows"])
+    write_csv(
+        out / "utility.csv",
+        [{k: v for k, v in r.items() if k != "test_probabilities"} for r in result["rows"]],
+    )
     body = "\n".join(
         [
             "## Downstream utility of synthetic data",
             "",
-            f"Classifier for `{args.attribute}` (RadSynth's small CNN, the same recipe for every arm: "
-            f"{args.epochs} epochs, last epoch kept) trained on real, synthetic, or real + synthetic "
-            f"images; scarce regimes keep only a share of the `{args.scarce_class}` training images. "
-            f"Scored on the real test split ({result['config']['n_test']} images) of "
-            f"`{dataset.name}`; mean [95% t-interval] over seeds.",
+            f"Classifier for `{args.attribute}` (RadSynth's small CNN, the same training for every "
+            f"arm: {args.epochs} epochs, last epoch kept, light affine and intensity augmentation) "
+            f"trained on real, synthetic, or real + synthetic images combined by a recipe "
+            f"(`mix`, `balanced`, `pretrain-finetune`, `filter`: docs/utility.md); scarce regimes "
+            f"keep only a share of the `{args.scarce_class}` training images. Scored on the real "
+            f"test split ({result['config']['n_test']} images) of `{dataset.name}`; mean [95% "
+            "t-interval] over seeds, then each arm's gain over the real arm of its regime with a "
+            "paired 95% bootstrap interval (seeds and test images resampled together).",
             "",
             f"- machine: {result['machine']}",
             f"- date: {result['date']}; wall time {result['seconds']:.0f} s "
@@ -327,10 +357,13 @@ def run_utility(args) -> int:
             *[f"- note: {n}" for n in result["notes"]],
             "",
             utility_markdown(result) if result["rows"] else "(no row)",
+            "",
+            gains_markdown(result, args.scarce_class) if result["gains"] else "",
         ]
     )
     _write_section(Path(args.doc), "utility", body)
     print(utility_markdown(result))
+    print(gains_markdown(result, args.scarce_class))
     print(f"written: {out / 'utility.json'}, {out / 'utility.csv'}, {args.doc}")
     return 0
 

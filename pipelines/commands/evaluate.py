@@ -44,6 +44,12 @@ def register(sub) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="domain-model training epochs")
     parser.add_argument("--retrain", action="store_true", help="train the domain models again")
     parser.add_argument(
+        "--detect-epochs",
+        type=int,
+        default=6,
+        help="epochs of the real-vs-synthetic classifier (detectability AUROC); 0 skips it",
+    )
+    parser.add_argument(
         "--bf16",
         action="store_true",
         help="bf16 autocast for domain-model training (faster where the CPU has native bf16; ignored elsewhere)",
@@ -65,8 +71,10 @@ def run(args) -> int:
     from conditioning.dataset import load_dataset, replace_directory
     from conditioning.logfile import attach_log_file
     from generation.evaluation import (
+        DetectabilityConfig,
         FitConfig,
         compare_with_baseline,
+        detect_synthetic_set,
         evaluate_synthetic_set,
         load_synthetic_set,
         train_domain_models,
@@ -75,6 +83,8 @@ def run(args) -> int:
 
     if args.k < 1 or args.pairs < 1 or args.epochs < 1:
         raise ValueError("--k, --pairs and --epochs must be positive")
+    if args.detect_epochs < 0:
+        raise ValueError("--detect-epochs must be 0 (skip) or positive")
     torch.set_num_threads(max(1, args.threads))
     dataset = load_dataset(args.data)
     synthetic = load_synthetic_set(args.synthetic, dataset.schema)  # fail fast on a bad set
@@ -110,6 +120,10 @@ def run(args) -> int:
             seed=args.seed,
         )
         evaluation.info["synthetic"] = str(Path(args.synthetic).resolve())
+        if args.detect_epochs:
+            evaluation.metrics["detectability"] = detect_synthetic_set(
+                synthetic, dataset, DetectabilityConfig(epochs=args.detect_epochs, seed=args.seed)
+            )
         if baseline is not None:
             log.info("FD difference against the baseline set %s", args.baseline)
             evaluation.metrics["baseline"] = compare_with_baseline(
@@ -162,6 +176,17 @@ def _summary(metrics: dict, out: Path) -> None:
                 f"    {name}: {f(row['fd_baseline'])} -> {f(row['fd'])}, change {f(row['difference'])}"
                 f" [{f(row['low'])} to {f(row['high'])}], closer in {row['share_of_draws_lower']:.0%}"
                 " of draws"
+            )
+    if "detectability" in metrics:
+        d = metrics["detectability"]
+        low, high = d["interval"]
+        print(
+            f"  detectability (real-vs-synthetic classifier AUROC, 0.5 = indistinguishable): "
+            f"{f(d['auroc'])} [{f(low)}-{f(high)}] against {d['n_real']} real {d['real_split']} images"
+        )
+        for value, row in d["per_class"].items():
+            print(
+                f"    {value}: {f(row['auroc'])} [{f(row['interval'][0])}-{f(row['interval'][1])}]"
             )
     print(f"  precision {f(pr['precision'])}, recall {f(pr['recall'])} (k={pr['k']})")
     print(

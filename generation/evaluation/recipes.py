@@ -1,0 +1,184 @@
+"""Named recipes for training a downstream classifier on real + synthetic images.
+
+Synthetic images carry a look of their own. Wherever that look is more common in one class than
+in another, a classifier learns "this look means that class" and, on real test images (which
+never have the look), under-predicts the classes the synthetic set filled up. Each recipe is one
+answer to that, and `radsynth bench utility` measures them side by side:
+
+- `mix`: real and synthetic images in one training set, inverse class-frequency weights over the
+  union (the plain approach);
+- `balanced`: every (origin, class) cell gets the same total weight, so within real images and
+  within synthetic images every class weighs the same: the look predicts no label;
+- `pretrain-finetune`: train on synthetic images, then fine-tune on real ones;
+- `filter`: drop synthetic images that a classifier trained on the real images assigns to another
+  class, then train as `balanced`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+
+from conditioning.dataset import ConditionSchema
+
+from .fit import FitConfig, encode_targets, fit, run_inference, seed_everything
+from .images import ImageSet, to_tensor
+from .metrics import label_indices
+from .networks import ConditionNet
+
+log = logging.getLogger(__name__)
+FINETUNE_LR = 0.3  # fine-tuning after synthetic pretraining: this share of the recipe's lr
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How real and synthetic images are combined; recorded beside every result."""
+
+    name: str
+    weighting: str = "class"  # "class": inverse class frequency; "origin-class": per cell
+    pretrain: bool = False
+    filter: bool = False
+    description: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+RECIPES = {
+    r.name: r
+    for r in (
+        Recipe("mix", description="real + synthetic in one set, inverse class-frequency weights"),
+        Recipe(
+            "balanced",
+            weighting="origin-class",
+            description="real + synthetic, equal weight for every (origin, class) cell",
+        ),
+        Recipe(
+            "pretrain-finetune",
+            pretrain=True,
+            description="train on synthetic, then fine-tune on real at "
+            f"{FINETUNE_LR:g}x the learning rate",
+        ),
+        Recipe(
+            "filter",
+            weighting="origin-class",
+            filter=True,
+            description="drop synthetic images a real-trained classifier puts in another class, "
+            "then balanced",
+        ),
+    )
+}
+
+
+@dataclass
+class Trained:
+    """A trained downstream classifier and what its recipe did."""
+
+    model: ConditionNet
+    info: dict
+
+
+def new_classifier(n_classes: int, attribute: str, config: FitConfig) -> ConditionNet:
+    seed_everything(config.seed)
+    return ConditionNet({attribute: n_classes}, channels=config.channels)
+
+
+def train_classifier(
+    images: ImageSet,
+    schema: ConditionSchema,
+    attribute: str,
+    config: FitConfig,
+    *,
+    model: ConditionNet | None = None,
+    row_weights: np.ndarray | None = None,
+    desc: str = "classifier",
+) -> ConditionNet:
+    """Fit (or continue fitting) a one-head classifier on the rows with a known label."""
+    known = [i for i, v in enumerate(images.values(attribute)) if v is not None]
+    images = images.subset(known)
+    model = model or new_classifier(len(schema[attribute].values), attribute, config)
+    weights = None if row_weights is None else torch.as_tensor(row_weights[known]).float()
+    fit(
+        model,
+        to_tensor(images.images),
+        encode_targets(images.conditions, schema, [attribute]),
+        config,
+        desc=desc,
+        row_weights=weights,
+    )
+    return model
+
+
+def predict(model: ConditionNet, images: ImageSet, attribute: str, size: int) -> np.ndarray:
+    outputs, _ = run_inference(model, to_tensor(images.images, size))
+    return outputs[attribute].softmax(1).numpy()
+
+
+def origin_class_weights(labels: list, origins: list[str]) -> np.ndarray:
+    """One weight per row such that every (origin, class) cell sums to the same total; mean 1."""
+    cells: dict = {}
+    for key in zip(origins, labels, strict=True):
+        cells[key] = cells.get(key, 0) + 1
+    weights = np.array([1.0 / cells[key] for key in zip(origins, labels, strict=True)])
+    return weights * len(weights) / weights.sum()
+
+
+def concat(a: ImageSet, b: ImageSet) -> ImageSet:
+    if a.images.shape[1:] != b.images.shape[1:]:
+        raise ValueError(
+            f"image sizes differ: real {a.images.shape[1:]}, synthetic {b.images.shape[1:]}"
+        )
+    return ImageSet(
+        np.concatenate([a.images, b.images]), a.conditions + b.conditions, a.ids + b.ids
+    )
+
+
+def agreeing(
+    synthetic: ImageSet, judge: ConditionNet, schema: ConditionSchema, attribute: str
+) -> ImageSet:
+    """The synthetic images whose requested class is the judge's most probable one."""
+    classes = schema[attribute].values
+    wanted = label_indices(synthetic.values(attribute), classes)
+    predicted = predict(judge, synthetic, attribute, synthetic.images.shape[-1]).argmax(1)
+    return synthetic.subset(np.flatnonzero(predicted == wanted))
+
+
+def train_with_recipe(
+    recipe: Recipe,
+    real: ImageSet,
+    synthetic: ImageSet,
+    schema: ConditionSchema,
+    attribute: str,
+    config: FitConfig,
+    *,
+    judge: ConditionNet | None = None,
+) -> Trained:
+    """Train a classifier from real + synthetic images the recipe's way. `judge` (for `filter`)
+    is a classifier trained on `real` alone; one is trained when none is given."""
+    info: dict = {"recipe": recipe.to_json(), "n_synthetic_offered": len(synthetic)}
+    if recipe.filter:
+        judge = judge or train_classifier(real, schema, attribute, config, desc="filter judge")
+        kept = agreeing(synthetic, judge, schema, attribute)
+        info["filtered_share"] = 1 - len(kept) / max(len(synthetic), 1)
+        log.info("filter: %d of %d synthetic images kept", len(kept), len(synthetic))
+        synthetic = kept
+    info["n_synthetic_used"] = len(synthetic)
+    if recipe.pretrain:
+        model = train_classifier(synthetic, schema, attribute, config, desc="pretrain synthetic")
+        tune = replace(config, lr=config.lr * FINETUNE_LR)
+        model = train_classifier(real, schema, attribute, tune, model=model, desc="fine-tune real")
+        return Trained(model, info)
+    both = concat(real, synthetic)
+    weights = None
+    if recipe.weighting == "origin-class":
+        origins = ["real"] * len(real) + ["synthetic"] * len(synthetic)
+        weights = origin_class_weights(both.values(attribute), origins)
+    elif recipe.weighting != "class":
+        raise ValueError(f"recipe {recipe.name}: unknown weighting {recipe.weighting!r}")
+    model = train_classifier(
+        both, schema, attribute, config, row_weights=weights, desc=f"{recipe.name}"
+    )
+    return Trained(model, info)

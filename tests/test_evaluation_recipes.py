@@ -1,0 +1,75 @@
+"""The real + synthetic training recipes on tiny data: what each one does to the training set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conditioning.dataset import load_dataset
+from generation.evaluation.fit import FitConfig
+from generation.evaluation.images import ImageSet, load_split
+from generation.evaluation.recipes import (
+    RECIPES,
+    agreeing,
+    origin_class_weights,
+    train_classifier,
+    train_with_recipe,
+)
+from generation.evaluation.utility import score
+from tests.conftest import make_tiny_dataset
+
+FIT = FitConfig(epochs=3, batch_size=16, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipes")
+    data = load_dataset(make_tiny_dataset(root / "tiny", size=16, per_class=30))
+    other = load_split(
+        load_dataset(make_tiny_dataset(root / "o", size=16, per_class=20, seed=9)), "train"
+    )
+    return data, load_split(data, "train"), load_split(data, "test"), other
+
+
+def test_origin_class_weights_make_the_origin_carry_no_label():
+    labels = ["a"] * 90 + ["b"] * 10 + ["a"] * 50 + ["b"] * 50
+    origins = ["real"] * 100 + ["synthetic"] * 100
+    w = origin_class_weights(labels, origins)
+    assert w.mean() == pytest.approx(1.0)
+    total = {}
+    for weight, key in zip(w, zip(origins, labels, strict=True), strict=True):
+        total[key] = total.get(key, 0.0) + weight
+    assert len(set(np.round(list(total.values()), 9))) == 1  # every cell weighs the same
+
+
+def test_filter_drops_synthetic_images_of_the_wrong_class(tiny):
+    data, train, _, other = tiny
+    judge = train_classifier(train, data.schema, "pathology", FIT)
+    wrong = ImageSet(other.images, [dict(c) for c in other.conditions], other.ids)
+    for c in wrong.conditions[::2]:  # half of them mislabelled
+        c["pathology"] = {"normal": "viral", "bacterial": "normal", "viral": "bacterial"}[
+            c["pathology"]
+        ]
+    kept = agreeing(wrong, judge, data.schema, "pathology")
+    assert 0.35 * len(wrong) < len(kept) < 0.65 * len(wrong)
+    assert set(kept.ids) <= set(wrong.ids[1::2]) | set(wrong.ids[::2])
+    assert not set(kept.ids) & set(wrong.ids[::2])  # none of the mislabelled ones survives
+    trained = train_with_recipe(
+        RECIPES["filter"], train, wrong, data.schema, "pathology", FIT, judge=judge
+    )
+    assert trained.info["n_synthetic_used"] == len(kept)
+    assert trained.info["filtered_share"] == pytest.approx(1 - len(kept) / len(wrong))
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_trains_a_classifier_that_works_on_real_test_images(tiny, name):
+    data, train, test, other = tiny
+    trained = train_with_recipe(RECIPES[name], train, other, data.schema, "pathology", FIT)
+    scores = score(trained.model, test, data.schema, "pathology", 16)
+    assert scores["macro_auroc"] > 0.8
+    assert trained.info["recipe"]["name"] == name
+    again = train_with_recipe(RECIPES[name], train, other, data.schema, "pathology", FIT)
+    assert np.array_equal(  # same data and seed: the same classifier
+        score(again.model, test, data.schema, "pathology", 16)["probabilities"],
+        scores["probabilities"],
+    )
