@@ -20,6 +20,7 @@ from .audit_reports import (
     public_checks,
     public_summary,
     read_report,
+    release_detectability,
     release_summary,
     report_summary,
     roc_curves,
@@ -49,7 +50,22 @@ def _verdict(verdict: str) -> None:
         st.warning(text)
 
 
+def _detectability(release) -> None:
+    """How easily a classifier tells this set from real images (no image involved)."""
+    detect = release_detectability(release)
+    if detect is None:
+        return
+    low, high = detect["interval"]
+    st.metric("Detectability (real-vs-synthetic AUROC)", f"{detect['auroc']:.3f}")
+    st.caption(
+        f"95% interval {low:.3f}-{high:.3f}; 0.5 = a classifier cannot tell these images from "
+        "real ones, 1 = every image gives itself away. "
+        + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in detect.get("per_class", {}).items())
+    )
+
+
 def _release_details(release) -> None:
+    _detectability(release)
     datasheet = release / "datasheet.md"
     if datasheet.is_file():
         with st.expander("Datasheet"):

@@ -165,6 +165,19 @@ def inline_html(report_dir: Path) -> str:
     return _SRC.sub(embed, html)
 
 
+def release_detectability(release: Path) -> dict[str, Any] | None:
+    """The release's detectability (evaluation/metrics.json, written by `radsynth release
+    --evaluation`): AUROC, interval and per class; None when it was not measured."""
+    path = release / "evaluation" / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        detect = json.loads(path.read_text(encoding="utf-8")).get("detectability")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return detect if detect and isinstance(detect.get("auroc"), int | float) else None
+
+
 def release_summary(release: Path) -> dict[str, Any]:
     """One row of the releases table: name, verdict, image count, what files it has."""
     report = release / "audit" / REPORT_JSON
@@ -183,6 +196,7 @@ def release_summary(release: Path) -> dict[str, Any]:
         "release": release.name,
         "verdict": verdict,
         "images": images,
+        "detectability_auroc": (release_detectability(release) or {}).get("auroc"),
         "datasheet": (release / "datasheet.md").is_file(),
         "lineage": (release / "lineage.json").is_file(),
     }

@@ -63,3 +63,18 @@ def sample_latent(
     """Reparameterised sample with our own generator (MONAI's uses the global RNG)."""
     eps = torch.randn(z_mu.shape, generator=generator).to(z_mu.device, z_mu.dtype)
     return z_mu + eps * z_sigma
+
+
+@torch.no_grad()
+def reconstruct(autoencoder: nn.Module, images, batch: int = 64):
+    """Images (N, H, W) in [0, 1] passed through the autoencoder (posterior mean, deterministic):
+    what real images look like with the generator's decoder signature."""
+    import numpy as np
+
+    autoencoder.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch], np.float32))
+        z_mu, _ = autoencoder.encode(x[:, None] * 2 - 1)
+        out.append(((autoencoder.decode(z_mu).float()[:, 0].clamp(-1, 1) + 1) / 2).numpy())
+    return np.concatenate(out).astype(np.float32)

@@ -82,7 +82,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 # Profile sections of other stages: their own commands check them (pipelines/stages.py).
-OTHER_SECTIONS = ("audit", "evaluate")
+OTHER_SECTIONS = ("audit", "evaluate", "utility")
 
 
 def merge_profile(profile: dict[str, Any] | None, source: str = "params.yaml") -> dict[str, Any]:

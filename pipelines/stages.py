@@ -19,6 +19,7 @@ PATHS = {
     "released_set": "runs/released-set",  # the generated set less its flagged images
     "released_audit": "runs/audit-released",  # the audit of that set: what the release carries
     "evaluation": "runs/evaluation",
+    "utility": "runs/utility",  # the released set's downstream gain per recipe (the datasheet's)
     "releases": "releases",
 }
 STAGES = (
@@ -28,6 +29,7 @@ STAGES = (
     "generate",
     "audit",
     "evaluate",
+    "utility",
     "release",
 )
 
@@ -94,11 +96,16 @@ def stage_argv(name: str, params: dict[str, Any], params_file: str = "params.yam
     if name == "evaluate":
         return ["evaluate", "--synthetic", p["released_set"], "--data", p["dataset"], "--out", p["evaluation"],
                 *as_flags(section.get("evaluate"))]  # fmt: skip
+    if name == "utility":
+        return ["bench", "utility", "--data", p["dataset"], "--synthetic", p["released_set"],
+                "--autoencoder", p["diffusion"], "--fractions", "1", "--out", p["utility"],
+                "--doc", f"{p['utility']}/UTILITY.md", *as_flags(section.get("utility"))]  # fmt: skip
     if name == "release":
         release = params.get("release") or {}
         return ["release", "--set", p["released_set"], "--report", p["released_audit"],
                 "--screening-report", p["audit"], "--name", str(release["name"]),
                 "--out", p["releases"], "--model", p["diffusion"], "--data", p["dataset"],
+                "--evaluation", p["evaluation"], "--utility", f"{p['utility']}/utility.json",
                 "--params", params_file, "--overwrite", "--version-control", "none",
                 *as_flags({"export": release.get("exports")})]  # fmt: skip
     raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")

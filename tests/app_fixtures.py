@@ -83,6 +83,9 @@ def write_audited_release(root: Path) -> tuple[Path, Path]:
     shutil.copytree(audited / "images", release / "images")
     shutil.copyfile(audited / "manifest.csv", release / "manifest.csv")
     (release / "datasheet.md").write_text("# tiny-release\n\nSynthetic test release.\n")
+    (release / "evaluation").mkdir()  # as `radsynth release --evaluation` copies it
+    detect = {"auroc": 0.712, "interval": [0.65, 0.77], "per_class": {"viral": {"auroc": 0.8}}}
+    (release / "evaluation" / "metrics.json").write_text(json.dumps({"detectability": detect}))
     (release / "lineage.json").write_text(json.dumps({"set": AUDIT_SET, "dataset": AUDIT_DATASET}))
     return release, data
 

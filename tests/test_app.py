@@ -210,13 +210,16 @@ def test_clinician_audit_view_hides_training_images(env, media):
     matched = {n["id"] for s in report["samples"] if s["flagged"] for n in s["nearest"]}
     assert report["verdict"] == "fail" and matched  # the fixture's copies were caught
     at = ok(open_page("Audit"))
-    assert table(at, "release")["verdict"].tolist() == ["fail"]
+    releases = table(at, "release")
+    assert releases["verdict"].tolist() == ["fail"]
+    assert releases["detectability_auroc"].tolist() == [0.712]
     reports = table(at, "report")
     assert reports["report"].tolist() == [f"{RELEASE}/audit/report.json"]
     assert reports["verdict"].tolist() == ["fail"] and reports["images"].tolist() == [6]
     assert at.selectbox(key="audit_report").value == f"{RELEASE}/audit/report.json"
     assert any("Verdict: fail" in e.value for e in at.error)
-    assert [m.value for m in at.metric] == ["6", "2"]
+    assert [m.value for m in at.metric] == ["6", "2", "0.712"]  # the last: detectability
+    assert any("viral 0.800" in c.value for c in at.caption)
     checks = table(at, "check").set_index("check")
     assert not checks.loc["copy_detection", "passed"]
     assert not at.get("iframe"), "report.html (galleries) embedded in the clinician view"

@@ -74,7 +74,7 @@ def test_dvc_repro_smoke_profile(tmp_path: Path) -> None:
 
     first = _run([sys.executable, "-m", "dvc", "repro"], repo)
     assert _ran(first) == ["ingest", "train_autoencoder", "train_diffusion", "generate", "audit",
-                           "evaluate", "release"]  # fmt: skip
+                           "evaluate", "utility", "release"]  # fmt: skip
     release = repo / "releases" / "smoke"
     assert (release / "datasheet.md").is_file() and (release / "audit" / "report.json").is_file()
     screening = json.loads((repo / "runs" / "audit" / "report.json").read_text())
@@ -82,7 +82,15 @@ def test_dvc_repro_smoke_profile(tmp_path: Path) -> None:
     generated = params["profiles"]["smoke"]["generate"]["n"]
     assert len(screening["samples"]) == generated
     assert len(list((release / "images").glob("*.png"))) == generated - flagged
-    assert f"{flagged} of {generated} generated images" in (release / "datasheet.md").read_text()
+    sheet = (release / "datasheet.md").read_text()
+    assert f"{flagged} of {generated} generated images" in sheet
+    # the datasheet states the set's detectability and the recipe measured on it, with its gain
+    detect = json.loads((repo / "runs" / "evaluation" / "metrics.json").read_text())["detectability"]
+    assert f"AUROC {detect['auroc']:.3f}" in sheet
+    utility = json.loads((repo / "runs" / "utility" / "utility.json").read_text())
+    (advice,) = utility["recommendation"]["regimes"].values()
+    assert f"macro-AUROC {advice['best']['macro_auroc_gain']:+.3f}" in sheet
+    assert "## How to use this set" in sheet and "radsynth bench utility" in sheet
     metrics = _run([sys.executable, "-m", "dvc", "metrics", "show"], repo)
     assert "runs/evaluation/metrics.json" in metrics
 
@@ -92,4 +100,4 @@ def test_dvc_repro_smoke_profile(tmp_path: Path) -> None:
     params["profiles"]["smoke"]["generate"]["seed"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = _run([sys.executable, "-m", "dvc", "repro"], repo)
-    assert _ran(changed) == ["generate", "audit", "evaluate", "release"]
+    assert _ran(changed) == ["generate", "audit", "evaluate", "utility", "release"]

@@ -11,12 +11,15 @@ answer to that, and `radsynth bench utility` measures them side by side:
   within synthetic images every class weighs the same: the look predicts no label;
 - `pretrain-finetune`: train on synthetic images, then fine-tune on real ones;
 - `filter`: drop synthetic images that a classifier trained on the real images assigns to another
-  class, then train as `balanced`.
+  class, then train as `balanced`;
+- `signature`: the real training images passed through the generator's own autoencoder, so real
+  and synthetic images share one look, then train as `balanced` (needs the autoencoder).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -41,6 +44,7 @@ class Recipe:
     weighting: str = "class"  # "class": inverse class frequency; "origin-class": per cell
     pretrain: bool = False
     filter: bool = False
+    signature: bool = False  # real images through the generator's autoencoder first
     description: str = ""
 
     def to_json(self) -> dict:
@@ -68,6 +72,12 @@ RECIPES = {
             filter=True,
             description="drop synthetic images a real-trained classifier puts in another class, "
             "then balanced",
+        ),
+        Recipe(
+            "signature",
+            weighting="origin-class",
+            signature=True,
+            description="real images through the generator's autoencoder, then balanced",
         ),
     )
 }
@@ -155,10 +165,16 @@ def train_with_recipe(
     config: FitConfig,
     *,
     judge: ConditionNet | None = None,
+    signature: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Trained:
     """Train a classifier from real + synthetic images the recipe's way. `judge` (for `filter`)
-    is a classifier trained on `real` alone; one is trained when none is given."""
+    is a classifier trained on `real` alone; one is trained when none is given. `signature`
+    (for `signature`) maps real images (N, H, W) to their autoencoder reconstructions."""
     info: dict = {"recipe": recipe.to_json(), "n_synthetic_offered": len(synthetic)}
+    if recipe.signature:
+        if signature is None:
+            raise ValueError(f"recipe {recipe.name} needs the generator's autoencoder")
+        real = ImageSet(signature(real.images), real.conditions, real.ids)
     if recipe.filter:
         judge = judge or train_classifier(real, schema, attribute, config, desc="filter judge")
         kept = agreeing(synthetic, judge, schema, attribute)

@@ -90,9 +90,22 @@ def utility_options(utility) -> None:
     utility.add_argument(
         "--arms",
         nargs="+",
-        default=["real", "synthetic", "mix", "balanced", "pretrain-finetune", "filter"],
+        default=[
+            "real",
+            "synthetic",
+            "mix",
+            "balanced",
+            "pretrain-finetune",
+            "filter",
+            "signature",
+        ],
         help="real, synthetic, and the recipes of real + synthetic (generation/evaluation/"
-        "recipes.py): mix, balanced, pretrain-finetune, filter",
+        "recipes.py): mix, balanced, pretrain-finetune, filter, signature (needs --autoencoder)",
+    )
+    utility.add_argument(
+        "--autoencoder",
+        help="autoencoder run (or diffusion run) of the generator of the evaluated synthetic set: "
+        "enables the `signature` recipe",
     )
     utility.add_argument(
         "--synthetic-ratio",
@@ -100,6 +113,12 @@ def utility_options(utility) -> None:
         help="at most this many synthetic images per real training image (default: all)",
     )
     utility.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    utility.add_argument(
+        "--detect-epochs",
+        type=int,
+        default=4,
+        help="epochs of the real-vs-synthetic classifier scoring each set's detectability (0 skips)",
+    )
     utility.add_argument("--epochs", type=int, default=8, help="epochs of the downstream CNN")
     utility.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
@@ -292,6 +311,7 @@ def run_utility(args) -> int:
         "fit": config.fit.to_json(),
         "subset_seed": args.subset_seed,
     }
+    signature, ae_hash = _signature(args.autoencoder)
     full_id = _synthetic_id(args.synthetic)
     scarce_ids = {name: _synthetic_id(d) for name, d in scarce.items()}
 
@@ -305,6 +325,7 @@ def run_utility(args) -> int:
             "synthetic": scarce_ids.get(row.get("regime"), full_id),
             "synthetic_ratio": args.synthetic_ratio,
             "recipe": recipe.to_json() if recipe else None,
+            **({"autoencoder": ae_hash} if recipe and recipe.signature else {}),
         }
 
     progress = out / "rows.jsonl"
@@ -324,10 +345,13 @@ def run_utility(args) -> int:
                 entry = {"fingerprint": fingerprint(row), "row": row}
                 handle.write(json.dumps(entry) + "\n")
 
-        result = run_utility_benchmark(dataset, synthetic, config, on_result=keep, reuse=reuse)
+        result = run_utility_benchmark(
+            dataset, synthetic, config, on_result=keep, reuse=reuse, signature=signature
+        )
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+    result["detectability"] = _detectability(synthetic, dataset, args.detect_epochs)
     result["machine"] = machine_description()
     result["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
     result["command"] = command
@@ -355,6 +379,13 @@ def run_utility(args) -> int:
             "(shared machine: other jobs ran at the same time)",
             f"- command: `{command}`",
             *[f"- note: {n}" for n in result["notes"]],
+            *[
+                f"- detectability of the `{regime}` set (real-vs-synthetic classifier AUROC, 0.5 = "
+                f"indistinguishable): {d['auroc']:.3f} [{d['interval'][0]:.3f}, "
+                f"{d['interval'][1]:.3f}]; per class "
+                + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in d["per_class"].items())
+                for regime, d in result["detectability"].items()
+            ],
             "",
             utility_markdown(result) if result["rows"] else "(no row)",
             "",
@@ -366,6 +397,33 @@ def run_utility(args) -> int:
     print(gains_markdown(result, args.scarce_class))
     print(f"written: {out / 'utility.json'}, {out / 'utility.csv'}, {args.doc}")
     return 0
+
+
+def _detectability(synthetic, dataset, epochs: int) -> dict:
+    """Detectability of each regime's synthetic set against the held-out real images."""
+    from generation.evaluation import DetectabilityConfig, detect_synthetic_set
+
+    if not epochs or synthetic is None:
+        return {}
+    sets = synthetic if isinstance(synthetic, dict) else {"all regimes": synthetic}
+    config = DetectabilityConfig(epochs=epochs)
+    return {regime: detect_synthetic_set(s, dataset, config) for regime, s in sets.items()}
+
+
+def _signature(run: str | None):
+    """The reconstruction function of an autoencoder run (or a diffusion run's autoencoder) and
+    the hash of its weights; (None, None) without one."""
+    if not run:
+        return None, None
+    from generation.autoencoder import reconstruct
+    from generation.checkpoints import file_sha256
+    from generation.train_diffusion import load_autoencoder_run
+
+    path = Path(run)
+    if (path / "autoencoder" / "config.json").is_file():  # a diffusion run keeps its AE there
+        path = path / "autoencoder"
+    _, model, weights = load_autoencoder_run(path)
+    return (lambda images: reconstruct(model, images)), file_sha256(weights)
 
 
 def _scarce_sets(pairs: list[str], fractions: list[float]) -> dict[float, str]:

@@ -26,6 +26,15 @@ def register(sub) -> None:
         "--params", default="params.yaml", help="params file to hash into the lineage"
     )
     parser.add_argument(
+        "--evaluation",
+        help="`radsynth evaluate` output of the set: fidelity and detectability in the datasheet",
+    )
+    parser.add_argument(
+        "--utility",
+        help="utility.json of `radsynth bench utility` on the set: the datasheet's 'How to use "
+        "this set' names the recipe measured to help and its gain",
+    )
+    parser.add_argument(
         "--export",
         action="append",
         choices=("datalist", "dicom", "nifti"),
@@ -65,6 +74,8 @@ def run(args) -> int:
         params_file=Path(args.params) if args.params else None,
         exports=tuple(args.export) if args.export else DEFAULT_EXPORTS,
         overwrite=args.overwrite,
+        evaluation_dir=Path(args.evaluation) if args.evaluation else None,
+        utility_file=Path(args.utility) if args.utility else None,
     )
     try:
         release = make_release(inputs)

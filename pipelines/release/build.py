@@ -46,6 +46,8 @@ class ReleaseInputs:
     exports: tuple[str, ...] = DEFAULT_EXPORTS
     overwrite: bool = False
     screening_report_dir: Path | None = None
+    evaluation_dir: Path | None = None  # `radsynth evaluate` output: fidelity, detectability
+    utility_file: Path | None = None  # `radsynth bench utility` utility.json: how to use it
 
 
 def _validate_name(name: str) -> None:
@@ -81,16 +83,42 @@ def make_release(inputs: ReleaseInputs) -> Path:
                 inputs.screening_report_dir / REPORT_JSON, stage / "audit" / "screening-report.json"
             )
         _write_sample_grid(synthetic, stage / "sample_grid.png")
+        metrics = _read_json(inputs.evaluation_dir, "metrics.json")
+        if metrics is not None:  # fidelity and detectability travel with the set
+            (stage / "evaluation").mkdir()
+            (stage / "evaluation" / "metrics.json").write_text(
+                json.dumps(metrics, indent=2) + "\n", encoding="utf-8"
+            )
         lineage = build_lineage(
             inputs, synthetic_sha256=directory_sha256(inputs.set_dir), report=report
         )
         (stage / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n", encoding="utf-8")
-        datasheet = render_datasheet(inputs.name, rows, synthetic.condition_names, lineage, report)
+        datasheet = render_datasheet(
+            inputs.name,
+            rows,
+            synthetic.condition_names,
+            lineage,
+            report,
+            metrics=metrics,
+            utility=_read_json(inputs.utility_file),
+        )
         (stage / "datasheet.md").write_text(datasheet, encoding="utf-8")
         replace_directory(stage, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return target
+
+
+def _read_json(path: Path | None, name: str | None = None) -> dict | None:
+    """An optional JSON input of the datasheet; a named file that is missing or broken is an
+    error naming it (a datasheet must not silently drop what it was asked to state)."""
+    if path is None:
+        return None
+    path = path / name if name else path
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read it for the datasheet ({exc})") from None
 
 
 def _write_images(synthetic, stage: Path, inputs: ReleaseInputs) -> list[dict]:

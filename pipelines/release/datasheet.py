@@ -66,12 +66,76 @@ def _flatten(prefix: str, value: Any, out: list[str]) -> None:
         out.append(f"- {prefix}: {value if not isinstance(value, float) else f'{value:.4g}'}")
 
 
+def _f(value: Any, sign: bool = False) -> str:
+    if not isinstance(value, int | float) or value != value:
+        return "n/a"
+    return f"{value:+.3f}" if sign else f"{value:.3f}"
+
+
+def quality_lines(metrics: dict[str, Any] | None) -> list[str]:
+    """Fidelity and detectability from `radsynth evaluate`'s metrics.json."""
+    if not metrics:
+        return ["- not evaluated (release with `--evaluation DIR` of `radsynth evaluate`)."]
+    fd = metrics.get("fd", {})
+    lines = [
+        f"- Frechet distance to real test images {_f(fd.get('synthetic_vs_real'))} "
+        f"(two real splits: {_f(fd.get('real_vs_real'))})"
+    ]
+    detect = metrics.get("detectability")
+    if detect:
+        low, high = detect["interval"]
+        lines.append(
+            f"- detectability: a real-vs-synthetic classifier reaches AUROC {_f(detect['auroc'])} "
+            f"[95% {_f(low)}-{_f(high)}] against {detect['n_real']} held-out real "
+            f"`{detect.get('real_split', '?')}` images (0.5: cannot tell them apart; 1: every "
+            "image gives itself away). A downstream model can learn that look as a shortcut."
+        )
+        for value, row in detect.get("per_class", {}).items():
+            lines.append(f"  - {value}: {_f(row['auroc'])}")
+    return lines
+
+
+def usage_lines(utility: dict[str, Any] | None) -> list[str]:
+    """ "How to use this set": the recipe measured to help (`radsynth bench utility`), or a plain
+    statement that none was measured or none helped."""
+    if not utility:
+        return [
+            "- No downstream gain was measured for this set. Measure before relying on it:",
+            "  `radsynth bench utility --synthetic THIS_SET ...` compares the recipes.",
+        ]
+    advice = utility.get("recommendation", {}).get("regimes", {})
+    lines = [f"- measured by `{utility.get('command', 'radsynth bench utility')}`"]
+    scarce = utility.get("config", {}).get("scarce_class", "")
+    for regime, entry in advice.items():
+        best = entry["best"]
+        low, high = best["macro_auroc_gain_ci95"]
+        rlow, rhigh = best.get(f"recall_{scarce}_gain_ci95", [None, None])
+        measured = (
+            f"macro-AUROC {_f(best['macro_auroc_gain'], True)} [95% {_f(low, True)}, "
+            f"{_f(high, True)}], {scarce} recall {_f(best.get(f'recall_{scarce}_gain'), True)} "
+            f"[{_f(rlow, True)}, {_f(rhigh, True)}] over real images alone ({best['seeds']} seeds)"
+        )
+        if entry["recipe"]:
+            lines.append(
+                f"- regime `{regime}`: use recipe **{entry['recipe']}** ({best['description']}): "
+                f"{measured}."
+            )
+        else:
+            lines.append(
+                f"- regime `{regime}`: no recipe was measured to help; the best, "
+                f"`{best['arm']}`, gave {measured}. Train on the real images alone here."
+            )
+    return lines
+
+
 def render_datasheet(
     name: str,
     rows: list[dict],
     condition_names: list[str],
     lineage: dict[str, Any],
     report: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    utility: dict[str, Any] | None = None,
 ) -> str:
     dataset = lineage.get("dataset", {})
     model = lineage.get("model", {})
@@ -134,6 +198,12 @@ def render_datasheet(
         "  disease prevalence (the class mix was chosen at generation time, see above).",
         "- The model learnt from a single source; images carry its acquisition style, resolution and",
         "  artefacts (e.g. burned-in side markers), and may omit rare findings that the training data lacked.",
+        "",
+        "## Fidelity and detectability",
+        *quality_lines(metrics),
+        "",
+        "## How to use this set",
+        *usage_lines(utility),
         "",
         "## Known biases",
         *(
