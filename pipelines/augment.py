@@ -24,6 +24,8 @@ from conditioning.dataset import (
 
 log = logging.getLogger(__name__)
 BALANCE = ("none", "equal")
+# how the merged set is meant to be trained on (generation/evaluation/recipes.py measures them)
+AUGMENT_RECIPES = ("mix", "balanced", "pretrain-finetune", "filter")
 
 
 @dataclass
@@ -99,7 +101,14 @@ def augment(
     attribute: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    recipe: str = "mix",
 ) -> Path:
+    """Write `out`: the real dataset with synthetic images of the release added to its train
+    split, planned by `synthetic_fraction` / `balance`, and the training recipe recorded in
+    dataset.json (`ingest_report.recipe`; `training_weights` reads it back). `filter` drops
+    synthetic images that a classifier trained on the real train split puts in another class."""
+    if recipe not in AUGMENT_RECIPES:
+        raise ValueError(f"recipe {recipe!r}: choose from {', '.join(AUGMENT_RECIPES)}")
     dataset = load_dataset(dataset_dir)
     release = load_synthetic_set(release_dir)
     schema = dataset.schema
@@ -121,6 +130,9 @@ def augment(
     for item in release.images:
         parsed = schema.validate_request({k: v for k, v in item.conditions.items() if k in schema})
         pool.setdefault(key(parsed), []).append((item, parsed))
+    filtered = None
+    if recipe == "filter":
+        pool, filtered = _filter_pool(pool, release, dataset, attribute)
     plan = plan_mix(
         dict(real_counts), {c: len(v) for c, v in pool.items()}, synthetic_fraction, balance
     )
@@ -178,7 +190,53 @@ def augment(
                 "balance": balance,
                 "attribute": attribute,
                 "seed": seed,
+                "recipe": {"name": recipe, **({"filtered": filtered} if filtered else {})},
             },
         )
     log.info("augmented dataset: %d real + %d synthetic training images", len(train), len(chosen))
     return result.root
+
+
+def _filter_pool(pool: dict, release, dataset, attribute: str | None) -> tuple[dict, dict]:
+    """Keep the synthetic images that a classifier trained on the real train split assigns to
+    their requested class (the `filter` recipe); returns the kept pool and the counts."""
+    from generation.evaluation import FitConfig
+    from generation.evaluation.images import ImageSet, load_split
+    from generation.evaluation.recipes import agreeing, train_classifier
+
+    if attribute is None:
+        raise ValueError("the filter recipe needs a categorical attribute to check")
+    judge = train_classifier(load_split(dataset, "train"), dataset.schema, attribute, FitConfig())
+    kept: dict[str, list] = {}
+    for value, entries in pool.items():
+        images = np.stack([release.load_image(item) for item, _ in entries]).astype(np.float32)
+        candidates = ImageSet(
+            images, [c for _, c in entries], [str(i) for i in range(len(entries))]
+        )
+        good = agreeing(candidates, judge, dataset.schema, attribute)
+        kept[value] = [entries[int(i)] for i in good.ids]
+    offered = sum(len(v) for v in pool.values())
+    left = sum(len(v) for v in kept.values())
+    log.info("filter: %d of %d synthetic images kept", left, offered)
+    return kept, {
+        "offered": offered,
+        "kept": left,
+        "dropped_share": round(1 - left / max(offered, 1), 4),
+    }
+
+
+def training_weights(dataset, split: str = "train") -> np.ndarray:
+    """One loss weight per record of `split` for the recipe recorded by `augment`: for
+    `balanced` and `filter`, every (origin, class) cell carries the same total weight, so the
+    synthetic look predicts no label; otherwise 1 everywhere (mean 1 in both cases)."""
+    records = dataset.split(split)
+    report = dataset.info.get("ingest_report", {})
+    name = (report.get("recipe") or {}).get("name", "mix")
+    if name not in ("balanced", "filter"):
+        return np.ones(len(records))
+    attribute = report.get("attribute")
+    from generation.evaluation.recipes import origin_class_weights
+
+    return origin_class_weights(
+        [r.conditions.get(attribute) for r in records], [r.origin for r in records]
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from conditioning.dataset import quantize
 from conditioning.dataset.pixels import write_png
 
 
@@ -56,5 +57,43 @@ def write_synthetic_set(
                     2.0,
                     "ab" * 32,
                 ]
+            )
+    return out
+
+
+IMAGE_SET_COLUMNS = [
+    "id",
+    "file",
+    "pathology",
+    "age_months",
+    "seed",
+    "sampler",
+    "steps",
+    "guidance",
+    "model_hash",
+]
+
+
+def write_image_set(out: Path, images: list[np.ndarray], conditions: list[dict]) -> Path:
+    """A synthetic set holding the given images (pathology and age_months columns)."""
+    (out / "images").mkdir(parents=True)
+    with (out / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=IMAGE_SET_COLUMNS)
+        writer.writeheader()
+        for i, (image, cond) in enumerate(zip(images, conditions, strict=True)):
+            rel = f"images/syn{i:05d}.png"
+            write_png(out / rel, quantize(image, 8))
+            writer.writerow(
+                {
+                    "id": f"syn{i:05d}",
+                    "file": rel,
+                    "pathology": cond.get("pathology") or "",
+                    "age_months": "" if cond.get("age_months") is None else cond["age_months"],
+                    "seed": i,
+                    "sampler": "dpm++",
+                    "steps": 20,
+                    "guidance": 2.0,
+                    "model_hash": "0" * 64,
+                }
             )
     return out

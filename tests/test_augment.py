@@ -11,7 +11,7 @@ from conditioning.dataset import load_dataset
 from pipelines.augment import plan_mix
 from pipelines.cli import main
 from tests.conftest import make_tiny_dataset
-from tests.synthetic_sets import write_synthetic_set
+from tests.synthetic_sets import write_image_set, write_synthetic_set
 
 
 def test_plan_mix_fraction_and_balance() -> None:
@@ -64,3 +64,44 @@ def test_augment_rejects_size_mismatch_and_unknown_label(tmp_path: Path, capsys)
     assert "allowed: normal, bacterial, viral" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_augment_records_the_recipe_and_its_weights(tmp_path: Path) -> None:
+    from pipelines.augment import training_weights
+
+    data = make_tiny_dataset(tmp_path / "real", per_class=6)
+    release = write_synthetic_set(tmp_path / "rel", ["viral"] * 6 + ["normal"] * 2, size=16)
+    out = tmp_path / "aug"
+    assert main(["augment", "--release", str(release), "--data", str(data), "--out", str(out),
+                 "--synthetic-fraction", "0.4", "--recipe", "balanced"]) == 0  # fmt: skip
+    aug = load_dataset(out)
+    assert aug.info["ingest_report"]["recipe"] == {"name": "balanced"}
+    train = aug.split("train")
+    weights = training_weights(aug)
+    assert len(weights) == len(train) and weights.mean() == pytest.approx(1.0)
+    cells = Counter()
+    for w, r in zip(weights, train, strict=True):
+        cells[(r.origin, r.conditions["pathology"])] += w
+    assert len({round(v, 9) for v in cells.values()}) == 1  # every (origin, class) weighs the same
+    plain = tmp_path / "plain"
+    assert main(["augment", "--release", str(release), "--data", str(data), "--out", str(plain),
+                 "--synthetic-fraction", "0.4"]) == 0  # fmt: skip
+    assert (training_weights(load_dataset(plain)) == 1).all()  # mix: unweighted
+
+
+def test_augment_filter_drops_images_of_the_wrong_class(tmp_path: Path) -> None:
+    data = make_tiny_dataset(tmp_path / "real", per_class=30)
+    real = load_dataset(data)
+    # the tiny classes differ by where a disc sits: real test images under their own labels,
+    # and the same images under a wrong label, which a real-trained classifier rejects
+    test = real.split("test")
+    right = [r.conditions["pathology"] for r in test]
+    wrong = [{"normal": "viral", "bacterial": "normal", "viral": "bacterial"}[v] for v in right]
+    images = [real.load_image(r) for r in test] * 2
+    release = write_image_set(tmp_path / "rel", images, [{"pathology": v} for v in right + wrong])
+    out = tmp_path / "aug"
+    assert main(["augment", "--release", str(release), "--data", str(data), "--out", str(out),
+                 "--synthetic-fraction", "0.3", "--recipe", "filter"]) == 0  # fmt: skip
+    report = load_dataset(out).info["ingest_report"]["recipe"]
+    assert report["name"] == "filter" and report["filtered"]["offered"] == 2 * len(test)
+    assert 0.3 < report["filtered"]["dropped_share"] < 0.7  # the mislabelled half, give or take

@@ -6,51 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conditioning.dataset import load_dataset, quantize
-from conditioning.dataset.pixels import write_png
+from conditioning.dataset import load_dataset
 from pipelines.cli import main
 from tests.conftest import make_tiny_dataset
-
-COLUMNS = [
-    "id",
-    "file",
-    "pathology",
-    "age_months",
-    "seed",
-    "sampler",
-    "steps",
-    "guidance",
-    "model_hash",
-]
-
-
-def write_synthetic_set(out: Path, images: list[np.ndarray], conditions: list[dict]) -> Path:
-    (out / "images").mkdir(parents=True)
-    with (out / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for i, (image, cond) in enumerate(zip(images, conditions, strict=True)):
-            rel = f"images/syn{i:05d}.png"
-            write_png(out / rel, quantize(image, 8))
-            writer.writerow(
-                {
-                    "id": f"syn{i:05d}",
-                    "file": rel,
-                    "pathology": cond.get("pathology") or "",
-                    "age_months": "" if cond.get("age_months") is None else cond["age_months"],
-                    "seed": i,
-                    "sampler": "dpm++",
-                    "steps": 20,
-                    "guidance": 2.0,
-                    "model_hash": "0" * 64,
-                }
-            )
-    return out
+from tests.synthetic_sets import write_image_set
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +22,13 @@ def setup(tmp_path_factory):
     data = make_tiny_dataset(root / "tiny", size=16, per_class=30)
     dataset = load_dataset(data)
     test = dataset.split("test")
-    copies = write_synthetic_set(
+    copies = write_image_set(
         root / "copies",
         [dataset.load_image(r) for r in test],
         [r.conditions for r in test],
     )
     rng = np.random.default_rng(0)
-    noise = write_synthetic_set(
+    noise = write_image_set(
         root / "noise",
         [rng.random((16, 16)) for _ in test],
         [r.conditions for r in test],

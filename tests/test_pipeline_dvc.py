@@ -85,7 +85,9 @@ def test_dvc_repro_smoke_profile(tmp_path: Path) -> None:
     sheet = (release / "datasheet.md").read_text()
     assert f"{flagged} of {generated} generated images" in sheet
     # the datasheet states the set's detectability and the recipe measured on it, with its gain
-    detect = json.loads((repo / "runs" / "evaluation" / "metrics.json").read_text())["detectability"]
+    detect = json.loads((repo / "runs" / "evaluation" / "metrics.json").read_text())[
+        "detectability"
+    ]
     assert f"AUROC {detect['auroc']:.3f}" in sheet
     utility = json.loads((repo / "runs" / "utility" / "utility.json").read_text())
     (advice,) = utility["recommendation"]["regimes"].values()

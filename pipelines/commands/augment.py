@@ -24,6 +24,15 @@ def register(sub) -> None:
     parser.add_argument(
         "--attribute", help="categorical condition to balance (default: the first one)"
     )
+    parser.add_argument(
+        "--recipe",
+        choices=("mix", "balanced", "pretrain-finetune", "filter"),
+        default="mix",
+        help="how the set is meant to be trained on, recorded in dataset.json (docs/utility.md): "
+        "balanced weights every (origin, class) cell the same (`pipelines.augment."
+        "training_weights`); filter also drops synthetic images a real-trained classifier puts "
+        "in another class",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
     parser.set_defaults(func=run)
@@ -41,6 +50,7 @@ def run(args) -> int:
         attribute=args.attribute,
         seed=args.seed,
         overwrite=args.overwrite,
+        recipe=args.recipe,
     )
     from conditioning.dataset import load_dataset
 
