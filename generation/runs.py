@@ -112,3 +112,61 @@ def check_resume(state: dict[str, Any], expected: dict[str, Any], run: Path) -> 
                 f"{run}: checkpoint was written with a different {key} "
                 f"({state.get(key)!r} vs {value!r}); start a new --out instead of --resume"
             )
+
+
+def resume_run(
+    run: Path, modules, optimizers, identity, accelerator, desc: str
+) -> tuple[int, float]:
+    """Load the latest checkpoint (weights, optimizers, fp16 loss scale) after checking it fits;
+    the step and wall seconds to continue from."""
+    from .checkpoints import load_checkpoint
+    from .parallel import restore_scaler
+
+    state = load_checkpoint(run, modules, optimizers)
+    check_resume(state, identity, run)
+    restore_scaler(accelerator, state)
+    log.info("resuming %s at step %d", desc, int(state["step"]))
+    return int(state["step"]), float(state["wall_seconds"])
+
+
+def write_checkpoint(run: Path, step: int, wall: float, modules, optimizers, identity, accelerator):
+    """A checkpoint by the main process (every process holds the same weights)."""
+    from .checkpoints import save_checkpoint
+    from .parallel import scaler_state
+
+    extra = {**identity, "wall_seconds": wall, **scaler_state(accelerator)}
+    save_checkpoint(run, step, modules, optimizers, extra)
+
+
+def train_run(cfg, start: int, elapsed: float, train_step, checkpoint, desc: str, show: bool,
+              accelerator):  # fmt: skip
+    """The shared loop, with progress and the stop decision shared by the processes."""
+    from .parallel import any_process
+    from .train_loop import run_loop
+
+    return run_loop(
+        total_steps=int(cfg["steps"]),
+        start_step=start,
+        max_minutes=float(cfg["max_minutes"]),
+        checkpoint_every=int(cfg["checkpoint_every"]),
+        elapsed_before=elapsed,
+        train_step=train_step,
+        checkpoint=checkpoint,
+        desc=desc,
+        show_progress=show and accelerator.is_main_process,
+        agree=lambda flag: any_process(accelerator, flag),
+    )
+
+
+def card_basics(result, accelerator, batch, digests: list[str]) -> dict[str, Any]:
+    """What every model card says about how its training went."""
+    return {
+        "steps": result.step,
+        "stopped_by": result.stopped_by,
+        "max_minutes_hit": result.stopped_by == "max_minutes",
+        "wall_seconds": round(result.wall_seconds, 1),
+        "mixed_precision": accelerator.mixed_precision,
+        "global_batch": batch.describe(),
+        "replica_sha256": digests,
+        "final_losses": result.losses,
+    }

@@ -21,21 +21,25 @@ from .autoencoder import (
     kl_loss,
     latent_shape,
 )
-from .checkpoints import load_checkpoint, save_checkpoint, save_weights
+from .checkpoints import save_weights
 from .data import load_training_data
 from .grids import save_grid
 from .model_card import write_model_card
 from .parallel import (
-    any_process,
     frozen,
     global_batch,
     mean_over_processes,
     replica_digests,
-    restore_scaler,
-    scaler_state,
 )
-from .runs import check_resume, make_accelerator, open_run, step_generator
-from .train_loop import run_loop
+from .runs import (
+    card_basics,
+    make_accelerator,
+    open_run,
+    resume_run,
+    step_generator,
+    train_run,
+    write_checkpoint,
+)
 
 log = logging.getLogger("radsynth.train")
 KIND = "autoencoder"
@@ -114,11 +118,7 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
     }
     start, elapsed = 0, 0.0
     if resume:
-        state = load_checkpoint(run, modules, optimizers)
-        check_resume(state, identity, run)
-        restore_scaler(accelerator, state)
-        start, elapsed = int(state["step"]), float(state["wall_seconds"])
-        log.info("resuming autoencoder at step %d", start)
+        start, elapsed = resume_run(run, modules, optimizers, identity, accelerator, "autoencoder")
     # prepared: DDP-wrapped under several processes, optimizers that step once per accumulation
     recon_net, opt = accelerator.prepare(Reconstruction(model), optimizer)
     if disc is not None:
@@ -177,23 +177,13 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
     def checkpoint(step: int, wall: float) -> None:
         if not main:
             return
-        extra = {**identity, "wall_seconds": wall, **scaler_state(accelerator)}
-        save_checkpoint(run, step, modules, optimizers, extra)
+        write_checkpoint(run, step, wall, modules, optimizers, identity, accelerator)
         save_reconstructions(
             model, train.images[preview_idx], run / "samples" / f"recon_step{step:07d}.png"
         )
 
-    result = run_loop(
-        total_steps=int(cfg["steps"]),
-        start_step=start,
-        max_minutes=float(cfg["max_minutes"]),
-        checkpoint_every=int(cfg["checkpoint_every"]),
-        elapsed_before=elapsed,
-        train_step=train_step,
-        checkpoint=checkpoint,
-        desc="autoencoder",
-        show_progress=show_progress and main,
-        agree=lambda flag: any_process(accelerator, flag),
+    result = train_run(
+        cfg, start, elapsed, train_step, checkpoint, "autoencoder", show_progress, accelerator
     )
     digests = replica_digests(accelerator, model)
     if main:
@@ -202,14 +192,7 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
         "kind": KIND,
         "dataset": config["dataset"],
         "profile": settings.get("profile"),
-        "steps": result.step,
-        "stopped_by": result.stopped_by,
-        "max_minutes_hit": result.stopped_by == "max_minutes",
-        "wall_seconds": round(result.wall_seconds, 1),
-        "mixed_precision": accelerator.mixed_precision,
-        "global_batch": batch.describe(),
-        "replica_sha256": digests,
-        "final_losses": result.losses,
+        **card_basics(result, accelerator, batch, digests),
         "network": spec,
         "params": cfg,
         "weights": WEIGHTS,

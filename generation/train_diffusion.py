@@ -19,26 +19,30 @@ from conditioning.dataset import write_json_atomic
 from conditioning.encoders import drop_conditions
 
 from .autoencoder import build_autoencoder
-from .checkpoints import file_sha256, load_checkpoint, load_into, save_checkpoint, save_weights
+from .checkpoints import file_sha256, load_into, save_weights
 from .data import TrainingData, load_training_data
 from .ema import EMA
 from .generate_set import training_distribution
 from .grids import grid_conditions, save_grid
 from .model_card import write_model_card
 from .parallel import (
-    any_process,
     global_batch,
     mean_over_processes,
     replica_digests,
-    restore_scaler,
-    scaler_state,
 )
 from .pipeline import AE_DIR, AE_WEIGHTS, CONFIG, UNET_WEIGHTS, LatentDiffusionModel, model_hash
-from .runs import check_resume, make_accelerator, open_run, step_generator
+from .runs import (
+    card_basics,
+    make_accelerator,
+    open_run,
+    resume_run,
+    step_generator,
+    train_run,
+    write_checkpoint,
+)
 from .schedulers import schedule_spec, snr_weights, training_scheduler
 from .train_autoencoder import WEIGHTS as AE_RUN_WEIGHTS
 from .train_autoencoder import settings_hash
-from .train_loop import run_loop
 from .unet import ConditionedUNet, hide_masks, mask_to_input, unet_spec
 
 log = logging.getLogger("radsynth.train")
@@ -199,11 +203,7 @@ def train_diffusion(
         }
         start, elapsed = 0, 0.0
         if resume:
-            state = load_checkpoint(run, modules, optimizers)
-            check_resume(state, identity, run)
-            restore_scaler(accelerator, state)
-            start, elapsed = int(state["step"]), float(state["wall_seconds"])
-            log.info("resuming %s at step %d", section, start)
+            start, elapsed = resume_run(run, modules, optimizers, identity, accelerator, section)
         net, opt = accelerator.prepare(unet, optimizer)
         if main:  # everything generation needs lives in the run: the autoencoder is copied in
             (run / AE_DIR).mkdir(exist_ok=True)
@@ -262,25 +262,15 @@ def train_diffusion(
         def checkpoint(step: int, wall: float) -> None:
             if not main:
                 return
-            extra = {**identity, "wall_seconds": wall, **scaler_state(accelerator)}
-            save_checkpoint(run, step, modules, optimizers, extra)
+            write_checkpoint(run, step, wall, modules, optimizers, identity, accelerator)
             model = LatentDiffusionModel(config, ema.model, autoencoder, device=device)
             save_sample_grid(
                 model, run / "samples" / f"grid_step{step:07d}.png", int(cfg["grid_columns"]), seed
             )
             ema.model.eval()
 
-        result = run_loop(
-            total_steps=int(cfg["steps"]),
-            start_step=start,
-            max_minutes=float(cfg["max_minutes"]),
-            checkpoint_every=int(cfg["checkpoint_every"]),
-            elapsed_before=elapsed,
-            train_step=train_step,
-            checkpoint=checkpoint,
-            desc=section,
-            show_progress=show_progress and main,
-            agree=lambda flag: any_process(accelerator, flag),
+        result = train_run(
+            cfg, start, elapsed, train_step, checkpoint, section, show_progress, accelerator
         )
         digests = replica_digests(accelerator, ema.model)
         final = finalize(ema.model) if finalize else ema.model
@@ -293,14 +283,7 @@ def train_diffusion(
             "dataset": config["dataset"],
             "autoencoder": {k: config["autoencoder"][k] for k in ("source", "sha256")},
             "profile": settings.get("profile"),
-            "steps": result.step,
-            "stopped_by": result.stopped_by,
-            "max_minutes_hit": result.stopped_by == "max_minutes",
-            "wall_seconds": round(result.wall_seconds, 1),
-            "mixed_precision": accelerator.mixed_precision,
-            "global_batch": batch.describe(),
-            "replica_sha256": digests,
-            "final_losses": result.losses,
+            **card_basics(result, accelerator, batch, digests),
             "conditioning": "per-attribute embeddings summed into the UNet time embedding; "
             "classifier-free guidance by per-attribute dropout",
             "schema": config["schema"],
