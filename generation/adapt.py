@@ -164,7 +164,11 @@ def adapt_model(
         trainable=trainable,
         finalize=merge_lora if rank is not None else None,
     )
+    from accelerate import PartialState
+
     from .model_card import write_model_card
 
-    write_model_card(out, record_selection(card))
+    card = record_selection(card)
+    if PartialState().is_main_process:  # one writer under `accelerate launch`
+        write_model_card(out, card)
     return card

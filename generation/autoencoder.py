@@ -57,12 +57,19 @@ def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     return kl.mean()
 
 
-def sample_latent(
-    z_mu: torch.Tensor, z_sigma: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
-    """Reparameterised sample with our own generator (MONAI's uses the global RNG)."""
-    eps = torch.randn(z_mu.shape, generator=generator).to(z_mu.device, z_mu.dtype)
-    return z_mu + eps * z_sigma
+class Reconstruction(nn.Module):
+    """Encode, sample the latent with given noise, decode: one forward, so that DDP (which hooks
+    `forward` only) all-reduces the gradients of a training step. MONAI's own forward draws its
+    noise from the global RNG; here every process takes its slice of the step's noise."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor):
+        z_mu, z_sigma = self.autoencoder.encode(x)
+        z = z_mu + eps.to(z_mu.device, z_mu.dtype) * z_sigma
+        return self.autoencoder.decode(z), z_mu, z_sigma
 
 
 @torch.no_grad()

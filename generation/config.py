@@ -14,7 +14,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "num_res_blocks": 1,
         "norm_num_groups": 16,
         "attention": False,
-        "batch_size": 16,
+        "batch_size": 16,  # per process; global batch = batch_size x processes x grad_accum
+        "grad_accum": 1,  # micro-steps per optimizer step (accelerate's accumulation)
         "lr": 1.0e-3,
         "steps": 1000,
         "max_minutes": 0,  # wall-clock cap (0 = none)
@@ -44,7 +45,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "mask_dropout": 0.5,  # how often the mask condition is hidden (masked datasets)
         "ema_decay": 0.999,
         "lr": 2.0e-4,
-        "batch_size": 32,
+        "batch_size": 32,  # per process, as above
+        "grad_accum": 1,
         "steps": 2000,
         "max_minutes": 0,
         "checkpoint_every": 500,
@@ -69,7 +71,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lora_rank": 0,  # 0: fine-tune every weight; --lora RANK for LoRA on the linear layers
         "lr": None,  # None: the parent's training lr
         "steps": 500,
-        "batch_size": None,  # None: the parent's training batch size
+        "batch_size": None,  # None: the parent's training batch size (per process)
+        "grad_accum": 1,
         "replay": 0.5,  # share of each batch replayed from the train images outside --where
         "warmup_steps": 50,  # linear learning-rate warmup: a fresh Adam jolts a trained model
         "ema_decay": 0.999,  # no warmup here: the average starts from the parent's weights

@@ -36,28 +36,27 @@ class TrainingData:
     def focus_records(self) -> list:
         return self.records[: self.n_focus] if self.n_focus is not None else self.records
 
-    def batch_indices(self, step: int, batch_size: int, seed: int, rank=0, world=1) -> np.ndarray:
-        """Indices of the batch for global `step` (this process's share under data parallel).
+    def batch_indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+        """Indices of the global batch of `step` (processes take slices of it: data parallel).
 
         With a replay pool, round(batch_size * replay_share) of them come from the pool and the
         rest from the focus records, each pool walked by its own seeded permutation."""
         if self.n_focus is None:
-            return _draw(len(self), step, batch_size, [seed], rank, world)
+            return _draw(len(self), step, batch_size, [seed])
         n_replay = int(round(batch_size * self.replay_share))
-        focus = _draw(self.n_focus, step, batch_size - n_replay, [seed, 0], rank, world)
-        pool = _draw(len(self) - self.n_focus, step, n_replay, [seed, 1], rank, world)
+        focus = _draw(self.n_focus, step, batch_size - n_replay, [seed, 0])
+        pool = _draw(len(self) - self.n_focus, step, n_replay, [seed, 1])
         return np.concatenate([focus, self.n_focus + pool])
 
 
-def _draw(n: int, step: int, batch_size: int, seed: list[int], rank: int, world: int) -> np.ndarray:
-    """This process's `batch_size` indices into range(n) at `step`: epochs of seeded permutations."""
+def _draw(n: int, step: int, batch_size: int, seed: list[int]) -> np.ndarray:
+    """`batch_size` indices into range(n) at `step`: epochs of seeded permutations."""
     if batch_size == 0:
         return np.zeros(0, dtype=np.int64)
-    global_batch = batch_size * world
-    per_epoch = max(n // global_batch, 1)
+    per_epoch = max(n // batch_size, 1)
     epoch, position = divmod(step, per_epoch)
     order = np.random.default_rng([*seed, epoch]).permutation(n)
-    start = position * global_batch + rank * batch_size
+    start = position * batch_size
     return np.take(order, range(start, start + batch_size), mode="wrap")
 
 

@@ -5,7 +5,7 @@ command completes the missing images only, and a larger --n grows the set where 
 images keep their conditions (image i depends only on the seed, i and its conditions). Each PNG
 is written atomically as soon as its batch is done, and the manifest is rebuilt from the images
 present at the end. Under
-`accelerate launch` the missing images are split between processes. A masked model draws its own
+`accelerate launch` the batches of missing images are split between processes. A masked model draws its own
 masks, or takes given ones (`masks=`): image i is generated to fit mask i mod M, and the given
 mask is what is written beside it.
 """
@@ -207,17 +207,22 @@ def generate_set(
     ext = ".png" if len(model.image_size) == 2 else ".nii.gz"
     missing = [i for i in range(n) if not _complete(out, i, model.has_masks, ext)]
     done_before = n - len(missing)
-    if accelerator is not None:
-        with accelerator.split_between_processes(missing) as share:
-            mine = list(share)
-    else:
-        mine = missing
     batch = int(batch_size or defaults.get("batch_size", 32))
+    # whole batches are shared out, so each image is computed in the batch it would be in under
+    # one process: kernels may round differently for other batch shapes
+    mine = [missing[start : start + batch] for start in range(0, len(missing), batch)]
+    if accelerator is not None:
+        with accelerator.split_between_processes(mine) as share:
+            mine = list(share)
     from tqdm import tqdm
 
-    bar = tqdm(total=len(mine), desc="generating", unit="img", disable=not show_progress)
-    for start in range(0, len(mine), batch):
-        chunk = mine[start : start + batch]
+    bar = tqdm(
+        total=sum(map(len, mine)),
+        desc="generating",
+        unit="img",
+        disable=not show_progress or (accelerator is not None and not main),
+    )
+    for chunk in mine:
         fit = None if given is None else given[[i % len(given) for i in chunk]]
         images, masks = model.generate(
             [plan[i] for i in chunk],
@@ -242,7 +247,8 @@ def generate_set(
         accelerator.wait_for_everyone()
     if main:
         write_manifest(out, plan, request, model.schema, model.has_masks, ext)
-    log.info("%s: %d images (%d already present)", out, n, done_before)
+    if main:
+        log.info("%s: %d images (%d already present)", out, n, done_before)
     return {"out": str(out), "n": n, "generated": len(missing), "already_present": done_before}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,9 @@ from .checkpoints import CHECKPOINTS, LATEST
 log = logging.getLogger("radsynth.train")
 
 
-def prepare_run_dir(out: str | Path, resume: bool, kind: str) -> Path:
-    """A fresh run directory, or (with resume) one holding a checkpoint of the same kind."""
+def check_run_dir(out: str | Path, resume: bool, kind: str) -> Path:
+    """`out` may hold a new run, or (with resume) holds a checkpoint of the same kind; reads only,
+    so every process can check before any of them writes."""
     run = Path(out)
     config = run / "config.json"
     if resume:
@@ -32,15 +35,49 @@ def prepare_run_dir(out: str | Path, resume: bool, kind: str) -> Path:
         raise ValueError(
             f"{run}: already exists and is not empty; pass --resume to continue it or choose --out"
         )
+    return run
+
+
+def prepare_run_dir(out: str | Path, resume: bool, kind: str) -> Path:
+    """A fresh run directory, or (with resume) one holding a checkpoint of the same kind."""
+    run = check_run_dir(out, resume, kind)
     run.mkdir(parents=True, exist_ok=True)
     return run
+
+
+@contextmanager
+def open_run(out: str | Path, resume: bool, kind: str, accelerator) -> Iterator[Path]:
+    """The run directory, checked by every process and created by the main one; the log file
+    and INFO messages belong to the main process alone (N copies of each line help no one)."""
+    run = check_run_dir(out, resume, kind)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        logger = logging.getLogger("radsynth")
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            accelerator.wait_for_everyone()
+            yield run
+        finally:
+            logger.setLevel(level)
+        return
+    prepare_run_dir(out, resume, kind)
+    accelerator.wait_for_everyone()
+    handler = attach_log(run)
+    try:
+        yield run
+    finally:
+        logging.getLogger("radsynth").removeHandler(handler)
+        handler.close()
 
 
 def attach_log(run: Path) -> logging.Handler:
     return attach_log_file(run / "train.log", "radsynth")
 
 
-def make_accelerator(mixed_precision: str):
+def make_accelerator(mixed_precision: str, grad_accum: int = 1):
+    """Data parallel under `accelerate launch` (gloo on CPUs); accumulation over `grad_accum`
+    micro-steps is accelerate's, so gradients are all-reduced once per optimizer step."""
     from accelerate import Accelerator
 
     if mixed_precision not in ("no", "bf16", "fp16"):
@@ -51,20 +88,85 @@ def make_accelerator(mixed_precision: str):
     return Accelerator(
         mixed_precision=effective_mixed_precision(mixed_precision, device),
         cpu=device == "cpu",
+        gradient_accumulation_steps=grad_accum,
     )
 
 
-def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """The random stream of one training step: resuming needs no saved RNG state."""
-    value = int(np.random.SeedSequence([seed, step, rank]).generate_state(2, np.uint64)[0] >> 1)
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one training step: resuming needs no saved RNG state. Every process
+    draws the whole global batch from it (generation/parallel.py); the trailing 0 keeps the
+    streams of runs made when each process drew its own."""
+    value = int(np.random.SeedSequence([seed, step, 0]).generate_state(2, np.uint64)[0] >> 1)
     return torch.Generator().manual_seed(value)
 
 
 def check_resume(state: dict[str, Any], expected: dict[str, Any], run: Path) -> None:
-    """A checkpoint must come from the same data and settings it is resumed with."""
+    """A checkpoint must come from the same data and settings it is resumed with. Checkpoints
+    from before data-parallel training record no global batch: they were one-process runs, whose
+    batch their settings hash covers."""
     for key, value in expected.items():
+        if key == "global_batch_size" and key not in state:
+            continue
         if state.get(key) != value:
             raise ValueError(
                 f"{run}: checkpoint was written with a different {key} "
                 f"({state.get(key)!r} vs {value!r}); start a new --out instead of --resume"
             )
+
+
+def resume_run(
+    run: Path, modules, optimizers, identity, accelerator, desc: str
+) -> tuple[int, float]:
+    """Load the latest checkpoint (weights, optimizers, fp16 loss scale) after checking it fits;
+    the step and wall seconds to continue from."""
+    from .checkpoints import load_checkpoint
+    from .parallel import restore_scaler
+
+    state = load_checkpoint(run, modules, optimizers)
+    check_resume(state, identity, run)
+    restore_scaler(accelerator, state)
+    log.info("resuming %s at step %d", desc, int(state["step"]))
+    return int(state["step"]), float(state["wall_seconds"])
+
+
+def write_checkpoint(run: Path, step: int, wall: float, modules, optimizers, identity, accelerator):
+    """A checkpoint by the main process (every process holds the same weights)."""
+    from .checkpoints import save_checkpoint
+    from .parallel import scaler_state
+
+    extra = {**identity, "wall_seconds": wall, **scaler_state(accelerator)}
+    save_checkpoint(run, step, modules, optimizers, extra)
+
+
+def train_run(cfg, start: int, elapsed: float, train_step, checkpoint, desc: str, show: bool,
+              accelerator):  # fmt: skip
+    """The shared loop, with progress and the stop decision shared by the processes."""
+    from .parallel import any_process
+    from .train_loop import run_loop
+
+    return run_loop(
+        total_steps=int(cfg["steps"]),
+        start_step=start,
+        max_minutes=float(cfg["max_minutes"]),
+        checkpoint_every=int(cfg["checkpoint_every"]),
+        elapsed_before=elapsed,
+        train_step=train_step,
+        checkpoint=checkpoint,
+        desc=desc,
+        show_progress=show and accelerator.is_main_process,
+        agree=lambda flag: any_process(accelerator, flag),
+    )
+
+
+def card_basics(result, accelerator, batch, digests: list[str]) -> dict[str, Any]:
+    """What every model card says about how its training went."""
+    return {
+        "steps": result.step,
+        "stopped_by": result.stopped_by,
+        "max_minutes_hit": result.stopped_by == "max_minutes",
+        "wall_seconds": round(result.wall_seconds, 1),
+        "mixed_precision": accelerator.mixed_precision,
+        "global_batch": batch.describe(),
+        "replica_sha256": digests,
+        "final_losses": result.losses,
+    }

@@ -14,13 +14,32 @@ import torch
 
 from conditioning.dataset import write_json_atomic
 
-from .autoencoder import autoencoder_spec, build_autoencoder, kl_loss, latent_shape, sample_latent
-from .checkpoints import load_checkpoint, save_checkpoint, save_weights
+from .autoencoder import (
+    Reconstruction,
+    autoencoder_spec,
+    build_autoencoder,
+    kl_loss,
+    latent_shape,
+)
+from .checkpoints import save_weights
 from .data import load_training_data
 from .grids import save_grid
 from .model_card import write_model_card
-from .runs import attach_log, check_resume, make_accelerator, prepare_run_dir, step_generator
-from .train_loop import run_loop
+from .parallel import (
+    frozen,
+    global_batch,
+    mean_over_processes,
+    replica_digests,
+)
+from .runs import (
+    card_basics,
+    make_accelerator,
+    open_run,
+    resume_run,
+    step_generator,
+    train_run,
+    write_checkpoint,
+)
 
 log = logging.getLogger("radsynth.train")
 KIND = "autoencoder"
@@ -29,12 +48,17 @@ WEIGHTS = "autoencoder.safetensors"
 
 # Settings a resumed run may change: how long it trains and how often it checkpoints.
 EXTENDABLE = ("steps", "max_minutes", "checkpoint_every")
+# Settings added after runs existed, hashed only where they differ from the value that behaves as
+# those runs did: their checkpoints still resume.
+ADDED = {"grad_accum": 1}
 
 
 def settings_hash(cfg: dict[str, Any]) -> str:
     """Identifies the settings a checkpoint depends on (not its length: `--resume` with more
     steps or a longer cap continues training)."""
-    kept = {k: v for k, v in cfg.items() if k not in EXTENDABLE}
+    kept = {
+        k: v for k, v in cfg.items() if k not in EXTENDABLE and not (k in ADDED and v == ADDED[k])
+    }
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -45,147 +69,156 @@ def train_autoencoder(
     resume: bool = False,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume) an autoencoder run in `out`; returns its model card."""
+    """Train (or resume) an autoencoder run in `out`; returns its model card. Under
+    `accelerate launch` the processes train one model data-parallel (generation/parallel.py)."""
+    cfg = settings["autoencoder"]
+    accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
+    with open_run(out, resume, KIND, accelerator) as run:
+        return _train(data, run, settings, cfg, accelerator, resume, show_progress)
+
+
+def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progress: bool):
     from monai.losses import PatchAdversarialLoss, SSIMLoss
+
+    main = accelerator.is_main_process
+    train = load_training_data(data, show_progress=show_progress and main)
+    spec = autoencoder_spec(cfg, train.spatial_dims, train.images.shape[1])
+    image_size = train.dataset.image_size
+    batch = global_batch(cfg, accelerator)
+    config = {
+        "kind": KIND,
+        "network": spec,
+        "image_size": image_size,
+        "spatial_dims": train.spatial_dims,
+        "has_masks": train.has_masks,
+        "latent_shape": latent_shape(spec, image_size),
+        "schema": train.schema.to_json(),
+        "dataset": {"name": train.dataset.name, "hash": train.dataset.content_hash()},
+        "profile": settings.get("profile"),
+        "settings": cfg,
+        "global_batch": batch.describe(),
+    }
+    if main:
+        write_json_atomic(run / "config.json", config)
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    model = build_autoencoder(spec)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]))
+    modules: dict[str, torch.nn.Module] = {"model": model}
+    optimizers: dict[str, torch.optim.Optimizer] = {"optimizer": optimizer}
+    disc = build_discriminator(cfg, train.spatial_dims, spec["in_channels"])
+    if disc is not None:
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=float(cfg["lr"]))
+        modules["discriminator"], optimizers["discriminator_optimizer"] = disc, disc_opt
+        adv_loss = PatchAdversarialLoss(criterion="least_squares")
+    identity = {
+        "dataset_hash": config["dataset"]["hash"],
+        "settings_hash": settings_hash(cfg),
+        "global_batch_size": batch.size,
+    }
+    start, elapsed = 0, 0.0
+    if resume:
+        start, elapsed = resume_run(run, modules, optimizers, identity, accelerator, "autoencoder")
+    # prepared: DDP-wrapped under several processes, optimizers that step once per accumulation
+    recon_net, opt = accelerator.prepare(Reconstruction(model), optimizer)
+    if disc is not None:
+        disc_net, d_opt = accelerator.prepare(disc, disc_opt)
+    device = accelerator.device
+    ssim = SSIMLoss(train.spatial_dims, data_range=2.0, win_size=int(cfg["ssim_kernel"]))
+    latent = config["latent_shape"]
+    preview_idx = np.arange(min(8, len(train)))
+
+    def micro_step(x: torch.Tensor, eps: torch.Tensor, use_adv: bool) -> dict[str, float]:
+        with accelerator.autocast():
+            recon, z_mu, z_sigma = recon_net(x, eps)
+        recon = recon.float()
+        l1 = (recon - x).abs().mean()
+        ssim_value = ssim(recon, x)
+        kl = kl_loss(z_mu.float(), z_sigma.float())
+        loss = l1 + float(cfg["ssim_weight"]) * ssim_value + float(cfg["kl_weight"]) * kl
+        losses = {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
+        if use_adv:
+            with frozen(disc), accelerator.autocast():
+                fake = disc(recon.contiguous())[-1]  # the bare module: no DDP hook
+            g_adv = adv_loss(fake.float(), target_is_real=True, for_discriminator=False)
+            loss = loss + float(cfg["adversarial_weight"]) * g_adv
+            losses["g_adv"] = g_adv.item()
+        accelerator.backward(loss)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if use_adv:
+            with accelerator.autocast():
+                fake = disc_net(recon.detach().contiguous())[-1]
+                real = disc_net(x.contiguous())[-1]
+            d_loss = 0.5 * (
+                adv_loss(fake.float(), target_is_real=False, for_discriminator=True)
+                + adv_loss(real.float(), target_is_real=True, for_discriminator=True)
+            )
+            accelerator.backward(d_loss)
+            d_opt.step()
+            d_opt.zero_grad(set_to_none=True)
+            losses["d_adv"] = d_loss.item()
+        losses["loss"] = loss.item()
+        return losses
+
+    def train_step(step: int) -> dict[str, float]:
+        recon_net.train()
+        idx = train.batch_indices(step, batch.size, seed)
+        eps = torch.randn((batch.size, *latent), generator=step_generator(seed, step))
+        use_adv = disc is not None and step >= int(cfg["adversarial_start"])
+        nets = (recon_net, disc_net) if disc is not None else (recon_net,)
+        losses = []
+        for part in batch.micro_slices(accelerator.process_index):
+            with accelerator.accumulate(*nets):
+                x = train.images[idx[part]].to(device)
+                losses.append(micro_step(x, eps[part], use_adv))
+        return mean_over_processes(accelerator, losses)
+
+    def checkpoint(step: int, wall: float) -> None:
+        if not main:
+            return
+        write_checkpoint(run, step, wall, modules, optimizers, identity, accelerator)
+        save_reconstructions(
+            model, train.images[preview_idx], run / "samples" / f"recon_step{step:07d}.png"
+        )
+
+    result = train_run(
+        cfg, start, elapsed, train_step, checkpoint, "autoencoder", show_progress, accelerator
+    )
+    digests = replica_digests(accelerator, model)
+    if main:
+        save_weights(run / WEIGHTS, model.state_dict())
+    card = {
+        "kind": KIND,
+        "dataset": config["dataset"],
+        "profile": settings.get("profile"),
+        **card_basics(result, accelerator, batch, digests),
+        "network": spec,
+        "params": cfg,
+        "weights": WEIGHTS,
+    }
+    if main:
+        write_model_card(run, card)
+    accelerator.wait_for_everyone()
+    log.info("autoencoder done: %d steps in %.0f s -> %s", result.step, result.wall_seconds, run)
+    return card
+
+
+def build_discriminator(cfg: dict[str, Any], spatial_dims: int, in_channels: int):
+    """The patch discriminator when the adversarial loss is on, else None. Instance norm, not
+    MONAI's default batch norm: batch statistics would differ between one process's slice and
+    the global batch, so N processes would no longer train the model one process does."""
+    if float(cfg["adversarial_weight"]) <= 0:
+        return None
     from monai.networks.nets import PatchDiscriminator
 
-    cfg = settings["autoencoder"]
-    run = prepare_run_dir(out, resume, KIND)
-    handler = attach_log(run)
-    try:
-        train = load_training_data(data, show_progress=show_progress)
-        spec = autoencoder_spec(cfg, train.spatial_dims, train.images.shape[1])
-        image_size = train.dataset.image_size
-        config = {
-            "kind": KIND,
-            "network": spec,
-            "image_size": image_size,
-            "spatial_dims": train.spatial_dims,
-            "has_masks": train.has_masks,
-            "latent_shape": latent_shape(spec, image_size),
-            "schema": train.schema.to_json(),
-            "dataset": {"name": train.dataset.name, "hash": train.dataset.content_hash()},
-            "profile": settings.get("profile"),
-            "settings": cfg,
-        }
-        write_json_atomic(run / "config.json", config)
-        seed = int(cfg["seed"])
-        torch.manual_seed(seed)
-        model = build_autoencoder(spec)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]))
-        modules: dict[str, torch.nn.Module] = {"model": model}
-        optimizers: dict[str, torch.optim.Optimizer] = {"optimizer": optimizer}
-        adversarial = float(cfg["adversarial_weight"]) > 0
-        if adversarial:
-            disc = PatchDiscriminator(
-                spatial_dims=train.spatial_dims,
-                channels=int(cfg["discriminator_channels"]),
-                in_channels=spec["in_channels"],
-                num_layers_d=2,
-            )
-            disc_opt = torch.optim.AdamW(disc.parameters(), lr=float(cfg["lr"]))
-            modules["discriminator"], optimizers["discriminator_optimizer"] = disc, disc_opt
-            adv_loss = PatchAdversarialLoss(criterion="least_squares")
-        accelerator = make_accelerator(cfg["mixed_precision"])
-        device = accelerator.device
-        for module in modules.values():
-            module.to(device)
-        identity = {"dataset_hash": config["dataset"]["hash"], "settings_hash": settings_hash(cfg)}
-        start, elapsed = 0, 0.0
-        if resume:
-            state = load_checkpoint(run, modules, optimizers)
-            check_resume(state, identity, run)
-            start, elapsed = int(state["step"]), float(state["wall_seconds"])
-            log.info("resuming autoencoder at step %d", start)
-        ssim = SSIMLoss(train.spatial_dims, data_range=2.0, win_size=int(cfg["ssim_kernel"]))
-        batch, rank, world = (
-            int(cfg["batch_size"]),
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
-        preview_idx = np.arange(min(8, len(train)))
-
-        def train_step(step: int) -> dict[str, float]:
-            model.train()
-            idx = train.batch_indices(step, batch, seed, rank, world)
-            x = train.images[idx].to(device)
-            gen = step_generator(seed, step, rank)
-            with accelerator.autocast():
-                z_mu, z_sigma = model.encode(x)
-                recon = model.decode(sample_latent(z_mu, z_sigma, gen))
-            recon = recon.float()
-            l1 = (recon - x).abs().mean()
-            ssim_value = ssim(recon, x)
-            kl = kl_loss(z_mu.float(), z_sigma.float())
-            loss = l1 + float(cfg["ssim_weight"]) * ssim_value + float(cfg["kl_weight"]) * kl
-            losses = {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
-            use_adv = adversarial and step >= int(cfg["adversarial_start"])
-            if use_adv:
-                with accelerator.autocast():
-                    fake = disc(recon.contiguous())[-1]
-                g_adv = adv_loss(fake.float(), target_is_real=True, for_discriminator=False)
-                loss = loss + float(cfg["adversarial_weight"]) * g_adv
-                losses["g_adv"] = g_adv.item()
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            if use_adv:
-                with accelerator.autocast():
-                    fake = disc(recon.detach().contiguous())[-1]
-                    real = disc(x.contiguous())[-1]
-                d_loss = 0.5 * (
-                    adv_loss(fake.float(), target_is_real=False, for_discriminator=True)
-                    + adv_loss(real.float(), target_is_real=True, for_discriminator=True)
-                )
-                disc_opt.zero_grad(set_to_none=True)
-                accelerator.backward(d_loss)
-                disc_opt.step()
-                losses["d_adv"] = d_loss.item()
-            losses["loss"] = loss.item()
-            return losses
-
-        def checkpoint(step: int, wall: float) -> None:
-            if not accelerator.is_main_process:
-                return
-            save_checkpoint(run, step, modules, optimizers, {**identity, "wall_seconds": wall})
-            save_reconstructions(
-                model, train.images[preview_idx], run / "samples" / f"recon_step{step:07d}.png"
-            )
-
-        result = run_loop(
-            total_steps=int(cfg["steps"]),
-            start_step=start,
-            max_minutes=float(cfg["max_minutes"]),
-            checkpoint_every=int(cfg["checkpoint_every"]),
-            elapsed_before=elapsed,
-            train_step=train_step,
-            checkpoint=checkpoint,
-            desc="autoencoder",
-            show_progress=show_progress,
-        )
-        save_weights(run / WEIGHTS, model.state_dict())
-        card = {
-            "kind": KIND,
-            "dataset": config["dataset"],
-            "profile": settings.get("profile"),
-            "steps": result.step,
-            "stopped_by": result.stopped_by,
-            "max_minutes_hit": result.stopped_by == "max_minutes",
-            "wall_seconds": round(result.wall_seconds, 1),
-            "mixed_precision": accelerator.mixed_precision,
-            "final_losses": result.losses,
-            "network": spec,
-            "params": cfg,
-            "weights": WEIGHTS,
-        }
-        write_model_card(run, card)
-        log.info(
-            "autoencoder done: %d steps in %.0f s -> %s", result.step, result.wall_seconds, run
-        )
-        return card
-    finally:
-        logging.getLogger("radsynth").removeHandler(handler)
-        handler.close()
+    return PatchDiscriminator(
+        spatial_dims=spatial_dims,
+        channels=int(cfg["discriminator_channels"]),
+        in_channels=in_channels,
+        num_layers_d=2,
+        norm="INSTANCE",
+    )
 
 
 @torch.no_grad()

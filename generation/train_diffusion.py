@@ -19,18 +19,30 @@ from conditioning.dataset import write_json_atomic
 from conditioning.encoders import drop_conditions
 
 from .autoencoder import build_autoencoder
-from .checkpoints import file_sha256, load_checkpoint, load_into, save_checkpoint, save_weights
+from .checkpoints import file_sha256, load_into, save_weights
 from .data import TrainingData, load_training_data
 from .ema import EMA
 from .generate_set import training_distribution
 from .grids import grid_conditions, save_grid
 from .model_card import write_model_card
+from .parallel import (
+    global_batch,
+    mean_over_processes,
+    replica_digests,
+)
 from .pipeline import AE_DIR, AE_WEIGHTS, CONFIG, UNET_WEIGHTS, LatentDiffusionModel, model_hash
-from .runs import attach_log, check_resume, make_accelerator, prepare_run_dir, step_generator
+from .runs import (
+    card_basics,
+    make_accelerator,
+    open_run,
+    resume_run,
+    step_generator,
+    train_run,
+    write_checkpoint,
+)
 from .schedulers import schedule_spec, snr_weights, training_scheduler
 from .train_autoencoder import WEIGHTS as AE_RUN_WEIGHTS
 from .train_autoencoder import settings_hash
-from .train_loop import run_loop
 from .unet import ConditionedUNet, hide_masks, mask_to_input, unet_spec
 
 log = logging.getLogger("radsynth.train")
@@ -100,20 +112,20 @@ def train_diffusion(
     cfg = dict(settings["diffusion"])
     if section != "diffusion":
         cfg.update(settings[section])
-    run = prepare_run_dir(out, resume, KIND)
-    handler = attach_log(run)
-    try:
+    accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
+    with open_run(out, resume, KIND, accelerator) as run:
+        main = accelerator.is_main_process
         train = load_training_data(
             data,
             limit_to=limit_to,
             replay_from=replay_from,
             replay_share=float(cfg.get("replay", 0.0)),
-            show_progress=show_progress,
+            show_progress=show_progress and main,
         )
         ae_path = Path(autoencoder_run)
         ae_config, autoencoder, ae_weights = load_autoencoder_run(ae_path)
         check_compatible(ae_config, train, ae_path)
-        accelerator = make_accelerator(cfg["mixed_precision"])
+        batch = global_batch(cfg, accelerator)
         device = accelerator.device
         autoencoder.to(device)
         log.info("encoding %d training images to latents", len(train))
@@ -167,6 +179,7 @@ def train_diffusion(
             "dataset": {"name": train.dataset.name, "hash": train.dataset.content_hash()},
             "profile": settings.get("profile"),
             "settings": cfg,
+            "global_batch": batch.describe(),
         }
         if parent and parent["schema"] != train.schema.to_json():
             raise ValueError(
@@ -183,97 +196,94 @@ def train_diffusion(
         ema = EMA(unet, float(cfg["ema_decay"]), warmup=init_from is None)
         modules = {"unet": unet, "ema": ema.model}
         optimizers = {"optimizer": optimizer}
-        identity = {"dataset_hash": config["dataset"]["hash"], "settings_hash": settings_hash(cfg)}
+        identity = {
+            "dataset_hash": config["dataset"]["hash"],
+            "settings_hash": settings_hash(cfg),
+            "global_batch_size": batch.size,
+        }
         start, elapsed = 0, 0.0
         if resume:
-            state = load_checkpoint(run, modules, optimizers)
-            check_resume(state, identity, run)
-            start, elapsed = int(state["step"]), float(state["wall_seconds"])
-            log.info("resuming diffusion at step %d", start)
-        # everything generation needs lives in the run: the autoencoder is copied in
-        (run / AE_DIR).mkdir(exist_ok=True)
-        shutil.copyfile(ae_path / CONFIG, run / AE_DIR / CONFIG)
-        shutil.copyfile(ae_weights, run / AE_DIR / AE_WEIGHTS)
-        write_json_atomic(run / CONFIG, config)
+            start, elapsed = resume_run(run, modules, optimizers, identity, accelerator, section)
+        net, opt = accelerator.prepare(unet, optimizer)
+        if main:  # everything generation needs lives in the run: the autoencoder is copied in
+            (run / AE_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(ae_path / CONFIG, run / AE_DIR / CONFIG)
+            shutil.copyfile(ae_weights, run / AE_DIR / AE_WEIGHTS)
+            write_json_atomic(run / CONFIG, config)
 
         noise_sched = training_scheduler(schedule)
         table = noise_sched.alphas_cumprod
-        batch, rank, world = (
-            int(cfg["batch_size"]),
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
         horizon = schedule["num_train_timesteps"]
         v_pred = schedule["prediction_type"] == "v_prediction"
 
         base_lr, warmup = float(cfg["lr"]), int(cfg.get("warmup_steps", 0))
 
+        def micro_step(z0, noise, t, cond, mask_in) -> dict[str, float]:
+            zt = noise_sched.add_noise(z0, noise, t)
+            target = noise_sched.get_velocity(z0, noise, t) if v_pred else noise
+            with accelerator.autocast():
+                pred = net(zt, t, cond, mask_in)
+            per_image = ((pred.float() - target) ** 2).flatten(1).mean(1)
+            weights = snr_weights(t, schedule, float(cfg["min_snr_gamma"]), table)
+            loss = (weights * per_image).mean()
+            accelerator.backward(loss)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return {"loss": loss.item(), "mse": per_image.mean().item()}
+
         def train_step(step: int) -> dict[str, float]:
-            unet.train()
+            net.train()
             # linear warmup, a function of the step alone so a resumed run gets the same rates:
             # a fresh Adam moves every weight by about lr on its first steps, which jolts a
             # trained model that is being fine-tuned
             for group in optimizer.param_groups:
                 group["lr"] = base_lr * min(1.0, (step + 1) / warmup) if warmup else base_lr
-            idx = torch.from_numpy(train.batch_indices(step, batch, seed, rank, world))
-            gen = step_generator(seed, step, rank)
+            # the global batch, drawn whole on every process; each trains on its slices
+            idx = torch.from_numpy(train.batch_indices(step, batch.size, seed))
+            gen = step_generator(seed, step)
             z0 = latents[idx.to(latents.device)]
             noise = torch.randn(z0.shape, generator=gen).to(device)
             t = torch.randint(0, horizon, (len(idx),), generator=gen).to(device)
-            zt = noise_sched.add_noise(z0, noise, t)
-            target = noise_sched.get_velocity(z0, noise, t) if v_pred else noise
             cond = drop_conditions(train.conditions[idx], float(cfg["condition_dropout"]), gen).to(
                 device
             )
             mask_in = None
             if mask_inputs is not None:
                 mask_in = hide_masks(mask_inputs[idx.to(device)], float(cfg["mask_dropout"]), gen)
-            with accelerator.autocast():
-                pred = unet(zt, t, cond, mask_in)
-            per_image = ((pred.float() - target) ** 2).flatten(1).mean(1)
-            weights = snr_weights(t, schedule, float(cfg["min_snr_gamma"]), table)
-            loss = (weights * per_image).mean()
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            ema.update(unet, step)
-            return {"loss": loss.item(), "mse": per_image.mean().item()}
+            losses = []
+            for part in batch.micro_slices(accelerator.process_index):
+                with accelerator.accumulate(net):
+                    masks = None if mask_in is None else mask_in[part]
+                    losses.append(micro_step(z0[part], noise[part], t[part], cond[part], masks))
+            if not opt.step_was_skipped:  # fp16 overflow: the weights did not move
+                ema.update(unet, step)
+            return mean_over_processes(accelerator, losses)
 
         def checkpoint(step: int, wall: float) -> None:
-            if not accelerator.is_main_process:
+            if not main:
                 return
-            save_checkpoint(run, step, modules, optimizers, {**identity, "wall_seconds": wall})
+            write_checkpoint(run, step, wall, modules, optimizers, identity, accelerator)
             model = LatentDiffusionModel(config, ema.model, autoencoder, device=device)
             save_sample_grid(
                 model, run / "samples" / f"grid_step{step:07d}.png", int(cfg["grid_columns"]), seed
             )
             ema.model.eval()
 
-        result = run_loop(
-            total_steps=int(cfg["steps"]),
-            start_step=start,
-            max_minutes=float(cfg["max_minutes"]),
-            checkpoint_every=int(cfg["checkpoint_every"]),
-            elapsed_before=elapsed,
-            train_step=train_step,
-            checkpoint=checkpoint,
-            desc=section,
-            show_progress=show_progress,
+        result = train_run(
+            cfg, start, elapsed, train_step, checkpoint, section, show_progress, accelerator
         )
+        digests = replica_digests(accelerator, ema.model)
         final = finalize(ema.model) if finalize else ema.model
-        save_weights(run / UNET_WEIGHTS, final.state_dict())
+        if main:
+            save_weights(run / UNET_WEIGHTS, final.state_dict())
+        accelerator.wait_for_everyone()  # the model hash reads the saved weights
         card = {
             "kind": KIND,
             "model_hash": model_hash(run),
             "dataset": config["dataset"],
             "autoencoder": {k: config["autoencoder"][k] for k in ("source", "sha256")},
             "profile": settings.get("profile"),
-            "steps": result.step,
-            "stopped_by": result.stopped_by,
-            "max_minutes_hit": result.stopped_by == "max_minutes",
-            "wall_seconds": round(result.wall_seconds, 1),
-            "mixed_precision": accelerator.mixed_precision,
-            "final_losses": result.losses,
+            **card_basics(result, accelerator, batch, digests),
             "conditioning": "per-attribute embeddings summed into the UNet time embedding; "
             "classifier-free guidance by per-attribute dropout",
             "schema": config["schema"],
@@ -284,12 +294,10 @@ def train_diffusion(
         }
         if lineage:
             card["lineage"] = lineage
-        write_model_card(run, card)
+        if main:
+            write_model_card(run, card)
         log.info("diffusion done: %d steps in %.0f s -> %s", result.step, result.wall_seconds, run)
         return card
-    finally:
-        logging.getLogger("radsynth").removeHandler(handler)
-        handler.close()
 
 
 def save_sample_grid(model: LatentDiffusionModel, path: Path, columns: int, seed: int) -> Path:

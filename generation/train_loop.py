@@ -38,12 +38,14 @@ def run_loop(
     checkpoint: Callable[[int, float], None],
     desc: str,
     show_progress: bool = True,
+    agree: Callable[[bool], bool] = bool,
 ) -> LoopResult:
     """Run `train_step(step)` from start_step to total_steps.
 
     `checkpoint(step, wall_seconds)` is called every `checkpoint_every` steps, at the end, and
     when the run is stopped by SIGTERM, Ctrl-C or the `max_minutes` cap (0 = no cap); an
-    interrupted run re-raises KeyboardInterrupt after its checkpoint is safely written."""
+    interrupted run re-raises KeyboardInterrupt after its checkpoint is safely written. `agree`
+    turns one process's wish to stop at the cap into the decision of all of them."""
     history: dict[str, deque] = defaultdict(lambda: deque(maxlen=50))
     started = time.monotonic()
 
@@ -64,7 +66,7 @@ def run_loop(
     )
     try:
         while step < total_steps:
-            if max_minutes and wall() >= max_minutes * 60:
+            if max_minutes and agree(wall() >= max_minutes * 60):
                 stopped_by = "max_minutes"
                 log.info("wall-clock cap of %s min reached at step %d", max_minutes, step)
                 break

@@ -14,6 +14,13 @@ def _common(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--grad-accum",
+        type=int,
+        metavar="N",
+        help="accumulate gradients over N micro-batches per optimizer step (global batch = "
+        "batch_size x processes x N; default: params)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads (default: torch's choice); 1 is far faster on a busy machine",
@@ -96,7 +103,12 @@ def settings_from(args) -> dict:
     params = Path(args.params) if args.params else Path("params.yaml")
     if not args.params and not params.is_file():
         params = REPO_PARAMS
-    return load_profile(params, args.profile)
+    settings = load_profile(params, args.profile)
+    if args.grad_accum is not None:
+        if args.grad_accum < 1:
+            raise ValueError(f"--grad-accum must be at least 1, got {args.grad_accum}")
+        settings[args.stage]["grad_accum"] = args.grad_accum
+    return settings
 
 
 def run_autoencoder(args) -> int:
@@ -109,7 +121,7 @@ def run_autoencoder(args) -> int:
         resume=args.resume,
         show_progress=not args.no_progress,
     )
-    print(
+    _say(
         f"{args.out}: autoencoder trained for {card['steps']} steps ({card['stopped_by']}), "
         f"{card['wall_seconds']:.0f} s; losses {_losses(card)}"
     )
@@ -127,7 +139,7 @@ def run_diffusion(args) -> int:
         resume=args.resume,
         show_progress=not args.no_progress,
     )
-    print(
+    _say(
         f"{args.out}: diffusion model trained for {card['steps']} steps ({card['stopped_by']}), "
         f"{card['wall_seconds']:.0f} s; losses {_losses(card)}; model {card['model_hash'][:12]}"
     )
@@ -153,11 +165,19 @@ def run_adapt(args) -> int:
         show_progress=not args.no_progress,
     )
     lineage = card["lineage"]
-    print(
+    _say(
         f"{args.out}: adapted {lineage['parent_model_hash'][:12]} on {lineage['images']} images "
         f"({lineage['method']}) for {card['steps']} steps; model {card['model_hash'][:12]}"
     )
     return 0
+
+
+def _say(text: str) -> None:
+    """The summary, once: under `accelerate launch` every process returns the same card."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(text)
 
 
 def _losses(card: dict) -> str:
