@@ -65,3 +65,17 @@ def test_an_altered_copy_is_detected_overall_and_per_class(halves):
     assert all(row["auroc"] > 0.8 for row in result["per_class"].values())
     again = detectability(a, altered, schema, CONFIG)
     assert again["auroc"] == result["auroc"]  # same data and seed, same answer
+
+
+def test_reconstruction_check_tells_a_blurring_autoencoder_from_a_perfect_one(halves):
+    from generation.evaluation.sharpness import reconstruction_check
+
+    schema, a, _ = halves
+    perfect = reconstruction_check(a, lambda x: x.copy(), schema, CONFIG)
+    assert perfect["high_frequency_power_kept"] == pytest.approx(1.0)
+    assert perfect["l1"] == 0.0 and abs(perfect["detectability"]["auroc"] - 0.5) < 0.2
+    blurry = reconstruction_check(
+        a, lambda x: np.stack([gaussian_filter(i, 1.0) for i in x]), schema, CONFIG
+    )
+    assert blurry["high_frequency_power_kept"] < 0.5
+    assert blurry["detectability"]["auroc"] > 0.9

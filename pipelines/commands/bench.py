@@ -352,6 +352,16 @@ def run_utility(args) -> int:
         logging.getLogger().removeHandler(handler)
         handler.close()
     result["detectability"] = _detectability(synthetic, dataset, args.detect_epochs)
+    if signature is not None and args.detect_epochs:
+        from generation.evaluation import DetectabilityConfig
+        from generation.evaluation.detectability import detection_split
+        from generation.evaluation.images import load_split
+        from generation.evaluation.sharpness import reconstruction_check
+
+        held_out = load_split(dataset, detection_split(dataset))
+        result["autoencoder"] = reconstruction_check(
+            held_out, signature, dataset.schema, DetectabilityConfig(epochs=args.detect_epochs)
+        )
     result["machine"] = machine_description()
     result["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
     result["command"] = command
@@ -386,6 +396,18 @@ def run_utility(args) -> int:
                 + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in d["per_class"].items())
                 for regime, d in result["detectability"].items()
             ],
+            *(
+                [
+                    "- the generator's autoencoder on held-out real images: keeps "
+                    f"{ae['high_frequency_power_kept']:.0%} of the high-frequency power (above a "
+                    f"quarter of the sampling rate), mean absolute error {ae['l1']:.4f}; its "
+                    "reconstructions vs originals, detectability "
+                    f"{ae['detectability']['auroc']:.3f} [{ae['detectability']['interval'][0]:.3f}, "
+                    f"{ae['detectability']['interval'][1]:.3f}]"
+                ]
+                if (ae := result.get("autoencoder"))
+                else []
+            ),
             "",
             utility_markdown(result) if result["rows"] else "(no row)",
             "",
