@@ -50,7 +50,7 @@ def train_autoencoder(
     from monai.networks.nets import PatchDiscriminator
 
     cfg = settings["autoencoder"]
-    run = prepare_run_dir(out, resume, KIND)
+    run, resume = prepare_run_dir(out, resume, KIND)
     handler = attach_log(run)
     try:
         train = load_training_data(data, show_progress=show_progress)

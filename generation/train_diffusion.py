@@ -100,7 +100,7 @@ def train_diffusion(
     cfg = dict(settings["diffusion"])
     if section != "diffusion":
         cfg.update(settings[section])
-    run = prepare_run_dir(out, resume, KIND)
+    run, resume = prepare_run_dir(out, resume, KIND)
     handler = attach_log(run)
     try:
         train = load_training_data(
