@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.ingest.raster import DEFAULT_MAX_PIXELS
+
 
 def _pair(text: str) -> tuple[str, str]:
     name, sep, value = text.rpartition("=")
@@ -88,6 +90,12 @@ def register(sub) -> None:
         help="table: a condition attribute from a column (patient=COL, split=COL too)",
     )
     p.add_argument("--label-names", help="medmnist: comma-separated names of label 0, 1, ...")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"skip PNG/JPEG/... images larger than this many pixels (default {DEFAULT_MAX_PIXELS})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -118,6 +126,7 @@ def run(args) -> int:
         id_column=args.id_column,
         columns=dict(args.column),
         label_names=[n.strip() for n in args.label_names.split(",")] if args.label_names else None,
+        max_pixels=args.max_pixels,
     )
     dataset = ingest(
         args.source,
