@@ -46,6 +46,8 @@ class IngestOptions:
     columns: dict[str, str] = field(default_factory=dict)  # table: attribute -> column
     label_names: list[str] | None = None  # medmnist: names of the label indices
     max_pixels: int = DEFAULT_MAX_PIXELS  # raster files: larger images are skipped, named
+    accept_burned_in: bool = False  # DICOM flagged for burned-in text: ingest instead of skip
+    scrub_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # blanked first
 
 
 @dataclass
