@@ -157,7 +157,7 @@ def train_diffusion(
             "autoencoder": {
                 "network": ae_config["network"],
                 "weights": f"{AE_DIR}/{AE_WEIGHTS}",
-                "source": str(ae_path.resolve()),
+                "source": ae_path.resolve().name,  # a run name: no local path travels
                 "sha256": file_sha256(ae_weights),
             },
             "generate": settings["generate"],

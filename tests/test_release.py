@@ -282,3 +282,19 @@ def test_release_is_readable_by_others(audited, tmp_path) -> None:
     assert (release / "images").stat().st_mode & 0o777 == 0o755
     assert (release / "sample_grid.png").stat().st_mode & 0o777 == 0o644
     assert (release / "images" / "syn000000.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_lineage_carries_no_local_path(audited, tmp_path) -> None:
+    """Issue 19 minor: a model card recorded the autoencoder's absolute path; the release's
+    lineage names the run only."""
+    model = tmp_path / "model"
+    model.mkdir()
+    card = {"kind": "diffusion", "autoencoder": {"source": "/home/alice/runs/ae-7", "sha256": "ab"}}
+    (model / "model_card.json").write_text(json.dumps(card))
+    assert _release(audited, tmp_path / "out", "r1", "--model", str(model)) == 0
+    release = tmp_path / "out" / "r1"
+    lineage = json.loads((release / "lineage.json").read_text())
+    assert lineage["model"]["model_card"]["autoencoder"]["source"] == "ae-7"
+    for name in ("lineage.json", "datasheet.md", "manifest.csv"):
+        text = (release / name).read_text()
+        assert "/home/alice" not in text and str(tmp_path) not in text, name
