@@ -28,7 +28,7 @@ from .audit_reports import (
     score_histogram,
 )
 from .config import AppConfig
-from .paths import inside_root
+from .paths import PathRefused, inside_root
 from .ui import catalog, pick_path
 
 PASSING = {"pass", "passed", "release", "approved", "ok"}
@@ -38,6 +38,13 @@ PASSING = {"pass", "passed", "release", "approved", "ok"}
 def _report_row(root: str, rel: str, stamp: int) -> dict:
     row = report_summary(Path(root) / rel)
     return {**row, "report": rel}
+
+
+def _release_row(config: AppConfig, rel: str) -> dict:
+    try:
+        return release_summary(inside_root(config.data_root, rel))
+    except PathRefused as exc:
+        return {"release": Path(rel).name, "verdict": f"refused: {exc}"}
 
 
 def _verdict(verdict: str) -> None:
@@ -64,7 +71,8 @@ def _detectability(release) -> None:
     )
 
 
-def _release_details(release) -> None:
+def _release_details(config: AppConfig, release) -> None:
+    release = inside_root(config.data_root, release)  # refuses links leading out of the root
     _detectability(release)
     datasheet = release / "datasheet.md"
     if datasheet.is_file():
@@ -109,7 +117,7 @@ def render(config: AppConfig) -> None:
     found = catalog(config)
     if found.releases:
         st.subheader("Releases")
-        rows = [release_summary(inside_root(config.data_root, r)) for r in found.releases]
+        rows = [_release_row(config, r) for r in found.releases]
         st.dataframe(rows, hide_index=True)
     st.subheader("Audit reports")
     if not found.reports:
@@ -126,7 +134,7 @@ def render(config: AppConfig) -> None:
     if path.is_dir():
         path = inside_root(config.data_root, path / "report.json")
     report = read_report(path)
-    report_dir = path.parent
+    report_dir = inside_root(config.data_root, path.parent)  # report.html etc. stay inside
     _verdict(str(report["verdict"]))
     scores, flagged = sample_scores(report)
     cols = st.columns(2)
@@ -143,7 +151,7 @@ def render(config: AppConfig) -> None:
             )
     _figures(report, scores)
     if report_dir.name == "audit" and report_dir.parent.parent.name == "releases":
-        _release_details(report_dir.parent)
+        _release_details(config, report_dir.parent)
     if config.auditor:
         _auditor_details(report, report_dir)
     else:

@@ -146,7 +146,7 @@ def score_histogram(scores: np.ndarray, bins: int = 20) -> list[dict[str, float]
 def inline_html(report_dir: Path) -> str:
     """report.html with its local images embedded as data URIs (an iframe srcdoc cannot load
     relative files); files outside the report folder are not embedded."""
-    html = (report_dir / REPORT_HTML).read_text(encoding="utf-8")
+    html = inside_root(report_dir, REPORT_HTML).read_text(encoding="utf-8")
 
     def embed(match: re.Match) -> str:
         attribute, quote, target = match.groups()

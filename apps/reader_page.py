@@ -14,7 +14,7 @@ from conditioning.dataset import load_dataset, load_synthetic_set
 from .config import AppConfig
 from .paths import relative_name
 from .reader_deck import build_deck, display_png, item_pixels
-from .reader_store import Rating, ReaderStore
+from .reader_store import MAX_READER_ID, Rating, ReaderStore, check_reader_id
 from .ui import catalog, pick_path
 
 STATE = "reader_session"
@@ -37,14 +37,21 @@ def _synthetic(path: str, stamp: int):
 
 def _start(config: AppConfig) -> None:
     found = catalog(config)
-    reader = st.text_input("Reader id", key="reader_id", help="your initials or study code")
+    reader = st.text_input(
+        "Reader id",
+        key="reader_id",
+        max_chars=MAX_READER_ID,
+        help="your initials or study code",
+    )
     dataset_dir = pick_path(config, "Real images: dataset (test split)", found.datasets, "rs_data")
     set_dir = pick_path(config, "Synthetic set", found.synthetic_sets, "rs_set")
     per_origin = st.number_input("Images per origin", 1, 200, 10, key="rs_n")
     if not st.button("Start reading session", key="rs_start"):
         return
-    if not reader.strip():
-        st.warning("Enter a reader id first.")
+    try:
+        check_reader_id(reader)
+    except ValueError as exc:
+        st.warning(f"Enter a reader id first: {exc}.")
         return
     if dataset_dir is None or set_dir is None:
         st.warning("Choose a dataset and a synthetic set.")

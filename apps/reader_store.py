@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ORIGINS = ("real", "synthetic")
+MAX_READER_ID = 64
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ratings (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -80,8 +81,7 @@ class ReaderStore:
             raise ValueError(f"origin and call must be one of {', '.join(ORIGINS)}")
         if not 1 <= int(rating.realism) <= 5:
             raise ValueError(f"realism must be 1..5, got {rating.realism}")
-        if not rating.reader.strip():
-            raise ValueError("a reader id is required")
+        check_reader_id(rating.reader)
         stamp = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
         conn = self._connect()
         try:
@@ -144,7 +144,7 @@ class ReaderStore:
             "rated_at",
         ]
         writer.writerow(columns)
-        writer.writerows([row[c] for c in columns] for row in rows)
+        writer.writerows([spreadsheet_safe(row[c]) for c in columns] for row in rows)
         return buffer.getvalue().encode("utf-8")
 
     def readers(self) -> list[str]:
@@ -157,6 +157,23 @@ class ReaderStore:
             groups[row["condition"]].append(row)
             groups["all"].append(row)
         return [_accuracy(c, groups[c]) for c in sorted(groups, key=lambda c: (c == "all", c))]
+
+
+def check_reader_id(reader: str) -> None:
+    """A reader id is short printable text (initials or a study code)."""
+    text = reader.strip()
+    if not text:
+        raise ValueError("a reader id is required")
+    if len(text) > MAX_READER_ID or not text.isprintable():
+        raise ValueError(f"a reader id is at most {MAX_READER_ID} printable characters")
+
+
+def spreadsheet_safe(value):
+    """A text cell that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets
+    a leading apostrophe, the usual CSV-injection defence; numbers are left alone."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _mean(values: list[int]) -> float | None:

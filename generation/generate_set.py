@@ -33,9 +33,10 @@ from conditioning.dataset import (
     write_json_atomic,
 )
 from conditioning.dataset.pixels import read_stored, write_nifti, write_png
+from conditioning.dataset.synthetic_set import GENERATION_REQUEST
 
 log = logging.getLogger("radsynth.generate")
-REQUEST = "generation.json"
+REQUEST = GENERATION_REQUEST
 BALANCED = ("grid", "match")
 
 

@@ -19,37 +19,46 @@ from .checkpoints import CHECKPOINTS, LATEST
 log = logging.getLogger("radsynth.train")
 
 
-def check_run_dir(out: str | Path, resume: bool, kind: str) -> Path:
-    """`out` may hold a new run, or (with resume) holds a checkpoint of the same kind; reads only,
-    so every process can check before any of them writes."""
+def check_run_dir(out: str | Path, resume: bool, kind: str) -> tuple[Path, bool]:
+    """The run directory and whether to resume from its checkpoint; reads only, so every process
+    can check before any of them writes. A run killed before its first checkpoint (its
+    config.json of this kind, no checkpoint, no model card) starts again from step 0, with or
+    without --resume, and says so; anything else non-empty is refused."""
     run = Path(out)
     config = run / "config.json"
-    if resume:
-        if not (run / CHECKPOINTS / LATEST).is_file():
-            raise FileNotFoundError(f"{run}: nothing to resume (no {CHECKPOINTS}/{LATEST})")
-        if config.is_file():
+    found = None
+    if config.is_file():
+        try:
             found = json.loads(config.read_text(encoding="utf-8")).get("kind")
-            if found != kind:
-                raise ValueError(f"{config}: run is a {found!r} run, not {kind!r}")
-    elif run.exists() and any(run.iterdir()):
+        except (OSError, ValueError, AttributeError):
+            raise ValueError(f"{config}: unreadable run config; choose another --out") from None
+        if found != kind:
+            raise ValueError(f"{config}: run is a {found!r} run, not {kind!r}")
+    checkpoint = (run / CHECKPOINTS / LATEST).is_file()
+    empty = not run.exists() or not any(run.iterdir())
+    started = found == kind or (run.is_dir() and {p.name for p in run.iterdir()} == {"train.log"})
+    interrupted = started and not checkpoint and not (run / "model_card.json").is_file()
+    if resume and checkpoint:
+        return run, True
+    if interrupted:
+        log.warning("%s: interrupted before its first checkpoint: starting again from step 0", run)
+    elif resume and empty:
+        log.warning("%s: no checkpoint to resume from: starting from step 0", run)
+    elif resume:
+        raise FileNotFoundError(f"{run}: nothing to resume (no {CHECKPOINTS}/{LATEST})")
+    elif not empty:
         raise ValueError(
             f"{run}: already exists and is not empty; pass --resume to continue it or choose --out"
         )
-    return run
-
-
-def prepare_run_dir(out: str | Path, resume: bool, kind: str) -> Path:
-    """A fresh run directory, or (with resume) one holding a checkpoint of the same kind."""
-    run = check_run_dir(out, resume, kind)
-    run.mkdir(parents=True, exist_ok=True)
-    return run
+    return run, False
 
 
 @contextmanager
-def open_run(out: str | Path, resume: bool, kind: str, accelerator) -> Iterator[Path]:
-    """The run directory, checked by every process and created by the main one; the log file
-    and INFO messages belong to the main process alone (N copies of each line help no one)."""
-    run = check_run_dir(out, resume, kind)
+def open_run(out: str | Path, resume: bool, kind: str, accelerator) -> Iterator[tuple[Path, bool]]:
+    """The run directory and whether to resume, checked by every process and created by the
+    main one; the log file and INFO messages belong to the main process alone (N copies of each
+    line help no one)."""
+    run, resume = check_run_dir(out, resume, kind)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         logger = logging.getLogger("radsynth")
@@ -57,15 +66,15 @@ def open_run(out: str | Path, resume: bool, kind: str, accelerator) -> Iterator[
         logger.setLevel(logging.WARNING)
         try:
             accelerator.wait_for_everyone()
-            yield run
+            yield run, resume
         finally:
             logger.setLevel(level)
         return
-    prepare_run_dir(out, resume, kind)
+    run.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     handler = attach_log(run)
     try:
-        yield run
+        yield run, resume
     finally:
         logging.getLogger("radsynth").removeHandler(handler)
         handler.close()

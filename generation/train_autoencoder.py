@@ -73,7 +73,7 @@ def train_autoencoder(
     `accelerate launch` the processes train one model data-parallel (generation/parallel.py)."""
     cfg = settings["autoencoder"]
     accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
-    with open_run(out, resume, KIND, accelerator) as run:
+    with open_run(out, resume, KIND, accelerator) as (run, resume):
         return _train(data, run, settings, cfg, accelerator, resume, show_progress)
 
 

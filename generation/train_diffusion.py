@@ -113,7 +113,7 @@ def train_diffusion(
     if section != "diffusion":
         cfg.update(settings[section])
     accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
-    with open_run(out, resume, KIND, accelerator) as run:
+    with open_run(out, resume, KIND, accelerator) as (run, resume):
         main = accelerator.is_main_process
         train = load_training_data(
             data,
@@ -169,7 +169,7 @@ def train_diffusion(
             "autoencoder": {
                 "network": ae_config["network"],
                 "weights": f"{AE_DIR}/{AE_WEIGHTS}",
-                "source": str(ae_path.resolve()),
+                "source": ae_path.resolve().name,  # a run name: no local path travels
                 "sha256": file_sha256(ae_weights),
             },
             "generate": settings["generate"],

@@ -280,11 +280,15 @@ def _audit(
 ):
     progress = config.progress
     tick = time.perf_counter()
+    set_hash = set_sha256(synthetic.root)
     syn_images = load_images(synthetic, shape, progress)
     train_images = _load(dataset, train, progress, "read train")
     holdout_images = _load(dataset, holdout, progress, "read holdout")
     timings["read_seconds"] = round(time.perf_counter() - tick, 2)
-    set_hash = set_sha256(synthetic.root)
+    if set_sha256(synthetic.root) != set_hash:
+        raise AuditError(synthetic.root, "the set changed while it was being audited")
+    if synthetic.incomplete:
+        log.warning("%s: %s", synthetic.root, synthetic.incomplete)
 
     tick = time.perf_counter()
     model, encoder_meta, reused = _get_encoder(config, train_images, train, stage, out_dir)
@@ -354,13 +358,13 @@ def _audit(
 
     tick = time.perf_counter()
     forbidden = _forbidden(dataset, train, config.forbidden)
-    findings = scan_set(synthetic.root, forbidden, progress)
+    findings = scan_set(synthetic.root, forbidden, progress, synthetic.files)
     timings["metadata_seconds"] = round(time.perf_counter() - tick, 2)
 
     checks = _checks(copy_summary, threshold, config, findings, dcr, domias, model_mia)
     failed = [c for c in checks if not c["passed"]]
     samples = []
-    for i, rel in enumerate(synthetic.files):
+    for i, rel in enumerate(synthetic.image_files):
         samples.append(
             {
                 "file": rel,
@@ -375,11 +379,17 @@ def _audit(
         "tool": "radsynth audit",
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "verdict": "fail" if failed else "pass",
-        "reasons": [c["detail"] for c in failed] or ["all checks passed"],
+        "reasons": ([c["detail"] for c in failed] or ["all checks passed"])
+        + ([f"warning: {synthetic.incomplete}"] if synthetic.incomplete else []),
         "checks": checks,
         "set_sha256": set_hash,
         "files": {"auditor_html": REPORT_HTML, "public_html": PUBLIC_HTML, "log": "audit.log"},
-        "set": {"name": synthetic.root.name, "kind": synthetic.kind, "images": n_syn},
+        "set": {
+            "name": synthetic.root.name,
+            "kind": synthetic.kind,
+            "images": n_syn,
+            "incomplete": synthetic.incomplete,
+        },
         "dataset": {
             "name": dataset.name,
             "content_hash": dataset.content_hash(),
@@ -440,7 +450,7 @@ def _audit(
             if model_mia is not None
             else {"skipped": "no --model given"},
             "metadata": {
-                "files_scanned": sum(1 for p in synthetic.root.rglob("*") if p.is_file()),
+                "files_scanned": len(synthetic.files),
                 "failures": sum(f.severity == FAIL for f in findings),
                 "warnings": sum(f.severity != FAIL for f in findings),
             },

@@ -1,91 +1,45 @@
-"""The synthetic set under audit: a generated set (`images/*.png` + `manifest.csv`) or a plain
-folder of PNGs; its content hash (what the release gate compares) and its filtered copy."""
+"""The synthetic set under audit, read through `conditioning.dataset.load_synthetic_set` (the one
+definition of a set's files, shared with the hash the gate compares and with the release), and
+its filtered copy."""
 
 from __future__ import annotations
 
 import csv
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from conditioning.dataset import directory_sha256, replace_directory, staging_dir
+from conditioning.dataset import (
+    DatasetError,
+    SyntheticSet,
+    load_synthetic_set,
+    read_file_bytes,
+    replace_directory,
+    staging_dir,
+)
+from conditioning.dataset import set_sha256 as _set_sha256
 
 from .errors import AuditError
 
 MANIFEST = "manifest.csv"
 
 
-@dataclass
-class SyntheticSet:
-    """The images of a set, in a fixed order, with their manifest rows when there is one."""
-
-    root: Path
-    files: list[str]  # relative POSIX paths of the images, sorted
-    kind: str  # "generated" (has manifest.csv) or "folder"
-    rows: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> manifest row
-    manifest_columns: list[str] = field(default_factory=list)
-    manifest_file_column: str = "file"
-
-
 def set_sha256(set_dir: str | Path) -> str:
     """The set's content hash, as recorded by the audit and compared by the release gate."""
-    root = Path(set_dir)
-    if not root.is_dir():
-        raise AuditError(root, "synthetic set directory does not exist")
-    return directory_sha256(root)
-
-
-def _manifest_rows(root: Path) -> tuple[list[str], dict[str, dict[str, str]], str]:
-    path = root / MANIFEST
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = list(reader.fieldnames or [])
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise AuditError(path, f"unreadable manifest ({exc})") from None
-    column = next((c for c in ("file", "path", "image") if c in columns), None)
-    if column is None:
-        raise AuditError(path, f"no 'file' column (columns: {', '.join(columns) or 'none'})")
-    by_file: dict[str, dict[str, str]] = {}
-    for line, row in enumerate(rows, start=2):
-        raw = (row.get(column) or "").strip()
-        if not raw:
-            raise AuditError(path, f"line {line}: empty {column!r}")
-        rel = Path(raw)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise AuditError(path, f"line {line}: {raw!r} must be a relative path inside the set")
-        candidates = [rel.as_posix(), (Path("images") / rel).as_posix()]
-        found = next((c for c in candidates if (root / c).is_file()), None)
-        if found is None:
-            raise AuditError(root / raw, f"listed in {MANIFEST} line {line} but missing")
-        if found in by_file:
-            raise AuditError(path, f"line {line}: {raw!r} is listed twice")
-        by_file[found] = row
-    return columns, by_file, column
+        return _set_sha256(set_dir)
+    except DatasetError as exc:
+        raise AuditError(exc.path, exc.problem) from None
 
 
 def open_set(set_dir: str | Path) -> SyntheticSet:
-    """Find the images of a set; a generated set must list exactly its images in manifest.csv."""
-    root = Path(set_dir)
-    if not root.is_dir():
-        raise AuditError(root, "synthetic set directory does not exist")
-    if (root / MANIFEST).is_file():
-        columns, rows, column = _manifest_rows(root)
-        on_disk = {p.relative_to(root).as_posix() for p in (root / "images").rglob("*.png")}
-        unlisted = sorted(on_disk - set(rows))
-        if unlisted:
-            raise AuditError(root / unlisted[0], f"image not listed in {MANIFEST}")
-        files = sorted(rows)
-        kind = "generated"
-    else:
-        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
-        columns, rows, column, kind = [], {}, "file", "folder"
-    if not files:
-        raise AuditError(root, "holds no PNG image (expected images/*.png + manifest.csv or *.png)")
-    return SyntheticSet(root, files, kind, rows, columns, column)
+    """The set's images (generated set: exactly those its manifest lists; plain folder: every
+    PNG); hidden files and symbolic links are refused."""
+    try:
+        return load_synthetic_set(set_dir)
+    except DatasetError as exc:
+        raise AuditError(exc.path, exc.problem) from None
 
 
 def read_image01(path: Path) -> np.ndarray:
@@ -117,8 +71,9 @@ def load_images(
     """All images of the set as (N, H, W) float32; a size that differs from the dataset's fails."""
     from tqdm import tqdm
 
-    out = np.empty((len(synthetic.files), *expected_shape), dtype=np.float32)
-    for i, rel in enumerate(tqdm(synthetic.files, desc="read set", disable=not progress)):
+    files = synthetic.image_files
+    out = np.empty((len(files), *expected_shape), dtype=np.float32)
+    for i, rel in enumerate(tqdm(files, desc="read set", disable=not progress)):
         image = read_image01(synthetic.root / rel)
         if image.shape != tuple(expected_shape):
             raise AuditError(
@@ -137,28 +92,24 @@ def write_filtered_copy(synthetic: SyntheticSet, drop: set[str], out: str | Path
         raise AuditError(out, "the filtered copy must not be inside the audited set")
     out.parent.mkdir(parents=True, exist_ok=True)
     drop = set(drop)
-    for rel in list(drop):  # a dropped image's other files (e.g. its mask_file) go too
-        for value in synthetic.rows.get(rel, {}).values():
-            value = (value or "").strip()
-            if value and not Path(value).is_absolute() and ".." not in Path(value).parts:
-                if (synthetic.root / value).is_file() and value != MANIFEST:
-                    drop.add(Path(value).as_posix())
+    for item in synthetic.images:  # a dropped image's other files (e.g. its mask_file) go too
+        if item.file in drop:
+            drop.update(v for v in item.row.values() if v in synthetic.files and v != MANIFEST)
     stage = staging_dir(out)
     try:
-        for path in sorted(synthetic.root.rglob("*")):
-            rel = path.relative_to(synthetic.root).as_posix()
-            if path.is_dir() or rel in drop or rel == MANIFEST:
+        for rel in synthetic.files:
+            if rel in drop or rel == MANIFEST:
                 continue
             target = stage / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-        if synthetic.kind == "generated":
+            target.write_bytes(read_file_bytes(synthetic.root / rel))
+        if synthetic.has_manifest:
             with (stage / MANIFEST).open("w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(handle, fieldnames=synthetic.manifest_columns)
                 writer.writeheader()
-                for rel, row in synthetic.rows.items():  # the manifest's own order
-                    if rel not in drop:
-                        writer.writerow(row)
+                for item in synthetic.images:  # the manifest's own order
+                    if item.file not in drop:
+                        writer.writerow(item.row)
         if not any(stage.rglob("*.png")):
             raise AuditError(out, "every image was flagged: the filtered copy would be empty")
         replace_directory(stage, out)

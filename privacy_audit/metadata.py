@@ -211,13 +211,19 @@ def _json_keys(value, path: str = "") -> list[str]:
     return out
 
 
-def scan_set(root: str | Path, forbidden: Forbidden, progress: bool = False) -> list[Finding]:
-    """Every finding in the directory `root` (file names, metadata and content)."""
+def scan_set(
+    root: str | Path, forbidden: Forbidden, progress: bool = False, names: list[str] | None = None
+) -> list[Finding]:
+    """Every finding in the directory `root` (file names, metadata and content); `names` (the
+    set's files, relative) limits the scan to what the release would carry."""
     from tqdm import tqdm
 
     root = Path(root)
     findings: list[Finding] = []
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if names is None:
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+    else:
+        files = [root / n for n in names]
     for path in tqdm(files, desc="metadata scan", disable=not progress):
         rel = path.relative_to(root).as_posix()
         findings += [

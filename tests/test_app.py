@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sqlite3
 import zipfile
 from datetime import UTC, datetime
@@ -261,3 +262,46 @@ def test_cli_app_command_passes_its_options_to_the_app(tmp_path):
     assert load_config([], env={"RADSYNTH_DATA_ROOT": str(tmp_path)}).role == "clinician"
     with pytest.raises(FileNotFoundError, match="not a directory"):
         command(parser.parse_args(["app", "--data-root", str(tmp_path / "missing")]))
+
+
+def test_file_level_links_out_of_the_data_root_are_refused(env, monkeypatch, tmp_path):
+    """Issue 19.3: a datasheet, a report.html or a model's weights that is a link to a file
+    outside the data root is never read, although its folder lies inside."""
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:SECRET-LINE:/root:/bin/bash\n")
+    release = env["root"] / RELEASE
+    model = env["root"] / "runs" / "linked-weights"
+    moved: list[tuple[Path, Path]] = []
+
+    def link_out(path: Path, target: Path) -> None:
+        keep = tmp_path / f"kept-{len(moved)}"
+        path.rename(keep)
+        moved.append((keep, path))
+        path.symlink_to(target)
+
+    shutil.copytree(env["root"] / MODEL, model)
+    try:
+        link_out(release / "datasheet.md", secret)
+        link_out(release / "audit" / "report.html", secret)
+        shutil.copyfile(model / "unet.safetensors", tmp_path / "unet.safetensors")
+        link_out(model / "unet.safetensors", tmp_path / "unet.safetensors")
+
+        at = open_page("Audit")  # the clinician view shows a release's datasheet
+        assert not at.exception and b"SECRET-LINE" not in rendered(at)
+        assert any("outside the data root" in e.value for e in at.error)
+        monkeypatch.setenv("RADSYNTH_AUDITOR", "1")
+        at = open_page("Audit")
+        assert not at.exception and b"SECRET-LINE" not in rendered(at)
+        assert all("SECRET-LINE" not in f.proto.srcdoc for f in at.get("iframe"))
+
+        at = open_page("Generate")
+        at.selectbox(key="gen_model").select(at.selectbox(key="gen_model").options[-1]).run()
+        at.text_input(key="gen_model_path").input("runs/linked-weights").run()
+        assert not at.exception
+        assert at.error and "unet.safetensors is a link to a file outside" in at.error[0].value
+        assert "Generate" not in [b.label for b in at.button]
+    finally:
+        for keep, path in moved:
+            path.unlink()
+            keep.rename(path)
+        shutil.rmtree(model)

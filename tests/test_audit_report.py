@@ -336,4 +336,4 @@ def test_filtered_copy_drops_the_flagged_images_masks_and_rows(tmp_path):
         "masks/syn000002.png",
     ]
     assert "syn000001" not in (out / "manifest.csv").read_text()
-    assert open_set(out).files == ["images/syn000000.png", "images/syn000002.png"]
+    assert open_set(out).image_files == ["images/syn000000.png", "images/syn000002.png"]

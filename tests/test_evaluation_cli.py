@@ -145,8 +145,8 @@ def test_synthetic_set_reader_names_the_file_and_problem(setup, tmp_path):
     schema = load_dataset(args[1]).schema
     with pytest.raises(DatasetError, match="no manifest.csv"):
         load_synthetic_set(tmp_path, schema)
-    (tmp_path / "manifest.csv").write_text("file,pathology\nimages/a.png,viral\n")
-    with pytest.raises(DatasetError, match="missing column"):
+    (tmp_path / "manifest.csv").write_text("id,pathology\na,viral\n")
+    with pytest.raises(DatasetError, match="missing column 'file'"):
         load_synthetic_set(tmp_path, schema)
     (tmp_path / "manifest.csv").write_text("id,file\n1,../outside.png\n")
     with pytest.raises(DatasetError, match="relative path"):

@@ -83,8 +83,34 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(data, tmp_path):
         show_progress=False,
     )  # fmt: skip
     assert longer["steps"] == 3  # a resumed run may be extended
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a run")
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        train_autoencoder(data, tmp_path / "new", settings, resume=True, show_progress=False)
+        train_autoencoder(data, tmp_path / "other", settings, resume=True, show_progress=False)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_run_killed_before_its_first_checkpoint_starts_again(
+    data, tmp_path, monkeypatch, caplog, resume
+):
+    """Issue 19.5: a run killed before its first checkpoint neither resumed ("nothing to
+    resume") nor restarted ("already exists"); now it starts again from step 0 and says so."""
+    settings = tiny_settings()
+    train_autoencoder(data, tmp_path / "straight", settings, show_progress=False)
+    _interrupt_at(monkeypatch, 1, "crash")  # during step 0: no checkpoint yet
+    with pytest.raises(RuntimeError):
+        train_autoencoder(data, tmp_path / "cut", settings, show_progress=False)
+    assert not (tmp_path / "cut" / "checkpoints" / "latest.json").exists()
+    monkeypatch.undo()
+    with caplog.at_level("WARNING", logger="radsynth.train"):
+        card = train_autoencoder(
+            data, tmp_path / "cut", settings, resume=resume, show_progress=False
+        )
+    assert "starting again from step 0" in caplog.text
+    assert card["steps"] == 6
+    straight = load_weights(tmp_path / "straight" / "autoencoder.safetensors")
+    again = load_weights(tmp_path / "cut" / "autoencoder.safetensors")
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
 
 
 def test_unknown_profile_key_is_an_error():

@@ -215,7 +215,14 @@ def test_colour_becomes_grey(tmp_path: Path) -> None:
     rgb = np.zeros((2, 2, 3), np.uint8)
     rgb[0, 0] = (255, 0, 0)
     rgb[1, 1] = (255, 255, 255)
-    write_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB", bits_stored=8, Modality="US")
+    write_dicom(
+        tmp_path / "rgb.dcm",
+        rgb,
+        photometric="RGB",
+        bits_stored=8,
+        Modality="US",
+        BurnedInAnnotation="NO",
+    )
     (image,), _ = read_all(tmp_path)
     assert image.pixels.shape == (2, 2)
     assert image.pixels[0, 0] == pytest.approx(0.299 * 255, abs=0.01)
@@ -229,7 +236,14 @@ def test_ybr_full_gives_its_luma(tmp_path: Path) -> None:
     rgb[0, 0] = (255, 0, 0)
     rgb[1, 1] = (0, 0, 255)
     ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
-    write_dicom(tmp_path / "ybr.dcm", ybr, photometric="YBR_FULL", bits_stored=8, Modality="US")
+    write_dicom(
+        tmp_path / "ybr.dcm",
+        ybr,
+        photometric="YBR_FULL",
+        bits_stored=8,
+        Modality="US",
+        BurnedInAnnotation="NO",
+    )
     (image,), _ = read_all(tmp_path)
     np.testing.assert_allclose(image.pixels, rgb.astype(np.float32) @ [0.299, 0.587, 0.114], atol=1)
 

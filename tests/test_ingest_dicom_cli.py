@@ -92,3 +92,45 @@ def test_nifti_pairs_to_2d_slices_with_masks(tmp_path: Path) -> None:
     assert sorted(lesion) == [0, 0, 1]
     text = output_text(tmp_path / "ds")
     assert "case" not in json.dumps(dataset.info) and "case" not in text and str(src) not in text
+
+
+def test_burned_in_text_is_skipped_scrubbed_or_flagged(tmp_path: Path, capfd) -> None:
+    """Issue 19.2: deid-data's ultrasound declares BurnedInAnnotation YES and shows the
+    patient's name, id and birth date in its pixels; ingest skips it by default (a named,
+    counted reason), takes it with --scrub-burned-in, and screens PNGs for text-like marks."""
+    import shutil
+
+    import pytest
+
+    deid_data = pytest.importorskip("deid_data")
+    from PIL import Image, ImageDraw
+
+    src = dicom_source(tmp_path)
+    us = next(Path(deid_data.__file__).parent.rglob("GREYSCALE_IMAGE.dcm"))
+    shutil.copyfile(us, src / "us.dcm")
+    assert ingest(src, tmp_path / "default") == 0
+    report = load_dataset(tmp_path / "default").info["ingest_report"]
+    reason = "burned-in annotation (BurnedInAnnotation = YES); --scrub-burned-in or " \
+             "--accept-burned-in to ingest it"  # fmt: skip
+    assert report["skipped_by_reason"][reason] == 1
+    assert len(load_dataset(tmp_path / "default").records) == 4  # the MR slices only
+
+    assert ingest(src, tmp_path / "scrubbed", "--scrub-burned-in", "0,0,1024,24") == 0
+    report = load_dataset(tmp_path / "scrubbed").info["ingest_report"]
+    assert report["burned_in_accepted"] == 1 and reason not in report["skipped_by_reason"]
+    assert report["source"]["options"]["scrub_boxes"] == [[0, 0, 1024, 24]]
+
+    pngs = tmp_path / "pngs"
+    for i in range(6):
+        image = Image.fromarray(np.full((256, 256), 40 + 10 * i, np.uint8))
+        if i == 0:
+            ImageDraw.Draw(image).text((8, 6), "DOE^JOHN 1970-01-01 ID 123456", fill=255)
+        pngs.mkdir(exist_ok=True)
+        image.save(pngs / f"secret_name{i}.png")
+    capfd.readouterr()
+    assert ingest(pngs, tmp_path / "png") == 0
+    report = load_dataset(tmp_path / "png").info["ingest_report"]
+    assert report["possible_burned_in_text"] == 1
+    assert any("1 image(s) show text-like marks" in n for n in report["notes"])
+    warning = [line for line in capfd.readouterr().err.splitlines() if "text-like" in line]
+    assert warning and "secret_name" not in warning[0]

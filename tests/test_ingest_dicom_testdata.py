@@ -27,11 +27,14 @@ def shipped_files() -> list[Path]:
     return files + sorted(p for p in root.rglob("*.dcm") if p.is_file())
 
 
-def read_one(path: Path) -> tuple[list, IngestReport]:
+def read_one(path: Path, accept_burned_in: bool = True) -> tuple[list, IngestReport]:
+    """Decoding is what these tests check: ultrasound and secondary capture (skipped by
+    default for burned-in text) are accepted here unless asked otherwise."""
     report = IngestReport()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about the deliberately odd files
-        images = list(read_dicom(path, IngestOptions(), report))
+        options = IngestOptions(accept_burned_in=accept_burned_in)
+        images = list(read_dicom(path, options, report))
     return images, report
 
 

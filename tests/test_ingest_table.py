@@ -131,3 +131,56 @@ def test_unknown_column_is_a_clear_error(tmp_path: Path, capfd) -> None:
     )
     assert code == 2
     assert "column 'years' is not in the label table" in capfd.readouterr().err
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that declares width x height (a few bytes on disk: a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_bad_table_values_and_huge_inputs_are_skipped_per_row(tmp_path: Path, capfd) -> None:
+    """Issue 19.4: inf / NaN / 100000-month ages, a 30000x30000 PNG and a 200k-character cell
+    used to raise tracebacks or stretch the schema; each is now skipped, file and row named."""
+    src, out = tmp_path / "src", tmp_path / "ds"
+    rows = ["id,boneage,male,notes"] + [f"{1000 + i},{10 + i},True,ok" for i in range(12)]
+    for i in range(12):
+        _png(src / "images" / f"{1000 + i}.png", i)
+    for image_id, age in ((2001, "inf"), (2002, "NaN"), (2003, "100000")):
+        _png(src / "images" / f"{image_id}.png", image_id)
+        rows.append(f"{image_id},{age},False,ok")
+    _png_header_only(src / "images" / "3000.png", 30000, 30000)
+    rows.append("3000,50,True," + "x" * 200_000)
+    (src / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert main(["ingest", str(src), "--out", str(out), "--size", "16", "--no-progress"]) == 0
+    ds = load_dataset(out)
+    assert len(ds.records) == 12 and ds.schema["age_months"].maximum <= 240
+    report = ds.info["ingest_report"]
+    assert report["skipped_by_reason"] == {
+        "image too large": 1,
+        "invalid value in column 'boneage'": 3,
+    }
+    err = capfd.readouterr().err
+    for line, problem in ((14, "not a finite number"), (15, "not a finite number"),
+                          (16, "outside 0..1800 months")):  # fmt: skip
+        assert re.search(rf"labels\.csv:{line}: boneage=.*{problem}", err), err
+
+    latin = tmp_path / "latin"
+    _png(latin / "images" / "1.png", 1)
+    (latin / "labels.csv").write_bytes("id,pathology\n1,Lungenentzündung\n".encode("latin-1"))
+    assert main(["ingest", str(latin), "--out", str(tmp_path / "l"), "--no-progress"]) != 0
+    err = capfd.readouterr().err
+    assert f"{latin / 'labels.csv'}: not UTF-8 text" in err and "Traceback" not in err

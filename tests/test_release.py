@@ -194,3 +194,107 @@ def test_release_is_versioned_with_dvc_and_tagged(audited, tmp_path: Path, monke
     shutil.rmtree(project / "releases" / "v1")
     run(sys.executable, "-m", "dvc", "pull", "releases/v1.dvc")
     assert (project / "releases" / "v1" / "datasheet.md").is_file()
+
+
+def _copy_set(audited, out: Path) -> Path:
+    shutil.copytree(audited["set"], out)
+    return out
+
+
+def _audit_config(audited) -> AuditConfig:
+    return AuditConfig(encoder=EncoderParams(steps=20, batch=64), n_boot=50, progress=False,
+                       encoder_cache=str(audited["root"] / "cache"))  # fmt: skip
+
+
+def test_hidden_or_linked_set_files_are_refused_by_audit_and_gate(audited, tmp_path) -> None:
+    """Issue 19.1: a file the hash skipped could be swapped for a training image after the
+    audit; a set holding one is now refused before anything is audited or released."""
+    from privacy_audit.errors import AuditError
+
+    hidden = _copy_set(audited, tmp_path / "hidden")
+    os.replace(hidden / "images/syn000005.png", hidden / "images/.syn000005.png")
+    manifest = hidden / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace("images/syn000005", "images/.syn000005"))
+    with pytest.raises(AuditError, match=r"\.syn000005\.png: hidden file"):
+        run_audit(hidden, audited["data"], tmp_path / "r-hidden", _audit_config(audited))
+
+    linked = _copy_set(audited, tmp_path / "linked")
+    os.replace(linked / "images", tmp_path / "elsewhere")
+    (linked / "images").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(AuditError, match=r"linked/images: symbolic link"):
+        run_audit(linked, audited["data"], tmp_path / "r-linked", _audit_config(audited))
+
+    # the gate refuses such a set too, whatever report it is shown
+    assert _release({**audited, "set": linked}, tmp_path / "out") == 3
+    assert not (tmp_path / "out" / "r1").exists()
+
+
+def test_release_writes_the_bytes_it_hashed(audited, tmp_path, monkeypatch) -> None:
+    """Issue 19.1: a swap after the gate's check cannot reach the release: the release hashes
+    the bytes it copies and compares them with the audit once more."""
+    import pipelines.release.build as build
+
+    subject = _copy_set(audited, tmp_path / "set")
+    training = next((audited["data"] / "images").rglob("*.png"))
+    checked = build.check_release
+
+    def check_then_swap(set_dir, report_dir):
+        checked(set_dir, report_dir)
+        shutil.copyfile(training, Path(set_dir) / "images/syn000005.png")
+
+    monkeypatch.setattr(build, "check_release", check_then_swap)
+    assert _release({**audited, "set": subject}, tmp_path / "out") == 3
+    assert not (tmp_path / "out" / "r1").exists()
+
+
+def test_incomplete_folder_is_named_by_audit_and_release(audited, tmp_path, capsys) -> None:
+    """Issue 19.6: a generation killed before its manifest leaves images/ and generation.json;
+    the audit warns that the set is incomplete and the release refuses it, naming why. The
+    same folder without generation.json is a plain folder, released as images/<name>.png."""
+    folder = tmp_path / "folder"
+    shutil.copytree(audited["set"] / "images", folder / "images")
+    (folder / "generation.json").write_text(json.dumps({"n": 64}))
+    report = run_audit(folder, audited["data"], tmp_path / "report", _audit_config(audited))
+    assert report["set"]["incomplete"] and "12 of 64 images" in report["set"]["incomplete"]
+    assert any("incomplete" in r for r in report["reasons"])
+    assert "incomplete" in (tmp_path / "report" / "report.html").read_text()
+    code = _release({**audited, "set": folder, "report": tmp_path / "report"}, tmp_path / "out")
+    assert code == 3 and "12 of 64 images" in capsys.readouterr().err
+
+    (folder / "generation.json").unlink()
+    run_audit(folder, audited["data"], tmp_path / "report", _audit_config(audited))
+    assert (
+        _release({**audited, "set": folder, "report": tmp_path / "report"}, tmp_path / "out") == 0
+    )
+    released = sorted(p.name for p in (tmp_path / "out" / "r1" / "images").iterdir())
+    assert released == [f"syn{i:06d}.png" for i in range(12)]
+
+
+def test_release_is_readable_by_others(audited, tmp_path) -> None:
+    """Issue 19 minor: a release is created 0755/0644 under the usual umask 022."""
+    old = os.umask(0o022)
+    try:
+        assert _release(audited, tmp_path) == 0
+    finally:
+        os.umask(old)
+    release = tmp_path / "r1"
+    assert release.stat().st_mode & 0o777 == 0o755
+    assert (release / "images").stat().st_mode & 0o777 == 0o755
+    assert (release / "sample_grid.png").stat().st_mode & 0o777 == 0o644
+    assert (release / "images" / "syn000000.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_lineage_carries_no_local_path(audited, tmp_path) -> None:
+    """Issue 19 minor: a model card recorded the autoencoder's absolute path; the release's
+    lineage names the run only."""
+    model = tmp_path / "model"
+    model.mkdir()
+    card = {"kind": "diffusion", "autoencoder": {"source": "/home/alice/runs/ae-7", "sha256": "ab"}}
+    (model / "model_card.json").write_text(json.dumps(card))
+    assert _release(audited, tmp_path / "out", "r1", "--model", str(model)) == 0
+    release = tmp_path / "out" / "r1"
+    lineage = json.loads((release / "lineage.json").read_text())
+    assert lineage["model"]["model_card"]["autoencoder"]["source"] == "ae-7"
+    for name in ("lineage.json", "datasheet.md", "manifest.csv"):
+        text = (release / name).read_text()
+        assert "/home/alice" not in text and str(tmp_path) not in text, name

@@ -7,7 +7,15 @@ from .format import SPLITS, Dataset, Record, load_dataset
 from .pixels import pixel_sha256, quantize, to_unit_range
 from .schema import CATEGORICAL, CONTINUOUS, Attribute, ConditionSchema
 from .subset import choose_kept, write_subset
-from .synthetic_set import SyntheticImage, SyntheticSet, directory_sha256, load_synthetic_set
+from .synthetic_set import (
+    SyntheticImage,
+    SyntheticSet,
+    load_synthetic_set,
+    read_file_bytes,
+    set_files,
+    set_sha256,
+    snapshot_set,
+)
 from .writer import DatasetWriter
 
 __all__ = [
@@ -22,7 +30,10 @@ __all__ = [
     "Record",
     "SyntheticImage",
     "SyntheticSet",
-    "directory_sha256",
+    "read_file_bytes",
+    "set_files",
+    "set_sha256",
+    "snapshot_set",
     "load_synthetic_set",
     "load_dataset",
     "pixel_sha256",

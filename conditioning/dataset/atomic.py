@@ -61,3 +61,18 @@ def recover_directory(out: str | Path) -> None:
         os.replace(previous, out)
     for leftover in out.parent.glob(f".{out.name}.*.partial"):
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def publish_permissions(root: str | Path) -> None:
+    """Give a staged directory the modes a normal tool would (0777/0666 less the umask):
+    staging and temporary files are created private (0700/0600), which would keep a release
+    from the people it is shared with."""
+    mask = os.umask(0)
+    os.umask(mask)
+    root = Path(root)
+    os.chmod(root, 0o777 & ~mask)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(Path(folder) / name, 0o777 & ~mask)
+        for name in files:
+            os.chmod(Path(folder) / name, 0o666 & ~mask)

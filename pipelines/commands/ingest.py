@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.ingest.burned_in import parse_box
+from pipelines.ingest.raster import DEFAULT_MAX_PIXELS
+
 
 def _pair(text: str) -> tuple[str, str]:
     name, sep, value = text.rpartition("=")
@@ -88,6 +91,26 @@ def register(sub) -> None:
         help="table: a condition attribute from a column (patient=COL, split=COL too)",
     )
     p.add_argument("--label-names", help="medmnist: comma-separated names of label 0, 1, ...")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"skip PNG/JPEG/... images larger than this many pixels (default {DEFAULT_MAX_PIXELS})",
+    )
+    p.add_argument(
+        "--scrub-burned-in",
+        action="append",
+        default=[],
+        metavar="X0,Y0,X1,Y1",
+        help="blank this box (source pixels) in every image before resizing, and ingest DICOM "
+        "flagged for burned-in text (repeatable)",
+    )
+    p.add_argument(
+        "--accept-burned-in",
+        action="store_true",
+        help="ingest DICOM flagged for burned-in text (BurnedInAnnotation YES, ultrasound, "
+        "secondary capture) without blanking: only for pixels known to be free of text",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -118,6 +141,9 @@ def run(args) -> int:
         id_column=args.id_column,
         columns=dict(args.column),
         label_names=[n.strip() for n in args.label_names.split(",")] if args.label_names else None,
+        max_pixels=args.max_pixels,
+        accept_burned_in=args.accept_burned_in,
+        scrub_boxes=[parse_box(b) for b in args.scrub_burned_in],
     )
     dataset = ingest(
         args.source,

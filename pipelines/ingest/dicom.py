@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .burned_in import burned_in_risk
 from .dicom_geometry import (
     ORIENTATION_TOLERANCE,
     floats,
@@ -159,7 +160,7 @@ class _Header:
     thickness: float | None = None
 
 
-def _read_header(path: Path, report: IngestReport) -> _Header | None:
+def _read_header(path: Path, report: IngestReport, options: IngestOptions) -> _Header | None:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -186,6 +187,12 @@ def _read_header(path: Path, report: IngestReport) -> _Header | None:
     if "LOCALIZER" in image_type:
         report.skip(path, "localizer (scout) image")
         return None
+    risk = burned_in_risk(ds)
+    if risk and not (options.accept_burned_in or options.scrub_boxes):
+        report.skip(path, f"{risk}; --scrub-burned-in or --accept-burned-in to ingest it")
+        return None
+    if risk:
+        report.extra["burned_in_accepted"] = report.extra.get("burned_in_accepted", 0) + 1
     modality = str(ds.get("Modality", "") or "").strip().upper() or None
     return _Header(
         path=path,
@@ -329,13 +336,13 @@ def read_dicom(source: Path, options: IngestOptions, report: IngestReport) -> It
     """Yield the images and volumes of a DICOM file or folder (see the module docstring).
 
     Headers are read first (to group series), pixels one object at a time as the caller asks.
-    `options` is not needed here: 2D/3D, sizes and intensities are the core's business.
+    Of the options only the burned-in text rules apply here: 2D/3D, sizes and intensities are
+    the core's business.
     """
-    del options  # the reader always yields the natural object; the core decides the rest
     source = Path(source)
     headers = []
     for path in dicom_files(source):
-        header = _read_header(path, report)
+        header = _read_header(path, report, options)
         if header is not None:
             headers.append(header)
     for group in _group(headers):

@@ -175,7 +175,7 @@ def read_folder(
             report.skip(path, f"unsupported file type ({path.suffix.lower() or 'no suffix'})")
             continue
         try:
-            pixels = decode_raster(path)
+            pixels = decode_raster(path, options.max_pixels)
         except RasterError as exc:
             report.skip(path, exc.reason)
             continue

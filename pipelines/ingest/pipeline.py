@@ -29,6 +29,7 @@ from conditioning.logfile import attach_log_file
 
 from . import intensity as intensity_mod
 from .attributes import build_schema
+from .burned_in import looks_like_text, scrub
 from .dedupe import DuplicateFilter, source_hash, stored_collisions
 from .detect import KINDS, detect_kind
 from .preview import PREVIEW, write_preview
@@ -113,6 +114,7 @@ class _Collector:
         self.first_item: dict[str, int] = {}
         self.methods: Counter = Counter()
         self.blank_slices = 0
+        self.text_like = 0  # images the burned-in text screen flagged (counted, never named)
 
     def _is_duplicate(self, pixels: np.ndarray, split: str | None, conditions: dict) -> bool:
         digest = source_hash(pixels)
@@ -126,6 +128,10 @@ class _Collector:
     def add(self, image: SourceImage) -> None:
         self.report.images_read += 1
         pixels = np.asarray(image.pixels, dtype=np.float32)
+        if self.options.scrub_boxes:
+            pixels = scrub(pixels, self.options.scrub_boxes)
+        if pixels.ndim == 2 and looks_like_text(pixels):
+            self.text_like += 1
         mask = None if image.mask is None else np.asarray(image.mask)
         if mask is not None and mask.shape != pixels.shape:
             raise IngestError(f"a mask of shape {mask.shape} pairs with an image {pixels.shape}")
@@ -380,6 +386,15 @@ def ingest(
         )
         if collector.blank_slices:
             report.extra["blank_slices_dropped"] = collector.blank_slices
+        report.extra["possible_burned_in_text"] = collector.text_like
+        if collector.text_like:
+            warning = (
+                f"{collector.text_like} image(s) show text-like marks near their borders "
+                "(possible burned-in patient data; OCR-free screen): inspect the dataset, or "
+                "re-ingest with --scrub-burned-in x0,y0,x1,y1"
+            )
+            report.notes.append(warning)
+            print(f"radsynth ingest: warning: {warning}", file=sys.stderr)
         report.extra["source"] = {"kind": kind, "options": _recorded_options(options, kind)}
         report.extra["patients"] = {
             "pseudonym": "HMAC-SHA256 of the source patient key, truncated to 64 bits",

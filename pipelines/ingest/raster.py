@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+DEFAULT_MAX_PIXELS = 80_000_000  # about 9000 x 9000: above any radiograph, below PIL's bomb alarm
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as PIL's "L"
 
@@ -31,12 +33,14 @@ def to_grey(rgb: np.ndarray) -> np.ndarray:
     return rgb @ LUMA
 
 
-def decode_raster(path: Path) -> np.ndarray:
-    """Grey float32 (H, W) in the file's own value range; raises RasterError with a reason."""
+def decode_raster(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Grey float32 (H, W) in the file's own value range; raises RasterError with a reason.
+    An image of more than `max_pixels` pixels is refused from its header, before decoding."""
     from PIL import Image, UnidentifiedImageError
 
     if path.stat().st_size == 0:
         raise RasterError("empty file")
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -54,7 +58,15 @@ def decode_raster(path: Path) -> np.ndarray:
                 return to_grey(np.asarray(image.convert("RGB")))
     except RasterError:
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        raise RasterError(
+            "image too large",
+            f"{size.group(1) if size else 'over'} pixels; the limit is {max_pixels} (--max-pixels)",
+        ) from None
     except UnidentifiedImageError:
         raise RasterError("not a decodable image") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise RasterError("corrupt or truncated image", str(exc)) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .raster import DEFAULT_MAX_PIXELS
+
 
 @dataclass
 class IngestOptions:
@@ -43,6 +45,9 @@ class IngestOptions:
     id_column: str | None = None  # table: column naming the image (file name or stem)
     columns: dict[str, str] = field(default_factory=dict)  # table: attribute -> column
     label_names: list[str] | None = None  # medmnist: names of the label indices
+    max_pixels: int = DEFAULT_MAX_PIXELS  # raster files: larger images are skipped, named
+    accept_burned_in: bool = False  # DICOM flagged for burned-in text: ingest instead of skip
+    scrub_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # blanked first
 
 
 @dataclass

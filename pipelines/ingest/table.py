@@ -8,6 +8,7 @@ explicitly (`patient` and `split` are accepted as attribute names for those role
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,8 @@ AUTO_COLUMNS = {  # column (lower case) -> attribute
     "diagnosis": "pathology",
     "view": "view",
 }
+MAX_AGE_MONTHS = 1800  # 150 years: anything above is a unit or typing error, not an age
+CSV_FIELD_LIMIT = 1 << 26  # 64 MiB: Python's default (128 KiB) stops at long free-text cells
 TRUE, FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -76,8 +79,10 @@ def _parse(attribute: str, column: str, raw: str):
         if attribute == "age_months":
             raise ValueError(f"{column}={text!r} is not a number of months") from None
         return text
-    if attribute == "age_months" and value < 0:
-        raise ValueError(f"{column}={text!r} is a negative age")
+    if not math.isfinite(value):
+        raise ValueError(f"{column}={text!r} is not a finite number")
+    if attribute == "age_months" and not 0 <= value <= MAX_AGE_MONTHS:
+        raise ValueError(f"{column}={text!r} is outside 0..{MAX_AGE_MONTHS} months")
     return value
 
 
@@ -100,6 +105,27 @@ def resolve_columns(header: list[str], options: IngestOptions) -> tuple[str, dic
     return id_column, mapping
 
 
+def _read_rows(table: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a UTF-8 CSV; errors name the table, the line and the problem."""
+    previous = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        with table.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            try:
+                return list(reader.fieldnames or []), list(reader)
+            except csv.Error as exc:
+                raise ValueError(
+                    f"{table}: line {reader.line_num}: not readable CSV ({exc})"
+                ) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{table}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}; "
+            "latin-1 or Windows-1252?): save the label table as UTF-8"
+        ) from None
+    finally:
+        csv.field_size_limit(previous)
+
+
 def read_table(source: Path, options: IngestOptions, report: IngestReport) -> Iterator[SourceImage]:
     """Yield the image of every table row, in table order, with its mapped conditions."""
     table = Path(options.labels) if options.labels else find_label_table(source)
@@ -111,11 +137,8 @@ def read_table(source: Path, options: IngestOptions, report: IngestReport) -> It
     for path in images:
         for key in {path.relative_to(root).as_posix(), path.name, path.stem}:
             by_key.setdefault(key, []).append(path)
-    with table.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or [])
-        id_column, mapping = resolve_columns(header, options)
-        rows = list(reader)
+    header, rows = _read_rows(table)
+    id_column, mapping = resolve_columns(header, options)
     report.extra["columns"] = {"id": id_column, **mapping}
     if "boneage" in {c.lower() for c in mapping.values()} and not options.modality:
         options.modality = "DX"  # the RSNA bone-age layout: hand radiographs
@@ -159,7 +182,7 @@ def read_table(source: Path, options: IngestOptions, report: IngestReport) -> It
             report.skip(path, f"unsupported file type ({path.suffix.lower() or 'no suffix'})")
             continue
         try:
-            pixels = decode_raster(path)
+            pixels = decode_raster(path, options.max_pixels)
         except RasterError as exc:
             report.skip(path, exc.reason)
             continue

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from conditioning.dataset import (
-    directory_sha256,
     load_synthetic_set,
     replace_directory,
+    snapshot_set,
     staging_dir,
 )
-from conditioning.dataset.pixels import read_png
-from privacy_audit.gate import check_release
+from conditioning.dataset.atomic import publish_permissions
+from conditioning.dataset.pixels import read_png, to_unit_range
+from privacy_audit.gate import GateError, check_release
 
 from .datasheet import render_datasheet
 from .exports import write_datalist, write_nifti_export, write_secondary_capture
@@ -66,6 +67,12 @@ def make_release(inputs: ReleaseInputs) -> Path:
     check_release(inputs.set_dir, inputs.report_dir)  # raises GateError with the reason
     report = json.loads((inputs.report_dir / "report.json").read_text(encoding="utf-8"))
     synthetic = load_synthetic_set(inputs.set_dir)
+    if synthetic.incomplete:
+        raise GateError(f"release refused: {inputs.set_dir}: {synthetic.incomplete}")
+    # the bytes released are the bytes hashed here, compared with the audited hash once more
+    content, digest = snapshot_set(inputs.set_dir)
+    if digest != report.get("set_sha256"):
+        raise GateError(f"release refused: {inputs.set_dir} changed since it was audited")
     target = inputs.out_root / inputs.name
     stage = staging_dir(target)  # also puts back a release left aside by a killed overwrite
     if target.exists() and not inputs.overwrite:
@@ -74,7 +81,7 @@ def make_release(inputs: ReleaseInputs) -> Path:
             f"{target}: release already exists; choose a new --name or pass --overwrite"
         )
     try:
-        rows = _write_images(synthetic, stage, inputs)
+        rows = _write_images(synthetic, content, stage, inputs)
         _write_audit(inputs.report_dir, stage / "audit")
         if inputs.screening_report_dir is not None:
             from privacy_audit.audit import REPORT_JSON
@@ -82,16 +89,14 @@ def make_release(inputs: ReleaseInputs) -> Path:
             shutil.copyfile(
                 inputs.screening_report_dir / REPORT_JSON, stage / "audit" / "screening-report.json"
             )
-        _write_sample_grid(synthetic, stage / "sample_grid.png")
+        _write_sample_grid(synthetic, stage, rows, stage / "sample_grid.png")
         metrics = _read_json(inputs.evaluation_dir, "metrics.json")
         if metrics is not None:  # fidelity and detectability travel with the set
             (stage / "evaluation").mkdir()
             (stage / "evaluation" / "metrics.json").write_text(
                 json.dumps(metrics, indent=2) + "\n", encoding="utf-8"
             )
-        lineage = build_lineage(
-            inputs, synthetic_sha256=directory_sha256(inputs.set_dir), report=report
-        )
+        lineage = build_lineage(inputs, synthetic_sha256=digest, report=report)
         (stage / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n", encoding="utf-8")
         datasheet = render_datasheet(
             inputs.name,
@@ -103,6 +108,8 @@ def make_release(inputs: ReleaseInputs) -> Path:
             utility=_read_json(inputs.utility_file),
         )
         (stage / "datasheet.md").write_text(datasheet, encoding="utf-8")
+        _verify_copies(synthetic, content, stage, rows)
+        publish_permissions(stage)
         replace_directory(stage, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -121,7 +128,8 @@ def _read_json(path: Path | None, name: str | None = None) -> dict | None:
         raise ValueError(f"{path}: cannot read it for the datasheet ({exc})") from None
 
 
-def _write_images(synthetic, stage: Path, inputs: ReleaseInputs) -> list[dict]:
+def _write_images(synthetic, content: dict, stage: Path, inputs: ReleaseInputs) -> list[dict]:
+    """Images (and masks) from the hashed bytes, renamed images/<id>.png, with their exports."""
     from pydicom.uid import generate_uid
 
     (stage / "images").mkdir()
@@ -131,7 +139,7 @@ def _write_images(synthetic, stage: Path, inputs: ReleaseInputs) -> list[dict]:
     model_hash = next((i.generation.get("model_hash", "") for i in synthetic.images), "")
     for index, item in enumerate(synthetic.images):
         rel = f"images/{item.id}.png"
-        shutil.copyfile(synthetic.root / item.file, stage / rel)
+        (stage / rel).write_bytes(content[item.file])
         row = {
             "id": item.id,
             "file": rel,
@@ -143,7 +151,7 @@ def _write_images(synthetic, stage: Path, inputs: ReleaseInputs) -> list[dict]:
             mask_rel = f"masks/{item.id}.png" if item.mask_file else ""
             if mask_rel:
                 (stage / "masks").mkdir(exist_ok=True)
-                shutil.copyfile(synthetic.root / item.mask_file, stage / mask_rel)
+                (stage / mask_rel).write_bytes(content[item.mask_file])
             row["mask_file"] = mask_rel
         pixels = read_png(stage / rel)
         if "dicom" in inputs.exports:
@@ -198,16 +206,34 @@ def _write_audit(report_dir: Path, target: Path) -> None:
         shutil.copyfile(report_dir / PUBLIC_HTML, target / PUBLIC_HTML)
 
 
-def _write_sample_grid(synthetic, path: Path, per_row: int = 8) -> None:
+def _verify_copies(synthetic, content: dict, stage: Path, rows: list[dict]) -> None:
+    """Re-hash what was written: every released image and mask is byte for byte what the
+    gate hashed."""
+    for item, row in zip(synthetic.images, rows, strict=True):
+        pairs = [(item.file, row["file"])]
+        if item.mask_file:
+            pairs.append((item.mask_file, row["mask_file"]))
+        for source, written in pairs:
+            if _sha256(content[source]) != _sha256((stage / written).read_bytes()):
+                raise GateError(f"release refused: {written} differs from the audited {source}")
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_sample_grid(synthetic, stage: Path, rows: list[dict], path: Path, per_row=8) -> None:
     """Up to `per_row` released images for each value of the first condition, one row each."""
     from generation.grids import save_grid
 
     name = synthetic.condition_names[0] if synthetic.condition_names else None
     groups: dict[str, list] = {}
-    for item in synthetic.images:
-        key = item.conditions.get(name, "") if name else "all"
+    for row in rows:
+        key = row.get(name, "") if name else "all"
         if len(groups.setdefault(key, [])) < per_row:
-            groups[key].append(item)
+            groups[key].append(row["file"])
     keys = sorted(groups)
-    rows = [np.stack([synthetic.load_image(item) for item in groups[k]]) for k in keys]
-    save_grid(path, rows, labels=[k or "unconditioned" for k in keys])
+    grid = [np.stack([to_unit_range(read_png(stage / f)) for f in groups[k]]) for k in keys]
+    save_grid(path, grid, labels=[k or "unconditioned" for k in keys])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,20 @@ def _model_info(model_dir: Path) -> dict[str, Any]:
         info["weights_sha256"][weights.relative_to(model_dir).as_posix()] = file_sha256(weights)
     card = model_dir / "model_card.json"
     if card.is_file():
-        info["model_card"] = json.loads(card.read_text(encoding="utf-8"))
+        info["model_card"] = without_local_paths(json.loads(card.read_text(encoding="utf-8")))
     return info
+
+
+def without_local_paths(value: Any) -> Any:
+    """A copy where every absolute path is cut to its last part: a release names runs, never
+    where they lay on the machine that made it (older model cards hold such paths)."""
+    if isinstance(value, dict):
+        return {k: without_local_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_local_paths(v) for v in value]
+    if isinstance(value, str) and re.match(r"^(/|~/|[A-Za-z]:[\\/]|\\\\)", value):
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
+    return value
 
 
 def build_lineage(inputs, *, synthetic_sha256: str, report: dict[str, Any]) -> dict[str, Any]:
