@@ -101,7 +101,7 @@ def augment(
     attribute: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
-    recipe: str = "mix",
+    recipe: str = "balanced",
 ) -> Path:
     """Write `out`: the real dataset with synthetic images of the release added to its train
     split, planned by `synthetic_fraction` / `balance`, and the training recipe recorded in

@@ -72,8 +72,22 @@ def test_augment_records_the_recipe_and_its_weights(tmp_path: Path) -> None:
     data = make_tiny_dataset(tmp_path / "real", per_class=6)
     release = write_synthetic_set(tmp_path / "rel", ["viral"] * 6 + ["normal"] * 2, size=16)
     out = tmp_path / "aug"
-    assert main(["augment", "--release", str(release), "--data", str(data), "--out", str(out),
-                 "--synthetic-fraction", "0.4", "--recipe", "balanced"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "augment",
+                "--release",
+                str(release),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--synthetic-fraction",
+                "0.4",
+            ]
+        )
+        == 0
+    )  # fmt: skip  (balanced: the default)
     aug = load_dataset(out)
     assert aug.info["ingest_report"]["recipe"] == {"name": "balanced"}
     train = aug.split("train")
@@ -85,7 +99,7 @@ def test_augment_records_the_recipe_and_its_weights(tmp_path: Path) -> None:
     assert len({round(v, 9) for v in cells.values()}) == 1  # every (origin, class) weighs the same
     plain = tmp_path / "plain"
     assert main(["augment", "--release", str(release), "--data", str(data), "--out", str(plain),
-                 "--synthetic-fraction", "0.4"]) == 0  # fmt: skip
+                 "--synthetic-fraction", "0.4", "--recipe", "mix"]) == 0  # fmt: skip
     assert (training_weights(load_dataset(plain)) == 1).all()  # mix: unweighted
 
 

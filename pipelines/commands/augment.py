@@ -27,8 +27,9 @@ def register(sub) -> None:
     parser.add_argument(
         "--recipe",
         choices=("mix", "balanced", "pretrain-finetune", "filter"),
-        default="mix",
-        help="how the set is meant to be trained on, recorded in dataset.json (docs/utility.md): "
+        default="balanced",
+        help="how the set is meant to be trained on, recorded in dataset.json (docs/utility.md; "
+        "default balanced, the recipe measured to keep the rare class): "
         "balanced weights every (origin, class) cell the same (`pipelines.augment."
         "training_weights`); filter also drops synthetic images a real-trained classifier puts "
         "in another class",

@@ -120,7 +120,9 @@ def utility_options(utility) -> None:
         help="epochs of the real-vs-synthetic classifier scoring each set's detectability (0 skips)",
     )
     utility.add_argument("--epochs", type=int, default=8, help="epochs of the downstream CNN")
-    utility.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    utility.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice, OMP_NUM_THREADS)"
+    )
 
 
 def speed_options(parser, standalone: bool = True) -> None:
@@ -280,7 +282,8 @@ def run_utility(args) -> int:
         raise ValueError("--epochs must be positive and --seeds / --fractions non-empty")
     if any(not 0 < f <= 1 for f in args.fractions):
         raise ValueError("--fractions must lie in (0, 1]")
-    torch.set_num_threads(max(1, args.threads))
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
     dataset = load_dataset(args.data)
     config = UtilityConfig(
         attribute=args.attribute,

@@ -57,7 +57,9 @@ def register(sub) -> None:
     parser.add_argument("--k", type=int, default=3, help="neighbours for precision/recall radii")
     parser.add_argument("--pairs", type=int, default=200, help="random pairs per MS-SSIM group")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice, OMP_NUM_THREADS)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -85,7 +87,8 @@ def run(args) -> int:
         raise ValueError("--k, --pairs and --epochs must be positive")
     if args.detect_epochs < 0:
         raise ValueError("--detect-epochs must be 0 (skip) or positive")
-    torch.set_num_threads(max(1, args.threads))
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
     dataset = load_dataset(args.data)
     synthetic = load_synthetic_set(args.synthetic, dataset.schema)  # fail fast on a bad set
     baseline = load_synthetic_set(args.baseline, dataset.schema) if args.baseline else None
