@@ -74,3 +74,17 @@ def test_train_and_generate_stages_run_under_accelerate_when_asked(tmp_path: Pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert "valid 2D dataset 'tiny'" in result.stdout
     assert sys.executable == cmd[0]
+
+
+def test_list_params_reach_the_command_whole() -> None:
+    """A params list becomes repeated flags (`--arms real --arms mix`): every item must arrive,
+    not only the last one."""
+    from pipelines.cli import build_parser
+
+    params = load_params(REPO / "params.yaml")
+    for profile in params["profiles"]:
+        params["profile"] = profile
+        section = params["profiles"][profile]["utility"]
+        args = build_parser().parse_args(stage_argv("utility", params))
+        assert args.arms == section["arms"] and args.seeds == section["seeds"]
+        assert args.fractions == [1.0]

@@ -70,8 +70,9 @@ def utility_options(utility) -> None:
         "--fractions",
         type=float,
         nargs="+",
-        default=[1.0, 0.10, 0.05],
-        help="share of the scarce class's training images kept (1 = full regime)",
+        action="extend",
+        help="share of the scarce class's training images kept (1 = full regime; default 1 0.1 "
+        "0.05)",
     )
     utility.add_argument(
         "--scarce-synthetic",
@@ -90,17 +91,10 @@ def utility_options(utility) -> None:
     utility.add_argument(
         "--arms",
         nargs="+",
-        default=[
-            "real",
-            "synthetic",
-            "mix",
-            "balanced",
-            "pretrain-finetune",
-            "filter",
-            "signature",
-        ],
+        action="extend",
         help="real, synthetic, and the recipes of real + synthetic (generation/evaluation/"
-        "recipes.py): mix, balanced, pretrain-finetune, filter, signature (needs --autoencoder)",
+        "recipes.py): mix, balanced, pretrain-finetune, filter, signature (needs --autoencoder); "
+        "default all",
     )
     utility.add_argument(
         "--autoencoder",
@@ -112,7 +106,7 @@ def utility_options(utility) -> None:
         type=float,
         help="at most this many synthetic images per real training image (default: all)",
     )
-    utility.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    utility.add_argument("--seeds", type=int, nargs="+", action="extend", help="default 0 1 2 3 4")
     utility.add_argument(
         "--detect-epochs",
         type=int,
@@ -155,6 +149,10 @@ def exact_command(args) -> str:
     """The command line as typed (cli.main keeps argv), so the document says how to redo it."""
     return shlex.join(["radsynth", *getattr(args, "argv", [])])
 
+
+UTILITY_FRACTIONS = (1.0, 0.10, 0.05)
+UTILITY_ARMS = ("real", "synthetic", "mix", "balanced", "pretrain-finetune", "filter", "signature")
+UTILITY_SEEDS = (0, 1, 2, 3, 4)
 
 HEADER = """# Benchmarks
 
@@ -278,6 +276,10 @@ def run_utility(args) -> int:
         utility_markdown,
     )
 
+    # lists extend (a params file's list becomes repeated flags); unset means the protocol's
+    args.fractions = args.fractions or list(UTILITY_FRACTIONS)
+    args.arms = args.arms or list(UTILITY_ARMS)
+    args.seeds = args.seeds or list(UTILITY_SEEDS)
     if args.epochs < 1 or not args.seeds or not args.fractions:
         raise ValueError("--epochs must be positive and --seeds / --fractions non-empty")
     if any(not 0 < f <= 1 for f in args.fractions):
