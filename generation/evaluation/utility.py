@@ -155,18 +155,12 @@ def run_utility_benchmark(
     def model_for(arm: str, real_part: ImageSet, syn: ImageSet | None, fit_config: FitConfig):
         """The trained model of one arm and what its recipe did."""
         attribute = config.attribute
-        if arm == "real":
-            key = ("real", id(real_part), fit_config.seed)
+        if arm in ("real", "synthetic"):
+            images = real_part if arm == "real" else syn
+            key = (arm, id(images), fit_config.seed)
             if key not in cache:
                 cache[key] = train_classifier(
-                    real_part, dataset.schema, attribute, fit_config, desc=f"real {fit_config.seed}"
-                )
-            return cache[key], {}
-        if arm == "synthetic":
-            key = ("synthetic", id(syn), fit_config.seed)
-            if key not in cache:
-                cache[key] = train_classifier(
-                    syn, dataset.schema, attribute, fit_config, desc=f"synthetic {fit_config.seed}"
+                    images, dataset.schema, attribute, fit_config, desc=f"{arm} {fit_config.seed}"
                 )
             return cache[key], {}
         recipe = RECIPES[arm]
