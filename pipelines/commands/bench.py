@@ -61,10 +61,11 @@ def utility_options(utility) -> None:
         "--doc", default=str(DOC), help="markdown file whose utility section is replaced"
     )
     utility.add_argument(
-        "--attribute", default="pathology", help="categorical attribute to classify"
+        "--attribute", help="categorical attribute to classify (default: the dataset's first)"
     )
     utility.add_argument(
-        "--scarce-class", default="viral", help="class kept only in part in scarce regimes"
+        "--scarce-class",
+        help="class kept only in part in scarce regimes (default: the rarest in the train split)",
     )
     utility.add_argument(
         "--fractions",
@@ -287,6 +288,15 @@ def run_utility(args) -> int:
     if args.threads:
         torch.set_num_threads(max(1, args.threads))
     dataset = load_dataset(args.data)
+    args.attribute, args.scarce_class = _target(dataset, args.attribute, args.scarce_class)
+    if args.attribute is None:  # e.g. bone age: a regression task this benchmark does not run
+        note = f"{dataset.name} has no categorical condition: no classifier utility to measure"
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        empty = {"config": {}, "rows": [], "gains": [], "notes": [note]}
+        write_metrics_json(out / "utility.json", {**empty, "recommendation": {"regimes": {}}})
+        print(f"radsynth bench utility: {note}")
+        return 0
     config = UtilityConfig(
         attribute=args.attribute,
         scarce_class=args.scarce_class,
@@ -424,6 +434,21 @@ def run_utility(args) -> int:
     print(gains_markdown(result, args.scarce_class))
     print(f"written: {out / 'utility.json'}, {out / 'utility.csv'}, {args.doc}")
     return 0
+
+
+def _target(dataset, attribute: str | None, scarce: str | None) -> tuple[str, str]:
+    """The attribute to classify (default: the first categorical one; None when there is none)
+    and the scarce class (default: the rarest in the train split)."""
+    from collections import Counter
+
+    from conditioning.dataset import CATEGORICAL
+
+    if attribute is None:
+        attribute = next((a.name for a in dataset.schema.attributes if a.kind == CATEGORICAL), None)
+    if attribute is not None and scarce is None and attribute in dataset.schema:
+        counts = Counter(r.conditions.get(attribute) for r in dataset.split("train"))
+        scarce = min(dataset.schema[attribute].values, key=lambda v: counts.get(v, 0))
+    return attribute, scarce
 
 
 def _detectability(synthetic, dataset, epochs: int) -> dict:

@@ -104,6 +104,9 @@ def usage_lines(utility: dict[str, Any] | None) -> list[str]:
             "  `radsynth bench utility --synthetic THIS_SET ...` compares the recipes.",
         ]
     advice = utility.get("recommendation", {}).get("regimes", {})
+    if not advice:
+        notes = "; ".join(utility.get("notes", [])) or "no regime had a recipe to compare"
+        return [f"- No downstream gain could be measured for this set: {notes}."]
     lines = [f"- measured by `{utility.get('command', 'radsynth bench utility')}`"]
     scarce = utility.get("config", {}).get("scarce_class", "")
     for regime, entry in advice.items():
