@@ -79,10 +79,15 @@ def score(model, test: ImageSet, schema: ConditionSchema, attribute: str, size: 
     scores = classification_metrics(
         probabilities, label_indices(test.values(attribute), classes), classes
     )
-    recalls = [e["recall"] for e in scores["per_class"].values() if e["n"]]
-    scores["balanced_accuracy"] = float(np.mean(recalls)) if recalls else math.nan
+    scores["balanced_accuracy"] = balanced_accuracy(scores)
     scores["probabilities"] = probabilities
     return scores
+
+
+def balanced_accuracy(scores: dict) -> float:
+    """Mean recall over the classes present in the test labels (`classification_metrics`)."""
+    recalls = [e["recall"] for e in scores["per_class"].values() if e["n"]]
+    return float(np.mean(recalls)) if recalls else math.nan
 
 
 def limit_synthetic(syn: ImageSet, n_real: int, ratio: float | None, seed: int) -> ImageSet:
@@ -150,19 +155,20 @@ def run_utility_benchmark(
         )
     rows: list[dict] = []
     size = train.images.shape[-1]
-    cache: dict[tuple, object] = {}  # trained models shared between arms of one (set, seed)
+    cache: dict[tuple, object] = {}  # models and reconstructions shared between arms and seeds
 
     def model_for(arm: str, real_part: ImageSet, syn: ImageSet | None, fit_config: FitConfig):
         """The trained model of one arm and what its recipe did."""
         attribute = config.attribute
         if arm in ("real", "synthetic"):
             images = real_part if arm == "real" else syn
-            key = (arm, id(images), fit_config.seed)
-            if key not in cache:
-                cache[key] = train_classifier(
+            model = cached(
+                (arm, id(images), fit_config.seed),
+                lambda: train_classifier(
                     images, dataset.schema, attribute, fit_config, desc=f"{arm} {fit_config.seed}"
-                )
-            return cache[key], {}
+                ),
+            )
+            return model, {}
         recipe = RECIPES[arm]
         judge = model_for("real", real_part, syn, fit_config)[0] if recipe.filter else None
         trained = train_with_recipe(
@@ -173,14 +179,16 @@ def run_utility_benchmark(
             attribute,
             fit_config,
             judge=judge,
-            signature=reconstructed if recipe.signature else None,
+            # reconstructions of one real part serve every seed that trains on it
+            signature=(lambda x: cached(("signature", id(real_part)), lambda: signature(x)))
+            if recipe.signature
+            else None,
         )
         return trained.model, trained.info
 
-    def reconstructed(images: np.ndarray) -> np.ndarray:
-        key = ("signature", images.ctypes.data, len(images))
+    def cached(key: tuple, make: Callable[[], object]):
         if key not in cache:
-            cache[key] = signature(images)
+            cache[key] = make()
         return cache[key]
 
     for fraction in config.keep_fractions:
@@ -299,11 +307,10 @@ def summarise(rows: list[dict], classes: tuple[str, ...] | list[str]) -> list[di
 
 def _scores_of(probabilities: np.ndarray, labels: np.ndarray, classes) -> dict[str, float]:
     scores = classification_metrics(probabilities, labels, classes)
-    recalls = {c: e["recall"] for c, e in scores["per_class"].items()}
     return {
         "macro_auroc": scores["macro_auroc"],
-        "balanced_accuracy": float(np.nanmean(list(recalls.values()))),
-        **{f"recall.{c}": v for c, v in recalls.items()},
+        "balanced_accuracy": balanced_accuracy(scores),
+        **{f"recall.{c}": e["recall"] for c, e in scores["per_class"].items()},
     }
 
 
