@@ -227,8 +227,8 @@ def _filter_pool(pool: dict, release, dataset, attribute: str | None) -> tuple[d
 
 def training_weights(dataset, split: str = "train") -> np.ndarray:
     """One loss weight per record of `split` for the recipe recorded by `augment`: for
-    `balanced` and `filter`, every (origin, class) cell carries the same total weight, so the
-    synthetic look predicts no label; otherwise 1 everywhere (mean 1 in both cases)."""
+    `balanced` and `filter`, classes weigh the same within each origin (so the synthetic look
+    predicts no label), origins by size; otherwise 1 everywhere (mean 1 in both cases)."""
     records = dataset.split(split)
     report = dataset.info.get("ingest_report", {})
     name = (report.get("recipe") or {}).get("name", "mix")

@@ -71,8 +71,15 @@ def test_benchmark_runs_every_arm_and_regime_and_scores_on_real_test(tiny):
     assert "| viral 25% | mix | 1 |" in table
     # gains are paired with the real arm of the same regime and seed
     gains = {(g["regime"], g["arm"]): g for g in result["gains"]}
+    ceiling = gains.pop(("viral 25%", "all real"))
     assert set(gains) == {(r, a) for r in ("full", "viral 25%") for a in ("synthetic", "mix")}
     rows = {(r["regime"], r["arm"]): r for r in result["rows"]}
+    # the reference: what restoring the held-back real images gives, paired by seed
+    assert ceiling["reference"] and ceiling["seeds"] == 1
+    assert ceiling["macro_auroc"] == pytest.approx(
+        rows[("full", "real")]["macro_auroc"] - rows[("viral 25%", "real")]["macro_auroc"]
+    )
+    assert "all real" not in json.dumps(result["recommendation"])
     for key, gain in gains.items():
         expected = rows[key]["macro_auroc"] - rows[(key[0], "real")]["macro_auroc"]
         assert gain["macro_auroc"] == pytest.approx(expected)

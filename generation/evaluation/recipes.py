@@ -7,8 +7,8 @@ answer to that, and `radsynth bench utility` measures them side by side:
 
 - `mix`: real and synthetic images in one training set, inverse class-frequency weights over the
   union (the plain approach);
-- `balanced`: every (origin, class) cell gets the same total weight, so within real images and
-  within synthetic images every class weighs the same: the look predicts no label;
+- `balanced`: within real images and within synthetic images every class weighs the same (the
+  look predicts no label), each origin in proportion to its size;
 - `pretrain-finetune`: train on synthetic images, then fine-tune on real ones;
 - `filter`: drop synthetic images that a classifier trained on the real images assigns to another
   class, then train as `balanced`;
@@ -41,7 +41,7 @@ class Recipe:
     """How real and synthetic images are combined; recorded beside every result."""
 
     name: str
-    weighting: str = "class"  # "class": inverse class frequency; "origin-class": per cell
+    weighting: str = "class"  # "class": inverse class frequency; "origin-class": within origin
     pretrain: bool = False
     filter: bool = False
     signature: bool = False  # real images through the generator's autoencoder first
@@ -58,7 +58,7 @@ RECIPES = {
         Recipe(
             "balanced",
             weighting="origin-class",
-            description="real + synthetic, equal weight for every (origin, class) cell",
+            description="real + synthetic, classes weighted equally within each origin, origins by size",
         ),
         Recipe(
             "pretrain-finetune",
@@ -128,11 +128,18 @@ def predict(model: ConditionNet, images: ImageSet, attribute: str, size: int) ->
 
 
 def origin_class_weights(labels: list, origins: list[str]) -> np.ndarray:
-    """One weight per row such that every (origin, class) cell sums to the same total; mean 1."""
+    """One weight per row, mean 1: within each origin every class carries the same total weight
+    (so the origin's look predicts no label), and each origin carries weight in proportion to
+    its size (so 300 synthetic images beside 4,000 real ones are not inflated to half the
+    training signal)."""
     cells: dict = {}
     for key in zip(origins, labels, strict=True):
         cells[key] = cells.get(key, 0) + 1
-    weights = np.array([1.0 / cells[key] for key in zip(origins, labels, strict=True)])
+    size = {o: origins.count(o) for o in set(origins)}
+    n_classes = {o: sum(1 for (c, _) in cells if c == o) for o in size}
+    weights = np.array(
+        [size[o] / (n_classes[o] * cells[(o, y)]) for o, y in zip(origins, labels, strict=True)]
+    )
     return weights * len(weights) / weights.sum()
 
 

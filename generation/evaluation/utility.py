@@ -314,14 +314,43 @@ def _scores_of(probabilities: np.ndarray, labels: np.ndarray, classes) -> dict[s
     }
 
 
-def _mean_gain(probs: dict, arm: str, seeds, images, labels, classes) -> dict[str, float]:
-    """Mean over `seeds` of arm-minus-real scores on the test images `images`."""
+CEILING_ARM = "all real"  # the scarce regime with its held-back real images restored
+
+
+def _mean_gain(arm: dict, ref: dict, seeds, images, labels, classes) -> dict[str, float]:
+    """Mean over `seeds` of arm-minus-reference scores on the test images `images`; `arm` and
+    `ref` map a seed to its test-set probabilities."""
     diffs = []
     for s in seeds:
-        mine = _scores_of(probs[(arm, s)][images], labels[images], classes)
-        real = _scores_of(probs[("real", s)][images], labels[images], classes)
-        diffs.append({k: mine[k] - real[k] for k in mine})
+        mine = _scores_of(arm[s][images], labels[images], classes)
+        base = _scores_of(ref[s][images], labels[images], classes)
+        diffs.append({k: mine[k] - base[k] for k in mine})
     return {k: float(np.nanmean([d[k] for d in diffs])) for k in diffs[0]}
+
+
+def _paired_entry(arm: dict, ref: dict, labels, classes, n_boot: int, seed: int) -> dict:
+    """Gain of `arm` over `ref` (seed -> probabilities) with a paired 95% bootstrap interval."""
+    seeds = sorted(set(arm) & set(ref))
+    everything = np.arange(len(labels))
+    point = _mean_gain(arm, ref, seeds, everything, labels, classes)
+    rng = np.random.default_rng(seed)
+    draws = [
+        _mean_gain(
+            arm,
+            ref,
+            [seeds[i] for i in rng.integers(0, len(seeds), len(seeds))],
+            rng.integers(0, len(labels), len(labels)),
+            labels,
+            classes,
+        )
+        for _ in range(n_boot)
+    ]
+    entry: dict = {"seeds": len(seeds)}
+    for metric, value in point.items():
+        low, high = np.nanpercentile([d[metric] for d in draws], [2.5, 97.5])
+        entry[metric] = value
+        entry[f"{metric}.ci95"] = [float(low), float(high)]
+    return entry
 
 
 def paired_gains(
@@ -329,41 +358,31 @@ def paired_gains(
 ) -> list[dict]:
     """Each arm's gain over the real arm of the same regime: mean over the seeds both ran, with
     a paired 95% bootstrap interval that resamples seeds and test images together (the same
-    draw for both arms), so it covers training noise and the test set's sampling noise."""
-    out = []
-    by_key = {(r["regime"], r["arm"], r["seed"]): r for r in rows if "test_probabilities" in r}
-    for regime, arm in dict.fromkeys((r["regime"], r["arm"]) for r in rows):
-        if arm == "real":
-            continue
-        seeds = [s for (g, a, s) in by_key if (g, a) == (regime, arm) and (g, "real", s) in by_key]
-        if not seeds:
-            continue
-        probs = {
-            (a, s): np.asarray(by_key[(regime, a, s)]["test_probabilities"])
-            for s in seeds
-            for a in (arm, "real")
-        }
+    draw for both arms), so it covers training noise and the test set's sampling noise.
 
-        everything = np.arange(len(labels))
-        point = _mean_gain(probs, arm, seeds, everything, labels, classes)
-        rng = np.random.default_rng(seed)
-        draws = [
-            _mean_gain(
-                probs,
-                arm,
-                [seeds[i] for i in rng.integers(0, len(seeds), len(seeds))],
-                rng.integers(0, len(labels), len(labels)),
-                labels,
-                classes,
+    Where the full regime's real arm ran with the same seeds, each scarce regime also gets the
+    `all real` entry: the gain of restoring every held-back real image. It is the reference a
+    synthetic set is measured against (what the missing real data would have given), not a
+    recipe."""
+    probs: dict[tuple, dict] = {}
+    for r in rows:
+        if "test_probabilities" in r:
+            probs.setdefault((r["regime"], r["arm"]), {})[r["seed"]] = np.asarray(
+                r["test_probabilities"]
             )
-            for _ in range(n_boot)
-        ]
-        entry = {"regime": regime, "arm": arm, "seeds": len(seeds)}
-        for metric, value in point.items():
-            low, high = np.nanpercentile([d[metric] for d in draws], [2.5, 97.5])
-            entry[metric] = value
-            entry[f"{metric}.ci95"] = [float(low), float(high)]
-        out.append(entry)
+    out = []
+    for regime, arm in probs:
+        ref = probs.get((regime, "real"), {})
+        if arm == "real" or not set(probs[(regime, arm)]) & set(ref):
+            continue
+        entry = _paired_entry(probs[(regime, arm)], ref, labels, classes, n_boot, seed)
+        out.append({"regime": regime, "arm": arm, **entry})
+    full = probs.get(("full", "real"), {})
+    for regime, arm in list(probs):
+        if arm != "real" or regime == "full" or not set(full) & set(probs[(regime, arm)]):
+            continue
+        entry = _paired_entry(full, probs[(regime, arm)], labels, classes, n_boot, seed)
+        out.append({"regime": regime, "arm": CEILING_ARM, "reference": True, **entry})
     return out
 
 
@@ -378,8 +397,9 @@ def gains_markdown(result: dict, scarce_class: str) -> str:
             f"{entry[m]:+.3f} [{entry[m + '.ci95'][0]:+.3f}, {entry[m + '.ci95'][1]:+.3f}]"
             for m in metrics
         ]
+        arm = f"{entry['arm']} (reference)" if entry.get("reference") else entry["arm"]
         lines.append(
-            f"| {entry['regime']} | {entry['arm']} | {entry['seeds']} | " + " | ".join(cells) + " |"
+            f"| {entry['regime']} | {arm} | {entry['seeds']} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
 

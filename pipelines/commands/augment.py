@@ -30,8 +30,8 @@ def register(sub) -> None:
         default="balanced",
         help="how the set is meant to be trained on, recorded in dataset.json (docs/utility.md; "
         "default balanced, the recipe measured to keep the rare class): "
-        "balanced weights every (origin, class) cell the same (`pipelines.augment."
-        "training_weights`); filter also drops synthetic images a real-trained classifier puts "
+        "balanced weights every class the same within each origin and each origin by its size "
+        "(`pipelines.augment.training_weights`); filter also drops synthetic images a real-trained classifier puts "
         "in another class",
     )
     parser.add_argument("--seed", type=int, default=0)

@@ -397,7 +397,10 @@ def run_utility(args) -> int:
             f"keep only a share of the `{args.scarce_class}` training images. Scored on the real "
             f"test split ({result['config']['n_test']} images) of `{dataset.name}`; mean [95% "
             "t-interval] over seeds, then each arm's gain over the real arm of its regime with a "
-            "paired 95% bootstrap interval (seeds and test images resampled together).",
+            "paired 95% bootstrap interval (seeds and test images resampled together). A scarce "
+            "regime's `all real (reference)` row is the full regime's real arm against it: what "
+            "the held-back real images themselves give, the yardstick for a set that stands in "
+            "for them.",
             "",
             f"- machine: {result['machine']}",
             f"- date: {result['date']}; wall time {result['seconds']:.0f} s "
