@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conditioning.bootstrap import bootstrap_interval
 from generation.evaluation.metrics import (
     age_band,
     classification_metrics,
@@ -46,6 +47,17 @@ def test_frechet_interval_covers_the_true_distance_and_narrows_with_more_images(
     small_low, small_high = frechet_interval(a[:50], b[:50] + 2.0, n_boot=60)
     assert small_high - small_low > 2 * (high - low)
     assert frechet_interval(a, b + 2.0, n_boot=60) == (low, high)  # seeded
+
+
+def test_frechet_interval_holds_its_own_estimate_where_resampling_inflates_the_distance(gaussian):
+    # two small samples of one distribution: resamples with replacement repeat images, so every
+    # bootstrap FD lies above the estimate and a plain percentile interval would exclude it
+    a, b = gaussian
+    point = frechet_distance(a[:40], b[:40])
+    plain_low, _ = bootstrap_interval(frechet_distance, (a[:40], b[:40]), n_boot=60)
+    assert plain_low > point  # the failure this guards against
+    low, high = frechet_interval(a[:40], b[:40], n_boot=60)
+    assert low <= point <= high
 
 
 def test_frechet_distance_rejects_mismatched_features(gaussian):
