@@ -182,3 +182,16 @@ def test_subset_dataset_holds_exactly_the_benchmarks_scarce_images(tiny, tmp_pat
     assert main([*args, "--fraction", "0.25"]) == 2  # OUT exists: refused, nothing replaced
     assert main(["subset", "--data", str(data.root), "--out", str(tmp_path / "x"), "--where",
                  "pathology=flu", "--fraction", "0.5"]) == 2  # fmt: skip
+
+
+def test_bench_refuses_scarce_sets_without_their_scarce_class(tiny, tmp_path, capsys):
+    """A set from a generator trained on a subset belongs to that subset's class: guessing the
+    class (the rarest here is not the one the subset thinned) would pair it with another regime."""
+    from pipelines.cli import main
+
+    data, _ = tiny
+    args = ["bench", "utility", "--data", str(data.root), "--out", str(tmp_path / "out")]
+    args += ["--scarce-synthetic", f"0.25={tmp_path}", "--fractions", "0.25"]
+    assert main(args) == 2
+    assert "--scarce-class" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

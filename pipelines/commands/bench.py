@@ -65,7 +65,8 @@ def utility_options(utility) -> None:
     )
     utility.add_argument(
         "--scarce-class",
-        help="class kept only in part in scarce regimes (default: the rarest in the train split)",
+        help="class kept only in part in scarce regimes (default: the rarest in the train split; "
+        "required with --scarce-synthetic)",
     )
     utility.add_argument(
         "--fractions",
@@ -285,6 +286,13 @@ def run_utility(args) -> int:
         raise ValueError("--epochs must be positive and --seeds / --fractions non-empty")
     if any(not 0 < f <= 1 for f in args.fractions):
         raise ValueError("--fractions must lie in (0, 1]")
+    if args.scarce_synthetic and args.scarce_class is None:
+        # the sets were made by a generator that saw one class made scarce: a guessed class
+        # would pair them with the wrong regime and every gain would be meaningless
+        raise ValueError(
+            "--scarce-synthetic: name the class the generator's subset made scarce with "
+            "--scarce-class (the `--where` value given to `radsynth subset`)"
+        )
     if args.threads:
         torch.set_num_threads(max(1, args.threads))
     dataset = load_dataset(args.data)
