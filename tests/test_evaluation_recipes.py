@@ -10,8 +10,9 @@ from generation.evaluation.fit import FitConfig
 from generation.evaluation.images import ImageSet, load_split
 from generation.evaluation.recipes import (
     RECIPES,
-    agreeing,
     origin_class_weights,
+    predict,
+    screen,
     train_classifier,
     train_with_recipe,
 )
@@ -47,7 +48,7 @@ def test_origin_class_weights_make_the_origin_carry_no_label():
     assert total[("synthetic", "a")] + total[("synthetic", "b")] == pytest.approx(40)
 
 
-def test_filter_drops_synthetic_images_of_the_wrong_class(tiny):
+def test_filter_drops_synthetic_images_of_the_wrong_class_or_off_the_real_manifold(tiny):
     data, train, _, other = tiny
     judge = train_classifier(train, data.schema, "pathology", FIT)
     wrong = ImageSet(other.images, [dict(c) for c in other.conditions], other.ids)
@@ -55,15 +56,30 @@ def test_filter_drops_synthetic_images_of_the_wrong_class(tiny):
         c["pathology"] = {"normal": "viral", "bacterial": "normal", "viral": "bacterial"}[
             c["pathology"]
         ]
-    kept = agreeing(wrong, judge, data.schema, "pathology")
-    assert 0.35 * len(wrong) < len(kept) < 0.65 * len(wrong)
-    assert set(kept.ids) <= set(wrong.ids[1::2]) | set(wrong.ids[::2])
-    assert not set(kept.ids) & set(wrong.ids[::2])  # none of the mislabelled ones survives
+    # and images the judge does put in their class, but that look like no real image: noise
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0, 1, (12, *train.images.shape[1:])).astype(np.float32)
+    classes = data.schema["pathology"].values
+    guessed = predict(judge, ImageSet(noise, [{}] * 12, [""] * 12), "pathology", 16).argmax(1)
+    offered = ImageSet(
+        np.concatenate([wrong.images, noise]),
+        wrong.conditions + [{"pathology": classes[g]} for g in guessed],
+        wrong.ids + [f"noise{i}" for i in range(12)],
+    )
+    kept, report = screen(offered, judge, train, data.schema, "pathology")
+    right = set(wrong.ids[1::2])
+    assert set(kept.ids) <= right  # none of the mislabelled ones, no noise image survives
+    assert len(kept) >= 0.5 * len(right)  # most correct ones do
+    assert report["wrong_class"] >= len(wrong.ids[::2])
+    assert report["off_manifold"] >= 12  # the noise: right class by construction, off-manifold
+    assert report["offered"] == len(offered) and report["kept"] == len(kept)
+    assert report["wrong_class"] + report["off_manifold"] + report["kept"] == len(offered)
     trained = train_with_recipe(
-        RECIPES["filter"], train, wrong, data.schema, "pathology", FIT, judge=judge
+        RECIPES["filter"], train, offered, data.schema, "pathology", FIT, judge=judge
     )
     assert trained.info["n_synthetic_used"] == len(kept)
-    assert trained.info["filtered_share"] == pytest.approx(1 - len(kept) / len(wrong))
+    assert trained.info["filtered_share"] == pytest.approx(1 - len(kept) / len(offered))
+    assert trained.info["filter"] == report
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

@@ -95,7 +95,7 @@ def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
     return distances.kthvalue(k + 1, dim=1).values
 
 
-def _inside_any_ball(
+def inside_any_ball(
     queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 1024
 ) -> torch.Tensor:
     inside = []
@@ -111,8 +111,8 @@ def precision_recall(real: np.ndarray, synthetic: np.ndarray, k: int = 3) -> dic
     recall the share of real samples inside the synthetic manifold."""
     a = _features(real, "real", k + 1)
     b = _features(synthetic, "synthetic", k + 1)
-    precision = _inside_any_ball(b, a, knn_radii(a, k)).double().mean()
-    recall = _inside_any_ball(a, b, knn_radii(b, k)).double().mean()
+    precision = inside_any_ball(b, a, knn_radii(a, k)).double().mean()
+    recall = inside_any_ball(a, b, knn_radii(b, k)).double().mean()
     return {"precision": float(precision), "recall": float(recall)}
 
 

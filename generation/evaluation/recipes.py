@@ -11,7 +11,8 @@ answer to that, and `radsynth bench utility` measures them side by side:
   look predicts no label), each origin in proportion to its size;
 - `pretrain-finetune`: train on synthetic images, then fine-tune on real ones;
 - `filter`: drop synthetic images that a classifier trained on the real images assigns to another
-  class, then train as `balanced`;
+  class, or whose features fall outside the real images' manifold of their class, then train as
+  `balanced`;
 - `signature`: the real training images passed through the generator's own autoencoder, so real
   and synthetic images share one look, then train as `balanced` (needs the autoencoder).
 """
@@ -29,7 +30,7 @@ from conditioning.dataset import ConditionSchema
 
 from .fit import FitConfig, encode_targets, fit, run_inference, seed_everything
 from .images import ImageSet, to_tensor
-from .metrics import label_indices
+from .metrics import inside_any_ball, knn_radii, label_indices
 from .networks import ConditionNet
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,8 @@ RECIPES = {
             "filter",
             weighting="origin-class",
             filter=True,
-            description="drop synthetic images a real-trained classifier puts in another class, "
-            "then balanced",
+            description="drop synthetic images a real-trained classifier puts in another class or "
+            "outside the real manifold of their class, then balanced",
         ),
         Recipe(
             "signature",
@@ -153,14 +154,42 @@ def concat(a: ImageSet, b: ImageSet) -> ImageSet:
     )
 
 
-def agreeing(
-    synthetic: ImageSet, judge: ConditionNet, schema: ConditionSchema, attribute: str
-) -> ImageSet:
-    """The synthetic images whose requested class is the judge's most probable one."""
+def screen(
+    synthetic: ImageSet,
+    judge: ConditionNet,
+    real: ImageSet,
+    schema: ConditionSchema,
+    attribute: str,
+    k: int = 3,
+) -> tuple[ImageSet, dict]:
+    """The synthetic images a classifier trained on `real` (the judge) accepts: its most
+    probable class is the requested one, and its features lie inside the real images' manifold
+    of that class (the union of k-NN balls, as in the precision metric). Returns the kept images
+    and how many each rule dropped."""
     classes = schema[attribute].values
+    size = synthetic.images.shape[-1]
     wanted = label_indices(synthetic.values(attribute), classes)
-    predicted = predict(judge, synthetic, attribute, synthetic.images.shape[-1]).argmax(1)
-    return synthetic.subset(np.flatnonzero(predicted == wanted))
+    outputs, syn_features = run_inference(judge, to_tensor(synthetic.images, size))
+    agrees = (outputs[attribute].argmax(1).numpy() == wanted) & (wanted >= 0)
+    _, real_features = run_inference(judge, to_tensor(real.images, size))
+    real_labels = label_indices(real.values(attribute), classes)
+    inside = np.zeros(len(synthetic), dtype=bool)
+    for c in range(len(classes)):
+        mine, theirs = np.flatnonzero(wanted == c), np.flatnonzero(real_labels == c)
+        if len(mine) and len(theirs) > k:
+            centres = real_features[torch.from_numpy(theirs)]
+            radii = knn_radii(centres, k)
+            inside[mine] = inside_any_ball(
+                syn_features[torch.from_numpy(mine)], centres, radii
+            ).numpy()
+    kept = synthetic.subset(np.flatnonzero(agrees & inside))
+    report = {
+        "offered": len(synthetic),
+        "wrong_class": int((~agrees).sum()),
+        "off_manifold": int((agrees & ~inside).sum()),  # right class, outside its real manifold
+        "kept": len(kept),
+    }
+    return kept, report
 
 
 def train_with_recipe(
@@ -184,9 +213,10 @@ def train_with_recipe(
         real = ImageSet(signature(real.images), real.conditions, real.ids)
     if recipe.filter:
         judge = judge or train_classifier(real, schema, attribute, config, desc="filter judge")
-        kept = agreeing(synthetic, judge, schema, attribute)
+        kept, report = screen(synthetic, judge, real, schema, attribute)
         info["filtered_share"] = 1 - len(kept) / max(len(synthetic), 1)
-        log.info("filter: %d of %d synthetic images kept", len(kept), len(synthetic))
+        info["filter"] = report
+        log.info("filter: %s", report)
         synthetic = kept
     info["n_synthetic_used"] = len(synthetic)
     if recipe.pretrain:
