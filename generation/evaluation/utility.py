@@ -245,6 +245,7 @@ def run_utility_benchmark(
                         if "filtered_share" in info
                         else {}
                     ),
+                    **{f"filter.{rule}": n for rule, n in info.get("filter", {}).items()},
                     "seconds": round(time.perf_counter() - started, 1),
                     "test_probabilities": np.round(scores["probabilities"], 5).tolist(),
                 }
