@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from conditioning.dataset import write_json_atomic
+from conditioning.dataset import atomic_path, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
@@ -25,16 +25,8 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
     """A state dict as safetensors, atomically."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

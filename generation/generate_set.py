@@ -18,8 +18,6 @@ import io
 import itertools
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from conditioning.dataset import (
     CATEGORICAL,
     ConditionSchema,
     DatasetError,
+    atomic_open,
     quantize,
     write_json_atomic,
 )
@@ -333,14 +332,8 @@ def write_manifest(
         if has_masks:
             row.append(f"masks/{name}{ext}")
         writer.writerow(row)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.csv.", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, out / "manifest.csv")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(out / "manifest.csv", newline="") as handle:
+        handle.write(buffer.getvalue())
 
 
 def _fmt(value: Any) -> str:

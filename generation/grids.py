@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from conditioning.dataset import atomic_open
 
 
 def save_grid(
@@ -34,16 +34,8 @@ def save_grid(
         draw = ImageDraw.Draw(picture)
         for i, label in enumerate(labels):
             draw.text((3, pad + i * (h + pad) + h // 2 - 5), label, fill=0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            picture.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        picture.save(handle, format="PNG")
     return path
 
 

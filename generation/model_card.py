@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from conditioning.dataset import write_json_atomic
+from conditioning.dataset import write_json_atomic, write_text_atomic
 
 
 def write_model_card(run_dir: str | Path, card: dict[str, Any]) -> None:
@@ -29,14 +27,7 @@ def write_model_card(run_dir: str | Path, card: dict[str, Any]) -> None:
                 lines.append("")
     lines.append("")
     text = "\n".join(lines)
-    fd, tmp = tempfile.mkstemp(prefix=".model_card.md.", suffix=".tmp", dir=run)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, run / "model_card.md")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(run / "model_card.md", text)
 
 
 def _fmt(value: Any) -> str:

@@ -1,7 +1,15 @@
 """The on-disk dataset format and its validating reader: the bottom layer every other part reads
 datasets through (docs/dataset-format.md)."""
 
-from .atomic import replace_directory, staging_dir, write_json_atomic
+from .atomic import (
+    atomic_open,
+    atomic_path,
+    replace_directory,
+    staging_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .errors import DatasetError
 from .format import SPLITS, Dataset, Record, load_dataset
 from .pixels import pixel_sha256, quantize, to_unit_range
@@ -43,5 +51,9 @@ __all__ = [
     "to_unit_range",
     "choose_kept",
     "write_json_atomic",
+    "write_text_atomic",
+    "write_bytes_atomic",
+    "atomic_open",
+    "atomic_path",
     "write_subset",
 ]

@@ -8,23 +8,54 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """JSON to a temporary file beside the target, then rename."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling of `path` to write to (for libraries that take a file name); renamed
+    onto `path` when the block succeeds, removed when it fails. It keeps `path`'s suffixes, so a
+    library that picks the format from the name (nibabel's .nii.gz) picks the right one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = ".tmp" + "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None) -> Iterator[IO]:
+    """`open(path, mode)` that replaces `path` only once the block finished writing."""
+    with atomic_path(path) as tmp:
+        text = {} if "b" in mode else {"encoding": "utf-8", "newline": newline}
+        with open(tmp, mode, **text) as handle:
+            yield handle
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_open(path) as handle:
+        handle.write(text)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """JSON to a temporary file beside the target, then rename."""
+    with atomic_open(path) as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
 
 
 def staging_dir(out: str | Path) -> Path:

@@ -7,12 +7,11 @@ are the same image (exact-duplicate detection and audit hashes rely on that).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_open, atomic_path
 from .errors import DatasetError
 
 STORED_DTYPES = {8: np.uint8, 16: np.uint16}
@@ -42,11 +41,6 @@ def to_unit_range(stored: np.ndarray) -> np.ndarray:
     return stored.astype(np.float32)
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
 def write_png(path: str | Path, pixels: np.ndarray) -> None:
     """Write a 2D uint8/uint16 array as a greyscale PNG, atomically."""
     from PIL import Image
@@ -56,15 +50,9 @@ def write_png(path: str | Path, pixels: np.ndarray) -> None:
         raise ValueError(
             f"{path}: PNG needs a 2D uint8/uint16 array, got {pixels.dtype} {pixels.shape}"
         )
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            # Pillow picks "L" for uint8 and "I;16" for uint16 (its `mode=` argument is gone)
-            Image.fromarray(np.ascontiguousarray(pixels)).save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        # Pillow picks "L" for uint8 and "I;16" for uint16 (its `mode=` argument is gone)
+        Image.fromarray(np.ascontiguousarray(pixels)).save(handle, format="PNG")
 
 
 def read_png(path: str | Path) -> np.ndarray:
@@ -95,15 +83,8 @@ def write_nifti(path: str | Path, volume: np.ndarray, affine: np.ndarray | None 
 
     path = Path(path)
     image = nib.Nifti1Image(np.ascontiguousarray(volume), np.eye(4) if affine is None else affine)
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    tmp_path = Path(tmp).with_suffix(".nii.gz")
-    try:
-        nib.save(image, tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        tmp_path.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
 
 
 def read_nifti(path: str | Path) -> np.ndarray:

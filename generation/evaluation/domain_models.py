@@ -297,6 +297,6 @@ def _write_card(path: Path, info: dict) -> None:
         "for Frechet distance and precision/recall). Not a diagnostic model.",
         "",
     ]
-    from .report import write_text_atomic
+    from conditioning.dataset import write_text_atomic
 
     write_text_atomic(path, "\n".join(lines))

@@ -3,30 +3,19 @@ per-class adherence bars (real vs synthetic) and requested-vs-predicted age."""
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from conditioning.dataset import atomic_open
 
 GAP = 4
 LABEL_WIDTH = 110
 
 
 def _save_png(image, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        image.save(handle, format="PNG")
 
 
 def _tile(image01: np.ndarray, size: int):

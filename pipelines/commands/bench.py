@@ -224,7 +224,7 @@ def run_all(args) -> int:
 
 def _write_section(doc: Path, name: str, body: str) -> None:
     if not doc.is_file():
-        from generation.evaluation.report import write_text_atomic
+        from conditioning.dataset import write_text_atomic
 
         doc.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(doc, HEADER + "\n")
@@ -250,7 +250,7 @@ def machine_description(threads: int | None = None) -> str:
 
 def replace_section(doc: Path, name: str, body: str) -> None:
     """Replace (or append) the part of `doc` between `<!-- name:start -->` and `<!-- name:end -->`."""
-    from generation.evaluation.report import write_text_atomic
+    from conditioning.dataset import write_text_atomic
 
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmarks\n"

@@ -48,10 +48,10 @@ def set_params(path: Path, source: str | None, profile: str | None) -> bool:
             data["ingest"]["source"] = resolved
             changed = True
     if changed:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
+        from conditioning.dataset import atomic_open
+
+        with atomic_open(path) as handle:
             yaml.dump(data, handle)
-        os.replace(tmp, path)
     return changed
 
 
