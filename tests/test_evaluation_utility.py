@@ -146,6 +146,11 @@ def test_bench_command_writes_its_doc_section_and_resumes(tiny, tmp_path):
     assert doc.read_text().count("<!-- utility:start -->") == 1
     again = json.loads((tmp_path / "out" / "utility.json").read_text())
     assert again["rows"] == json.loads(first)["rows"]
+    # another protocol (e.g. another scarce generator) gets a section of its own beside it
+    assert main([*args, "--section", "utility-b"]) == 0
+    text = doc.read_text()
+    assert text.count("<!-- utility:start -->") == 1 and "<!-- utility-b:start -->" in text
+    assert "## Downstream utility of synthetic data (utility-b)" in text
 
 
 def test_subset_dataset_holds_exactly_the_benchmarks_scarce_images(tiny, tmp_path):

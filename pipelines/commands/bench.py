@@ -61,6 +61,12 @@ def utility_options(utility) -> None:
         "--doc", default=str(DOC), help="markdown file whose utility section is replaced"
     )
     utility.add_argument(
+        "--section",
+        default="utility",
+        help="name of the --doc section to replace (default utility; another name keeps "
+        "several protocols side by side, e.g. one per scarce generator)",
+    )
+    utility.add_argument(
         "--attribute", help="categorical attribute to classify (default: the dataset's first)"
     )
     utility.add_argument(
@@ -396,7 +402,8 @@ def run_utility(args) -> int:
     )
     body = "\n".join(
         [
-            "## Downstream utility of synthetic data",
+            "## Downstream utility of synthetic data"
+            + ("" if args.section == "utility" else f" ({args.section})"),
             "",
             f"Classifier for `{args.attribute}` (RadSynth's small CNN, the same training for every "
             f"arm: {args.epochs} epochs, last epoch kept, light affine and intensity augmentation) "
@@ -440,7 +447,7 @@ def run_utility(args) -> int:
             gains_markdown(result, args.scarce_class) if result["gains"] else "",
         ]
     )
-    _write_section(Path(args.doc), "utility", body)
+    _write_section(Path(args.doc), args.section, body)
     print(utility_markdown(result))
     print(gains_markdown(result, args.scarce_class))
     print(f"written: {out / 'utility.json'}, {out / 'utility.csv'}, {args.doc}")
