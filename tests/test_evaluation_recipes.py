@@ -66,8 +66,12 @@ def test_filter_drops_synthetic_images_of_the_wrong_class_or_off_the_real_manifo
         wrong.conditions + [{"pathology": classes[g]} for g in guessed],
         wrong.ids + [f"noise{i}" for i in range(12)],
     )
-    kept, report = screen(offered, judge, train, data.schema, "pathology")
     right = set(wrong.ids[1::2])
+    plain, plain_report = screen(offered, judge, train, data.schema, "pathology")
+    assert plain_report["off_manifold"] == 0  # without the manifold rule only the class counts
+    assert set(wrong.ids[::2]).isdisjoint(plain.ids)
+    assert {f"noise{i}" for i in range(12)} <= set(plain.ids)  # the class rule lets noise pass
+    kept, report = screen(offered, judge, train, data.schema, "pathology", manifold=True)
     assert set(kept.ids) <= right  # none of the mislabelled ones, no noise image survives
     assert len(kept) >= 0.5 * len(right)  # most correct ones do
     assert report["wrong_class"] >= len(wrong.ids[::2])
@@ -75,7 +79,7 @@ def test_filter_drops_synthetic_images_of_the_wrong_class_or_off_the_real_manifo
     assert report["offered"] == len(offered) and report["kept"] == len(kept)
     assert report["wrong_class"] + report["off_manifold"] + report["kept"] == len(offered)
     trained = train_with_recipe(
-        RECIPES["filter"], train, offered, data.schema, "pathology", FIT, judge=judge
+        RECIPES["filter-manifold"], train, offered, data.schema, "pathology", FIT, judge=judge
     )
     assert trained.info["n_synthetic_used"] == len(kept)
     assert trained.info["filtered_share"] == pytest.approx(1 - len(kept) / len(offered))

@@ -11,8 +11,8 @@ answer to that, and `radsynth bench utility` measures them side by side:
   look predicts no label), each origin in proportion to its size;
 - `pretrain-finetune`: train on synthetic images, then fine-tune on real ones;
 - `filter`: drop synthetic images that a classifier trained on the real images assigns to another
-  class, or whose features fall outside the real images' manifold of their class, then train as
-  `balanced`;
+  class, then train as `balanced`; `filter-manifold` also drops those whose features fall
+  outside the real images' manifold of their class;
 - `signature`: the real training images passed through the generator's own autoencoder, so real
   and synthetic images share one look, then train as `balanced` (needs the autoencoder).
 """
@@ -47,9 +47,15 @@ class Recipe:
     filter: bool = False
     signature: bool = False  # real images through the generator's autoencoder first
     description: str = ""
+    manifold: bool = False  # filter: also drop images outside their class's real manifold
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The recipe's fields; `manifold` only where it is on, so that the records of recipes
+        measured before it existed still match (they are the same recipe)."""
+        out = asdict(self)
+        if not self.manifold:
+            del out["manifold"]
+        return out
 
 
 RECIPES = {
@@ -71,8 +77,16 @@ RECIPES = {
             "filter",
             weighting="origin-class",
             filter=True,
-            description="drop synthetic images a real-trained classifier puts in another class or "
-            "outside the real manifold of their class, then balanced",
+            description="drop synthetic images a real-trained classifier puts in another class, "
+            "then balanced",
+        ),
+        Recipe(
+            "filter-manifold",
+            weighting="origin-class",
+            filter=True,
+            manifold=True,
+            description="filter, and also drop synthetic images outside the real manifold of "
+            "their class (k-NN balls in the judge's features)",
         ),
         Recipe(
             "signature",
@@ -160,28 +174,24 @@ def screen(
     real: ImageSet,
     schema: ConditionSchema,
     attribute: str,
+    *,
+    manifold: bool = False,
     k: int = 3,
 ) -> tuple[ImageSet, dict]:
     """The synthetic images a classifier trained on `real` (the judge) accepts: its most
-    probable class is the requested one, and its features lie inside the real images' manifold
-    of that class (the union of k-NN balls, as in the precision metric). Returns the kept images
-    and how many each rule dropped."""
+    probable class is the requested one and, with `manifold`, its features lie inside the real
+    images' manifold of that class (the union of k-NN balls, as in the precision metric).
+    Returns the kept images and how many each rule dropped."""
     classes = schema[attribute].values
     size = synthetic.images.shape[-1]
     wanted = label_indices(synthetic.values(attribute), classes)
     outputs, syn_features = run_inference(judge, to_tensor(synthetic.images, size))
     agrees = (outputs[attribute].argmax(1).numpy() == wanted) & (wanted >= 0)
-    _, real_features = run_inference(judge, to_tensor(real.images, size))
-    real_labels = label_indices(real.values(attribute), classes)
-    inside = np.zeros(len(synthetic), dtype=bool)
-    for c in range(len(classes)):
-        mine, theirs = np.flatnonzero(wanted == c), np.flatnonzero(real_labels == c)
-        if len(mine) and len(theirs) > k:
-            centres = real_features[torch.from_numpy(theirs)]
-            radii = knn_radii(centres, k)
-            inside[mine] = inside_any_ball(
-                syn_features[torch.from_numpy(mine)], centres, radii
-            ).numpy()
+    inside = np.ones(len(synthetic), dtype=bool)
+    if manifold:
+        _, real_features = run_inference(judge, to_tensor(real.images, size))
+        real_labels = label_indices(real.values(attribute), classes)
+        inside = _inside_class_manifold(syn_features, wanted, real_features, real_labels, k)
     kept = synthetic.subset(np.flatnonzero(agrees & inside))
     report = {
         "offered": len(synthetic),
@@ -190,6 +200,21 @@ def screen(
         "kept": len(kept),
     }
     return kept, report
+
+
+def _inside_class_manifold(
+    features: torch.Tensor, labels: np.ndarray, real: torch.Tensor, real_labels: np.ndarray, k: int
+) -> np.ndarray:
+    """For each row: are its features inside the union of k-NN balls of the real rows of its
+    class? (False for a class with no more than k real rows: no manifold to be inside.)"""
+    inside = np.zeros(len(features), dtype=bool)
+    for c in np.unique(labels[labels >= 0]):
+        mine, theirs = np.flatnonzero(labels == c), np.flatnonzero(real_labels == c)
+        if len(theirs) > k:
+            centres = real[torch.from_numpy(theirs)]
+            hits = inside_any_ball(features[torch.from_numpy(mine)], centres, knn_radii(centres, k))
+            inside[mine] = hits.numpy()
+    return inside
 
 
 def train_with_recipe(
@@ -213,7 +238,7 @@ def train_with_recipe(
         real = ImageSet(signature(real.images), real.conditions, real.ids)
     if recipe.filter:
         judge = judge or train_classifier(real, schema, attribute, config, desc="filter judge")
-        kept, report = screen(synthetic, judge, real, schema, attribute)
+        kept, report = screen(synthetic, judge, real, schema, attribute, manifold=recipe.manifold)
         info["filtered_share"] = 1 - len(kept) / max(len(synthetic), 1)
         info["filter"] = report
         log.info("filter: %s", report)
