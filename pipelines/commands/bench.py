@@ -408,7 +408,7 @@ def run_utility(args) -> int:
             f"Classifier for `{args.attribute}` (RadSynth's small CNN, the same training for every "
             f"arm: {args.epochs} epochs, last epoch kept, light affine and intensity augmentation) "
             f"trained on real, synthetic, or real + synthetic images combined by a recipe "
-            f"(`mix`, `balanced`, `pretrain-finetune`, `filter`: docs/utility.md); scarce regimes "
+            f"({', '.join(f'`{name}`' for name in RECIPES)}: docs/utility.md); scarce regimes "
             f"keep only a share of the `{args.scarce_class}` training images. Scored on the real "
             f"test split ({result['config']['n_test']} images) of `{dataset.name}`; mean [95% "
             "t-interval] over seeds, then each arm's gain over the real arm of its regime with a "
