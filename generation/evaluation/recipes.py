@@ -42,7 +42,7 @@ class Recipe:
     """How real and synthetic images are combined; recorded beside every result."""
 
     name: str
-    weighting: str = "class"  # "class": inverse class frequency; "origin-class": within origin
+    weighting: str = "class"  # "class": inverse class frequency; "within-origin": within origin
     pretrain: bool = False
     filter: bool = False
     signature: bool = False  # real images through the generator's autoencoder first
@@ -64,7 +64,7 @@ RECIPES = {
         Recipe("mix", description="real + synthetic in one set, inverse class-frequency weights"),
         Recipe(
             "balanced",
-            weighting="origin-class",
+            weighting="within-origin",
             description="real + synthetic, classes weighted equally within each origin, origins by size",
         ),
         Recipe(
@@ -75,14 +75,14 @@ RECIPES = {
         ),
         Recipe(
             "filter",
-            weighting="origin-class",
+            weighting="within-origin",
             filter=True,
             description="drop synthetic images a real-trained classifier puts in another class, "
             "then balanced",
         ),
         Recipe(
             "filter-manifold",
-            weighting="origin-class",
+            weighting="within-origin",
             filter=True,
             manifold=True,
             description="filter, and also drop synthetic images outside the real manifold of "
@@ -90,7 +90,7 @@ RECIPES = {
         ),
         Recipe(
             "signature",
-            weighting="origin-class",
+            weighting="within-origin",
             signature=True,
             description="real images through the generator's autoencoder, then balanced",
         ),
@@ -251,7 +251,7 @@ def train_with_recipe(
         return Trained(model, info)
     both = concat(real, synthetic)
     weights = None
-    if recipe.weighting == "origin-class":
+    if recipe.weighting == "within-origin":
         origins = ["real"] * len(real) + ["synthetic"] * len(synthetic)
         weights = origin_class_weights(both.values(attribute), origins)
     elif recipe.weighting != "class":
