@@ -42,7 +42,9 @@ class Recipe:
     """How real and synthetic images are combined; recorded beside every result."""
 
     name: str
-    weighting: str = "class"  # "class": inverse class frequency; "within-origin": within origin
+    # "class": inverse class frequency; "within-origin": classes equal within each origin,
+    # origins by their size
+    weighting: str = "class"
     pretrain: bool = False
     filter: bool = False
     signature: bool = False  # real images through the generator's autoencoder first
