@@ -6,7 +6,7 @@ from .errors import DatasetError
 from .format import SPLITS, Dataset, Record, load_dataset
 from .pixels import pixel_sha256, quantize, to_unit_range
 from .schema import CATEGORICAL, CONTINUOUS, Attribute, ConditionSchema
-from .subset import choose_kept, write_subset
+from .subset import choose_kept, write_split_sample, write_subset
 from .synthetic_set import (
     SyntheticImage,
     SyntheticSet,
@@ -43,5 +43,6 @@ __all__ = [
     "to_unit_range",
     "choose_kept",
     "write_json_atomic",
+    "write_split_sample",
     "write_subset",
 ]
