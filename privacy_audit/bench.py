@@ -81,7 +81,7 @@ def measure_copy_detection(
     from conditioning.dataset import load_dataset
 
     from .audit import run_audit
-    from .challenge import alter, random_kinds, write_challenge_set
+    from .challenge import planted_copies, write_challenge_set
 
     if fresh_split in (config.train_split, config.holdout_split):
         raise ValueError(f"fresh split {fresh_split!r} must differ from train and holdout splits")
@@ -90,15 +90,12 @@ def measure_copy_detection(
     if not fresh:
         raise ValueError(f"{dataset.root}: split {fresh_split!r} holds no image")
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(train), min(n_copies, len(train)), replace=False)
-    kinds, copies = [], []
-    for j, i in enumerate(picks):
-        kinds.append(random_kinds(rng, j))
-        copies.append(alter(dataset.load_image(train[i]), kinds[-1], rng))
-    out_dir = Path(out_dir)
-    truth = write_challenge_set(
-        out_dir / "set", copies, [dataset.load_image(r) for r in fresh], seed=seed
+    fresh_images = [dataset.load_image(r) for r in fresh]
+    copies, kinds, _ = planted_copies(
+        lambda i: dataset.load_image(train[i]), len(train), fresh_images, n_copies, rng
     )
+    out_dir = Path(out_dir)
+    truth = write_challenge_set(out_dir / "set", copies, fresh_images, seed=seed)
     report = run_audit(out_dir / "set", dataset_dir, out_dir / "report", config)
     flagged = {s["file"]: s["flagged"] for s in report["samples"]}
     copy_files = [f for f, (t, _) in truth.items() if t == "copy"]
