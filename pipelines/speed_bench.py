@@ -243,8 +243,12 @@ def speed_markdown(result: dict) -> str:
             f"| top-5 search by patient (embeddings given) | {audit['search_seconds']:.2f} |",
             f"| reference preparation (training images) | "
             f"{audit.get('reference_prepare_seconds', float('nan')):.1f} |",
-            f"| whole copy detection of the queries (embed, search, align) | "
+            f"| whole copy detection of the queries (embed, search, register) | "
             f"{audit.get('copy_detection_seconds', float('nan')):.1f} |",
+            f"| former method, same run: reference preparation | "
+            f"{audit.get('legacy_reference_prepare_seconds', float('nan')):.1f} |",
+            f"| former method, same run: whole copy detection (embed, search, FFT-NCC align) | "
+            f"{audit.get('legacy_copy_detection_seconds', float('nan')):.1f} |",
             "",
             f"Peak RSS {audit['peak_rss_mib']:.0f} MiB (random images: content hardly changes "
             "the cost).",

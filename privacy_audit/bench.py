@@ -52,19 +52,22 @@ def benchmark_search(
     tick = time.perf_counter()
     topk_by_patient(queries, refs, groups, k)
     out["search_seconds"] = round(time.perf_counter() - tick, 4)
-    if with_ncc:  # the whole copy-detection pass: embedding, search, both alignment stages
+    if with_ncc:  # the whole copy-detection pass: embedding, search, alignment; both methods
         from .copies import build_reference, find_neighbours
 
         train_images = rng.random((n_train, size, size), dtype=np.float32)
         query_images = rng.random((n_query, size, size), dtype=np.float32)
         groups_str = [f"p{g}" for g in groups]
-        tick = time.perf_counter()
-        reference = build_reference(model, train_images, groups_str, groups_str, min(size, 64))
-        out["reference_prepare_seconds"] = round(time.perf_counter() - tick, 2)
-        tick = time.perf_counter()
-        nb = find_neighbours(model, reference, query_images, min(size, 64), k)
-        out["copy_detection_seconds"] = round(time.perf_counter() - tick, 2)
-        out["candidates_per_query"] = nb.index.shape[1]
+        for name, legacy in (("", False), ("legacy_", True)):  # registration, former FFT-NCC
+            tick = time.perf_counter()
+            reference = build_reference(
+                model, train_images, groups_str, groups_str, min(size, 64), legacy=legacy
+            )
+            out[f"{name}reference_prepare_seconds"] = round(time.perf_counter() - tick, 2)
+            tick = time.perf_counter()
+            nb = find_neighbours(model, reference, query_images, min(size, 64), k, legacy=legacy)
+            out[f"{name}copy_detection_seconds"] = round(time.perf_counter() - tick, 2)
+            out[f"{name}candidates_per_query"] = nb.index.shape[1]
     return out
 
 
