@@ -23,11 +23,14 @@ class MemorizationConfig:
     train_images: int = 48  # images (one per patient) of the memorising model's training split
     steps: int = 2500  # its diffusion steps: many passes over each image
     max_minutes: float = 18.0  # wall-clock cap of that training
+    batch_size: int | None = None  # its diffusion batch (default: the profile's)
     samples: int = 200  # images generated and audited per arm
     profile: str = "demo"
     params: str | None = None
     seed: int = 0
     progress: bool = True
+    autoencoder: str | None = None  # an autoencoder run trained on the full split, shared by the
+    # arms (the memorising part is the diffusion model; its latents come from this autoencoder)
 
 
 def _settings(config: MemorizationConfig, arm: str) -> dict:
@@ -40,6 +43,8 @@ def _settings(config: MemorizationConfig, arm: str) -> dict:
         diffusion = settings["diffusion"]
         diffusion["steps"] = config.steps
         diffusion["max_minutes"] = config.max_minutes
+        if config.batch_size:
+            diffusion["batch_size"] = config.batch_size
         diffusion["checkpoint_every"] = min(diffusion.get("checkpoint_every", 500), config.steps)
     return settings
 
@@ -96,14 +101,16 @@ def run_arm(
                 overwrite=True,
             )
     if model is None:
-        _train("autoencoder", out / "autoencoder", settings, config.progress, data=dataset_dir)
+        autoencoder = Path(config.autoencoder) if config.autoencoder else out / "autoencoder"
+        if not config.autoencoder:
+            _train("autoencoder", autoencoder, settings, config.progress, data=dataset_dir)
         _train(
             "diffusion",
             out / "model",
             settings,
             config.progress,
             data=dataset_dir,
-            autoencoder=out / "autoencoder",
+            autoencoder=autoencoder,
         )
         model = str(out / "model")
     card = json.loads((Path(model) / "model_card.json").read_text(encoding="utf-8"))

@@ -75,9 +75,18 @@ def memorization_options(parser) -> None:
     )
     parser.add_argument("--steps", type=int, default=d.steps, help="the tiny arm's UNet steps")
     parser.add_argument("--max-minutes", type=float, default=d.max_minutes)
+    parser.add_argument(
+        "--batch", type=int, help="the tiny arm's diffusion batch (default: the profile's)"
+    )
     parser.add_argument("--samples", type=int, default=d.samples, help="images audited per arm")
     parser.add_argument(
         "--full-model", metavar="RUN", help="an existing model trained on the full split"
+    )
+    parser.add_argument(
+        "--autoencoder",
+        metavar="RUN",
+        help="an autoencoder run (trained on the full split) the trained arms share, instead of "
+        "training one per arm",
     )
     parser.add_argument("--profile", default=d.profile)
     parser.add_argument("--params", help="params file (default: ./params.yaml, else the repo's)")
@@ -102,10 +111,12 @@ def run_memorization(args) -> int:
         train_images=args.train_images,
         steps=args.steps,
         max_minutes=args.max_minutes,
+        batch_size=args.batch,
         samples=args.samples,
         profile=args.profile,
         params=args.params,
         seed=args.seed,
+        autoencoder=args.autoencoder,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,11 +143,16 @@ def run_memorization(args) -> int:
         [
             "## Memorization control of the privacy audit",
             "",
-            f"The `{args.profile}` model trained on {args.train_images} training images (one per "
-            f"patient) for up to {args.steps} UNet steps (tiny arm: it memorises), and on the full "
-            "training split (full arm); each generates images that `radsynth audit` checks against "
-            "the split its model was trained on (held-out calibration: the `val` split). "
-            "Earlier stages are reused on a re-run, the audit is redone.",
+            f"The `{args.profile}` model's diffusion UNet trained on {args.train_images} training "
+            f"images (one per patient) for up to {args.steps} steps"
+            f"{f' at batch {args.batch}' if args.batch else ''} or {args.max_minutes:g} minutes "
+            "(tiny arm: it memorises), and "
+            f"{'an existing run' if args.full_model else 'the same model'} trained on the full "
+            "training split (full arm)"
+            f"{'; both on one autoencoder trained on the full split' if args.autoencoder else ''}. "
+            "Each arm generates images that `radsynth audit` checks against the split its model "
+            "was trained on (held-out calibration: the `val` split). Earlier stages are reused on "
+            "a re-run, the audit is redone.",
             "",
             f"- machine: {result['machine']}",
             f"- date: {result['date']}; wall time {result['seconds']:.0f} s "
