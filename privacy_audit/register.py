@@ -9,10 +9,11 @@ Gaussians): the fine structure that makes a film this patient's, which brightnes
 gamma and a light blur leave in place. Whole-image NCC catches aligned copies; the best 12x12
 window (a quarter of the aligned field each side) catches a copied region inside a new image.
 
-Cost: the transforms are applied to the query (once per query, not per candidate), each as
-shifted windows (unfold); a candidate is one centre window, so every (transform, shift) of a
-pair is one dot product: a batched matmul, coarse-to-fine (16x16 over the whole search, then
-32x32 around the best coarse transform for the best few candidates only).
+Cost: the transforms are applied to the query (once per query, not per candidate); a candidate
+is one centre window, correlated with every shifted window of every warped query by a grouped
+convolution (window norms from running sums), coarse-to-fine: 16x16 over the whole search, then
+for the best few candidates 32x32 around the best coarse transform (angle and zoom steps at
+whole-pixel shifts, then half-pixel offsets around the best of those).
 """
 
 from __future__ import annotations
@@ -154,33 +155,64 @@ def _theta_batch(p: torch.Tensor, size: int) -> torch.Tensor:
     return torch.stack([row0, row1], 1)
 
 
-def _warp_pairs(x: torch.Tensor, thetas: torch.Tensor, size: int) -> torch.Tensor:
-    """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, size, size): image n under its own maps."""
+def _warp_pairs(
+    x: torch.Tensor, thetas: torch.Tensor, size: int, grid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, size, size): image n under its own maps
+    (`grid`: their sampling grids, (N*T, size, size, 2), when computed already)."""
     n, t = thetas.shape[:2]
-    grid = F.affine_grid(thetas.reshape(n * t, 2, 3), [n * t, 1, size, size], align_corners=False)
+    if grid is None:
+        grid = _affine_grid(thetas.reshape(n * t, 2, 3), size)
     src = x[:, None].expand(n, t, *x.shape[-2:]).reshape(n * t, 1, *x.shape[-2:])
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(n, t, size, size)
 
 
-def _unit_windows(warped: torch.Tensor, shift: int) -> torch.Tensor:
-    """(N, T, S, S) -> (N, T * (2s+1)^2, (S-2s)^2): unit windows at each shift."""
+def _box_mean(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Means of every side x side window (stride 1), by running sums along rows, then columns
+    (avg_pool2d with a large kernel costs side^2 per output)."""
+    c = F.pad(x.cumsum(-1), (1, 0))
+    x = c[..., side:] - c[..., :-side]
+    c = F.pad(x.cumsum(-2), (0, 0, 1, 0))
+    return (c[..., side:, :] - c[..., :-side, :]) / (side * side)
+
+
+def _affine_grid(thetas: torch.Tensor, size: int) -> torch.Tensor:
+    """F.affine_grid(thetas, [N, 1, size, size], align_corners=False) elementwise: the batched
+    (size^2 x 3) @ (3 x 2) products of the library call are slow for thousands of small maps."""
+    axis = (torch.arange(size, dtype=thetas.dtype) * 2 + 1) / size - 1
+    xs, ys = axis[None, None, :], axis[None, :, None]
+    t = thetas[:, :, :, None, None]
+    gx = t[:, 0, 0] * xs + t[:, 0, 1] * ys + t[:, 0, 2]
+    gy = t[:, 1, 0] * xs + t[:, 1, 1] * ys + t[:, 1, 2]
+    return torch.stack([gx, gy], -1)
+
+
+def _shift_ncc(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Tensor:
+    """(N, T, S, S) warped queries, (N, K, S-2s, S-2s) zero-mean unit-norm references ->
+    (N, K, T * (2s+1)^2): the NCC of each reference with its query's window at every transform
+    and shift (transform-major, then shift row-major), as a grouped convolution and running sums: nothing
+    of size windows x shifts is materialised."""
     n, t, size = warped.shape[:3]
-    side = size - 2 * shift
-    win = F.unfold(warped.reshape(n * t, 1, size, size), side)
-    win = win.transpose(1, 2).reshape(n, t * (2 * shift + 1) ** 2, side * side)
-    win = win - win.mean(-1, keepdim=True)
-    return win / win.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    k, side = refs.shape[1], size - 2 * shift
+    x = warped.transpose(0, 1).contiguous()  # (T, N, S, S): query n is group n
+    num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
+    mean, power = _box_mean(x, side), _box_mean(x * x, side)
+    norm = ((power - mean * mean).clamp(min=0) * (side * side)).sqrt().clamp(min=1e-8)
+    lags = 2 * shift + 1
+    ncc = num.view(t, n, k, lags, lags) / norm[:, :, None]
+    return ncc.permute(1, 2, 0, 3, 4).reshape(n, k, t * lags * lags)
 
 
-FINE_DELTAS = torch.tensor(  # around the coarse transform: angle, zoom factor, half-pixel offsets
+FINE_DELTAS = torch.tensor(  # around the coarse transform: angle, zoom factor (whole-pixel shifts)
     [
-        [0.0, da, dz, hy, hx]
+        [0.0, da, dz, 0.0, 0.0]
         for da in (-FINE_ANGLE_STEP, 0.0, FINE_ANGLE_STEP)
         for dz in (-FINE_ZOOM_STEP, 0.0, FINE_ZOOM_STEP)
-        for hy in (0.0, 0.5)
-        for hx in (0.0, 0.5)
     ]
+)
+HALF_PIXEL = torch.tensor(  # then around the best of those: half-pixel offsets
+    [[0.0, 0.0, 0.0, hy, hx] for hy in (-0.5, 0.0, 0.5) for hx in (-0.5, 0.0, 0.5)]
 )
 
 
@@ -205,6 +237,7 @@ def register(
     found: dict[tuple[int, int], Transform] = {}
     coarse_params = _params(COARSE_TRANSFORMS)
     coarse_thetas = _theta_batch(coarse_params, COARSE)
+    coarse_grid = _affine_grid(coarse_thetas, COARSE)  # the same maps for every query
     lags_c, lags_f = (2 * COARSE_SHIFT + 1) ** 2, (2 * FINE_SHIFT + 1) ** 2
     for start in tqdm(range(0, q_n, block), desc=desc, disable=not progress):
         cand = torch.as_tensor(candidates[start : start + block])
@@ -213,9 +246,11 @@ def register(
         safe = cand.clamp(min=0)
         bp = band_pass(queries01[start : start + block])
         small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
-        warped = _warp_pairs(small, coarse_thetas.expand(b, -1, -1, -1), COARSE)
-        scores = _unit_windows(warped, COARSE_SHIFT) @ index.coarse[safe].transpose(1, 2)
-        best, where = scores.max(1)  # (B, k)
+        thetas = coarse_thetas.expand(b, -1, -1, -1)
+        warped = _warp_pairs(small, thetas, COARSE, coarse_grid.repeat(b, 1, 1, 1))
+        side = COARSE - 2 * COARSE_SHIFT
+        refs = index.coarse[safe].view(b, k, side, side)
+        best, where = _shift_ncc(warped, refs, COARSE_SHIFT).max(2)  # (B, k)
         best = torch.where(valid, best, torch.tensor(-float("inf")))
         ncc[start : start + b] = best.numpy()
         # the fine stage, for the best `refine` candidates of each query
@@ -235,16 +270,25 @@ def register(
         near = base[:, None].repeat(1, len(FINE_DELTAS), 1)
         near[..., 1] += FINE_DELTAS[:, 1]
         near[..., 2] *= 1 + FINE_DELTAS[:, 2]
-        near[..., 3:] += FINE_DELTAS[:, 3:]
         n = len(rows)
         thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(FINE_DELTAS), 2, 3)
-        windows = _unit_windows(_warp_pairs(bp[rows], thetas, FIELD), FINE_SHIFT)
         refs = safe[rows, cols]
-        fine_best, fine_where = (windows @ index.fine_unit[refs][:, :, None])[..., 0].max(1)
+        side = FIELD - 2 * FINE_SHIFT
+        unit_refs = index.fine_unit[refs]
+        fine_best, fine_where = _shift_ncc(
+            _warp_pairs(bp[rows], thetas, FIELD), unit_refs.view(n, 1, side, side), FINE_SHIFT
+        )[:, 0].max(1)
         t_f, lag = fine_where // lags_f, fine_where % lags_f
         chosen = near[torch.arange(n), t_f].clone()
         chosen[:, 3] += FINE_SHIFT - lag // (2 * FINE_SHIFT + 1)
         chosen[:, 4] += FINE_SHIFT - lag % (2 * FINE_SHIFT + 1)
+        # half-pixel offsets around the best whole-pixel alignment: the centre window only
+        near = chosen[:, None] + HALF_PIXEL
+        thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(HALF_PIXEL), 2, 3)
+        warped = _centre(_warp_pairs(bp[rows], thetas, FIELD), FINE_SHIFT)
+        half_best, half_where = (_unit(warped) @ unit_refs[:, :, None])[..., 0].max(1)
+        chosen = near[torch.arange(n), half_where]
+        fine_best = torch.maximum(fine_best, half_best)
         aligned = _warp_pairs(bp[rows], _theta_batch(chosen, FIELD)[:, None], FIELD)[:, 0]
         local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs])
         whole = torch.maximum(fine_best, best[rows, cols])

@@ -65,14 +65,25 @@ def challenge(tmp_path_factory, one_thread, encoder_cache):  # noqa: F811
 
 
 def test_copies_flagged_and_fresh_images_not(challenge):
+    """At least 99% of the copies flagged, at most 1% of the fresh images; counted in whole
+    images. The margins (each side's nearest score to the threshold, in the score's z units) go
+    into the message: on this fixture they are wide, so no CPU's rounding (AVX2, AVX512, AMX)
+    moves an image across the threshold."""
     _, _, truth, report, _ = challenge
-    flagged = {s["file"]: s["flagged"] for s in report["samples"]}
-    copies = [f for f, (kind, _) in truth.items() if kind == "copy"]
-    fresh = [f for f, (kind, _) in truth.items() if kind == "fresh"]
-    copy_rate = np.mean([flagged[f] for f in copies])
-    fresh_rate = np.mean([flagged[f] for f in fresh])
-    assert copy_rate >= 0.99, f"only {copy_rate:.3f} of altered copies flagged"
-    assert fresh_rate <= 0.01, f"{fresh_rate:.3f} of fresh images flagged"
+    threshold = report["thresholds"]["copy"]["threshold"]
+    samples = {s["file"]: s for s in report["samples"]}
+    copies = sorted(f for f, (kind, _) in truth.items() if kind == "copy")
+    fresh = sorted(f for f, (kind, _) in truth.items() if kind == "fresh")
+    copy_scores = sorted(samples[f]["score"] for f in copies)
+    fresh_scores = sorted(samples[f]["score"] for f in fresh)
+    missed = sum(not samples[f]["flagged"] for f in copies)
+    false = sum(samples[f]["flagged"] for f in fresh)
+    margins = (
+        f"threshold {threshold:.3f}; lowest copy scores {copy_scores[:3]}, "
+        f"highest fresh scores {fresh_scores[-3:]}"
+    )
+    assert missed <= len(copies) // 100, f"{missed} of {len(copies)} copies missed; {margins}"
+    assert false <= len(fresh) // 100, f"{false} of {len(fresh)} fresh images flagged; {margins}"
     assert report["verdict"] == "fail"
     assert any("closer to a training image" in r for r in report["reasons"])
     assert len(ALTERATIONS) == 12  # every alteration appears alone among the copies
