@@ -144,12 +144,16 @@ def find_neighbours(
         emb, reference.embeddings, reference.groups, k, progress=progress, desc=f"search {label}"
     )
     pixels = ncc_pixels(images01)
-    n_ref = len(reference.ids)
-    tiled = np.tile(reference.groups, len(DESCRIPTOR_CROPS))
     routes = [idx_emb]
     for image in (pixels, pixels[:, :, ::-1].copy()):  # as is and mirrored
-        found, _ = topk_by_patient(pixel_descriptor(image), reference.descriptors, tiled, k)
-        routes.append(np.where(found >= 0, found % n_ref, -1))
+        found, _ = topk_by_patient(
+            pixel_descriptor(image),
+            reference.descriptors,
+            reference.groups,
+            k,
+            views=len(DESCRIPTOR_CROPS),
+        )
+        routes.append(found)
     if not legacy:
         detail = reference.registration.coarse
         for query in band_pass_descriptors(images01):
