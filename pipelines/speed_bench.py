@@ -168,6 +168,13 @@ def _share_of_peak(row: dict, peak: dict) -> str:
     return f"{100 * row['gflop_per_s'] / ceiling:.0f}%" if ceiling else "n/a"
 
 
+def _cell(audit: dict, key: str) -> str:
+    """'wall | CPU |' seconds of an audit step (nan where the run did not time it)."""
+    wall = audit.get(f"{key}_seconds", float("nan"))
+    cpu = audit.get(f"{key}_cpu_seconds", float("nan"))
+    return f"{wall:.1f} | {cpu:.1f} |"
+
+
 def speed_markdown(result: dict) -> str:
     """The speed tables (the machine, date and command are added by the caller)."""
     peak = result["matmul"]
@@ -236,17 +243,21 @@ def speed_markdown(result: dict) -> str:
             f"### Privacy audit, {audit['n_query']:,} synthetic x {audit['n_train']:,} training "
             "images",
             "",
-            "| step | seconds |",
-            "|---|---|",
+            "| step | seconds | CPU seconds |",
+            "|---|---|---|",
             f"| embedding ({audit['embed_images_per_second']:.0f} img/s, estimated for all) | "
-            f"{audit['embed_seconds_estimated']:.1f} |",
-            f"| top-5 search by patient (embeddings given) | {audit['search_seconds']:.2f} |",
-            f"| reference preparation (training images) | "
-            f"{audit.get('reference_prepare_seconds', float('nan')):.1f} |",
-            f"| whole copy detection of the queries (embed, search, align) | "
-            f"{audit.get('copy_detection_seconds', float('nan')):.1f} |",
+            f"{audit['embed_seconds_estimated']:.1f} | |",
+            f"| top-5 search by patient (embeddings given) | {audit['search_seconds']:.2f} | |",
+            f"| reference preparation (training images) | {_cell(audit, 'reference_prepare')}",
+            "| whole copy detection of the queries (embed, search, register) | "
+            f"{_cell(audit, 'copy_detection')}",
+            f"| former method, same run: reference preparation | "
+            f"{_cell(audit, 'legacy_reference_prepare')}",
+            "| former method, same run: whole copy detection (embed, search, FFT-NCC align) | "
+            f"{_cell(audit, 'legacy_copy_detection')}",
             "",
             f"Peak RSS {audit['peak_rss_mib']:.0f} MiB (random images: content hardly changes "
-            "the cost).",
+            "the cost). CPU seconds are the process's own: on a shared machine, what the step "
+            "costs when the thread has the core to itself.",
         ]
     return "\n".join(lines) + "\n"

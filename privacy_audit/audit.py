@@ -116,7 +116,7 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
     return model, meta, False
 
 
-def _nearest_json(reference, nb, combined, order, row: int, top: int = 3) -> list[dict]:
+def _nearest_json(reference, nb, combined, order, row: int, size: int, top: int = 3) -> list[dict]:
     out, patients = [], set()
     for j in order[row]:
         idx = int(nb.index[row, j])
@@ -125,14 +125,17 @@ def _nearest_json(reference, nb, combined, order, row: int, top: int = 3) -> lis
         if len(out) == top:
             break
         patients.add(int(reference.groups[idx]))
-        out.append(
-            {
-                "id": reference.ids[idx],
-                "score": round(float(combined[row, j]), 4),
-                "embedding_cosine": round(float(nb.cosine[row, j]), 4),
-                "ncc": round(float(nb.ncc[row, j]), 4),
-            }
-        )
+        entry = {
+            "id": reference.ids[idx],
+            "score": round(float(combined[row, j]), 4),
+            "embedding_cosine": round(float(nb.cosine[row, j]), 4),
+            "ncc": round(float(nb.ncc[row, j]), 4),
+            "patch": round(float(nb.patch[row, j]), 4) if np.isfinite(nb.patch[row, j]) else None,
+        }
+        found = nb.transforms.get((row, int(j)))
+        if found is not None:  # registered finely: how the query sits on the training image
+            entry["transform"] = found.to_json(size)
+        out.append(entry)
     return out
 
 
@@ -371,7 +374,7 @@ def _audit(
                 "flagged": bool(flagged[i]),
                 "score": round(float(syn_scores[i]), 4),
                 "p_value": round(float(pvalues[i]), 5),
-                "nearest": _nearest_json(reference, syn_nb, syn_combined, order, i),
+                "nearest": _nearest_json(reference, syn_nb, syn_combined, order, i, shape[-1]),
             }
         )
     report = {
@@ -409,12 +412,13 @@ def _audit(
                 "and by coarse pixels) of max(zE, zN, (zE+zN)/sqrt 2), zE = z(-log(1-embedding "
                 "cosine)), zN = z(-log(1-aligned NCC)); z scaled so 0 is the held-out images' "
                 "median best match and 1 their 95th percentile",
-                "alignment": "normalised cross-correlation of the query's centre with the "
-                "candidate over shifts (edge-padded search, up to about 7 px at 32x32 and 14 px "
-                "at 64x64), horizontal mirror and centred crops of 100/93/86/80% of the "
-                "candidate: every candidate at 32x32, then the best 3 and the encoder's best "
-                "again at 64x64 with crops 3% either side of the chosen one (images are "
-                "area-downsampled; images of 32x32 or less get a 1 px Gaussian blur instead)",
+                "alignment": "registration of every candidate on band-passed images "
+                "(difference of Gaussians, sigma 0.5 and 2 px at 32x32): normalised "
+                "cross-correlation maximised over mirror, rotations of -6..6 degrees, scales "
+                "0.94..1.22 and shifts of up to 4 px of a 64x64 image at 16x16, then for the best "
+                "3 candidates around that at 32x32 (1.5 degree, 3% and half-pixel steps); there "
+                "the patch score is the best NCC of 12x12 windows (a copied region inside a new "
+                "image); the score uses the larger of zN and zP = z(-log(1-patch NCC))",
                 "rule": f"flag when the score exceeds the held-out images' conformal "
                 f"{config.quantile} quantile (equivalently conformal p-value <= {alpha:.4g})",
                 "quantile": config.quantile,
@@ -464,6 +468,10 @@ def _audit(
         "synthetic_images": syn_images,
         "train_images": train_images,
         "train_index": {r.id: i for i, r in enumerate(train)},
+        "transforms": {  # (sample, training id) -> the transform registration found
+            (i, reference.ids[syn_nb.index[i, j]]): found
+            for (i, j), found in syn_nb.transforms.items()
+        },
     }
     return report, arrays
 

@@ -1,6 +1,8 @@
 """Copy detection: for every query image, its nearest training images (one per patient) by the
-learned embedding, re-scored by aligned pixel NCC; the two combine into one score whose
-held-out distribution sets the flagging threshold."""
+learned embedding, by pixel thumbnails and by band-passed detail; each candidate registered
+(mirror, rotation, scale, shift: register.py) and scored by whole-image and patch-level NCC. The
+embedding cosine and the two NCCs combine into one score whose held-out distribution sets the
+flagging threshold."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 
 from .augment import gaussian_blur
 from .encoder import CopyEncoder, embed
+from .register import RegistrationIndex, Transform, band_pass_descriptors, register
 from .search import AlignedNCC, aligned_ncc, topk_by_patient
 
 
@@ -21,10 +24,10 @@ class Reference:
     ids: list[str]
     groups: np.ndarray  # patient index per image (int)
     pixels: np.ndarray  # (N, P, P) float32 at the coarse NCC size (at most 32x32)
-    ncc: AlignedNCC  # the references prepared for coarse aligned NCC
-    fine: np.ndarray  # (N, F, F) at the fine NCC size (at most 64x64)
+    registration: RegistrationIndex  # the references prepared for registration
     embeddings: torch.Tensor  # (N, dim), unit norm
-    descriptors: torch.Tensor  # (V*N, 256) coarse pixel descriptors of V crops, unit norm
+    descriptors: torch.Tensor  # (V*N, 64) coarse pixel descriptors of V crops, unit norm
+    legacy: tuple[AlignedNCC, np.ndarray] | None = None  # the FFT-NCC method's (bench only)
 
 
 @dataclass
@@ -33,8 +36,10 @@ class Neighbours:
 
     index: np.ndarray  # (Q, k) into Reference, -1 pad
     cosine: np.ndarray  # (Q, k)
-    ncc: np.ndarray  # (Q, k)
+    ncc: np.ndarray  # (Q, k) whole-image NCC after registration
     embeddings: torch.Tensor  # (Q, dim) of the queries
+    patch: np.ndarray | None = None  # (Q, k) patch-level NCC (-inf: candidate not refined)
+    transforms: dict[tuple[int, int], Transform] | None = None  # (query, column) -> found
 
 
 COARSE_SIZE = 32  # every candidate is aligned at (at most) 32x32: cheap, spectra precomputed
@@ -93,14 +98,20 @@ def build_reference(
     patients: list[str],
     size: int,
     progress: bool = False,
+    legacy: bool = False,
 ) -> Reference:
+    """`legacy` also prepares the former FFT-NCC method (the speed bench compares the two)."""
     _, groups = np.unique(np.asarray(patients), return_inverse=True)
     pixels = ncc_pixels(images01)
-    index = AlignedNCC(pixels, max_shift_for(pixels.shape[-1]))
-    fine = ncc_pixels(images01, FINE_SIZE)  # the same as `pixels` for images up to 32x32
     emb = embed(model, images01, size, progress=progress, desc="embed train")
     descriptors = torch.cat([pixel_descriptor(pixels, c) for c in DESCRIPTOR_CROPS])
-    return Reference(list(ids), groups.astype(np.int64), pixels, index, fine, emb, descriptors)
+    old = None
+    if legacy:
+        old = AlignedNCC(pixels, max_shift_for(pixels.shape[-1])), ncc_pixels(images01, FINE_SIZE)
+    registration = RegistrationIndex.build(images01)
+    return Reference(
+        list(ids), groups.astype(np.int64), pixels, registration, emb, descriptors, old
+    )
 
 
 def _union(*indices: np.ndarray) -> np.ndarray:
@@ -123,33 +134,49 @@ def find_neighbours(
     k: int = 5,
     progress: bool = False,
     label: str = "",
+    legacy: bool = False,
 ) -> Neighbours:
-    """Candidates from the encoder (k patients) and from coarse pixels, as is and mirrored
-    (k each); then embedding cosine and aligned NCC of every candidate."""
+    """Candidates from the encoder, from coarse pixels and from band-passed detail (each as is
+    and mirrored, k patients per route); then embedding cosine and registration of every
+    candidate (`legacy`: the former FFT-NCC alignment instead, for the speed bench)."""
     emb = embed(model, images01, size, progress=progress, desc=f"embed {label}")
     idx_emb, _ = topk_by_patient(
         emb, reference.embeddings, reference.groups, k, progress=progress, desc=f"search {label}"
     )
     pixels = ncc_pixels(images01)
-    k_pix = k
-    n_ref = len(reference.ids)
-    tiled = np.tile(reference.groups, len(DESCRIPTOR_CROPS))
     routes = [idx_emb]
     for image in (pixels, pixels[:, :, ::-1].copy()):  # as is and mirrored
-        found, _ = topk_by_patient(pixel_descriptor(image), reference.descriptors, tiled, k_pix)
-        routes.append(np.where(found >= 0, found % n_ref, -1))
+        found, _ = topk_by_patient(
+            pixel_descriptor(image),
+            reference.descriptors,
+            reference.groups,
+            k,
+            views=len(DESCRIPTOR_CROPS),
+        )
+        routes.append(found)
+    if not legacy:
+        detail = reference.registration.coarse
+        for query in band_pass_descriptors(images01):
+            routes.append(topk_by_patient(query, detail, reference.groups, k)[0])
     index = _union(*routes)
     safe = np.where(index >= 0, index, 0)
     cosine = (emb[:, None, :] * reference.embeddings[torch.as_tensor(safe)]).sum(-1).numpy()
     cosine = np.where(index >= 0, cosine, -np.inf).astype(np.float32)
-    ncc, variant = reference.ncc.score(pixels, index, progress=progress, desc=f"align {label}")
-    ncc = _refine(reference, images01, index, cosine, ncc, variant, progress, label)
-    return Neighbours(index, cosine, ncc, emb)
+    if legacy:
+        aligned, fine = reference.legacy
+        ncc, variant = aligned.score(pixels, index, progress=progress, desc=f"align {label}")
+        ncc = _refine(aligned, fine, images01, index, cosine, ncc, variant, progress, label)
+        return Neighbours(index, cosine, ncc, emb)
+    found = register(
+        reference.registration, images01, index, progress=progress, desc=f"register {label}"
+    )
+    return Neighbours(index, cosine, found.ncc, emb, found.patch, found.transforms)
 
 
-def _refine(reference, images01, index, cosine, ncc, variant, progress, label, block=1024):
-    """Re-align the best candidates (by coarse NCC, plus the encoder's best) at the fine size,
-    in the orientation the coarse alignment chose and crops around the one it chose."""
+def _refine(aligned, fine, images01, index, cosine, ncc, variant, progress, label, block=1024):
+    """The former method's second stage: re-align the best candidates (by coarse NCC, plus the
+    encoder's best) at the fine size, in the orientation and around the crop the coarse
+    alignment chose."""
     from tqdm import tqdm
 
     order = np.argsort(-ncc, axis=1)[:, :REFINED]
@@ -160,17 +187,17 @@ def _refine(reference, images01, index, cosine, ncc, variant, progress, label, b
     keep = index[rows, cols] >= 0
     pairs = np.unique(np.stack([rows[keep], cols[keep]], 1), axis=0)
     out = ncc.copy()
-    shift = max_shift_for(reference.fine.shape[-1])
+    shift = max_shift_for(fine.shape[-1])
     kinds = variant[pairs[:, 0], pairs[:, 1]]
     bar = tqdm(total=len(pairs), desc=f"refine {label}", disable=not progress)
     for kind in np.unique(kinds):
-        fraction, flipped = reference.ncc.variants[kind]
+        fraction, flipped = aligned.variants[kind]
         crops = tuple(sorted({min(1.0, fraction + d) for d in FINE_CROP_STEPS}))
         group = pairs[kinds == kind]
         for start in range(0, len(group), block):
             r, c = group[start : start + block, 0], group[start : start + block, 1]
             queries = torch.from_numpy(ncc_pixels(images01[r], FINE_SIZE))
-            refs = torch.from_numpy(reference.fine[index[r, c]])
+            refs = torch.from_numpy(fine[index[r, c]])
             refs = refs.flip(-1) if flipped else refs
             out[r, c] = aligned_ncc(
                 queries, refs, max_shift=shift, crops=crops, mirror=False
@@ -187,14 +214,16 @@ def _closeness(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Standardiser:
-    """Scores of the two similarities relative to the held-out images' best matches: 0 at
-    their median, 1 at their 95th percentile. Scaling by the upper tail (not the spread) puts
-    both on the same footing where it matters, so neither sets the threshold by its tail."""
+    """Scores of the similarities relative to the held-out images' best matches: 0 at their
+    median, 1 at their 95th percentile. Scaling by the upper tail (not the spread) puts them on
+    the same footing where it matters, so none sets the threshold by its tail alone."""
 
     cos_centre: float
     cos_scale: float
     ncc_centre: float
     ncc_scale: float
+    patch_centre: float | None = None
+    patch_scale: float | None = None
 
     @classmethod
     def fit(cls, holdout: Neighbours) -> Standardiser:
@@ -205,23 +234,33 @@ class Standardiser:
 
         c = tail(_closeness(holdout.cosine.max(1)))
         n = tail(_closeness(holdout.ncc.max(1)))
-        return cls(c[0], c[1], n[0], n[1])
+        p = tail(_closeness(holdout.patch.max(1))) if holdout.patch is not None else (None, None)
+        return cls(c[0], c[1], n[0], n[1], p[0], p[1])
 
     def combined(self, nb: Neighbours) -> np.ndarray:
-        """(Q, k) combined score per candidate: the largest of z(embedding), z(aligned NCC)
-        and their normalised sum, so a copy extreme in either (or moderately in both) stands
-        out, whichever of the two measures is the sharper on this data."""
+        """(Q, k) combined score per candidate: the largest of z(embedding), z(registered NCC),
+        z(patch NCC) and the normalised sum of the first two, so a copy extreme in any (or
+        moderately in both whole-image measures) stands out."""
         zc = (_closeness(nb.cosine) - self.cos_centre) / self.cos_scale
         zn = (_closeness(nb.ncc) - self.ncc_centre) / self.ncc_scale
         out = np.maximum(np.maximum(zc, zn), (zc + zn) / np.sqrt(2))
+        if nb.patch is not None and self.patch_centre is not None:
+            zp = (_closeness(nb.patch) - self.patch_centre) / self.patch_scale
+            out = np.maximum(out, np.where(np.isfinite(nb.patch), zp, -np.inf))
         out[nb.index < 0] = -np.inf
         return out
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "embedding_closeness": {"median": self.cos_centre, "q95_minus_median": self.cos_scale},
             "ncc_closeness": {"median": self.ncc_centre, "q95_minus_median": self.ncc_scale},
         }
+        if self.patch_centre is not None:
+            out["patch_closeness"] = {
+                "median": self.patch_centre,
+                "q95_minus_median": self.patch_scale,
+            }
+        return out
 
 
 def query_scores(std: Standardiser, nb: Neighbours) -> tuple[np.ndarray, np.ndarray]:

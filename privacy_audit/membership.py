@@ -191,8 +191,10 @@ def domias(
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(holdout))
     half = len(perm) // 2
-    reference, nonmembers = holdout[perm[:half]], holdout[perm[half:]]
-    members = train[torch.as_tensor(rng.choice(len(train), len(nonmembers), replace=False))]
+    n = min(len(perm) - half, len(train))  # as many members as non-members (a tiny training
+    # split has fewer images than half the holdout)
+    reference, nonmembers = holdout[perm[:half]], holdout[perm[half : half + n]]
+    members = train[torch.as_tensor(rng.choice(len(train), n, replace=False))]
 
     def score(x: torch.Tensor) -> np.ndarray:  # log p_syn(x) - log p_ref(x), up to constants
         return _log_knn_radius(x, reference, k, False) - _log_knn_radius(x, synthetic, k, False)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .register import align_for_display
+
 MAX_GALLERY = 60
 
 
@@ -95,10 +97,21 @@ def _gallery(report: dict, arrays: dict, rows: list[int]) -> str:
         ]
         for n in sample["nearest"]:
             image = arrays["train_images"][arrays["train_index"][n["id"]]]
+            patch = f", patch {n['patch']:.3f}" if n.get("patch") is not None else ""
             cells.append(
                 f"<td><img src='{_png(image)}'><br>train {html.escape(n['id'])}<br>"
-                f"score {n['score']:.2f}, cos {n['embedding_cosine']:.3f}, NCC {n['ncc']:.3f}</td>"
+                f"score {n['score']:.2f}, cos {n['embedding_cosine']:.3f}, NCC {n['ncc']:.3f}"
+                f"{patch}</td>"
             )
+            found = arrays.get("transforms", {}).get((i, n["id"]))
+            if found is not None and n is sample["nearest"][0]:
+                t = n["transform"]
+                cells.append(
+                    f"<td><img src='{_png(align_for_display(image, found))}'><br>aligned onto "
+                    f"the synthetic image<br>{'mirrored, ' if t['mirror'] else ''}rotated "
+                    f"{t['rotation_deg']:+.1f}&deg;, scale {t['scale']:.3f}, shift "
+                    f"{t['shift_px'][0]:+.0f}/{t['shift_px'][1]:+.0f} px</td>"
+                )
         parts.append("<tr>" + "".join(cells) + "</tr>")
     return "<table class='gallery'>" + "".join(parts) + "</table>"
 

@@ -17,36 +17,42 @@ def topk_by_patient(
     block: int = 2048,
     progress: bool = False,
     desc: str = "search",
+    views: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query: the k most similar references (cosine), at most one per group (patient).
+    `views` > 1: `references` holds that many stacked views (V*N rows, view-major) of N images
+    whose similarity is their best view's; `groups` is then per image (N).
 
-    Returns (index (Q, k) into references, cosine (Q, k)); -1 / -inf pad when fewer groups.
+    Returns (index (Q, k) into the N images, cosine (Q, k)); -1 / -inf pad when fewer groups.
     """
     from tqdm import tqdm
 
     n_groups = len(np.unique(groups))
     k_eff = min(k, n_groups)
-    wide = min(len(references), max(4 * k, k + 16))
+    n_images = len(references) // views
+    wide = min(n_images, max(4 * k, k + 16))
     group_t = torch.as_tensor(groups)
     out_idx = np.full((len(queries), k), -1, dtype=np.int64)
     out_sim = np.full((len(queries), k), -np.inf, dtype=np.float32)
     for start in tqdm(range(0, len(queries), block), desc=desc, disable=not progress):
         sims = queries[start : start + block] @ references.T
+        if views > 1:
+            sims = sims.view(len(sims), views, n_images).amax(1)
         while True:
             top_sim, top_idx = sims.topk(wide, dim=1)
-            ok = True
-            for row in range(top_idx.shape[0]):
-                g = group_t[top_idx[row]].numpy()
-                _, first = np.unique(g, return_index=True)  # best image of each patient
-                first = np.sort(first)[:k_eff]
-                if len(first) < k_eff:
-                    ok = False
-                    break
-                out_idx[start + row, :k_eff] = top_idx[row, first].numpy()
-                out_sim[start + row, :k_eff] = top_sim[row, first].numpy()
-            if ok or wide == len(references):
-                break
-            wide = min(len(references), wide * 4)  # a patient with many near images: look wider
+            g = group_t[top_idx]  # (B, wide)
+            earlier = torch.ones(wide, wide, dtype=torch.bool).tril(-1)  # [j, i]: i before j
+            first = ~((g[:, :, None] == g[:, None, :]) & earlier).any(-1)  # best of its patient
+            rank = first.cumsum(1)
+            if bool((rank[:, -1] < k_eff).any()) and wide < n_images:
+                wide = min(n_images, wide * 4)  # a patient with many near images
+                continue
+            take = first & (rank <= k_eff)
+            pos = torch.argsort((~take).to(torch.uint8), dim=1, stable=True)[:, :k_eff]
+            rows = slice(start, start + len(top_idx))
+            out_idx[rows, :k_eff] = top_idx.gather(1, pos).numpy()
+            out_sim[rows, :k_eff] = top_sim.gather(1, pos).numpy()
+            break
     return out_idx, out_sim
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from conditioning.dataset import load_dataset
 from privacy_audit.audit import AuditConfig, run_audit
-from privacy_audit.challenge import ALTERATIONS, alter, random_kinds, write_challenge_set
+from privacy_audit.challenge import ALTERATIONS, planted_copies, write_challenge_set
 from privacy_audit.encoder import EncoderParams
 from privacy_audit.errors import GateError
 from privacy_audit.gate import check_release
@@ -47,12 +47,12 @@ def challenge(tmp_path_factory, one_thread, encoder_cache):  # noqa: F811
     ds = load_dataset(data)
     train, test = ds.split("train"), ds.split("test")
     rng = np.random.default_rng(5)
-    picks = rng.choice(len(train), 80, replace=False)
-    copies = [
-        alter(ds.load_image(train[i]), random_kinds(rng, j), rng) for j, i in enumerate(picks)
-    ]
     fresh = [ds.load_image(r) for r in test]
+    copies, _, picks = planted_copies(
+        lambda i: ds.load_image(train[i]), len(train), fresh, 120, rng
+    )
     truth = write_challenge_set(root / "set", copies, fresh, seed=1)
+    sources = {f: train[picks[i]].id for f, (kind, i) in truth.items() if kind == "copy"}
     report = run_audit(
         root / "set",
         data,
@@ -61,36 +61,54 @@ def challenge(tmp_path_factory, one_thread, encoder_cache):  # noqa: F811
         filtered_out=root / "filtered",
         filtered_report=root / "report2",
     )
-    return root, data, truth, report
+    return root, data, truth, report, sources
 
 
 def test_copies_flagged_and_fresh_images_not(challenge):
-    _, _, truth, report = challenge
-    flagged = {s["file"]: s["flagged"] for s in report["samples"]}
-    copies = [f for f, (kind, _) in truth.items() if kind == "copy"]
-    fresh = [f for f, (kind, _) in truth.items() if kind == "fresh"]
-    copy_rate = np.mean([flagged[f] for f in copies])
-    fresh_rate = np.mean([flagged[f] for f in fresh])
-    assert copy_rate >= 0.99, f"only {copy_rate:.3f} of altered copies flagged"
-    assert fresh_rate <= 0.01, f"{fresh_rate:.3f} of fresh images flagged"
+    """At least 99% of the copies flagged, at most 1% of the fresh images; counted in whole
+    images. The margins (each side's nearest score to the threshold, in the score's z units) go
+    into the message: on this fixture they are wide, so no CPU's rounding (AVX2, AVX512, AMX)
+    moves an image across the threshold."""
+    _, _, truth, report, _ = challenge
+    threshold = report["thresholds"]["copy"]["threshold"]
+    samples = {s["file"]: s for s in report["samples"]}
+    copies = sorted(f for f, (kind, _) in truth.items() if kind == "copy")
+    fresh = sorted(f for f, (kind, _) in truth.items() if kind == "fresh")
+    copy_scores = sorted(samples[f]["score"] for f in copies)
+    fresh_scores = sorted(samples[f]["score"] for f in fresh)
+    missed = sum(not samples[f]["flagged"] for f in copies)
+    false = sum(samples[f]["flagged"] for f in fresh)
+    margins = (
+        f"threshold {threshold:.3f}; lowest copy scores {copy_scores[:3]}, "
+        f"highest fresh scores {fresh_scores[-3:]}"
+    )
+    assert missed <= len(copies) // 100, f"{missed} of {len(copies)} copies missed; {margins}"
+    assert false <= len(fresh) // 100, f"{false} of {len(fresh)} fresh images flagged; {margins}"
     assert report["verdict"] == "fail"
     assert any("closer to a training image" in r for r in report["reasons"])
-    assert len(ALTERATIONS) == 7  # every alteration appears alone among the copies
+    assert len(ALTERATIONS) == 12  # every alteration appears alone among the copies
 
 
 def test_flagged_copy_points_at_the_training_image_it_copies(challenge):
-    _, data, truth, report = challenge
+    _, data, truth, report, sources = challenge
     ds = load_dataset(data)
     by_id = {r.id: r for r in ds.records}
+    same_patient = 0
     for sample in report["samples"]:
         if truth[sample["file"]][0] == "copy":
             nearest = sample["nearest"][0]
             assert by_id[nearest["id"]].split == "train"
-            assert nearest["ncc"] > 0.8
+            same_patient += (
+                by_id[nearest["id"]].patient_id == by_id[sources[sample["file"]]].patient_id
+            )
+            assert max(nearest["ncc"], nearest["patch"]) > 0.8
+            if sample["flagged"]:  # the report says how the copy was aligned
+                assert set(nearest["transform"]) == {"mirror", "rotation_deg", "scale", "shift_px"}
+    assert same_patient == len(sources)
 
 
 def test_filtered_copy_reaudits_clean_and_passes_the_gate(challenge):
-    root, data, truth, report = challenge
+    root, data, truth, report, _ = challenge
     kept = sorted(
         p.relative_to(root / "filtered").as_posix()
         for p in (root / "filtered" / "images").glob("*.png")
@@ -110,7 +128,7 @@ def test_filtered_copy_reaudits_clean_and_passes_the_gate(challenge):
 def test_audit_bench_copies_measures_flag_rates(challenge, tmp_path, capsys):
     from pipelines.cli import main as radsynth
 
-    root, data, _, _ = challenge
+    root, data, _, _, _ = challenge
     code = radsynth(
         [
             "audit-bench",

@@ -83,4 +83,9 @@ def test_search_benchmark_reports_every_stage():
         torch.set_num_threads(threads)
     for key in ("embed_images_per_second", "search_seconds", "copy_detection_seconds"):
         assert result[key] > 0
-    assert 3 <= result["candidates_per_query"] <= 9
+    for method in ("", "legacy_"):  # registration and, in the same run, the former method
+        assert result[f"{method}copy_detection_cpu_seconds"] > 0
+    # k per candidate route: encoder, pixel thumbnail (as is, mirrored), and for registration
+    # band-passed detail (as is, mirrored)
+    assert 3 <= result["candidates_per_query"] <= 15
+    assert 3 <= result["legacy_candidates_per_query"] <= 9

@@ -14,7 +14,7 @@ from .errors import DatasetError
 from .format import SPLITS, Dataset, Record, load_dataset
 from .pixels import pixel_sha256, quantize, to_unit_range
 from .schema import CATEGORICAL, CONTINUOUS, Attribute, ConditionSchema
-from .subset import choose_kept, write_subset
+from .subset import choose_kept, write_split_sample, write_subset
 from .synthetic_set import (
     SyntheticImage,
     SyntheticSet,
@@ -55,5 +55,6 @@ __all__ = [
     "write_bytes_atomic",
     "atomic_open",
     "atomic_path",
+    "write_split_sample",
     "write_subset",
 ]

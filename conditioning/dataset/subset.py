@@ -63,7 +63,6 @@ def write_subset(
         seed,
     )
     dropped = {r.id for r in records if r.conditions.get(attribute) == parsed} - kept
-    info = dataset.info
     rule = {
         "parent": dataset.name,
         "parent_hash": dataset.content_hash(),
@@ -75,9 +74,59 @@ def write_subset(
         "kept": len(kept),
         "dropped": len(dropped),
     }
+    return _write_without(
+        dataset,
+        out,
+        dropped,
+        name or f"{dataset.name}-{value}{fraction * 100:g}pct",
+        rule,
+        overwrite,
+    )
+
+
+def write_split_sample(
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    count: int,
+    split: str = "train",
+    seed: int = 0,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> Dataset:
+    """A new dataset whose `split` keeps only `count` images, one per patient, drawn with `seed`
+    (other splits copied whole): a tiny training set a generator can memorise."""
+    records = dataset.split(split)
+    first: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: r.id):
+        first.setdefault(r.patient_id, r.id)
+    if not 0 < count <= len(first):
+        raise ValueError(f"count must lie in 1..{len(first)} (patients in {split!r}), got {count}")
+    ids = sorted(first.values())
+    rng = np.random.default_rng(seed)
+    kept = {ids[i] for i in rng.choice(len(ids), size=count, replace=False)}
+    dropped = {r.id for r in records} - kept
+    rule = {
+        "parent": dataset.name,
+        "parent_hash": dataset.content_hash(),
+        "split": split,
+        "sample": count,
+        "seed": seed,
+        "kept": len(kept),
+        "dropped": len(dropped),
+    }
+    return _write_without(
+        dataset, out, dropped, name or f"{dataset.name}-{split}{count}", rule, overwrite
+    )
+
+
+def _write_without(
+    dataset: Dataset, out: str | Path, dropped: set[str], name: str, rule: dict, overwrite: bool
+) -> Dataset:
+    info = dataset.info
     with DatasetWriter(
         out,
-        name=name or f"{dataset.name}-{value}{fraction * 100:g}pct",
+        name=name,
         modality=info["modality"],
         dimensionality=info["dimensionality"],
         image_size=info["image_size"],

@@ -36,6 +36,13 @@ def register(sub) -> None:
     )
     speed_options(speed)
     speed.set_defaults(func=run_speed)
+    memo = actions.add_parser(
+        "memorization",
+        help="the audit's positive control: a model that memorises vs one that does not",
+        description=memorization_doc(),
+    )
+    memorization_options(memo)
+    memo.set_defaults(func=run_memorization)
     both = actions.add_parser(
         "all", help="speed, then utility: the whole of docs/BENCHMARKS.md", description=__doc__
     )
@@ -48,6 +55,117 @@ def speed_doc() -> str:
     from pipelines import speed_bench
 
     return speed_bench.__doc__
+
+
+def memorization_doc() -> str:
+    from pipelines import memorization
+
+    return memorization.__doc__
+
+
+def memorization_options(parser) -> None:
+    from pipelines.memorization import ARMS, MemorizationConfig
+
+    d = MemorizationConfig()
+    parser.add_argument("--data", required=True, help="the real dataset (RadSynth format)")
+    parser.add_argument("--out", default="runs/bench/memorization", help="working directory")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument(
+        "--train-images", type=int, default=d.train_images, help="the tiny arm's training images"
+    )
+    parser.add_argument("--steps", type=int, default=d.steps, help="the tiny arm's UNet steps")
+    parser.add_argument("--max-minutes", type=float, default=d.max_minutes)
+    parser.add_argument(
+        "--batch", type=int, help="the tiny arm's diffusion batch (default: the profile's)"
+    )
+    parser.add_argument("--samples", type=int, default=d.samples, help="images audited per arm")
+    parser.add_argument(
+        "--full-model", metavar="RUN", help="an existing model trained on the full split"
+    )
+    parser.add_argument(
+        "--autoencoder",
+        metavar="RUN",
+        help="an autoencoder run (trained on the full split) the trained arms share, instead of "
+        "training one per arm",
+    )
+    parser.add_argument("--profile", default=d.profile)
+    parser.add_argument("--params", help="params file (default: ./params.yaml, else the repo's)")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--doc", default=str(DOC), help="markdown file whose memorization section is replaced"
+    )
+
+
+def run_memorization(args) -> int:
+    import torch
+
+    from conditioning.dataset import write_json_atomic
+    from conditioning.logfile import attach_log_file
+    from pipelines.memorization import MemorizationConfig, memorization_markdown, run_arm
+
+    if args.train_images < 8 or args.steps < 1 or args.samples < 1:
+        raise ValueError("--train-images must be at least 8, --steps and --samples positive")
+    torch.set_num_threads(max(1, args.threads))
+    config = MemorizationConfig(
+        train_images=args.train_images,
+        steps=args.steps,
+        max_minutes=args.max_minutes,
+        batch_size=args.batch,
+        samples=args.samples,
+        profile=args.profile,
+        params=args.params,
+        seed=args.seed,
+        autoencoder=args.autoencoder,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = attach_log_file(out / "bench.log")
+    started = time.perf_counter()
+    try:
+        arms = []
+        for arm in args.arms:
+            model = args.full_model if arm == "full" else None
+            arms.append(run_arm(arm, args.data, out, config, model))
+            log.info("memorization arm %s: %s", arm, arms[-1])
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    result = {
+        "arms": arms,
+        "machine": machine_description(args.threads),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": exact_command(args),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json_atomic(out / "memorization.json", result)
+    body = "\n".join(
+        [
+            "## Memorization control of the privacy audit",
+            "",
+            f"The `{args.profile}` model's diffusion UNet trained on {args.train_images} training "
+            f"images (one per patient) for up to {args.steps} steps"
+            f"{f' at batch {args.batch}' if args.batch else ''} or {args.max_minutes:g} minutes "
+            "(tiny arm: it memorises), and "
+            f"{'an existing run' if args.full_model else 'the same model'} trained on the full "
+            "training split (full arm)"
+            f"{'; both on one autoencoder trained on the full split' if args.autoencoder else ''}. "
+            "Each arm generates images that `radsynth audit` checks against the split its model "
+            "was trained on (held-out calibration: the `val` split). Earlier stages are reused on "
+            "a re-run, the audit is redone.",
+            "",
+            f"- machine: {result['machine']}",
+            f"- date: {result['date']}; wall time {result['seconds']:.0f} s "
+            "(shared machine: other jobs ran at the same time)",
+            f"- command: `{result['command']}`",
+            "",
+            memorization_markdown(result),
+        ]
+    )
+    _write_section(Path(args.doc), "memorization", body)
+    print(memorization_markdown(result))
+    print(f"written: {out / 'memorization.json'}, {args.doc}")
+    return 0
 
 
 def utility_options(utility) -> None:

@@ -1,0 +1,181 @@
+"""The audit's positive control behind `radsynth bench memorization`: a planted set only shows
+that the detector finds the copies someone thought of; a model that really memorises shows what
+it finds in practice. The demo model is trained on a tiny subset (a few dozen images, many
+steps) until it reproduces them, and the audit of its samples reports the share flagged; the
+same on a model trained on the full split gives the share a normal model has.
+
+Every arm keeps its work in OUT/ARM (subset dataset, autoencoder, model, samples, audit) and a
+re-run reuses whatever finished, so only the audit is redone after a detector change.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("radsynth.bench")
+ARMS = ("tiny", "full")
+
+
+@dataclass
+class MemorizationConfig:
+    train_images: int = 48  # images (one per patient) of the memorising model's training split
+    steps: int = 2500  # its diffusion steps: many passes over each image
+    max_minutes: float = 18.0  # wall-clock cap of that training
+    batch_size: int | None = None  # its diffusion batch (default: the profile's)
+    samples: int = 200  # images generated and audited per arm
+    profile: str = "demo"
+    params: str | None = None
+    seed: int = 0
+    progress: bool = True
+    autoencoder: str | None = None  # an autoencoder run trained on the full split, shared by the
+    # arms (the memorising part is the diffusion model; its latents come from this autoencoder)
+
+
+def _settings(config: MemorizationConfig, arm: str) -> dict:
+    from generation.config import load_profile
+    from pipelines.commands.train import REPO_PARAMS
+
+    params = Path(config.params) if config.params else Path("params.yaml")
+    settings = load_profile(params if params.is_file() else REPO_PARAMS, config.profile)
+    if arm == "tiny":
+        diffusion = settings["diffusion"]
+        diffusion["steps"] = config.steps
+        diffusion["max_minutes"] = config.max_minutes
+        if config.batch_size:
+            diffusion["batch_size"] = config.batch_size
+        diffusion["checkpoint_every"] = min(diffusion.get("checkpoint_every", 500), config.steps)
+    return settings
+
+
+def _finished(run: Path) -> bool:
+    return (run / "model_card.json").is_file()
+
+
+def _train(kind: str, run: Path, settings: dict, show: bool, **paths) -> None:
+    """Train the run unless it finished; continue it when a checkpoint was left behind."""
+    from generation.runs import CHECKPOINTS, LATEST
+
+    if _finished(run):
+        log.info("%s: finished earlier, reused", run)
+        return
+    resume = (run / CHECKPOINTS / LATEST).is_file()
+    if kind == "autoencoder":
+        from generation.train_autoencoder import train_autoencoder
+
+        train_autoencoder(paths["data"], run, settings, resume=resume, show_progress=show)
+    else:
+        from generation.train_diffusion import train_diffusion
+
+        train_diffusion(
+            paths["data"], paths["autoencoder"], run, settings, resume=resume, show_progress=show
+        )
+
+
+def run_arm(
+    arm: str, data: str | Path, out: str | Path, config: MemorizationConfig, model: str | None
+) -> dict:
+    """Train (or reuse) the arm's model, generate its samples and audit them."""
+    import json
+
+    from conditioning.dataset import load_dataset, write_split_sample
+    from generation import load_model
+    from generation.generate_set import generate_set
+    from privacy_audit.audit import AuditConfig, run_audit
+    from privacy_audit.encoder import EncoderParams
+    from privacy_audit.stats import wilson_interval
+
+    out = Path(out) / arm
+    out.mkdir(parents=True, exist_ok=True)
+    settings = _settings(config, arm)
+    dataset_dir = Path(data)
+    if arm == "tiny":
+        dataset_dir = out / "data"
+        if not (dataset_dir / "dataset.json").is_file():
+            write_split_sample(
+                load_dataset(data),
+                dataset_dir,
+                count=config.train_images,
+                seed=config.seed,
+                overwrite=True,
+            )
+    if model is None:
+        autoencoder = Path(config.autoencoder) if config.autoencoder else out / "autoencoder"
+        if not config.autoencoder:
+            _train("autoencoder", autoencoder, settings, config.progress, data=dataset_dir)
+        _train(
+            "diffusion",
+            out / "model",
+            settings,
+            config.progress,
+            data=dataset_dir,
+            autoencoder=autoencoder,
+        )
+        model = str(out / "model")
+    card = json.loads((Path(model) / "model_card.json").read_text(encoding="utf-8"))
+    generate = settings.get("generate", {})
+    generate_set(
+        load_model(model),
+        out / "set",
+        n=config.samples,
+        conditions={},
+        seed=config.seed,
+        balanced=generate.get("balanced"),
+        steps=generate.get("steps"),
+        sampler=generate.get("sampler"),
+        guidance=generate.get("guidance"),
+        show_progress=config.progress,
+    )
+    audit_settings = settings.get("audit", {})
+    encoder = EncoderParams(seed=config.seed)
+    if audit_settings.get("encoder_steps"):
+        encoder.steps = int(audit_settings["encoder_steps"])
+    report = run_audit(
+        out / "set",
+        dataset_dir,
+        out / "audit",
+        AuditConfig(
+            quantile=float(audit_settings.get("quantile", 0.995)),
+            seed=config.seed,
+            encoder=encoder,
+            progress=config.progress,
+        ),
+    )
+    copy = report["summary"]["copy_detection"]
+    flagged = int(copy["flagged"])
+    return {
+        "arm": arm,
+        "model": Path(model).name,
+        "train_images": report["dataset"]["train_images_deduplicated"],
+        "train_patients": report["dataset"]["train_patients"],
+        "diffusion_steps": card.get("steps"),
+        "stopped_by": card.get("stopped_by"),
+        "samples": int(copy["synthetic_images"]),
+        "flagged": flagged,
+        "flagged_rate": flagged / int(copy["synthetic_images"]),
+        "flagged_ci95": wilson_interval(flagged, int(copy["synthetic_images"])),
+        "distinct_training_patients_matched": copy["distinct_training_patients_matched"],
+        "threshold": report["thresholds"]["copy"]["threshold"],
+        "holdout_flag_rate_split_half": copy["holdout_flag_rate_split_half"],
+        "audit_seconds": report["timings"]["total_seconds"],
+        "report": str(out / "audit"),
+    }
+
+
+def memorization_markdown(result: dict) -> str:
+    """The table of the benchmark section: one row per arm."""
+    lines = [
+        "| arm | training images (patients) | diffusion steps | samples | flagged | 95% CI | "
+        "training patients matched |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["arms"]:
+        lo, hi = r["flagged_ci95"]
+        lines.append(
+            f"| {r['arm']} | {r['train_images']} ({r['train_patients']}) | "
+            f"{r['diffusion_steps']} ({r['stopped_by']}) | {r['samples']} | "
+            f"{r['flagged']} ({100 * r['flagged_rate']:.1f}%) | {100 * lo:.1f}-{100 * hi:.1f}% | "
+            f"{r['distinct_training_patients_matched']} |"
+        )
+    return "\n".join(lines) + "\n"

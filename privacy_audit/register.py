@@ -1,0 +1,324 @@
+"""Registration of a query with its candidate training images: the best normalised
+cross-correlation over a small transform search (mirror, rotation, scale, shift), and a
+patch-level score at the alignment found.
+
+What a memorised sample looks like in practice: the training image slightly rotated, scaled or
+shifted, re-contrasted or blurred, or only part of it, mixed into another image. Chest films all
+look alike at low frequency, so the comparison runs on band-passed images (a difference of
+Gaussians): the fine structure that makes a film this patient's, which brightness, contrast,
+gamma and a light blur leave in place. Whole-image NCC catches aligned copies; the best 12x12
+window (a quarter of the aligned field each side) catches a copied region inside a new image.
+
+Cost: the transforms are applied to the query (once per query, not per candidate); a candidate
+is one centre window, correlated with every shifted window of every warped query by a grouped
+convolution (window norms from running sums), coarse-to-fine: 16x16 over the whole search, then
+for the best few candidates 32x32 around the best coarse transform (angle and zoom steps at
+whole-pixel shifts, then half-pixel offsets around the best of those).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import gaussian_blur
+
+FIELD = 32  # band-passed images are compared at (at most) this size
+COARSE = 16  # the whole transform search runs at this size
+COARSE_SHIFT = 2  # px at COARSE: +-4 px of a 64x64 image
+FINE_SHIFT = 3  # px at FIELD, around the coarse shift
+ANGLES = (-6.0, -3.0, 0.0, 3.0, 6.0)  # degrees
+ZOOMS = (0.94, 1.0, 1.07, 1.14, 1.22)  # query magnification undone (>1: crop+resize, zoom in)
+FINE_ANGLE_STEP = 1.5
+FINE_ZOOM_STEP = 0.03
+PATCH = 12  # px at FIELD: the window of the patch-level score
+PATCH_STRIDE = 4
+BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
+
+
+def band_pass(images01: np.ndarray | torch.Tensor, size: int = FIELD) -> torch.Tensor:
+    """(N, size, size): area-resized to `size` (when larger), difference of Gaussians."""
+    x = torch.as_tensor(np.asarray(images01, dtype=np.float32))[:, None]
+    if max(x.shape[-2:]) > size:
+        x = F.interpolate(x, size=(size, size), mode="area")
+    n = len(x)
+    low = gaussian_blur(x, torch.full((n,), BAND[1]))
+    return (gaussian_blur(x, torch.full((n,), BAND[0])) - low)[:, 0]
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Flattened, zero-mean, unit-norm rows (last two dims flattened)."""
+    x = x.flatten(-2)
+    x = x - x.mean(-1, keepdim=True)
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+
+
+def _centre(x: torch.Tensor, margin: int) -> torch.Tensor:
+    return x[..., margin : x.shape[-2] - margin, margin : x.shape[-1] - margin]
+
+
+@dataclass(frozen=True)
+class Transform:
+    """The transform undone from the query: mirror, rotation (degrees), zoom, shift (px of the
+    field, query relative to the training image)."""
+
+    mirror: bool
+    angle: float
+    zoom: float
+    dy: float = 0.0
+    dx: float = 0.0
+
+    def theta(self, size: int) -> torch.Tensor:
+        """The affine_grid map: output pixel u samples the query at zoom * R(angle) * M (u - shift)
+        (normalised coordinates; the shift given in px of an image of `size`)."""
+        a = math.radians(self.angle)
+        c, s = math.cos(a) * self.zoom, math.sin(a) * self.zoom
+        m = -1.0 if self.mirror else 1.0
+        dx, dy = 2 * self.dx / size, 2 * self.dy / size  # the shift is of the output
+        rows = [[c * m, -s, -(c * m * dx - s * dy)], [s * m, c, -(s * m * dx + c * dy)]]
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def to_json(self, size: int) -> dict:
+        scale = size / FIELD
+        return {  # the query relative to the training image
+            "mirror": self.mirror,
+            "rotation_deg": round(self.angle, 2),
+            "scale": round(self.zoom, 3),
+            "shift_px": [round(-self.dy * scale, 1), round(-self.dx * scale, 1)],
+        }
+
+
+COARSE_TRANSFORMS = [
+    Transform(mirror, angle, zoom) for mirror in (False, True) for angle in ANGLES for zoom in ZOOMS
+]
+
+
+@dataclass
+class RegistrationIndex:
+    """The training images prepared once: band-passed centre windows, unit norm, at both sizes."""
+
+    coarse: torch.Tensor  # (N, (COARSE-2s)^2)
+    fine: torch.Tensor  # (N, FIELD-2s, FIELD-2s), band-passed, not normalised
+    fine_unit: torch.Tensor  # (N, (FIELD-2s)^2)
+
+    @classmethod
+    def build(cls, images01: np.ndarray, block: int = 4096) -> RegistrationIndex:
+        coarse, fine = [], []
+        for i in range(0, len(images01), block):
+            bp = band_pass(images01[i : i + block])
+            fine.append(_centre(bp, FINE_SHIFT))
+            small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
+            coarse.append(_unit(_centre(small, COARSE_SHIFT)))
+        fine_t = torch.cat(fine)
+        return cls(torch.cat(coarse), fine_t, _unit(fine_t))
+
+
+def band_pass_descriptors(images01: np.ndarray, block: int = 4096) -> list[torch.Tensor]:
+    """Queries as RegistrationIndex.coarse holds the training images, as is and mirrored: a
+    candidate route of its own (a copy mixed into another image keeps its fine structure when
+    its thumbnail no longer looks like the original)."""
+    out: list[list[torch.Tensor]] = [[], []]
+    for i in range(0, len(images01), block):
+        bp = band_pass(images01[i : i + block])
+        small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
+        out[0].append(_unit(_centre(small, COARSE_SHIFT)))
+        out[1].append(_unit(_centre(small.flip(-1), COARSE_SHIFT)))
+    return [torch.cat(part) for part in out]
+
+
+@dataclass
+class Registered:
+    """Per (query, candidate): whole-image NCC, patch NCC, and the transform found."""
+
+    ncc: np.ndarray  # (Q, k), -inf where no candidate
+    patch: np.ndarray  # (Q, k)
+    transforms: dict[tuple[int, int], Transform]  # for the finely registered pairs
+
+
+def _params(transforms: list[Transform]) -> torch.Tensor:
+    """(T, 5): mirror, angle, zoom, dy, dx."""
+    return torch.tensor([[t.mirror, t.angle, t.zoom, t.dy, t.dx] for t in transforms])
+
+
+def _theta_batch(p: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 5) transform parameters -> (N, 2, 3) affine_grid maps (as Transform.theta)."""
+    a = torch.deg2rad(p[:, 1])
+    c, s = torch.cos(a) * p[:, 2], torch.sin(a) * p[:, 2]
+    m = 1.0 - 2.0 * p[:, 0]
+    dy, dx = 2 * p[:, 3] / size, 2 * p[:, 4] / size
+    row0 = torch.stack([c * m, -s, -(c * m * dx - s * dy)], 1)
+    row1 = torch.stack([s * m, c, -(s * m * dx + c * dy)], 1)
+    return torch.stack([row0, row1], 1)
+
+
+def _warp_pairs(
+    x: torch.Tensor, thetas: torch.Tensor, size: int, grid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, size, size): image n under its own maps
+    (`grid`: their sampling grids, (N*T, size, size, 2), when computed already)."""
+    n, t = thetas.shape[:2]
+    if grid is None:
+        grid = _affine_grid(thetas.reshape(n * t, 2, 3), size)
+    src = x[:, None].expand(n, t, *x.shape[-2:]).reshape(n * t, 1, *x.shape[-2:])
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.view(n, t, size, size)
+
+
+def _box_mean(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Means of every side x side window (stride 1), by running sums along rows, then columns
+    (avg_pool2d with a large kernel costs side^2 per output)."""
+    c = F.pad(x.cumsum(-1), (1, 0))
+    x = c[..., side:] - c[..., :-side]
+    c = F.pad(x.cumsum(-2), (0, 0, 1, 0))
+    return (c[..., side:, :] - c[..., :-side, :]) / (side * side)
+
+
+def _affine_grid(thetas: torch.Tensor, size: int) -> torch.Tensor:
+    """F.affine_grid(thetas, [N, 1, size, size], align_corners=False) elementwise: the batched
+    (size^2 x 3) @ (3 x 2) products of the library call are slow for thousands of small maps."""
+    axis = (torch.arange(size, dtype=thetas.dtype) * 2 + 1) / size - 1
+    xs, ys = axis[None, None, :], axis[None, :, None]
+    t = thetas[:, :, :, None, None]
+    gx = t[:, 0, 0] * xs + t[:, 0, 1] * ys + t[:, 0, 2]
+    gy = t[:, 1, 0] * xs + t[:, 1, 1] * ys + t[:, 1, 2]
+    return torch.stack([gx, gy], -1)
+
+
+def _shift_ncc(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Tensor:
+    """(N, T, S, S) warped queries, (N, K, S-2s, S-2s) zero-mean unit-norm references ->
+    (N, K, T * (2s+1)^2): the NCC of each reference with its query's window at every transform
+    and shift (transform-major, then shift row-major), as a grouped convolution and running sums: nothing
+    of size windows x shifts is materialised."""
+    n, t, size = warped.shape[:3]
+    k, side = refs.shape[1], size - 2 * shift
+    x = warped.transpose(0, 1).contiguous()  # (T, N, S, S): query n is group n
+    num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
+    mean, power = _box_mean(x, side), _box_mean(x * x, side)
+    norm = ((power - mean * mean).clamp(min=0) * (side * side)).sqrt().clamp(min=1e-8)
+    lags = 2 * shift + 1
+    ncc = num.view(t, n, k, lags, lags) / norm[:, :, None]
+    return ncc.permute(1, 2, 0, 3, 4).reshape(n, k, t * lags * lags)
+
+
+FINE_DELTAS = torch.tensor(  # around the coarse transform: angle, zoom factor (whole-pixel shifts)
+    [
+        [0.0, da, dz, 0.0, 0.0]
+        for da in (-FINE_ANGLE_STEP, 0.0, FINE_ANGLE_STEP)
+        for dz in (-FINE_ZOOM_STEP, 0.0, FINE_ZOOM_STEP)
+    ]
+)
+HALF_PIXEL = torch.tensor(  # then around the best of those: half-pixel offsets
+    [[0.0, 0.0, 0.0, hy, hx] for hy in (-0.5, 0.0, 0.5) for hx in (-0.5, 0.0, 0.5)]
+)
+
+
+def register(
+    index: RegistrationIndex,
+    queries01: np.ndarray,
+    candidates: np.ndarray,
+    refine: int = 3,
+    block: int = 128,
+    progress: bool = False,
+    desc: str = "register",
+) -> Registered:
+    """Coarse NCC over every transform for every candidate (-1: none); then, for the `refine`
+    best candidates of each query, the fine search at FIELD around the coarse best (half-pixel
+    steps) and the patch-level score there. Unrefined candidates keep their coarse NCC and a
+    patch score of -inf."""
+    from tqdm import tqdm
+
+    q_n, k = candidates.shape
+    ncc = np.full((q_n, k), -np.inf, dtype=np.float32)
+    patch = np.full((q_n, k), -np.inf, dtype=np.float32)
+    found: dict[tuple[int, int], Transform] = {}
+    coarse_params = _params(COARSE_TRANSFORMS)
+    coarse_thetas = _theta_batch(coarse_params, COARSE)
+    coarse_grid = _affine_grid(coarse_thetas, COARSE)  # the same maps for every query
+    lags_c, lags_f = (2 * COARSE_SHIFT + 1) ** 2, (2 * FINE_SHIFT + 1) ** 2
+    for start in tqdm(range(0, q_n, block), desc=desc, disable=not progress):
+        cand = torch.as_tensor(candidates[start : start + block])
+        b = len(cand)
+        valid = cand >= 0
+        safe = cand.clamp(min=0)
+        bp = band_pass(queries01[start : start + block])
+        small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
+        thetas = coarse_thetas.expand(b, -1, -1, -1)
+        warped = _warp_pairs(small, thetas, COARSE, coarse_grid.repeat(b, 1, 1, 1))
+        side = COARSE - 2 * COARSE_SHIFT
+        refs = index.coarse[safe].view(b, k, side, side)
+        best, where = _shift_ncc(warped, refs, COARSE_SHIFT).max(2)  # (B, k)
+        best = torch.where(valid, best, torch.tensor(-float("inf")))
+        ncc[start : start + b] = best.numpy()
+        # the fine stage, for the best `refine` candidates of each query
+        top = best.argsort(1, descending=True)[:, :refine]
+        rows = torch.arange(b)[:, None].expand_as(top).reshape(-1)
+        cols = top.reshape(-1)
+        keep = valid[rows, cols]
+        rows, cols = rows[keep], cols[keep]
+        if len(rows) == 0:
+            continue
+        w = where[rows, cols]
+        t_i, lag = w // lags_c, w % lags_c
+        scale = FIELD / COARSE
+        base = coarse_params[t_i].clone()
+        base[:, 3] = (COARSE_SHIFT - lag // (2 * COARSE_SHIFT + 1)) * scale
+        base[:, 4] = (COARSE_SHIFT - lag % (2 * COARSE_SHIFT + 1)) * scale
+        near = base[:, None].repeat(1, len(FINE_DELTAS), 1)
+        near[..., 1] += FINE_DELTAS[:, 1]
+        near[..., 2] *= 1 + FINE_DELTAS[:, 2]
+        n = len(rows)
+        thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(FINE_DELTAS), 2, 3)
+        refs = safe[rows, cols]
+        side = FIELD - 2 * FINE_SHIFT
+        unit_refs = index.fine_unit[refs]
+        fine_best, fine_where = _shift_ncc(
+            _warp_pairs(bp[rows], thetas, FIELD), unit_refs.view(n, 1, side, side), FINE_SHIFT
+        )[:, 0].max(1)
+        t_f, lag = fine_where // lags_f, fine_where % lags_f
+        chosen = near[torch.arange(n), t_f].clone()
+        chosen[:, 3] += FINE_SHIFT - lag // (2 * FINE_SHIFT + 1)
+        chosen[:, 4] += FINE_SHIFT - lag % (2 * FINE_SHIFT + 1)
+        # half-pixel offsets around the best whole-pixel alignment: the centre window only
+        near = chosen[:, None] + HALF_PIXEL
+        thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(HALF_PIXEL), 2, 3)
+        warped = _centre(_warp_pairs(bp[rows], thetas, FIELD), FINE_SHIFT)
+        half_best, half_where = (_unit(warped) @ unit_refs[:, :, None])[..., 0].max(1)
+        chosen = near[torch.arange(n), half_where]
+        fine_best = torch.maximum(fine_best, half_best)
+        aligned = _warp_pairs(bp[rows], _theta_batch(chosen, FIELD)[:, None], FIELD)[:, 0]
+        local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs])
+        whole = torch.maximum(fine_best, best[rows, cols])
+        r_np, c_np = (rows + start).numpy(), cols.numpy()
+        ncc[r_np, c_np] = whole.numpy()
+        patch[r_np, c_np] = local.numpy()
+        for r, c, prm in zip(r_np.tolist(), c_np.tolist(), chosen.tolist(), strict=True):
+            found[(r, c)] = Transform(bool(prm[0]), prm[1], prm[2], prm[3], prm[4])
+    return Registered(ncc, patch, found)
+
+
+def patch_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B,) best NCC over PATCH x PATCH windows (stride PATCH_STRIDE) of aligned pairs (B, H, W):
+    a copied region inside an otherwise new image."""
+    a, b = a[:, None], b[:, None]
+    pool = lambda x: F.avg_pool2d(x, PATCH, PATCH_STRIDE)  # noqa: E731
+    ma, mb = pool(a), pool(b)
+    cov = pool(a * b) - ma * mb
+    va, vb = (pool(a * a) - ma**2).clamp(min=0), (pool(b * b) - mb**2).clamp(min=0)
+    ncc = cov / (va * vb).sqrt().clamp(min=1e-10)
+    return ncc.flatten(1).amax(1).clamp(-1, 1)
+
+
+def align_for_display(reference01: np.ndarray, transform: Transform) -> np.ndarray:
+    """The training image moved onto the query (the transform found, inverted), for the report:
+    a reader compares the two pixel for pixel."""
+    ref = torch.as_tensor(np.asarray(reference01, dtype=np.float32))
+    size = ref.shape[-1]
+    theta = transform.theta(FIELD).double()
+    matrix, offset = theta[:, :2], theta[:, 2:]
+    inverse = torch.linalg.inv(matrix)
+    back = torch.cat([inverse, -inverse @ offset], 1).float()
+    return _warp_pairs(ref[None], back[None, None], size)[0, 0].clamp(0, 1).numpy()
