@@ -139,32 +139,20 @@ def run_memorization(args) -> int:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out / "memorization.json", result)
-    body = "\n".join(
-        [
-            "## Memorization control of the privacy audit",
-            "",
-            f"The `{args.profile}` model's diffusion UNet trained on {args.train_images} training "
-            f"images (one per patient) for up to {args.steps} steps"
-            f"{f' at batch {args.batch}' if args.batch else ''} or {args.max_minutes:g} minutes "
-            "(tiny arm: it memorises), and "
-            f"{'an existing run' if args.full_model else 'the same model'} trained on the full "
-            "training split (full arm)"
-            f"{'; both on one autoencoder trained on the full split' if args.autoencoder else ''}. "
-            "Each arm generates images that `radsynth audit` checks against the split its model "
-            "was trained on (held-out calibration: the `val` split). Earlier stages are reused on "
-            "a re-run, the audit is redone.",
-            "",
-            f"- machine: {result['machine']}",
-            f"- date: {result['date']}; wall time {result['seconds']:.0f} s "
-            "(shared machine: other jobs ran at the same time)",
-            f"- command: `{result['command']}`",
-            "",
-            memorization_markdown(result),
-        ]
+    intro = (
+        f"The `{args.profile}` model's diffusion UNet trained on {args.train_images} training "
+        f"images (one per patient) for up to {args.steps} steps"
+        f"{f' at batch {args.batch}' if args.batch else ''} or {args.max_minutes:g} minutes "
+        "(tiny arm: it memorises), and "
+        f"{'an existing run' if args.full_model else 'the same model'} trained on the full "
+        "training split (full arm)"
+        f"{'; both on one autoencoder trained on the full split' if args.autoencoder else ''}. "
+        "Each arm generates images that `radsynth audit` checks against the split its model "
+        "was trained on (held-out calibration: the `val` split). Earlier stages are reused on "
+        "a re-run, the audit is redone."
     )
-    _write_section(Path(args.doc), "memorization", body)
-    print(memorization_markdown(result))
-    print(f"written: {out / 'memorization.json'}, {args.doc}")
+    _publish(args.doc, "memorization", "## Memorization control of the privacy audit", intro,
+             result, memorization_markdown(result), [out / "memorization.json"], shared=True)  # fmt: skip
     return 0
 
 
@@ -321,22 +309,9 @@ def run_speed(args) -> int:
     result["command"] = exact_command(args)
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(out / "speed.json", result)
-    body = "\n".join(
-        [
-            "## Speed and memory",
-            "",
-            f"Model `{Path(args.model).name}` (its config.json gives the networks).",
-            "",
-            f"- machine: {result['machine']}",
-            f"- date: {result['date']}; wall time {result['seconds']:.0f} s",
-            f"- command: `{result['command']}`",
-            "",
-            speed_markdown(result),
-        ]
-    )
-    _write_section(Path(args.doc), "speed", body)
-    print(speed_markdown(result))
-    print(f"written: {out / 'speed.json'}, {args.doc}")
+    intro = f"Model `{Path(args.model).name}` (its config.json gives the networks)."
+    _publish(args.doc, "speed", "## Speed and memory", intro, result, speed_markdown(result),
+             [out / "speed.json"])  # fmt: skip
     return 0
 
 
@@ -353,6 +328,25 @@ def _write_section(doc: Path, name: str, body: str) -> None:
         doc.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(doc, HEADER + "\n")
     replace_section(doc, name, body)
+
+
+def _publish(doc, name: str, heading: str, intro: str, result: dict, table: str, written: list,
+             shared: bool = False) -> None:  # fmt: skip
+    """Write one benchmark section (heading, intro, provenance, table) into `doc`; print it."""
+    body = "\n".join([heading, "", intro, "", *provenance(result, shared), "", table])
+    _write_section(Path(doc), name, body)
+    print(table)
+    print("written: " + ", ".join(str(p) for p in [*written, doc]))
+
+
+def provenance(result: dict, shared: bool = False) -> list[str]:
+    """The machine, date, wall time and command lines every benchmark section starts with."""
+    note = " (shared machine: other jobs ran at the same time)" if shared else ""
+    return [
+        f"- machine: {result['machine']}",
+        f"- date: {result['date']}; wall time {result['seconds']:.0f} s{note}",
+        f"- command: `{result['command']}`",
+    ]
 
 
 def machine_description(threads: int | None = None) -> str:
@@ -535,10 +529,7 @@ def run_utility(args) -> int:
             "the held-back real images themselves give, the yardstick for a set that stands in "
             "for them.",
             "",
-            f"- machine: {result['machine']}",
-            f"- date: {result['date']}; wall time {result['seconds']:.0f} s "
-            "(shared machine: other jobs ran at the same time)",
-            f"- command: `{command}`",
+            *provenance(result, shared=True),
             *[f"- note: {n}" for n in result["notes"]],
             *[
                 f"- detectability of the `{regime}` set (real-vs-synthetic classifier AUROC, 0.5 = "
