@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -18,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from conditioning.dataset import atomic_path, write_json_atomic
 
 from .augment import copy_augment
 from .errors import AuditError
@@ -192,18 +192,9 @@ def save_encoder(model: CopyEncoder, directory: str | Path, meta: dict) -> None:
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS}.", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(directory / WEIGHTS) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, directory / WEIGHTS)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CONFIG}.", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(meta, handle, indent=2)
-    os.replace(tmp, directory / CONFIG)
+    write_json_atomic(directory / CONFIG, meta)
 
 
 def load_encoder(directory: str | Path, key: str) -> tuple[CopyEncoder, dict] | None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from conditioning.dataset import write_text_atomic
 
 from .register import align_for_display
 
@@ -243,9 +243,4 @@ def render(report: dict, arrays: dict, public: bool = False) -> str:
 
 def write_html(path: str | Path, report: dict, arrays: dict, public: bool = False) -> None:
     """Render and write atomically."""
-    path = Path(path)
-    text = render(report, arrays, public)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, render(report, arrays, public))
