@@ -185,9 +185,9 @@ def generate_set(
         },
         "balanced": balanced,
         "seed": seed,
-        "sampler": sampler or defaults.get("sampler", "dpm++"),
-        "steps": int(steps or defaults.get("steps", 20)),
-        "guidance": float(defaults.get("guidance", 2.0) if guidance is None else guidance),
+        "sampler": sampler or defaults["sampler"],
+        "steps": int(steps or defaults["steps"]),
+        "guidance": float(defaults["guidance"] if guidance is None else guidance),
     }
     if masks_digest is not None:
         request["masks"] = {"count": len(given), "sha256": masks_digest}
@@ -207,7 +207,7 @@ def generate_set(
     ext = ".png" if len(model.image_size) == 2 else ".nii.gz"
     missing = [i for i in range(n) if not _complete(out, i, model.has_masks, ext)]
     done_before = n - len(missing)
-    batch = int(batch_size or defaults.get("batch_size", 32))
+    batch = int(batch_size or defaults["batch_size"])
     # whole batches are shared out, so each image is computed in the batch it would be in under
     # one process: kernels may round differently for other batch shapes
     mine = [missing[start : start + batch] for start in range(0, len(missing), batch)]

@@ -16,6 +16,7 @@ from conditioning.encoders import encode_conditions
 
 from .autoencoder import build_autoencoder
 from .checkpoints import file_sha256, load_into
+from .config import DEFAULTS
 from .precision import effective_bf16
 from .sampling import autocast, image_generators, sample_latents
 from .schedulers import SAMPLERS, alphas_cumprod
@@ -52,7 +53,8 @@ class LatentDiffusionModel:
         self.latent_mean = torch.tensor(config["latent_mean"]).view(shape).to(self.device)
         self.latent_std = torch.tensor(config["latent_std"]).view(shape).to(self.device)
         self.schedule: dict[str, Any] = dict(config["schedule"])
-        self.defaults: dict[str, Any] = dict(config.get("generate", {}))
+        # generation defaults: the project's (generation/config.py), then the run's saved ones
+        self.defaults: dict[str, Any] = {**DEFAULTS["generate"], **config.get("generate", {})}
         self.model_hash = model_hash
         self.samplers = SAMPLERS
 
@@ -107,12 +109,12 @@ class LatentDiffusionModel:
         (N, *image_size) uint8 for a masked model and None otherwise."""
         parsed = self.validate(conditions)
         n = len(parsed)
-        steps = int(steps or self.defaults.get("steps", 20))
-        sampler = sampler or self.defaults.get("sampler", "dpm++")
-        guidance = float(self.defaults.get("guidance", 2.0) if guidance is None else guidance)
-        batch_size = int(batch_size or self.defaults.get("batch_size", 32))
+        steps = int(steps or self.defaults["steps"])
+        sampler = sampler or self.defaults["sampler"]
+        guidance = float(self.defaults["guidance"] if guidance is None else guidance)
+        batch_size = int(batch_size or self.defaults["batch_size"])
         if bf16 is None:  # the model's default, where the hardware runs bf16 natively
-            bf16 = effective_bf16(bool(self.defaults.get("bf16", True)), self.device)
+            bf16 = effective_bf16(bool(self.defaults["bf16"]), self.device)
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; samplers are {', '.join(SAMPLERS)}")
         indices = list(range(n)) if indices is None else list(indices)
