@@ -38,28 +38,23 @@ def conformal_pvalues(holdout_scores: np.ndarray, scores: np.ndarray) -> np.ndar
 
 
 def benjamini_hochberg(pvalues: np.ndarray, alpha: float) -> np.ndarray:
-    """Which hypotheses BH rejects at false-discovery rate alpha."""
+    """Which hypotheses BH rejects at false-discovery rate alpha (scipy's adjusted p-values)."""
+    from scipy.stats import false_discovery_control
+
     p = np.asarray(pvalues, dtype=np.float64)
-    m = len(p)
-    if m == 0:
+    if len(p) == 0:
         return np.zeros(0, dtype=bool)
-    order = np.argsort(p)
-    passed = p[order] <= alpha * np.arange(1, m + 1) / m
-    reject = np.zeros(m, dtype=bool)
-    if passed.any():
-        reject[order[: np.nonzero(passed)[0].max() + 1]] = True
-    return reject
+    return false_discovery_control(p, method="bh") <= alpha
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion."""
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (scipy's binomtest)."""
+    from scipy.stats import binomtest
+
     if n == 0:
         return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
 def roc_curve(member_scores: np.ndarray, nonmember_scores: np.ndarray):
