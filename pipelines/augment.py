@@ -199,8 +199,7 @@ def augment(
 
 def _filter_pool(pool: dict, release, dataset, attribute: str | None) -> tuple[dict, dict]:
     """Keep the synthetic images that a classifier trained on the real train split assigns to
-    their requested class, inside that class's real manifold (the `filter` recipe); returns the
-    kept pool and the counts."""
+    their requested class (the `filter` recipe); returns the kept pool and the counts."""
     from generation.evaluation import FitConfig
     from generation.evaluation.images import ImageSet, load_split
     from generation.evaluation.recipes import screen, train_classifier
@@ -210,16 +209,13 @@ def _filter_pool(pool: dict, release, dataset, attribute: str | None) -> tuple[d
     real = load_split(dataset, "train")
     judge = train_classifier(real, dataset.schema, attribute, FitConfig())
     kept: dict[str, list] = {}
-    dropped = {"wrong_class": 0, "off_manifold": 0}
     for value, entries in pool.items():
         images = np.stack([release.load_image(item) for item, _ in entries]).astype(np.float32)
         candidates = ImageSet(
             images, [c for _, c in entries], [str(i) for i in range(len(entries))]
         )
-        good, report = screen(candidates, judge, real, dataset.schema, attribute)
+        good, _ = screen(candidates, judge, real, dataset.schema, attribute)
         kept[value] = [entries[int(i)] for i in good.ids]
-        for rule in dropped:
-            dropped[rule] += report[rule]
     offered = sum(len(v) for v in pool.values())
     left = sum(len(v) for v in kept.values())
     log.info("filter: %d of %d synthetic images kept", left, offered)
@@ -227,7 +223,6 @@ def _filter_pool(pool: dict, release, dataset, attribute: str | None) -> tuple[d
         "offered": offered,
         "kept": left,
         "dropped_share": round(1 - left / max(offered, 1), 4),
-        **dropped,
     }
 
 

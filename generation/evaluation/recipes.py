@@ -20,6 +20,7 @@ answer to that, and `radsynth bench utility` measures them side by side:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
@@ -149,11 +150,9 @@ def origin_class_weights(labels: list, origins: list[str]) -> np.ndarray:
     (so the origin's look predicts no label), and each origin carries weight in proportion to
     its size (so 300 synthetic images beside 4,000 real ones are not inflated to half the
     training signal)."""
-    cells: dict = {}
-    for key in zip(origins, labels, strict=True):
-        cells[key] = cells.get(key, 0) + 1
-    size = {o: origins.count(o) for o in set(origins)}
-    n_classes = {o: sum(1 for (c, _) in cells if c == o) for o in size}
+    cells = Counter(zip(origins, labels, strict=True))
+    size = Counter(origins)
+    n_classes = Counter(origin for origin, _ in cells)
     weights = np.array(
         [size[o] / (n_classes[o] * cells[(o, y)]) for o, y in zip(origins, labels, strict=True)]
     )

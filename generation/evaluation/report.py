@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from conditioning.dataset import write_text_atomic
+from conditioning.dataset import write_json_atomic, write_text_atomic
 
 
 def clean_json(value: Any) -> Any:
@@ -26,7 +25,7 @@ def clean_json(value: Any) -> Any:
 
 
 def write_metrics_json(path: str | Path, metrics: dict) -> None:
-    write_text_atomic(path, json.dumps(clean_json(metrics), indent=2) + "\n")
+    write_json_atomic(path, clean_json(metrics))
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:
