@@ -83,17 +83,23 @@ def plan_conditions(
 ) -> list[dict[str, Any]]:
     """The condition dict of each of the n images.
 
-    Fixed attributes are the same for all. `grid`: the other categorical attributes cycle
+    Fixed attributes are the same for all; a continuous one given as a range `LO:HI` is drawn
+    uniformly in it for every image (a scarce band, e.g. age_months=0:36), or, with `match`,
+    from the training distribution within it. `grid`: the other categorical attributes cycle
     through every combination of their values (N spread evenly) and the other continuous ones are
     drawn uniformly over their range. `match`: the free attributes follow the training
     distribution recorded in the model (categorical combinations in proportion, continuous
     values by the training quantiles)."""
-    fixed = {k: v for k, v in schema.validate_request(fixed).items() if v is not None}
+    fixed, ranges = requested_conditions(schema, fixed)
+    rng = np.random.default_rng([seed, 7])
     if balanced is None:
-        return [dict(fixed) for _ in range(n)]
+        plan = [dict(fixed) for _ in range(n)]
+        for name, (low, high) in ranges.items():
+            for row, value in zip(plan, rng.uniform(low, high, n), strict=True):
+                row[name] = float(round(value, 2))
+        return plan
     if balanced not in BALANCED:
         raise ValueError(f"--balanced must be one of {', '.join(BALANCED)}, got {balanced!r}")
-    rng = np.random.default_rng([seed, 7])
     free = [a for a in schema.attributes if a.name not in fixed]
     categorical = [a for a in free if a.kind == CATEGORICAL]
     continuous = [a for a in free if a.kind != CATEGORICAL]
@@ -104,7 +110,8 @@ def plan_conditions(
         ]
         plan = [{**fixed, **combos[i % len(combos)]} for i in range(n)]
         for a in continuous:
-            for row, value in zip(plan, rng.uniform(a.minimum, a.maximum, n), strict=True):
+            low, high = ranges.get(a.name, (a.minimum, a.maximum))
+            for row, value in zip(plan, rng.uniform(low, high, n), strict=True):
                 row[a.name] = float(round(value, 2))
         return plan
     if not training:
@@ -125,12 +132,38 @@ def plan_conditions(
     plan = [plan[i] for i in order]
     for a in continuous:
         quantiles = training["quantiles"].get(a.name)
+        levels = np.linspace(0, 1, len(quantiles or [0]))
+        # a range: the training distribution's share between its ends (inverse CDF sampling)
+        low, high = (np.interp(ranges.get(a.name, (-np.inf, np.inf)), quantiles, levels)
+                     if quantiles else (0.0, 1.0))  # fmt: skip
         for row in plan:
             if quantiles:
-                row[a.name] = float(
-                    round(np.interp(rng.uniform(), np.linspace(0, 1, len(quantiles)), quantiles), 2)
-                )
+                value = np.interp(rng.uniform(low, high), levels, quantiles)
+                row[a.name] = float(round(value, 2))
+            elif a.name in ranges:
+                row[a.name] = float(round(rng.uniform(*ranges[a.name]), 2))
     return plan
+
+
+def requested_conditions(
+    schema: ConditionSchema, conditions: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+    """The fixed conditions (checked by the schema) and the `LO:HI` ranges of continuous ones."""
+    ranges: dict[str, tuple[float, float]] = {}
+    values = dict(conditions)
+    for name, raw in conditions.items():
+        if not (isinstance(raw, str) and ":" in raw) or name not in schema:
+            continue
+        attribute = schema[name]
+        if attribute.kind == CATEGORICAL:
+            raise ValueError(f"{name}={raw!r}: a LO:HI range needs a continuous attribute")
+        low, high = (attribute.parse(part) for part in raw.split(":", 1))
+        if low is None or high is None or not low < high:
+            raise ValueError(f"{name}={raw!r}: a range is LO:HI with LO < HI")
+        ranges[name] = (low, high)
+        del values[name]
+    fixed = {k: v for k, v in schema.validate_request(values).items() if v is not None}
+    return fixed, ranges
 
 
 def training_distribution(schema: ConditionSchema, conditions: list[dict[str, Any]]) -> dict:
@@ -180,9 +213,7 @@ def generate_set(
     request = {
         "model_hash": model.model_hash,
         "n": n,
-        "conditions": {
-            k: v for k, v in model.schema.validate_request(conditions).items() if v is not None
-        },
+        "conditions": _request_conditions(model.schema, conditions),
         "balanced": balanced,
         "seed": seed,
         "sampler": sampler or defaults["sampler"],
@@ -250,6 +281,11 @@ def generate_set(
     if main:
         log.info("%s: %d images (%d already present)", out, n, done_before)
     return {"out": str(out), "n": n, "generated": len(missing), "already_present": done_before}
+
+
+def _request_conditions(schema: ConditionSchema, conditions: dict[str, Any]) -> dict[str, Any]:
+    fixed, ranges = requested_conditions(schema, conditions)
+    return {**fixed, **{name: list(bounds) for name, bounds in ranges.items()}}
 
 
 def check_same_request(previous: Path, old: dict, request: dict, plan, model, conditions) -> None:

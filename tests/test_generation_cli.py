@@ -7,6 +7,7 @@ import csv
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from conditioning.dataset import Attribute, ConditionSchema
@@ -185,3 +186,42 @@ def test_balanced_grid_spreads_over_classes_and_match_follows_training(run):
     }
     plan = plan_conditions(schema, 8, {}, "match", 0, training)
     assert Counter(p["pathology"] for p in plan) == {"a": 6, "b": 2}
+
+
+def test_a_continuous_range_draws_every_image_inside_it(run):
+    """`--condition age_months=0:36` asks for a scarce band: every image's age lies in it, under
+    each balancing, and the request is refused where the range is not one."""
+    schema = ConditionSchema(
+        (
+            Attribute("sex", "categorical", values=("F", "M")),
+            Attribute("age_months", "continuous", unit="months", minimum=0, maximum=240),
+        )
+    )
+    training = {
+        "combinations": [
+            {"values": [["sex", "F"]], "count": 5},
+            {"values": [["sex", "M"]], "count": 5},
+        ],
+        "quantiles": {"age_months": list(np.linspace(0, 240, 21))},
+    }
+    for balanced in (None, "grid", "match"):
+        plan = plan_conditions(schema, 200, {"age_months": "0:36"}, balanced, 3, training)
+        ages = [p["age_months"] for p in plan]
+        assert all(0 <= a <= 36 for a in ages), balanced
+        assert max(ages) - min(ages) > 30  # spread over the band, not one value
+    grid = plan_conditions(schema, 200, {"age_months": "0:36"}, "grid", 3, training)
+    assert Counter(p["sex"] for p in grid) == {"F": 100, "M": 100}
+    # the same plan for the same seed; a whole-range draw is unchanged by the feature
+    assert grid == plan_conditions(schema, 200, {"age_months": "0:36"}, "grid", 3, training)
+    for bad in ("36:0", "0:300", "a:b"):
+        with pytest.raises(ValueError, match="age_months"):
+            plan_conditions(schema, 4, {"age_months": bad}, "grid", 0, training)
+    with pytest.raises(ValueError, match="continuous"):
+        plan_conditions(schema, 4, {"sex": "F:M"}, "grid", 0, training)
+    out = run / "band"
+    args = ["generate", "--model", str(run / "model"), "--n", "4", "--seed", "0"]
+    assert main([*args, "--condition", "age_months=6:30", "--out", str(out), "--no-progress"]) == 0
+    with (out / "manifest.csv").open() as handle:
+        assert all(6 <= float(r["age_months"]) <= 30 for r in csv.DictReader(handle))
+    request = json.loads((out / "generation.json").read_text())
+    assert request["conditions"] == {"age_months": [6.0, 30.0]}

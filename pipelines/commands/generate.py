@@ -14,7 +14,8 @@ def register(sub) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a condition for every image (repeatable), e.g. pathology=viral age_months=30",
+        help="a condition for every image (repeatable), e.g. pathology=viral age_months=30; "
+        "a continuous one may be a range drawn per image, e.g. age_months=0:36",
     )
     parser.add_argument(
         "--balanced",
