@@ -1,6 +1,6 @@
 """RadSynth Streamlit app: `streamlit run apps/app.py [-- --data-root DIR --auditor]`.
 
-Three pages (generate, reader study, audit) over what lies under one data root
+Four pages (generate, viewer, reader study, audit) over what lies under one data root
 (RADSYNTH_DATA_ROOT, default the repository). Each page body runs guarded: failures are shown
 as messages, never as tracebacks.
 """
@@ -15,12 +15,13 @@ if __package__ in (None, ""):  # `streamlit run apps/app.py` runs this file as a
 
 import streamlit as st
 
-from apps import audit_page, generate_page, reader_page
+from apps import audit_page, generate_page, reader_page, viewer_page
 from apps.config import load_config
 from apps.ui import guarded
 
 PAGES = {
     "Generate": generate_page.render,
+    "Viewer": viewer_page.render,
     "Reader study": reader_page.render,
     "Audit": audit_page.render,
 }

@@ -3,12 +3,13 @@ known to the reader only by its picture (same display size and bit depth for bot
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
-from conditioning.dataset import CATEGORICAL, Dataset, SyntheticSet, quantize
+from conditioning.dataset import CATEGORICAL, Dataset, SyntheticSet
+
+from .viewer import FULL_WINDOW, ZOOMS, to_grey_levels, view_png
 
 DISPLAY = 256
 
@@ -42,6 +43,13 @@ def build_deck(
     test = dataset.split("test")
     if not test:
         raise ValueError(f"{dataset.root}: the dataset has no test-split image to show")
+    shown = synthetic.load_image(synthetic.images[0]).shape if synthetic.images else None
+    if shown is not None and list(shown[-2:]) != list(dataset.image_size[-2:]):
+        raise ValueError(
+            f"{synthetic.root}: images of {'x'.join(map(str, shown))} px against the dataset's "
+            f"{'x'.join(map(str, dataset.image_size))}: a reader would tell the origins apart by "
+            "size; choose the set's own dataset"
+        )
     name = condition_attribute(dataset)
     rng = np.random.default_rng(seed)
     k = min(per_origin, len(test), len(synthetic.images))
@@ -75,15 +83,9 @@ def item_pixels(dataset: Dataset, synthetic: SyntheticSet, item: DeckItem) -> np
 
 
 def display_png(image01: np.ndarray, size: int = DISPLAY) -> bytes:
-    """Both origins rendered alike: middle slice of a volume, 8-bit, resized to size x size."""
-    from PIL import Image
-
-    array = np.asarray(image01, dtype=np.float32)
-    if array.ndim == 3:
-        array = array[array.shape[0] // 2]
-    picture = Image.fromarray(quantize(array, 8), mode="L").resize(
-        (size, size), Image.Resampling.BICUBIC
-    )
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
+    """Both origins rendered alike, at the set's own resolution: the middle slice of a volume,
+    8-bit, each pixel drawn as a block (nearest neighbour) of the whole-number zoom that brings
+    the side closest to `size` without exceeding it (1x for images already that large)."""
+    grey = to_grey_levels(image01)
+    zoom = max(z for z in ZOOMS if z == 1 or z * max(grey.shape) <= size)
+    return view_png(image01, *FULL_WINDOW, zoom)

@@ -9,30 +9,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from conditioning.dataset import load_dataset, load_synthetic_set
-
 from .config import AppConfig
 from .paths import relative_name
 from .reader_deck import build_deck, display_png, item_pixels
 from .reader_store import MAX_READER_ID, Rating, ReaderStore, check_reader_id
-from .ui import catalog, pick_path
+from .ui import catalog, dataset_cached, pick_path, synthetic_set_cached
 
 STATE = "reader_session"
-
-
-def _stamp(path: Path) -> int:
-    manifest = path / "manifest.csv"
-    return manifest.stat().st_mtime_ns if manifest.exists() else 0
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _dataset(path: str, stamp: int):
-    return load_dataset(path)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _synthetic(path: str, stamp: int):
-    return load_synthetic_set(path)
 
 
 def _start(config: AppConfig) -> None:
@@ -56,8 +39,8 @@ def _start(config: AppConfig) -> None:
     if dataset_dir is None or set_dir is None:
         st.warning("Choose a dataset and a synthetic set.")
         return
-    dataset = _dataset(str(dataset_dir), _stamp(dataset_dir))
-    synthetic = _synthetic(str(set_dir), _stamp(set_dir))
+    dataset = dataset_cached(dataset_dir)
+    synthetic = synthetic_set_cached(set_dir)
     session = uuid.uuid4().hex
     deck = build_deck(dataset, synthetic, int(per_origin), seed=uuid.UUID(session).int % 2**32)
     st.session_state[STATE] = {
@@ -80,8 +63,8 @@ def _rate(config: AppConfig, store: ReaderStore, state: dict) -> None:
             del st.session_state[STATE]
             st.rerun()
         return
-    dataset = _dataset(str(dataset_dir), _stamp(dataset_dir))
-    synthetic = _synthetic(str(set_dir), _stamp(set_dir))
+    dataset = dataset_cached(dataset_dir)
+    synthetic = synthetic_set_cached(set_dir)
     item = deck[position]
     st.progress(position / len(deck), text=f"Image {position + 1} of {len(deck)}")
     st.image(display_png(item_pixels(dataset, synthetic, item)), output_format="PNG")

@@ -109,3 +109,32 @@ def _scan(root: str):
 def catalog(config: AppConfig):
     """What lies under the data root (re-scanned at most every 15 s)."""
     return _scan(str(config.data_root))
+
+
+def _stamp(path: Path) -> int:
+    manifest = path / "manifest.csv"
+    return manifest.stat().st_mtime_ns if manifest.exists() else 0
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _dataset(path: str, stamp: int):
+    from conditioning.dataset import load_dataset
+
+    return load_dataset(path)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _synthetic(path: str, stamp: int):
+    from conditioning.dataset import load_synthetic_set
+
+    return load_synthetic_set(path)
+
+
+def dataset_cached(path: Path):
+    """conditioning.dataset.load_dataset, cached until its manifest changes."""
+    return _dataset(str(path), _stamp(path))
+
+
+def synthetic_set_cached(path: Path):
+    """conditioning.dataset.load_synthetic_set, cached until its manifest changes."""
+    return _synthetic(str(path), _stamp(path))
