@@ -10,6 +10,7 @@ time a real model instead of the tiny one the test trains, and RADSYNTH_BROWSER_
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,10 +21,12 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.app_fixtures import MODEL, app_root  # noqa: F401
-from tests.conftest import REPO
+from tests.conftest import REPO, make_tiny_dataset
+from tests.test_app_viewer import dicom_voi
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -191,3 +194,94 @@ def test_generate_in_the_browser(request, tmp_path):
     if runs.is_dir():
         shutil.copyfile(screenshot, runs / "app-screenshot.png")
         print(f"copied to {runs / 'app-screenshot.png'}")
+
+
+HIRES_SET = "runs/hires-samples"
+ENLARGED_JS = """side => [...document.querySelectorAll("img[src*='/media/']")]
+  .some(i => i.complete && i.naturalWidth === side)"""
+
+
+@pytest.fixture(scope="module")
+def hires_root(tmp_path_factory) -> Path:
+    """A 128x128 dataset, a model trained one step on it and two images it generated."""
+    from generation.generate_set import generate_set
+    from generation.pipeline import load_model
+    from tests.app_fixtures import train_tiny_model
+
+    root = tmp_path_factory.mktemp("hires-root")
+    dataset = make_tiny_dataset(root / "data" / "hires", size=128, per_class=4)
+    model = load_model(train_tiny_model(dataset, root / "runs"))
+    generate_set(model, root / HIRES_SET, n=2, conditions={}, seed=0, show_progress=False)
+    return root
+
+
+def _shown(page, side: int) -> tuple[np.ndarray, int]:
+    """The grey levels of the enlarged image as the browser decoded it (drawn onto a canvas)
+    and its on-screen width in CSS pixels."""
+    width, height, grey = page.evaluate(
+        """side => {
+          const i = [...document.querySelectorAll("img[src*='/media/']")]
+            .find(i => i.complete && i.naturalWidth === side);
+          const canvas = document.createElement("canvas");
+          canvas.width = i.naturalWidth; canvas.height = i.naturalHeight;
+          const context = canvas.getContext("2d");
+          context.drawImage(i, 0, 0);
+          const rgba = context.getImageData(0, 0, canvas.width, canvas.height).data;
+          return [i.clientWidth, canvas.height, Array.from(rgba.filter((_, k) => k % 4 === 0))];
+        }""",
+        side,
+    )
+    return np.asarray(grey, dtype=np.uint8).reshape(height, side), width
+
+
+def test_viewer_enlarges_a_128_image_and_windows_it_in_the_browser(hires_root, tmp_path):
+    """A generated 128x128 image opened at 4x: 512 screen pixels, each source pixel a 4x4
+    block; moving the window sliders re-renders exactly the DICOM linear VOI LUT of its grey
+    levels at the values the sliders show."""
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    source = np.asarray(Image.open(hires_root / HIRES_SET / "images" / "syn000001.png"))
+    assert source.shape == (128, 128)
+    side = 128 * 4
+    with streamlit_server(hires_root, tmp_path / "streamlit.log") as url:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(chromium_or_skip()), args=CHROMIUM_ARGS, timeout=60_000
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1400})
+                page.set_default_timeout(120_000)
+                page.goto(f"{url}/?set={HIRES_SET}&image=1&zoom=4", timeout=60_000)
+                page.get_by_text("Viewer", exact=True).click()
+                page.wait_for_function(ENLARGED_JS, arg=side)
+                before, on_screen = _shown(page, side)
+                assert on_screen == side  # drawn at 1:1, not rescaled by the page
+                assert np.array_equal(before, np.kron(source, np.ones((4, 4), np.uint8)))
+                for label, key, presses in (("Window width", "ArrowLeft", 40),
+                                            ("Window level (centre)", "ArrowLeft", 20)):  # fmt: skip
+                    slider = page.get_by_role("slider", name=label)
+                    slider.focus()
+                    for _ in range(presses):
+                        page.keyboard.press(key)
+                deadline = time.monotonic() + 60
+                while True:  # the page re-runs after the last key press
+                    page.wait_for_function(ENLARGED_JS, arg=side)
+                    after, _ = _shown(page, side)
+                    # the window the page says it applied, from its caption
+                    caption = page.get_by_text(re.compile(r"window centre [0-9.]+, width")).first
+                    found = re.search(r"window centre ([0-9.]+), width ([0-9.]+)",
+                                      caption.inner_text())  # fmt: skip
+                    centre, width = float(found[1]), float(found[2])
+                    expected = np.kron(dicom_voi(source, centre, width), np.ones((4, 4), np.uint8))
+                    settled = (centre, width) == (108.0, 216.0)
+                    if settled and np.array_equal(after, expected) or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
+            finally:
+                browser.close()
+    assert (centre, width) == (108.0, 216.0)  # 20 and 40 key presses moved the sliders
+    assert np.array_equal(after, expected)
+    assert (after == 0).any() or (after == 255).any()  # the narrower window clips
