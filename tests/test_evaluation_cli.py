@@ -59,6 +59,12 @@ def test_copies_of_the_real_test_set_score_as_real(setup):
         metrics["adherence"]["age_months"]["mae"] == metrics["adherence"]["age_months"]["real_mae"]
     )
     assert "pathology=viral" in metrics["subgroups"]
+    assert metrics["resolution"] == {
+        "synthetic": [16, 16],
+        "real": [16, 16],
+        "scored_at": [16, 16],
+        "synthetic_resized": False,
+    }
     info = json.loads((out / "evaluation.json").read_text())
     assert info["real_split"] == "test" and info["reference_split"] == "val"
     for name in (
@@ -76,6 +82,24 @@ def test_copies_of_the_real_test_set_score_as_real(setup):
     assert [r["class"] for r in rows] == ["normal", "bacterial", "viral"]
     assert "evaluating" in (out / "evaluate.log").read_text()
     assert not list(root.glob(".out-copies*"))
+
+
+def test_a_set_of_another_size_is_scored_at_the_datasets_and_says_so(setup):
+    root, args, _, _ = setup
+    dataset = load_dataset(root / "tiny")
+    test = dataset.split("test")
+    big = write_image_set(
+        root / "copies32",
+        [np.kron(dataset.load_image(r), np.ones((2, 2))) for r in test],
+        [r.conditions for r in test],
+    )
+    out = root / "out-32"
+    assert run(["--synthetic", str(big), "--out", str(out), *args]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resolution"]["synthetic"] == [32, 32]
+    assert metrics["resolution"]["scored_at"] == [16, 16]
+    assert metrics["resolution"]["synthetic_resized"] is True
+    assert metrics["n_synthetic"] == len(test) and metrics["fd"]["synthetic_vs_real"] >= 0
 
 
 def test_noise_scores_worse_than_copies(setup):

@@ -92,6 +92,9 @@ def run(args) -> int:
     dataset = load_dataset(args.data)
     synthetic = load_synthetic_set(args.synthetic, dataset.schema)  # fail fast on a bad set
     baseline = load_synthetic_set(args.baseline, dataset.schema) if args.baseline else None
+    size = resolution_of(synthetic, dataset)
+    synthetic = to_dataset_size(synthetic, dataset)
+    baseline = to_dataset_size(baseline, dataset) if baseline is not None else None
     out = Path(args.out).resolve()
     stage = out.with_name(f".{out.name}.partial")
     shutil.rmtree(stage, ignore_errors=True)
@@ -123,6 +126,7 @@ def run(args) -> int:
             seed=args.seed,
         )
         evaluation.info["synthetic"] = str(Path(args.synthetic).resolve())
+        evaluation.metrics["resolution"] = size
         if args.detect_epochs:
             evaluation.metrics["detectability"] = detect_synthetic_set(
                 synthetic, dataset, DetectabilityConfig(epochs=args.detect_epochs, seed=args.seed)
@@ -149,6 +153,30 @@ def run(args) -> int:
     replace_directory(stage, out)
     _summary(evaluation.metrics, out)
     return 0
+
+
+def resolution_of(synthetic, dataset) -> dict:
+    """The sizes compared and the one every metric is computed at (the dataset's: a set of
+    another size is resized to it, antialiased bilinear), for metrics.json."""
+    return {
+        "synthetic": [int(s) for s in synthetic.images.shape[1:]],
+        "real": [int(s) for s in dataset.image_size],
+        "scored_at": [int(s) for s in dataset.image_size],
+        "synthetic_resized": list(synthetic.images.shape[1:]) != list(dataset.image_size),
+    }
+
+
+def to_dataset_size(images, dataset):
+    """`images` (an ImageSet) at the dataset's square image size."""
+    from generation.evaluation.images import ImageSet, to_tensor
+
+    height, width = dataset.image_size[-2:]
+    if list(images.images.shape[1:]) == [height, width]:
+        return images
+    if height != width:
+        raise ValueError(f"{dataset.root}: cannot resize a set to a non-square {height}x{width}")
+    resized = to_tensor(images.images, height)[:, 0].numpy()
+    return ImageSet(resized, images.conditions, images.ids)
 
 
 def _summary(metrics: dict, out: Path) -> None:
