@@ -38,6 +38,8 @@ FINE_ZOOM_STEP = 0.03
 PATCH = 12  # px at FIELD: the window of the patch-level score
 PATCH_STRIDE = 4
 BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
+ANATOMY = 50  # principal components of the training windows projected out for the detail scores
+DETAIL_PATCH = 18  # px at FIELD: the window of the detail patch score
 
 
 def band_pass(images01: np.ndarray | torch.Tensor, size: int = FIELD) -> torch.Tensor:
@@ -104,6 +106,7 @@ class RegistrationIndex:
     coarse: torch.Tensor  # (N, (COARSE-2s)^2)
     fine: torch.Tensor  # (N, FIELD-2s, FIELD-2s), band-passed, not normalised
     fine_unit: torch.Tensor  # (N, (FIELD-2s)^2)
+    anatomy: torch.Tensor  # (m, (FIELD-2s)^2) orthonormal: what the training films share
 
     @classmethod
     def build(cls, images01: np.ndarray, block: int = 4096) -> RegistrationIndex:
@@ -114,7 +117,23 @@ class RegistrationIndex:
             small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
             coarse.append(_unit(_centre(small, COARSE_SHIFT)))
         fine_t = torch.cat(fine)
-        return cls(torch.cat(coarse), fine_t, _unit(fine_t))
+        return cls(torch.cat(coarse), fine_t, _unit(fine_t), anatomy_basis(fine_t))
+
+
+def anatomy_basis(windows: torch.Tensor, m: int = ANATOMY) -> torch.Tensor:
+    """(m, D): the leading eigenvectors of the training windows' second moments (D x D, so the
+    cost is linear in the number of images): the structure chest films share."""
+    x = windows.flatten(1).double()
+    x = x - x.mean(1, keepdim=True)
+    _, vectors = torch.linalg.eigh(x.T @ x)
+    return vectors[:, -min(m, x.shape[1]) :].T.flip(0).float().contiguous()
+
+
+def remove_anatomy(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) windows without their projection on `basis` (zero-mean first)."""
+    flat = x.flatten(1)
+    flat = flat - flat.mean(1, keepdim=True)
+    return (flat - (flat @ basis.T) @ basis).view_as(x)
 
 
 def band_pass_descriptors(images01: np.ndarray, block: int = 4096) -> list[torch.Tensor]:
@@ -136,6 +155,8 @@ class Registered:
 
     ncc: np.ndarray  # (Q, k), -inf where no candidate
     patch: np.ndarray  # (Q, k)
+    detail: np.ndarray  # (Q, k) whole-window NCC with the shared anatomy projected out
+    detail_patch: np.ndarray  # (Q, k) the same over DETAIL_PATCH windows
     transforms: dict[tuple[int, int], Transform]  # for the finely registered pairs
 
 
@@ -234,6 +255,8 @@ def register(
     q_n, k = candidates.shape
     ncc = np.full((q_n, k), -np.inf, dtype=np.float32)
     patch = np.full((q_n, k), -np.inf, dtype=np.float32)
+    detail = np.full((q_n, k), -np.inf, dtype=np.float32)
+    detail_patch = np.full((q_n, k), -np.inf, dtype=np.float32)
     found: dict[tuple[int, int], Transform] = {}
     coarse_params = _params(COARSE_TRANSFORMS)
     coarse_thetas = _theta_batch(coarse_params, COARSE)
@@ -291,20 +314,24 @@ def register(
         fine_best = torch.maximum(fine_best, half_best)
         aligned = _warp_pairs(bp[rows], _theta_batch(chosen, FIELD)[:, None], FIELD)[:, 0]
         local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs])
+        q_res = remove_anatomy(_centre(aligned, FINE_SHIFT), index.anatomy)
+        r_res = remove_anatomy(index.fine[refs], index.anatomy)
         whole = torch.maximum(fine_best, best[rows, cols])
         r_np, c_np = (rows + start).numpy(), cols.numpy()
+        detail[r_np, c_np] = (_unit(q_res) * _unit(r_res)).sum(1).numpy()
+        detail_patch[r_np, c_np] = patch_ncc(q_res, r_res, DETAIL_PATCH).numpy()
         ncc[r_np, c_np] = whole.numpy()
         patch[r_np, c_np] = local.numpy()
         for r, c, prm in zip(r_np.tolist(), c_np.tolist(), chosen.tolist(), strict=True):
             found[(r, c)] = Transform(bool(prm[0]), prm[1], prm[2], prm[3], prm[4])
-    return Registered(ncc, patch, found)
+    return Registered(ncc, patch, detail, detail_patch, found)
 
 
-def patch_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B,) best NCC over PATCH x PATCH windows (stride PATCH_STRIDE) of aligned pairs (B, H, W):
+def patch_ncc(a: torch.Tensor, b: torch.Tensor, side: int = PATCH) -> torch.Tensor:
+    """(B,) best NCC over side x side windows (stride PATCH_STRIDE) of aligned pairs (B, H, W):
     a copied region inside an otherwise new image."""
     a, b = a[:, None], b[:, None]
-    pool = lambda x: F.avg_pool2d(x, PATCH, PATCH_STRIDE)  # noqa: E731
+    pool = lambda x: F.avg_pool2d(x, side, PATCH_STRIDE)  # noqa: E731
     ma, mb = pool(a), pool(b)
     cov = pool(a * b) - ma * mb
     va, vb = (pool(a * a) - ma**2).clamp(min=0), (pool(b * b) - mb**2).clamp(min=0)
