@@ -157,8 +157,8 @@ def find_neighbours(
         )
         routes.append(found)
     if not legacy:
-        detail = reference.registration.coarse
-        for query in band_pass_descriptors(images01):
+        detail = reference.registration.route
+        for query in band_pass_descriptors(images01, reference.registration.route_anatomy):
             routes.append(topk_by_patient(query, detail, reference.groups, k)[0])
     index = _union(*routes)
     safe = np.where(index >= 0, index, 0)
