@@ -1,7 +1,8 @@
 """Copy detection: for every query image, its nearest training images (one per patient) by the
 learned embedding, by pixel thumbnails and by band-passed detail; each candidate registered
-(mirror, rotation, scale, shift: register.py) and scored by whole-image and patch-level NCC. The
-embedding cosine and the two NCCs combine into one score whose held-out distribution sets the
+(mirror, rotation, scale, shift: register.py) and scored by whole-image and patch-level NCC and,
+for the best few, by detail NCC with the anatomy chest films share projected out (detail.py).
+The embedding cosine and the NCCs combine into one score whose held-out distribution sets the
 flagging threshold."""
 
 from __future__ import annotations
