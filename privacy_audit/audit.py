@@ -130,8 +130,11 @@ def _nearest_json(reference, nb, combined, order, row: int, size: int, top: int 
             "score": round(float(combined[row, j]), 4),
             "embedding_cosine": round(float(nb.cosine[row, j]), 4),
             "ncc": round(float(nb.ncc[row, j]), 4),
-            "patch": round(float(nb.patch[row, j]), 4) if np.isfinite(nb.patch[row, j]) else None,
         }
+        for name in ("patch", "detail", "detail_patch"):
+            values = getattr(nb, name)
+            value = None if values is None else float(values[row, j])
+            entry[name] = round(value, 4) if value is not None and np.isfinite(value) else None
         found = nb.transforms.get((row, int(j)))
         if found is not None:  # registered finely: how the query sits on the training image
             entry["transform"] = found.to_json(size)
@@ -409,9 +412,10 @@ def _audit(
         "thresholds": {
             "copy": {
                 "score": "max over candidate training images (nearest patients by the encoder "
-                "and by coarse pixels) of max(zE, zN, (zE+zN)/sqrt 2), zE = z(-log(1-embedding "
-                "cosine)), zN = z(-log(1-aligned NCC)); z scaled so 0 is the held-out images' "
-                "median best match and 1 their 95th percentile",
+                "and by coarse pixels) of max(zE, zN, (zE+zN)/sqrt 2, zP, zD, zDP), zE = "
+                "z(-log(1-embedding cosine)), zN = z(-log(1-aligned NCC)), zP, zD, zDP the same "
+                "of the patch, detail and detail-patch NCC; z scaled so 0 is the held-out "
+                "images' median best match and 1 their 95th percentile",
                 "alignment": "registration of every candidate on band-passed images "
                 "(difference of Gaussians, sigma 0.5 and 2 px at 32x32): normalised "
                 "cross-correlation maximised over mirror, rotations of -6..6 degrees, scales "
@@ -419,6 +423,11 @@ def _audit(
                 "3 candidates around that at 32x32 (1.5 degree, 3% and half-pixel steps); there "
                 "the patch score is the best NCC of 12x12 windows (a copied region inside a new "
                 "image); the score uses the larger of zN and zP = z(-log(1-patch NCC))",
+                "detail": "for the same 3 candidates at the alignment found, at (at most) 64x64: "
+                "difference of Gaussians (sigma 1 and 3 px), the training windows' leading "
+                "principal components (the anatomy chest films share) projected out, best "
+                "whole-pixel shift within 2 px; detail = NCC of the whole window, detail_patch "
+                "= the best NCC of 36x36 windows; each enters the score as z(-log(1-NCC))",
                 "rule": f"flag when the score exceeds the held-out images' conformal "
                 f"{config.quantile} quantile (equivalently conformal p-value <= {alpha:.4g})",
                 "quantile": config.quantile,

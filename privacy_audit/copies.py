@@ -1,12 +1,13 @@
 """Copy detection: for every query image, its nearest training images (one per patient) by the
 learned embedding, by pixel thumbnails and by band-passed detail; each candidate registered
-(mirror, rotation, scale, shift: register.py) and scored by whole-image and patch-level NCC. The
-embedding cosine and the two NCCs combine into one score whose held-out distribution sets the
+(mirror, rotation, scale, shift: register.py) and scored by whole-image and patch-level NCC and,
+for the best few, by detail NCC with the anatomy chest films share projected out (detail.py).
+The embedding cosine and the NCCs combine into one score whose held-out distribution sets the
 flagging threshold."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,6 +41,8 @@ class Neighbours:
     embeddings: torch.Tensor  # (Q, dim) of the queries
     patch: np.ndarray | None = None  # (Q, k) patch-level NCC (-inf: candidate not refined)
     transforms: dict[tuple[int, int], Transform] | None = None  # (query, column) -> found
+    detail: np.ndarray | None = None  # (Q, k) NCC with the shared anatomy projected out
+    detail_patch: np.ndarray | None = None  # (Q, k) the same, best window
 
 
 COARSE_SIZE = 32  # every candidate is aligned at (at most) 32x32: cheap, spectra precomputed
@@ -155,8 +158,8 @@ def find_neighbours(
         )
         routes.append(found)
     if not legacy:
-        detail = reference.registration.coarse
-        for query in band_pass_descriptors(images01):
+        detail = reference.registration.route
+        for query in band_pass_descriptors(images01, reference.registration.route_anatomy):
             routes.append(topk_by_patient(query, detail, reference.groups, k)[0])
     index = _union(*routes)
     safe = np.where(index >= 0, index, 0)
@@ -170,7 +173,16 @@ def find_neighbours(
     found = register(
         reference.registration, images01, index, progress=progress, desc=f"register {label}"
     )
-    return Neighbours(index, cosine, found.ncc, emb, found.patch, found.transforms)
+    return Neighbours(
+        index,
+        cosine,
+        found.ncc,
+        emb,
+        found.patch,
+        found.transforms,
+        found.detail,
+        found.detail_patch,
+    )
 
 
 def _refine(aligned, fine, images01, index, cosine, ncc, variant, progress, label, block=1024):
@@ -212,6 +224,9 @@ def _closeness(x: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(1.0 - x, 1e-6, None))
 
 
+LOCAL_SCORES = ("patch", "detail", "detail_patch")  # per refined candidate (-inf: not refined)
+
+
 @dataclass
 class Standardiser:
     """Scores of the similarities relative to the held-out images' best matches: 0 at their
@@ -222,8 +237,9 @@ class Standardiser:
     cos_scale: float
     ncc_centre: float
     ncc_scale: float
-    patch_centre: float | None = None
-    patch_scale: float | None = None
+    local: dict[str, tuple[float, float]] = field(
+        default_factory=dict
+    )  # LOCAL_SCORES' (q50, scale)
 
     @classmethod
     def fit(cls, holdout: Neighbours) -> Standardiser:
@@ -234,19 +250,25 @@ class Standardiser:
 
         c = tail(_closeness(holdout.cosine.max(1)))
         n = tail(_closeness(holdout.ncc.max(1)))
-        p = tail(_closeness(holdout.patch.max(1))) if holdout.patch is not None else (None, None)
-        return cls(c[0], c[1], n[0], n[1], p[0], p[1])
+        local = {}
+        for name in LOCAL_SCORES:
+            values = getattr(holdout, name)
+            if values is not None and np.isfinite(values).any():
+                local[name] = tail(_closeness(values.max(1)))
+        return cls(c[0], c[1], n[0], n[1], local)
 
     def combined(self, nb: Neighbours) -> np.ndarray:
         """(Q, k) combined score per candidate: the largest of z(embedding), z(registered NCC),
-        z(patch NCC) and the normalised sum of the first two, so a copy extreme in any (or
-        moderately in both whole-image measures) stands out."""
+        their normalised sum, z(patch NCC) and the two detail z-scores (anatomy projected out),
+        so a copy extreme in any (or moderately in both whole-image measures) stands out."""
         zc = (_closeness(nb.cosine) - self.cos_centre) / self.cos_scale
         zn = (_closeness(nb.ncc) - self.ncc_centre) / self.ncc_scale
         out = np.maximum(np.maximum(zc, zn), (zc + zn) / np.sqrt(2))
-        if nb.patch is not None and self.patch_centre is not None:
-            zp = (_closeness(nb.patch) - self.patch_centre) / self.patch_scale
-            out = np.maximum(out, np.where(np.isfinite(nb.patch), zp, -np.inf))
+        for name, (centre, scale) in self.local.items():
+            values = getattr(nb, name)
+            if values is not None:
+                z = (_closeness(values) - centre) / scale
+                out = np.maximum(out, np.where(np.isfinite(values), z, -np.inf))
         out[nb.index < 0] = -np.inf
         return out
 
@@ -255,11 +277,8 @@ class Standardiser:
             "embedding_closeness": {"median": self.cos_centre, "q95_minus_median": self.cos_scale},
             "ncc_closeness": {"median": self.ncc_centre, "q95_minus_median": self.ncc_scale},
         }
-        if self.patch_centre is not None:
-            out["patch_closeness"] = {
-                "median": self.patch_centre,
-                "q95_minus_median": self.patch_scale,
-            }
+        for name, (centre, scale) in self.local.items():
+            out[f"{name}_closeness"] = {"median": centre, "q95_minus_median": scale}
         return out
 
 

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from .augment import gaussian_blur
+from .detail import DetailIndex, anatomy_basis, detail_scores
+from .detail import remove as remove_anatomy
 
 FIELD = 32  # band-passed images are compared at (at most) this size
 COARSE = 16  # the whole transform search runs at this size
@@ -38,6 +40,8 @@ FINE_ZOOM_STEP = 0.03
 PATCH = 12  # px at FIELD: the window of the patch-level score
 PATCH_STRIDE = 4
 BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
+ROUTE_ANATOMY = 20  # components projected out of the coarse windows for the candidate route
+REFINE = 3  # candidates per query finely registered and given the patch and detail scores
 
 
 def band_pass(images01: np.ndarray | torch.Tensor, size: int = FIELD) -> torch.Tensor:
@@ -104,6 +108,9 @@ class RegistrationIndex:
     coarse: torch.Tensor  # (N, (COARSE-2s)^2)
     fine: torch.Tensor  # (N, FIELD-2s, FIELD-2s), band-passed, not normalised
     fine_unit: torch.Tensor  # (N, (FIELD-2s)^2)
+    route_anatomy: torch.Tensor  # (m, (COARSE-2s)^2): what the training films share (detail.py)
+    route: torch.Tensor  # (N, (COARSE-2s)^2) coarse windows without it, unit norm
+    detail: DetailIndex
 
     @classmethod
     def build(cls, images01: np.ndarray, block: int = 4096) -> RegistrationIndex:
@@ -112,21 +119,26 @@ class RegistrationIndex:
             bp = band_pass(images01[i : i + block])
             fine.append(_centre(bp, FINE_SHIFT))
             small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
-            coarse.append(_unit(_centre(small, COARSE_SHIFT)))
-        fine_t = torch.cat(fine)
-        return cls(torch.cat(coarse), fine_t, _unit(fine_t))
+            coarse.append(_centre(small, COARSE_SHIFT))
+        fine_t, coarse_t = torch.cat(fine), torch.cat(coarse)
+        route_basis = anatomy_basis(coarse_t, ROUTE_ANATOMY)
+        route = _unit(remove_anatomy(coarse_t, route_basis))
+        detail = DetailIndex.build(images01)
+        return cls(_unit(coarse_t), fine_t, _unit(fine_t), route_basis, route, detail)
 
 
-def band_pass_descriptors(images01: np.ndarray, block: int = 4096) -> list[torch.Tensor]:
-    """Queries as RegistrationIndex.coarse holds the training images, as is and mirrored: a
+def band_pass_descriptors(
+    images01: np.ndarray, basis: torch.Tensor, block: int = 4096
+) -> list[torch.Tensor]:
+    """Queries as RegistrationIndex.route holds the training images, as is and mirrored: a
     candidate route of its own (a copy mixed into another image keeps its fine structure when
     its thumbnail no longer looks like the original)."""
     out: list[list[torch.Tensor]] = [[], []]
     for i in range(0, len(images01), block):
         bp = band_pass(images01[i : i + block])
         small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
-        out[0].append(_unit(_centre(small, COARSE_SHIFT)))
-        out[1].append(_unit(_centre(small.flip(-1), COARSE_SHIFT)))
+        for j, view in enumerate((small, small.flip(-1))):
+            out[j].append(_unit(remove_anatomy(_centre(view, COARSE_SHIFT), basis)))
     return [torch.cat(part) for part in out]
 
 
@@ -136,6 +148,8 @@ class Registered:
 
     ncc: np.ndarray  # (Q, k), -inf where no candidate
     patch: np.ndarray  # (Q, k)
+    detail: np.ndarray  # (Q, k) whole-window NCC with the shared anatomy projected out
+    detail_patch: np.ndarray  # (Q, k) the same over DETAIL_PATCH windows
     transforms: dict[tuple[int, int], Transform]  # for the finely registered pairs
 
 
@@ -220,7 +234,7 @@ def register(
     index: RegistrationIndex,
     queries01: np.ndarray,
     candidates: np.ndarray,
-    refine: int = 3,
+    refine: int = REFINE,
     block: int = 128,
     progress: bool = False,
     desc: str = "register",
@@ -234,6 +248,8 @@ def register(
     q_n, k = candidates.shape
     ncc = np.full((q_n, k), -np.inf, dtype=np.float32)
     patch = np.full((q_n, k), -np.inf, dtype=np.float32)
+    detail = np.full((q_n, k), -np.inf, dtype=np.float32)
+    detail_patch = np.full((q_n, k), -np.inf, dtype=np.float32)
     found: dict[tuple[int, int], Transform] = {}
     coarse_params = _params(COARSE_TRANSFORMS)
     coarse_thetas = _theta_batch(coarse_params, COARSE)
@@ -291,20 +307,27 @@ def register(
         fine_best = torch.maximum(fine_best, half_best)
         aligned = _warp_pairs(bp[rows], _theta_batch(chosen, FIELD)[:, None], FIELD)[:, 0]
         local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs])
+        d_whole, d_patch = detail_scores(
+            index.detail, queries01[(rows + start).numpy()], refs, _theta_batch(chosen, FIELD)
+        )
         whole = torch.maximum(fine_best, best[rows, cols])
         r_np, c_np = (rows + start).numpy(), cols.numpy()
+        detail[r_np, c_np] = d_whole.numpy()
+        detail_patch[r_np, c_np] = d_patch.numpy()
         ncc[r_np, c_np] = whole.numpy()
         patch[r_np, c_np] = local.numpy()
         for r, c, prm in zip(r_np.tolist(), c_np.tolist(), chosen.tolist(), strict=True):
             found[(r, c)] = Transform(bool(prm[0]), prm[1], prm[2], prm[3], prm[4])
-    return Registered(ncc, patch, found)
+    return Registered(ncc, patch, detail, detail_patch, found)
 
 
-def patch_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B,) best NCC over PATCH x PATCH windows (stride PATCH_STRIDE) of aligned pairs (B, H, W):
+def patch_ncc(
+    a: torch.Tensor, b: torch.Tensor, side: int = PATCH, stride: int = PATCH_STRIDE
+) -> torch.Tensor:
+    """(B,) best NCC over side x side windows (stride `stride`) of aligned pairs (B, H, W):
     a copied region inside an otherwise new image."""
     a, b = a[:, None], b[:, None]
-    pool = lambda x: F.avg_pool2d(x, PATCH, PATCH_STRIDE)  # noqa: E731
+    pool = lambda x: F.avg_pool2d(x, side, stride)  # noqa: E731
     ma, mb = pool(a), pool(b)
     cov = pool(a * b) - ma * mb
     va, vb = (pool(a * a) - ma**2).clamp(min=0), (pool(b * b) - mb**2).clamp(min=0)

@@ -97,7 +97,11 @@ def _gallery(report: dict, arrays: dict, rows: list[int]) -> str:
         ]
         for n in sample["nearest"]:
             image = arrays["train_images"][arrays["train_index"][n["id"]]]
-            patch = f", patch {n['patch']:.3f}" if n.get("patch") is not None else ""
+            patch = "".join(
+                f", {name.replace('_', ' ')} {n[name]:.3f}"
+                for name in ("patch", "detail", "detail_patch")
+                if n.get(name) is not None
+            )
             cells.append(
                 f"<td><img src='{_png(image)}'><br>train {html.escape(n['id'])}<br>"
                 f"score {n['score']:.2f}, cos {n['embedding_cosine']:.3f}, NCC {n['ncc']:.3f}"

@@ -35,9 +35,7 @@ def topk_by_patient(
     out_idx = np.full((len(queries), k), -1, dtype=np.int64)
     out_sim = np.full((len(queries), k), -np.inf, dtype=np.float32)
     for start in tqdm(range(0, len(queries), block), desc=desc, disable=not progress):
-        sims = queries[start : start + block] @ references.T
-        if views > 1:
-            sims = sims.view(len(sims), views, n_images).amax(1)
+        sims = _best_view(queries[start : start + block], references, views, n_images)
         while True:
             top_sim, top_idx = sims.topk(wide, dim=1)
             g = group_t[top_idx]  # (B, wide)
@@ -54,6 +52,25 @@ def topk_by_patient(
             out_sim[rows, :k_eff] = top_sim.gather(1, pos).numpy()
             break
     return out_idx, out_sim
+
+
+def _best_view(
+    queries: torch.Tensor, references: torch.Tensor, views: int, n_images: int
+) -> torch.Tensor:
+    """(B, N) cosine with each image's best view: 256 queries and one view at a time, kept by
+    an in-place maximum (the (B, V*N) product is never held: at 19 views writing and reducing
+    it cost more than computing it)."""
+    if views == 1:
+        return queries @ references.T
+    by_view = references.view(views, n_images, -1)
+    out = []
+    for start in range(0, len(queries), 256):
+        part = queries[start : start + 256]
+        sims = part @ by_view[0].T
+        for v in range(1, views):
+            torch.maximum(sims, part @ by_view[v].T, out=sims)
+        out.append(sims)
+    return torch.cat(out)
 
 
 def _zoom(x: torch.Tensor, fraction: float) -> torch.Tensor:

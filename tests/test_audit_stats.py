@@ -72,6 +72,21 @@ def test_topk_by_patient_returns_one_image_per_patient():
     assert sim[0, 0] == pytest.approx(1.0)
 
 
+def test_topk_by_patient_takes_each_image_best_view():
+    """Views are compared one at a time (search._best_view): the result is the plain product's
+    maximum over views (to rounding: GEMM kernels may differ by matrix shape and CPU)."""
+    g = torch.Generator().manual_seed(0)
+    views, n = 3, 300
+    refs = torch.nn.functional.normalize(torch.randn(views * n, 8, generator=g), dim=1)
+    queries = torch.nn.functional.normalize(torch.randn(600, 8, generator=g), dim=1)
+    groups = np.arange(n) // 2
+    index, sim = topk_by_patient(queries, refs, groups, k=4, views=views)
+    plain = (queries @ refs.T).view(len(queries), views, n).amax(1)
+    found = plain.gather(1, torch.from_numpy(index)).numpy()
+    assert np.allclose(sim, found, atol=1e-5)
+    assert np.allclose(sim[:, 0], plain.max(1).values.numpy(), atol=1e-5)
+
+
 def test_search_benchmark_reports_every_stage():
     from privacy_audit.bench import benchmark_search
 

@@ -1,0 +1,123 @@
+"""Detail scores: a registered pair compared on what makes a film this patient's, not on the
+anatomy all chest films share.
+
+At the alignment the registration found, query and training image are compared at (at most)
+64x64 after a band-pass (a difference of Gaussians) and after projecting out the leading
+principal components of the training windows. Two patients share those components (heart,
+diaphragm, rib cage at their usual places); a blend or a pasted region keeps the training
+image's own residual detail. Scores: the NCC of the whole window and the best NCC of
+DETAIL_PATCH-sided windows (a region pasted into another image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import gaussian_blur
+
+DETAIL_SIZE = 64  # px: the comparison's resolution (at most)
+DETAIL_BAND = (1.0, 3.0)  # sigmas (px at DETAIL_SIZE) of the difference of Gaussians
+MARGIN = 6  # px cut at each side (the warp's border)
+SHIFT = 2  # px searched either side of the registration's alignment
+ANATOMY = 150  # principal components of the training windows projected out
+PATCH = 36  # px: the window of the patch score
+STRIDE = 4
+
+
+def _resize(images01: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images01, dtype=np.float32))[:, None]
+    if max(x.shape[-2:]) > size:
+        x = F.interpolate(x, size=(size, size), mode="area")
+    return x[:, 0]
+
+
+def _band(x: torch.Tensor) -> torch.Tensor:
+    """(N, S, S) difference of Gaussians at DETAIL_BAND."""
+    n = len(x)
+    lo, hi = (gaussian_blur(x[:, None], torch.full((n,), s))[:, 0] for s in DETAIL_BAND)
+    return lo - hi
+
+
+def _flat_zero_mean(x: torch.Tensor) -> torch.Tensor:
+    flat = x.flatten(1)
+    return flat - flat.mean(1, keepdim=True)
+
+
+def remove(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """(B, S, S) windows, zero-mean, without their projection on `basis` (m, S*S)."""
+    flat = _flat_zero_mean(x)
+    return (flat - (flat @ basis.T) @ basis).view_as(x)
+
+
+def anatomy_basis(windows: torch.Tensor, m: int = ANATOMY, seed: int = 0) -> torch.Tensor:
+    """(m, S*S) orthonormal: the leading principal directions of the zero-mean windows
+    (uncentred across images, so the mean film is among them), by a seeded randomised SVD. At
+    most one per 10 images: what many films share, not what makes one of them."""
+    x = _flat_zero_mean(windows)
+    m = min(m, len(x) // 10, x.shape[1])
+    if m == 0:
+        return x.new_zeros(0, x.shape[1])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, _, v = torch.svd_lowrank(x, q=min(m + 10, *x.shape), niter=3, M=None)
+    return v[:, :m].T.contiguous()
+
+
+@dataclass
+class DetailIndex:
+    """The training images prepared once: band-passed centre windows without the anatomy."""
+
+    size: int
+    basis: torch.Tensor  # (m, side*side)
+    bands: torch.Tensor  # (N, side, side) band-passed, unit norm (the shift search)
+    windows: torch.Tensor  # (N, side, side), anatomy removed
+
+    @classmethod
+    def build(cls, images01: np.ndarray, block: int = 2048) -> DetailIndex:
+        size = min(DETAIL_SIZE, max(np.asarray(images01).shape[-2:]))
+        margin = _margin(size)
+        bands = []
+        for i in range(0, len(images01), block):
+            b = _band(_resize(images01[i : i + block], size))
+            bands.append(b[:, margin : size - margin, margin : size - margin])
+        windows = torch.cat(bands)
+        basis = anatomy_basis(windows)
+        unit = F.normalize(_flat_zero_mean(windows), dim=1).view_as(windows)
+        return cls(size, basis, unit, remove(windows, basis))
+
+
+def _margin(size: int) -> int:
+    return max(SHIFT + 1, round(MARGIN * size / DETAIL_SIZE))
+
+
+def detail_scores(
+    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(whole, patch) NCC per pair: query i warped by thetas[i] (an affine_grid map in
+    normalised coordinates, as register.py finds it) against training image refs[i], at the best
+    whole-pixel shift within SHIFT (by band-passed NCC: a shift chosen on the residual alone
+    would chase the anatomy the residual's norm leaves out)."""
+    from .register import _shift_ncc, _warp_pairs, patch_ncc
+
+    size = index.size
+    q = _resize(queries01, size)
+    warped = _band(_warp_pairs(q, thetas[:, None], size)[:, 0])
+    inner = _margin(size) - SHIFT
+    warped = warped[:, inner : size - inner, inner : size - inner]
+    refs_w = index.windows[refs]
+    n, side = len(refs_w), refs_w.shape[-1]
+    lags = 2 * SHIFT + 1
+    where = _shift_ncc(warped[:, None], index.bands[refs][:, None], SHIFT)[:, 0].argmax(1)
+    dy, dx = where // lags, where % lags
+    rows = torch.arange(side)
+    ys = (dy[:, None] + rows)[:, :, None].expand(n, side, side)
+    xs = (dx[:, None] + rows)[:, None, :].expand(n, side, side)
+    aligned = warped[torch.arange(n)[:, None, None], ys, xs]
+    q_res = remove(aligned, index.basis)
+    whole = F.cosine_similarity(q_res.flatten(1), refs_w.flatten(1), dim=1)
+    local = patch_ncc(q_res, refs_w, min(PATCH * size // DETAIL_SIZE, side), STRIDE)
+    return whole.clamp(-1, 1), local
