@@ -1,20 +1,35 @@
 """`radsynth train adapt`: fine-tune a trained model on a small subset (a rare class, one site),
 fully (default: continuing the parent's lr and batch) or with LoRA on the UNet's linear layers,
-recording the lineage in the card."""
+recording the lineage in the card.
+
+Its own small trainer: the parent's latent statistics, schedule, UNet and weights, the selected
+images (with a replayed share of the others), then the diffusion training loop unchanged."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from conditioning.dataset import ConditionSchema, load_dataset
 
+from .checkpoints import load_into
+from .data import load_training_data
 from .lora import add_lora, merge_lora
-from .pipeline import AE_DIR, model_hash, read_config
-from .train_diffusion import train_diffusion
+from .model_card import write_model_card
+from .pipeline import AE_DIR, UNET_WEIGHTS, model_hash, read_config
+from .runs import make_accelerator, open_run
+from .schedulers import schedule_spec
+from .train_diffusion import KIND, prepare_latents, run_config, save_run
+from .unet import ConditionedUNet
+from .unet_trainer import RunPlace, train_unet
+
+log = logging.getLogger("radsynth.train")
 
 
 def parse_where(schema: ConditionSchema, where: list[str]) -> dict[str, Any]:
@@ -61,6 +76,37 @@ def excluded_hashes(datasets: list[str | Path]) -> tuple[frozenset[str], list[di
     return frozenset(hashes), described
 
 
+@dataclass(frozen=True)
+class Adaptation:
+    """What an adapted run starts from and trains on: the parent run and its config, the
+    selected image ids and the `where` values that picked them (the rest may be replayed), the
+    LoRA rank (None: every weight) and the lineage its card records."""
+
+    parent: Path
+    parent_config: dict[str, Any]
+    where: dict[str, Any]
+    chosen_ids: list[str]
+    rank: int | None
+    lineage: dict[str, Any]
+
+    def limit_to(self, records):
+        keep = set(self.chosen_ids)
+        return [r for r in records if r.id in keep]
+
+    def replay_from(self, records):
+        where = self.where.items()
+        return [r for r in records if any(r.conditions.get(k) != v for k, v in where)]
+
+    def trainable(self, unet) -> list[torch.nn.Parameter]:
+        """Every weight, or LoRA on the UNet's linear layers plus the condition encoder."""
+        if self.rank is None:
+            return list(unet.parameters())
+        unet.requires_grad_(False)
+        params = add_lora(unet.unet, self.rank, skip=("class_embedding",))
+        encoder = unet.unet.class_embedding.requires_grad_(True)
+        return params + list(encoder.parameters())
+
+
 def adapt_model(
     parent: str | Path,
     data: str | Path,
@@ -84,52 +130,24 @@ def adapt_model(
     `exclude` names datasets (e.g. the parent's) whose images, matched by pixel hash in any split,
     are not adapted on: the few-shot images are then ones the parent never saw."""
     parent = Path(parent)
-    config = read_config(parent)
-    if config.get("kind") != "latent-diffusion":
-        raise ValueError(f"{parent}: not a latent-diffusion model run")
-    schema = ConditionSchema.from_json(config["schema"])
-    selection = parse_where(schema, where or [])
+    config = parent_config(parent)
+    selection = parse_where(ConditionSchema.from_json(config["schema"]), where or [])
     cfg = dict(settings["adapt"])
-    seed = int(cfg["seed"])
-    rank = int(lora_rank if lora_rank is not None else cfg["lora_rank"] or 0)
-    rank = None if full or rank == 0 else rank
-    if rank is not None and rank < 0:
-        raise ValueError(f"--lora must be a positive rank, got {rank}")
+    rank = lora_rank_of(cfg, lora_rank, full)
     parent_settings = config.get("settings") or settings["diffusion"]
     for key in ("lr", "batch_size"):  # unset: continue with the parent's own setting
         if cfg.get(key) is None:
             cfg[key] = parent_settings[key]
     skip, excluded = excluded_hashes(exclude or [])
     # chosen once, here, so an empty selection fails before the run directory exists
-    chosen_ids = [
-        r.id
-        for r in select_records(load_dataset(data).split("train"), selection, limit, seed, skip)
-    ]
-
-    def limit_to(records):
-        keep = set(chosen_ids)
-        return [r for r in records if r.id in keep]
-
-    def trainable(unet):
-        if rank is None:
-            return list(unet.parameters())
-        unet.requires_grad_(False)
-        params = add_lora(unet.unet, rank, skip=("class_embedding",))
-        encoder = unet.unet.class_embedding.requires_grad_(True)
-        return params + list(encoder.parameters())
-
-    overrides = {"steps": steps, "replay": replay}
-    cfg = {**cfg, **{k: v for k, v in overrides.items() if v is not None}}
-    settings = {**settings, "adapt": cfg}
+    train_records = load_dataset(data).split("train")
+    seed = int(cfg["seed"])
+    chosen_ids = [r.id for r in select_records(train_records, selection, limit, seed, skip)]
+    cfg.update({k: v for k, v in {"steps": steps, "replay": replay}.items() if v is not None})
     if not selection:  # nothing lies outside the selection: the params default does not apply
         if replay:
             raise ValueError("--replay needs --where: replayed images are those outside it")
         cfg["replay"] = 0.0
-    replay_share = float(cfg.get("replay", 0.0))
-
-    def replay_from(records):
-        return [r for r in records if any(r.conditions.get(k) != v for k, v in selection.items())]
-
     lineage = {
         "parent_model": str(parent.resolve()),
         "parent_model_hash": model_hash(parent),
@@ -137,38 +155,71 @@ def adapt_model(
         "where": selection,
         "limit": limit,
         "selection_seed": seed,
-        "replay_share": replay_share,
+        "replay_share": float(cfg.get("replay", 0.0)),
         "excluded_datasets": excluded,
+        "images": len(chosen_ids),
+        "image_ids_sha256": hashlib.sha256("\n".join(chosen_ids).encode()).hexdigest(),
+        "image_ids": chosen_ids,
     }
+    adaptation = Adaptation(parent, config, selection, chosen_ids, rank, lineage)
+    return train_adapted(adaptation, data, out, {**settings, "adapt": cfg}, resume, show_progress)
 
-    def record_selection(card):
-        card["lineage"]["images"] = len(chosen_ids)
-        card["lineage"]["image_ids_sha256"] = hashlib.sha256(
-            "\n".join(chosen_ids).encode()
-        ).hexdigest()
-        card["lineage"]["image_ids"] = chosen_ids
+
+def parent_config(parent: Path) -> dict[str, Any]:
+    config = read_config(parent)
+    if config.get("kind") != "latent-diffusion":
+        raise ValueError(f"{parent}: not a latent-diffusion model run")
+    return config
+
+
+def lora_rank_of(cfg: dict[str, Any], lora_rank: int | None, full: bool) -> int | None:
+    """The LoRA rank asked for (--lora, else params), or None for full fine-tuning."""
+    rank = int(lora_rank if lora_rank is not None else cfg["lora_rank"] or 0)
+    rank = None if full or rank == 0 else rank
+    if rank is not None and rank < 0:
+        raise ValueError(f"--lora must be a positive rank, got {rank}")
+    return rank
+
+
+def train_adapted(
+    adaptation: Adaptation,
+    data: str | Path,
+    out: str | Path,
+    settings: dict[str, Any],
+    resume: bool,
+    show_progress: bool,
+) -> dict[str, Any]:
+    """Train (or resume) the adapted run in `out` from its parent; returns its model card."""
+    cfg = {**settings["diffusion"], **settings["adapt"]}
+    parent = adaptation.parent_config
+    accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
+    with open_run(out, resume, KIND, accelerator) as (run, resume):
+        place = RunPlace(run, resume, accelerator, cfg, "adapt", show_progress)
+        main = accelerator.is_main_process
+        train = load_training_data(
+            data,
+            limit_to=adaptation.limit_to,
+            replay_from=adaptation.replay_from,
+            replay_share=float(cfg.get("replay", 0.0)),
+            show_progress=show_progress and main,
+        )
+        stats = (parent["latent_mean"], parent["latent_std"])
+        inputs = prepare_latents(train, adaptation.parent / AE_DIR, place, stats)
+        schedule = schedule_spec(parent["schedule"])
+        config = run_config(inputs, settings, cfg, parent["unet"], schedule, parent.get("schema"))
+        if parent["schema"] != train.schema.to_json():
+            raise ValueError(
+                f"{data}: condition schema differs from the parent model's; adapt needs the same schema"
+            )
+        torch.manual_seed(int(cfg["seed"]))
+        unet = ConditionedUNet(parent["unet"], train.schema, mask_input=train.has_masks)
+        load_into(unet, adaptation.parent / UNET_WEIGHTS)
+        params = adaptation.trainable(unet)
+        trained = train_unet(place, inputs, config, unet, params, ema_warmup=False)
+        final = trained.ema.model if adaptation.rank is None else merge_lora(trained.ema.model)
+        card = {**save_run(place, config, trained, final, settings), "lineage": adaptation.lineage}
+        if main:
+            write_model_card(run, card)
+        log.info("diffusion done: %d steps in %.0f s -> %s", trained.result.step,
+                 trained.result.wall_seconds, run)  # fmt: skip
         return card
-
-    card = train_diffusion(
-        data,
-        parent / AE_DIR,
-        out,
-        settings,
-        resume=resume,
-        show_progress=show_progress,
-        limit_to=limit_to,
-        replay_from=replay_from,
-        init_from=parent,
-        lineage=lineage,
-        section="adapt",
-        trainable=trainable,
-        finalize=merge_lora if rank is not None else None,
-    )
-    from accelerate import PartialState
-
-    from .model_card import write_model_card
-
-    card = record_selection(card)
-    if PartialState().is_main_process:  # one writer under `accelerate launch`
-        write_model_card(out, card)
-    return card

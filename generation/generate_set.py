@@ -18,6 +18,7 @@ import io
 import itertools
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -228,40 +229,76 @@ def generate_set(
     out = Path(out)
     main = accelerator is None or accelerator.is_main_process
     if main:
-        previous = out / REQUEST
-        if previous.is_file():
-            old = json.loads(previous.read_text(encoding="utf-8"))
-            check_same_request(previous, old, request, plan, model, conditions)
-        write_json_atomic(previous, request)
+        _record_request(out, request, plan, model, conditions)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     ext = ".png" if len(model.image_size) == 2 else ".nii.gz"
     missing = [i for i in range(n) if not _complete(out, i, model.has_masks, ext)]
-    done_before = n - len(missing)
     batch = int(batch_size or defaults["batch_size"])
-    # whole batches are shared out, so each image is computed in the batch it would be in under
-    # one process: kernels may round differently for other batch shapes
+    chunks = _my_chunks(missing, batch, accelerator)
+    show = show_progress and main
+    _write_chunks(model, SetJob(out, ext, plan, request, batch, given, show), chunks)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    if main:
+        write_manifest(out, plan, request, model.schema, model.has_masks, ext)
+        log.info("%s: %d images (%d already present)", out, n, n - len(missing))
+    return {
+        "out": str(out), "n": n, "generated": len(missing), "already_present": n - len(missing)
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SetJob:
+    """What the images of a set are written from: its directory and file extension, the plan
+    and request, the batch size, the given masks and whether to show progress."""
+
+    out: Path
+    ext: str
+    plan: list[dict[str, Any]]
+    request: dict[str, Any]
+    batch: int
+    given: np.ndarray | None
+    show_progress: bool
+
+
+def _record_request(out: Path, request: dict, plan, model, conditions) -> None:
+    """generation.json: checked against the request of a set already there, then (re)written."""
+    previous = out / REQUEST
+    if previous.is_file():
+        old = json.loads(previous.read_text(encoding="utf-8"))
+        check_same_request(previous, old, request, plan, model, conditions)
+    write_json_atomic(previous, request)
+
+
+def _my_chunks(missing: list[int], batch: int, accelerator) -> list[list[int]]:
+    """This process's batches of missing images. Whole batches are shared out, so each image is
+    computed in the batch it would be in under one process: kernels may round differently for
+    other batch shapes."""
     mine = [missing[start : start + batch] for start in range(0, len(missing), batch)]
     if accelerator is not None:
         with accelerator.split_between_processes(mine) as share:
             mine = list(share)
+    return mine
+
+
+def _write_chunks(model, job: SetJob, chunks: list[list[int]]) -> None:
+    """Generate each batch and write its images (and masks) as soon as it is done."""
     from tqdm import tqdm
 
+    request = job.request
     bar = tqdm(
-        total=sum(map(len, mine)),
-        desc="generating",
-        unit="img",
-        disable=not show_progress or (accelerator is not None and not main),
+        total=sum(map(len, chunks)), desc="generating", unit="img", disable=not job.show_progress
     )
-    for chunk in mine:
-        fit = None if given is None else given[[i % len(given) for i in chunk]]
+    for chunk in chunks:
+        fit = None if job.given is None else job.given[[i % len(job.given) for i in chunk]]
         images, masks = model.generate(
-            [plan[i] for i in chunk],
-            seed=seed,
+            [job.plan[i] for i in chunk],
+            seed=request["seed"],
             steps=request["steps"],
             sampler=request["sampler"],
             guidance=request["guidance"],
-            batch_size=batch,
+            batch_size=job.batch,
             indices=chunk,
             masks=fit,
             return_masks=True,
@@ -270,17 +307,12 @@ def generate_set(
             masks = fit
         for k, index in enumerate(chunk):
             if masks is not None:
-                _write(out / "masks" / image_file(index, ext), masks[k].astype(np.uint8) * 255)
-            _write(out / "images" / image_file(index, ext), quantize(images[k], 8))
+                _write(
+                    job.out / "masks" / image_file(index, job.ext), masks[k].astype(np.uint8) * 255
+                )
+            _write(job.out / "images" / image_file(index, job.ext), quantize(images[k], 8))
         bar.update(len(chunk))
     bar.close()
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-    if main:
-        write_manifest(out, plan, request, model.schema, model.has_masks, ext)
-    if main:
-        log.info("%s: %d images (%d already present)", out, n, done_before)
-    return {"out": str(out), "n": n, "generated": len(missing), "already_present": done_before}
 
 
 def _request_conditions(schema: ConditionSchema, conditions: dict[str, Any]) -> dict[str, Any]:

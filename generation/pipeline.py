@@ -18,7 +18,7 @@ from .autoencoder import build_autoencoder
 from .checkpoints import file_sha256, load_into
 from .config import DEFAULTS
 from .precision import effective_bf16
-from .sampling import autocast, image_generators, sample_latents
+from .sampling import Sampling, autocast, image_generators, sample_latents
 from .schedulers import SAMPLERS, alphas_cumprod
 from .unet import ConditionedUNet, mask_to_input
 
@@ -136,11 +136,8 @@ class LatentDiffusionModel:
                 self.latent_shape,
                 values[start:stop],
                 image_generators(seed, indices[start:stop]),
-                sampler=sampler,
-                steps=steps,
-                guidance=guidance,
+                Sampling(sampler, steps, guidance, bf16),
                 mask_input=None if mask_input is None else mask_input[start:stop],
-                bf16=bf16,
                 device=self.device,
             )
             decoded = self.decode(latents, bf16=bf16)

@@ -151,20 +151,18 @@ def train_run(cfg, start: int, elapsed: float, train_step, checkpoint, desc: str
               accelerator):  # fmt: skip
     """The shared loop, with progress and the stop decision shared by the processes."""
     from .parallel import any_process
-    from .train_loop import run_loop
+    from .train_loop import LoopPlan, run_loop
 
-    return run_loop(
+    plan = LoopPlan(
         total_steps=int(cfg["steps"]),
         start_step=start,
         max_minutes=float(cfg["max_minutes"]),
         checkpoint_every=int(cfg["checkpoint_every"]),
         elapsed_before=elapsed,
-        train_step=train_step,
-        checkpoint=checkpoint,
         desc=desc,
         show_progress=show and accelerator.is_main_process,
-        agree=lambda flag: any_process(accelerator, flag),
     )
+    return run_loop(plan, train_step, checkpoint, lambda flag: any_process(accelerator, flag))
 
 
 def card_basics(result, accelerator, batch, digests: list[str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ batch it was drawn in, nor on how many processes shared the work.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +32,17 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How latents are sampled: the sampler's name, its steps, the guidance scale, and whether
+    the UNet runs in bf16."""
+
+    sampler: str
+    steps: int
+    guidance: float
+    bf16: bool = False
+
+
 @torch.no_grad()
 def sample_latents(
     unet: torch.nn.Module,
@@ -38,12 +50,8 @@ def sample_latents(
     latent_shape: list[int],
     conditions: torch.Tensor,
     generators: list[torch.Generator],
-    *,
-    sampler: str,
-    steps: int,
-    guidance: float,
+    how: Sampling,
     mask_input: torch.Tensor | None = None,
-    bf16: bool = False,
     device: torch.device | None = None,
 ) -> torch.Tensor:
     """Denoise from per-image noise to latents with classifier-free guidance.
@@ -51,7 +59,8 @@ def sample_latents(
     Guidance contrasts the requested conditions with all-unknown ones, so it steers exactly the
     attributes that were asked for (any subset)."""
     device = device or torch.device("cpu")
-    scheduler = make_sampler(sampler, schedule, steps)
+    guidance, bf16 = how.guidance, how.bf16
+    scheduler = make_sampler(how.sampler, schedule, how.steps)
     noise = torch.stack([torch.randn(latent_shape, generator=g) for g in generators])
     latents = (noise * scheduler.init_noise_sigma).to(device)
     conditions = conditions.to(device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,39 +79,15 @@ def train_autoencoder(
 
 
 def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progress: bool):
-    from monai.losses import PatchAdversarialLoss, SSIMLoss
-
     main = accelerator.is_main_process
     train = load_training_data(data, show_progress=show_progress and main)
     spec = autoencoder_spec(cfg, train.spatial_dims, train.images.shape[1])
-    image_size = train.dataset.image_size
     batch = global_batch(cfg, accelerator)
-    config = {
-        "kind": KIND,
-        "network": spec,
-        "image_size": image_size,
-        "spatial_dims": train.spatial_dims,
-        "has_masks": train.has_masks,
-        "latent_shape": latent_shape(spec, image_size),
-        "schema": train.schema.to_json(),
-        "dataset": {"name": train.dataset.name, "hash": train.dataset.content_hash()},
-        "profile": settings.get("profile"),
-        "settings": cfg,
-        "global_batch": batch.describe(),
-    }
+    config = _run_config(train, spec, settings, cfg, batch)
     if main:
         write_json_atomic(run / "config.json", config)
-    seed = int(cfg["seed"])
-    torch.manual_seed(seed)
-    model = build_autoencoder(spec)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]))
-    modules: dict[str, torch.nn.Module] = {"model": model}
-    optimizers: dict[str, torch.optim.Optimizer] = {"optimizer": optimizer}
-    disc = build_discriminator(cfg, train.spatial_dims, spec["in_channels"])
-    if disc is not None:
-        disc_opt = torch.optim.AdamW(disc.parameters(), lr=float(cfg["lr"]))
-        modules["discriminator"], optimizers["discriminator_optimizer"] = disc, disc_opt
-        adv_loss = PatchAdversarialLoss(criterion="least_squares")
+    torch.manual_seed(int(cfg["seed"]))
+    parts = _Networks.build(cfg, train.spatial_dims, spec)
     identity = {
         "dataset_hash": config["dataset"]["hash"],
         "settings_hash": settings_hash(cfg),
@@ -118,76 +95,17 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
     }
     start, elapsed = 0, 0.0
     if resume:
-        start, elapsed = resume_run(run, modules, optimizers, identity, accelerator, "autoencoder")
-    # prepared: DDP-wrapped under several processes, optimizers that step once per accumulation
-    recon_net, opt = accelerator.prepare(Reconstruction(model), optimizer)
-    if disc is not None:
-        disc_net, d_opt = accelerator.prepare(disc, disc_opt)
-    device = accelerator.device
-    ssim = SSIMLoss(train.spatial_dims, data_range=2.0, win_size=int(cfg["ssim_kernel"]))
-    latent = config["latent_shape"]
-    preview_idx = np.arange(min(8, len(train)))
-
-    def micro_step(x: torch.Tensor, eps: torch.Tensor, use_adv: bool) -> dict[str, float]:
-        with accelerator.autocast():
-            recon, z_mu, z_sigma = recon_net(x, eps)
-        recon = recon.float()
-        l1 = (recon - x).abs().mean()
-        ssim_value = ssim(recon, x)
-        kl = kl_loss(z_mu.float(), z_sigma.float())
-        loss = l1 + float(cfg["ssim_weight"]) * ssim_value + float(cfg["kl_weight"]) * kl
-        losses = {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
-        if use_adv:
-            with frozen(disc), accelerator.autocast():
-                fake = disc(recon.contiguous())[-1]  # the bare module: no DDP hook
-            g_adv = adv_loss(fake.float(), target_is_real=True, for_discriminator=False)
-            loss = loss + float(cfg["adversarial_weight"]) * g_adv
-            losses["g_adv"] = g_adv.item()
-        accelerator.backward(loss)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if use_adv:
-            with accelerator.autocast():
-                fake = disc_net(recon.detach().contiguous())[-1]
-                real = disc_net(x.contiguous())[-1]
-            d_loss = 0.5 * (
-                adv_loss(fake.float(), target_is_real=False, for_discriminator=True)
-                + adv_loss(real.float(), target_is_real=True, for_discriminator=True)
-            )
-            accelerator.backward(d_loss)
-            d_opt.step()
-            d_opt.zero_grad(set_to_none=True)
-            losses["d_adv"] = d_loss.item()
-        losses["loss"] = loss.item()
-        return losses
-
-    def train_step(step: int) -> dict[str, float]:
-        recon_net.train()
-        idx = train.batch_indices(step, batch.size, seed)
-        eps = torch.randn((batch.size, *latent), generator=step_generator(seed, step))
-        use_adv = disc is not None and step >= int(cfg["adversarial_start"])
-        nets = (recon_net, disc_net) if disc is not None else (recon_net,)
-        losses = []
-        for part in batch.micro_slices(accelerator.process_index):
-            with accelerator.accumulate(*nets):
-                x = train.images[idx[part]].to(device)
-                losses.append(micro_step(x, eps[part], use_adv))
-        return mean_over_processes(accelerator, losses)
-
-    def checkpoint(step: int, wall: float) -> None:
-        if not main:
-            return
-        write_checkpoint(run, step, wall, modules, optimizers, identity, accelerator)
-        save_reconstructions(
-            model, train.images[preview_idx], run / "samples" / f"recon_step{step:07d}.png"
+        start, elapsed = resume_run(
+            run, parts.modules, parts.optimizers, identity, accelerator, "autoencoder"
         )
-
+    steps = _Steps(run, train, config, accelerator, batch, parts, identity)
     result = train_run(
-        cfg, start, elapsed, train_step, checkpoint, "autoencoder", show_progress, accelerator
-    )
-    digests = replica_digests(accelerator, model)
+        cfg, start, elapsed, steps.train_step, steps.checkpoint, "autoencoder", show_progress,
+        accelerator,
+    )  # fmt: skip
+    digests = replica_digests(accelerator, parts.model)
     if main:
-        save_weights(run / WEIGHTS, model.state_dict())
+        save_weights(run / WEIGHTS, parts.model.state_dict())
     card = {
         "kind": KIND,
         "dataset": config["dataset"],
@@ -202,6 +120,141 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
     accelerator.wait_for_everyone()
     log.info("autoencoder done: %d steps in %.0f s -> %s", result.step, result.wall_seconds, run)
     return card
+
+
+def _run_config(train, spec: dict, settings: dict, cfg: dict, batch) -> dict[str, Any]:
+    """The run's config.json: the network, what it was trained on and how."""
+    image_size = train.dataset.image_size
+    return {
+        "kind": KIND,
+        "network": spec,
+        "image_size": image_size,
+        "spatial_dims": train.spatial_dims,
+        "has_masks": train.has_masks,
+        "latent_shape": latent_shape(spec, image_size),
+        "schema": train.schema.to_json(),
+        "dataset": {"name": train.dataset.name, "hash": train.dataset.content_hash()},
+        "profile": settings.get("profile"),
+        "settings": cfg,
+        "global_batch": batch.describe(),
+    }
+
+
+@dataclass(frozen=True)
+class _Networks:
+    """The autoencoder and, with the adversarial loss on, its patch discriminator, each with its
+    optimizer; `modules` and `optimizers` as checkpoints name them."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    disc: torch.nn.Module | None
+    disc_opt: torch.optim.Optimizer | None
+
+    @classmethod
+    def build(cls, cfg: dict[str, Any], spatial_dims: int, spec: dict) -> _Networks:
+        model = build_autoencoder(spec)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]))
+        disc = build_discriminator(cfg, spatial_dims, spec["in_channels"])
+        disc_opt = None
+        if disc is not None:
+            disc_opt = torch.optim.AdamW(disc.parameters(), lr=float(cfg["lr"]))
+        return cls(model, optimizer, disc, disc_opt)
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        found = {"model": self.model}
+        return found if self.disc is None else {**found, "discriminator": self.disc}
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        found = {"optimizer": self.optimizer}
+        if self.disc_opt is None:
+            return found
+        return {**found, "discriminator_optimizer": self.disc_opt}
+
+
+class _Steps:
+    """One training step and one checkpoint, as the shared loop calls them."""
+
+    def __init__(self, run: Path, train, config: dict, accelerator, batch, parts: _Networks,
+                 identity: dict):  # fmt: skip
+        from monai.losses import PatchAdversarialLoss, SSIMLoss
+
+        self.run, self.train, self.accelerator, self.batch = run, train, accelerator, batch
+        self.parts, self.identity, self.cfg = parts, identity, config["settings"]
+        if parts.disc is not None:
+            self.adv_loss = PatchAdversarialLoss(criterion="least_squares")
+        # prepared: DDP-wrapped under several processes, optimizers that step once per
+        # accumulation
+        self.recon_net, self.opt = accelerator.prepare(Reconstruction(parts.model), parts.optimizer)
+        if parts.disc is not None:
+            self.disc_net, self.d_opt = accelerator.prepare(parts.disc, parts.disc_opt)
+        win = int(self.cfg["ssim_kernel"])
+        self.ssim = SSIMLoss(train.spatial_dims, data_range=2.0, win_size=win)
+        self.latent = config["latent_shape"]
+        self.seed = int(self.cfg["seed"])
+
+    def micro_step(self, x: torch.Tensor, eps: torch.Tensor, use_adv: bool) -> dict[str, float]:
+        accelerator, cfg = self.accelerator, self.cfg
+        with accelerator.autocast():
+            recon, z_mu, z_sigma = self.recon_net(x, eps)
+        recon = recon.float()
+        l1 = (recon - x).abs().mean()
+        ssim_value = self.ssim(recon, x)
+        kl = kl_loss(z_mu.float(), z_sigma.float())
+        loss = l1 + float(cfg["ssim_weight"]) * ssim_value + float(cfg["kl_weight"]) * kl
+        losses = {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
+        if use_adv:
+            with frozen(self.parts.disc), accelerator.autocast():
+                fake = self.parts.disc(recon.contiguous())[-1]  # the bare module: no DDP hook
+            g_adv = self.adv_loss(fake.float(), target_is_real=True, for_discriminator=False)
+            loss = loss + float(cfg["adversarial_weight"]) * g_adv
+            losses["g_adv"] = g_adv.item()
+        accelerator.backward(loss)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if use_adv:
+            losses["d_adv"] = self.discriminator_step(x, recon)
+        losses["loss"] = loss.item()
+        return losses
+
+    def discriminator_step(self, x: torch.Tensor, recon: torch.Tensor) -> float:
+        with self.accelerator.autocast():
+            fake = self.disc_net(recon.detach().contiguous())[-1]
+            real = self.disc_net(x.contiguous())[-1]
+        d_loss = 0.5 * (
+            self.adv_loss(fake.float(), target_is_real=False, for_discriminator=True)
+            + self.adv_loss(real.float(), target_is_real=True, for_discriminator=True)
+        )
+        self.accelerator.backward(d_loss)
+        self.d_opt.step()
+        self.d_opt.zero_grad(set_to_none=True)
+        return d_loss.item()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        batch, seed, disc = self.batch, self.seed, self.parts.disc
+        self.recon_net.train()
+        idx = self.train.batch_indices(step, batch.size, seed)
+        eps = torch.randn((batch.size, *self.latent), generator=step_generator(seed, step))
+        use_adv = disc is not None and step >= int(self.cfg["adversarial_start"])
+        nets = (self.recon_net, self.disc_net) if disc is not None else (self.recon_net,)
+        losses = []
+        for part in batch.micro_slices(self.accelerator.process_index):
+            with self.accelerator.accumulate(*nets):
+                x = self.train.images[idx[part]].to(self.accelerator.device)
+                losses.append(self.micro_step(x, eps[part], use_adv))
+        return mean_over_processes(self.accelerator, losses)
+
+    def checkpoint(self, step: int, wall: float) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        parts = self.parts
+        write_checkpoint(
+            self.run, step, wall, parts.modules, parts.optimizers, self.identity, self.accelerator
+        )
+        preview = self.train.images[np.arange(min(8, len(self.train)))]
+        path = self.run / "samples" / f"recon_step{step:07d}.png"
+        save_reconstructions(parts.model, preview, path)
 
 
 def build_discriminator(cfg: dict[str, Any], spatial_dims: int, in_channels: int):

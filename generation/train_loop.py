@@ -27,25 +27,36 @@ class _Terminate(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class LoopPlan:
+    """How long a run trains: from start_step (after elapsed_before seconds of earlier
+    sessions) to total_steps, capped at max_minutes of wall clock (0 = no cap), with a
+    checkpoint every checkpoint_every steps; desc names the progress bar."""
+
+    total_steps: int
+    start_step: int
+    max_minutes: float
+    checkpoint_every: int
+    elapsed_before: float
+    desc: str
+    show_progress: bool = True
+
+
 def run_loop(
-    *,
-    total_steps: int,
-    start_step: int,
-    max_minutes: float,
-    checkpoint_every: int,
-    elapsed_before: float,
+    plan: LoopPlan,
     train_step: Callable[[int], dict[str, float]],
     checkpoint: Callable[[int, float], None],
-    desc: str,
-    show_progress: bool = True,
     agree: Callable[[bool], bool] = bool,
 ) -> LoopResult:
-    """Run `train_step(step)` from start_step to total_steps.
+    """Run `train_step(step)` from the plan's start step to its total.
 
     `checkpoint(step, wall_seconds)` is called every `checkpoint_every` steps, at the end, and
-    when the run is stopped by SIGTERM, Ctrl-C or the `max_minutes` cap (0 = no cap); an
-    interrupted run re-raises KeyboardInterrupt after its checkpoint is safely written. `agree`
-    turns one process's wish to stop at the cap into the decision of all of them."""
+    when the run is stopped by SIGTERM, Ctrl-C or the `max_minutes` cap; an interrupted run
+    re-raises KeyboardInterrupt after its checkpoint is safely written. `agree` turns one
+    process's wish to stop at the cap into the decision of all of them."""
+    total_steps, start_step = plan.total_steps, plan.start_step
+    max_minutes, checkpoint_every = plan.max_minutes, plan.checkpoint_every
+    elapsed_before = plan.elapsed_before
     history: dict[str, deque] = defaultdict(lambda: deque(maxlen=50))
     started = time.monotonic()
 
@@ -62,7 +73,11 @@ def run_loop(
         previous = None
     step, stopped_by = start_step, "steps"
     bar = tqdm(
-        total=total_steps, initial=start_step, desc=desc, unit="step", disable=not show_progress
+        total=total_steps,
+        initial=start_step,
+        desc=plan.desc,
+        unit="step",
+        disable=not plan.show_progress,
     )
     try:
         while step < total_steps:

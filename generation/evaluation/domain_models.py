@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,33 +172,11 @@ def train_domain_models(
     schema = learnable_schema(dataset)
     train = load_split(dataset, "train")
     val = load_split(dataset, "val") if dataset.split("val") else None
-    stage = out.with_name(f".{out.name}.partial")
-    marker = stage / "data_hash"
-    if stage.exists() and (not marker.is_file() or marker.read_text().strip() != data_hash):
-        shutil.rmtree(stage)  # checkpoints of another dataset must not be resumed
-    stage.mkdir(parents=True, exist_ok=True)
-    marker.write_text(data_hash + "\n")
+    stage = _stage(out, data_hash)
     seed_everything(config.seed)
     model = _build(schema, config.channels)
-    names = schema.names
     started = time.perf_counter()
-    log.info(
-        "training domain models on %d train images (%s), %d epochs",
-        len(train),
-        ", ".join(a.describe() for a in schema.attributes),
-        config.epochs,
-    )
-    result = fit(
-        model,
-        to_tensor(train.images),
-        encode_targets(train.conditions, schema, names),
-        config,
-        val=None
-        if val is None
-        else (to_tensor(val.images), encode_targets(val.conditions, schema, names)),
-        work_dir=stage / "checkpoint",
-        desc="domain models",
-    )
+    result = _fit_heads(model, schema, (train, val), config, stage)
     seconds = time.perf_counter() - started
     model.eval()
     domain = DomainModels(model, schema, {"image_size": size[0]}, stage)
@@ -226,14 +205,54 @@ def train_domain_models(
         "trained_by": "RadSynth, on the train split of the dataset named here; no pretrained "
         "weights or external data",
     }
+    _publish(stage, out, model, info)
+    log.info("domain models written to %s (%.0f s)", out, seconds)
+    return load_domain_models(out)
+
+
+def _stage(out: Path, data_hash: str) -> Path:
+    """The hidden sibling `.NAME.partial` a run writes into, marked with its data's hash: the
+    checkpoints of another dataset found there are removed, not resumed."""
+    stage = out.with_name(f".{out.name}.partial")
+    marker = stage / "data_hash"
+    if stage.exists() and (not marker.is_file() or marker.read_text().strip() != data_hash):
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    marker.write_text(data_hash + "\n")
+    return stage
+
+
+def _fit_heads(model, schema, splits, config: FitConfig, stage: Path) -> dict[str, Any]:
+    """Fit the network on the train split (epoch chosen by the val split's loss, if any)."""
+    train, val = splits
+    names = schema.names
+    log.info(
+        "training domain models on %d train images (%s), %d epochs",
+        len(train),
+        ", ".join(a.describe() for a in schema.attributes),
+        config.epochs,
+    )
+    return fit(
+        model,
+        to_tensor(train.images),
+        encode_targets(train.conditions, schema, names),
+        config,
+        val=None
+        if val is None
+        else (to_tensor(val.images), encode_targets(val.conditions, schema, names)),
+        work_dir=stage / "checkpoint",
+        desc="domain models",
+    )
+
+
+def _publish(stage: Path, out: Path, model, info: dict[str, Any]) -> None:
+    """Weights, config and card into the stage, which then replaces `out` whole."""
     save_weights(stage / WEIGHTS, model.state_dict())
     write_json_atomic(stage / CONFIG_JSON, info)
     _write_card(stage / CARD, info)
     shutil.rmtree(stage / "checkpoint", ignore_errors=True)
-    marker.unlink()
+    (stage / "data_hash").unlink()
     replace_directory(stage, out)
-    log.info("domain models written to %s (%.0f s)", out, seconds)
-    return load_domain_models(out)
 
 
 def load_domain_models(directory: str | Path) -> DomainModels:

@@ -108,6 +108,19 @@ def _diversity(images: ImageSet, groups: dict, n_pairs: int, seed: int) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One side of a comparison: images, the domain models' predictions, subgroup labels."""
+
+    images: ImageSet
+    pred: Predictions
+    groups: dict[str, list[str | None]]
+
+
+def _side(images: ImageSet, domain: DomainModels) -> _Side:
+    return _Side(images, domain.predict(images.images), group_labels(images, domain))
+
+
 def evaluate_synthetic_set(
     synthetic: ImageSet,
     dataset: Dataset,
@@ -119,21 +132,13 @@ def evaluate_synthetic_set(
     seed: int = 0,
 ) -> Evaluation:
     """All metrics of one synthetic set against one real split of `dataset`."""
-    if domain.data_hash != dataset.content_hash():
-        log.warning("domain models were trained on another version of this dataset")
-    if real_split == "train":
-        log.warning(
-            "the domain encoder was trained on the train split: its features of train images are "
-            "not comparable with those of unseen (synthetic) images; prefer --real-split test"
-        )
+    _warn_about_inputs(dataset, domain, real_split)
     real = load_split(dataset, real_split)
     other_split = reference_split(dataset, real_split)
     log.info(
         "domain models on %d real %s and %d synthetic images", len(real), real_split, len(synthetic)
     )
-    real_pred = domain.predict(real.images)
-    syn_pred = domain.predict(synthetic.images)
-
+    real_side, syn_side = _side(real, domain), _side(synthetic, domain)
     metrics: dict = {"n_synthetic": len(synthetic), "n_real": len(real)}
     info = {
         "real_split": real_split,
@@ -147,107 +152,15 @@ def evaluate_synthetic_set(
         "ms_ssim_pairs": n_pairs,
         "seed": seed,
     }
-    dist = _distribution(real_pred.features, syn_pred.features, k, interval=True)
-    if math.isnan(dist["fd"]):
-        log.warning(
-            "Frechet distance and precision/recall skipped: they need at least %d images on each "
-            "side (synthetic %d, real %d)",
-            max(MIN_GROUP_FOR_DISTRIBUTION, k + 1),
-            len(synthetic),
-            len(real),
-        )
-    metrics["fd"] = {
-        "synthetic_vs_real": dist["fd"],
-        "synthetic_vs_real_interval": [dist["fd_low"], dist["fd_high"]],
-    }
-    metrics["precision_recall"] = {"k": k, "precision": dist["precision"], "recall": dist["recall"]}
-    other, other_pred = None, None
+    dist = _overall_distribution(metrics, real_side, syn_side, k)
+    other = None
     if other_split is not None:
-        other = load_split(dataset, other_split)
-        other_pred = domain.predict(other.images)
-        reference = _distribution(real_pred.features, other_pred.features, k)
-        metrics["fd"]["real_vs_real"] = reference["fd"]
-        metrics["fd"]["n_reference"] = len(other)
-        rr = reference["fd"]
-        metrics["fd"]["ratio_to_real"] = dist["fd"] / rr if rr and rr > 0 else math.nan
-        if len(synthetic) > len(other):  # FD shrinks with sample size: compare at equal n too
-            pick = np.random.default_rng(seed).choice(len(synthetic), len(other), replace=False)
-            matched = _distribution(real_pred.features, syn_pred.features[pick], k)["fd"]
-            metrics["fd"]["synthetic_vs_real_at_reference_n"] = matched
-        metrics["precision_recall"]["real_vs_real_precision"] = reference["precision"]
-        metrics["precision_recall"]["real_vs_real_recall"] = reference["recall"]
-
-    syn_groups = group_labels(synthetic, domain)
-    real_groups = group_labels(real, domain)
-    categorical_groups = {
-        n: v
-        for n, v in syn_groups.items()
-        if n in domain.schema and domain.schema[n].kind == CATEGORICAL
-    }
-    real_categorical = {n: real_groups[n] for n in categorical_groups}
-    log.info("MS-SSIM diversity (%d random pairs per group)", n_pairs)
-    syn_div = _diversity(synthetic, categorical_groups, n_pairs, seed)
-    real_div = _diversity(real, real_categorical, n_pairs, seed)
-    metrics["ms_ssim"] = {
-        "synthetic": syn_div["all"],
-        "real": real_div["all"],
-        **{f"synthetic.{g}": v for g, v in syn_div.items() if g != "all"},
-        **{f"real.{g}": v for g, v in real_div.items() if g != "all"},
-    }
-
-    syn_scores = score_predictions(syn_pred, synthetic, domain.schema)
-    real_scores = score_predictions(real_pred, real, domain.schema)
-    adherence: dict = {}
-    tables: dict[str, list[dict]] = {"adherence_per_class": [], "subgroups": [], "age": []}
-    for attribute in domain.schema.attributes:
-        s, r = syn_scores[attribute.name], real_scores[attribute.name]
-        if attribute.kind == CATEGORICAL:
-            adherence[attribute.name] = {
-                "n_requested": s["n"],
-                "accuracy": s["accuracy"],
-                "macro_auroc": s["macro_auroc"],
-                "real_accuracy": r["accuracy"],
-                "real_macro_auroc": r["macro_auroc"],
-            }
-            for value in attribute.values:
-                sc, rc = s["per_class"][value], r["per_class"][value]
-                tables["adherence_per_class"].append(
-                    {
-                        "attribute": attribute.name,
-                        "class": value,
-                        "n_synthetic": sc["n"],
-                        "recall_synthetic": sc["recall"],
-                        "auroc_synthetic": sc["auroc"],
-                        "n_real": rc["n"],
-                        "recall_real": rc["recall"],
-                        "auroc_real": rc["auroc"],
-                    }
-                )
-        else:
-            adherence[attribute.name] = {
-                "n_requested": s["n"],
-                "mae": s["mae"],
-                "real_mae": r["mae"],
-            }
-            requested = synthetic.values(attribute.name)
-            tables["age"] += [
-                {"attribute": attribute.name, "requested": req, "predicted": float(pred)}
-                for req, pred in zip(requested, syn_pred.values[attribute.name], strict=True)
-                if req is not None
-            ]
-    metrics["adherence"] = adherence
-    tables["subgroups"] = _subgroups(
-        synthetic, real, syn_pred, real_pred, syn_groups, real_groups, domain, k
-    )
-    for attribute in domain.schema.attributes:  # FD within each class: blind to the class mix
-        if attribute.kind != CATEGORICAL:
-            continue
-        rows = [r for r in tables["subgroups"] if r["group"] == attribute.name]
-        metrics["fd"][f"within_{attribute.name}"] = _nanmean([r["fd"] for r in rows])
-        if other_split is not None:
-            metrics["fd"][f"within_{attribute.name}_real_vs_real"] = _within_class_fd(
-                real, real_pred, other, other_pred, attribute, k
-            )
+        other = _side(load_split(dataset, other_split), domain)
+        _reference_distribution(metrics, dist, (real_side, syn_side, other), k, seed)
+    syn_div, real_div = _diversity_metrics(metrics, syn_side, real_side, domain, n_pairs, seed)
+    tables = _adherence(metrics, syn_side, real_side, domain)
+    tables["subgroups"] = _subgroups(syn_side, real_side, domain, k)
+    _within_class_distribution(metrics, tables["subgroups"], (real_side, other), domain, k)
     metrics["subgroups"] = {
         f"{row['group']}={row['value']}": {
             key: row[key] for key in row if key not in ("group", "value")
@@ -268,12 +181,150 @@ def evaluate_synthetic_set(
         {"group": g, "synthetic": syn_div.get(g, math.nan), "real": real_div.get(g, math.nan)}
         for g in dict.fromkeys([*syn_div, *real_div])
     ]
-    return Evaluation(metrics, tables, info, real, synthetic, real_pred, syn_pred)
+    return Evaluation(metrics, tables, info, real, synthetic, real_side.pred, syn_side.pred)
 
 
-def _subgroups(synthetic, real, syn_pred, real_pred, syn_groups, real_groups, domain, k) -> list:
+def _warn_about_inputs(dataset: Dataset, domain: DomainModels, real_split: str) -> None:
+    if domain.data_hash != dataset.content_hash():
+        log.warning("domain models were trained on another version of this dataset")
+    if real_split == "train":
+        log.warning(
+            "the domain encoder was trained on the train split: its features of train images are "
+            "not comparable with those of unseen (synthetic) images; prefer --real-split test"
+        )
+
+
+def _overall_distribution(metrics: dict, real: _Side, syn: _Side, k: int) -> dict:
+    """FD (with its interval) and precision/recall of the whole synthetic set against the real
+    split, into `metrics`; returns them."""
+    dist = _distribution(real.pred.features, syn.pred.features, k, interval=True)
+    if math.isnan(dist["fd"]):
+        log.warning(
+            "Frechet distance and precision/recall skipped: they need at least %d images on each "
+            "side (synthetic %d, real %d)",
+            max(MIN_GROUP_FOR_DISTRIBUTION, k + 1),
+            len(syn.images),
+            len(real.images),
+        )
+    metrics["fd"] = {
+        "synthetic_vs_real": dist["fd"],
+        "synthetic_vs_real_interval": [dist["fd_low"], dist["fd_high"]],
+    }
+    metrics["precision_recall"] = {"k": k, "precision": dist["precision"], "recall": dist["recall"]}
+    return dist
+
+
+def _reference_distribution(metrics: dict, dist: dict, sides, k: int, seed: int) -> None:
+    """The real-vs-real reference (real split against the other one) that gives FD its scale,
+    and the synthetic FD at the reference's size (FD shrinks with sample size)."""
+    real, syn, other = sides
+    reference = _distribution(real.pred.features, other.pred.features, k)
+    fd = metrics["fd"]
+    fd["real_vs_real"] = reference["fd"]
+    fd["n_reference"] = len(other.images)
+    rr = reference["fd"]
+    fd["ratio_to_real"] = dist["fd"] / rr if rr and rr > 0 else math.nan
+    if len(syn.images) > len(other.images):
+        pick = np.random.default_rng(seed).choice(len(syn.images), len(other.images), replace=False)
+        fd["synthetic_vs_real_at_reference_n"] = _distribution(
+            real.pred.features, syn.pred.features[pick], k
+        )["fd"]
+    metrics["precision_recall"]["real_vs_real_precision"] = reference["precision"]
+    metrics["precision_recall"]["real_vs_real_recall"] = reference["recall"]
+
+
+def _diversity_metrics(metrics, syn: _Side, real: _Side, domain, n_pairs: int, seed: int):
+    """MS-SSIM diversity of both sides, overall and within each categorical value."""
+    categorical_groups = {
+        n: v
+        for n, v in syn.groups.items()
+        if n in domain.schema and domain.schema[n].kind == CATEGORICAL
+    }
+    real_categorical = {n: real.groups[n] for n in categorical_groups}
+    log.info("MS-SSIM diversity (%d random pairs per group)", n_pairs)
+    syn_div = _diversity(syn.images, categorical_groups, n_pairs, seed)
+    real_div = _diversity(real.images, real_categorical, n_pairs, seed)
+    metrics["ms_ssim"] = {
+        "synthetic": syn_div["all"],
+        "real": real_div["all"],
+        **{f"synthetic.{g}": v for g, v in syn_div.items() if g != "all"},
+        **{f"real.{g}": v for g, v in real_div.items() if g != "all"},
+    }
+    return syn_div, real_div
+
+
+def _adherence(metrics: dict, syn: _Side, real: _Side, domain: DomainModels) -> dict:
+    """How well the synthetic images show their requested conditions (beside the same on real
+    images) into `metrics`; returns the tables it fills (per class, requested vs predicted age)."""
+    syn_scores = score_predictions(syn.pred, syn.images, domain.schema)
+    real_scores = score_predictions(real.pred, real.images, domain.schema)
+    adherence: dict = {}
+    tables: dict[str, list[dict]] = {"adherence_per_class": [], "subgroups": [], "age": []}
+    for attribute in domain.schema.attributes:
+        s, r = syn_scores[attribute.name], real_scores[attribute.name]
+        if attribute.kind == CATEGORICAL:
+            adherence[attribute.name] = {
+                "n_requested": s["n"],
+                "accuracy": s["accuracy"],
+                "macro_auroc": s["macro_auroc"],
+                "real_accuracy": r["accuracy"],
+                "real_macro_auroc": r["macro_auroc"],
+            }
+            tables["adherence_per_class"] += _per_class_rows(attribute, s, r)
+        else:
+            adherence[attribute.name] = {
+                "n_requested": s["n"],
+                "mae": s["mae"],
+                "real_mae": r["mae"],
+            }
+            requested = syn.images.values(attribute.name)
+            tables["age"] += [
+                {"attribute": attribute.name, "requested": req, "predicted": float(pred)}
+                for req, pred in zip(requested, syn.pred.values[attribute.name], strict=True)
+                if req is not None
+            ]
+    metrics["adherence"] = adherence
+    return tables
+
+
+def _per_class_rows(attribute, syn_score: dict, real_score: dict) -> list[dict]:
+    rows = []
+    for value in attribute.values:
+        sc, rc = syn_score["per_class"][value], real_score["per_class"][value]
+        rows.append(
+            {
+                "attribute": attribute.name,
+                "class": value,
+                "n_synthetic": sc["n"],
+                "recall_synthetic": sc["recall"],
+                "auroc_synthetic": sc["auroc"],
+                "n_real": rc["n"],
+                "recall_real": rc["recall"],
+                "auroc_real": rc["auroc"],
+            }
+        )
+    return rows
+
+
+def _within_class_distribution(metrics: dict, subgroups: list, sides, domain, k: int) -> None:
+    """FD within each class (blind to the class mix), and its real-vs-real reference."""
+    real, other = sides
+    for attribute in domain.schema.attributes:
+        if attribute.kind != CATEGORICAL:
+            continue
+        rows = [r for r in subgroups if r["group"] == attribute.name]
+        metrics["fd"][f"within_{attribute.name}"] = _nanmean([r["fd"] for r in rows])
+        if other is not None:
+            metrics["fd"][f"within_{attribute.name}_real_vs_real"] = _within_class_fd(
+                real.images, real.pred, other.images, other.pred, attribute, k
+            )
+
+
+def _subgroups(syn: _Side, real_side: _Side, domain: DomainModels, k: int) -> list:
     """Per subgroup (each value of each grouping attribute): counts, distribution metrics against
     the real images of the same subgroup, and adherence of every head."""
+    synthetic, syn_pred, syn_groups = syn.images, syn.pred, syn.groups
+    real, real_pred, real_groups = real_side.images, real_side.pred, real_side.groups
     rows = []
     for group, labels in syn_groups.items():
         real_labels = real_groups.get(group, [None] * len(real))

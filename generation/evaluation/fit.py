@@ -222,10 +222,6 @@ def fit(
     classes = dict(getattr(model, "categorical", {}))
     balance = config.balance_classes and row_weights is None
     weights = class_weights(targets, classes) if balance else None
-    n = len(images)
-    batch_size = effective_batch_size(n, config.batch_size)
-    steps_per_epoch = max(1, math.ceil(n / batch_size))
-    total_steps = config.epochs * steps_per_epoch
     history: list[dict] = []
     best = {"loss": math.inf, "epoch": -1}
     best_state = None
@@ -235,35 +231,10 @@ def fit(
         if resumed is not None:
             start_epoch, history, best, best_state = resumed
             log.info("%s: resuming after epoch %d of %d", desc, start_epoch, config.epochs)
+    epochs = _Epochs(model, optimizer, images, targets, config, weights, row_weights)
     bar = tqdm(range(start_epoch, config.epochs), desc=desc, unit="epoch", leave=False)
     for epoch in bar:
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=generator)
-        model.train()
-        running, seen = 0.0, 0
-        with torch.random.fork_rng():
-            torch.manual_seed(config.seed * 100_003 + epoch)
-            for step in range(steps_per_epoch):
-                index = order[step * batch_size : (step + 1) * batch_size]
-                if len(index) < 2:  # batch norm needs two samples
-                    continue
-                global_step = epoch * steps_per_epoch + step
-                lr = config.lr * 0.5 * (1 + math.cos(math.pi * global_step / total_steps))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batch = augment(images[index], config, generator)
-                with torch.autocast(
-                    "cpu", dtype=torch.bfloat16, enabled=effective_bf16(config.bf16, "cpu")
-                ):
-                    outputs = model(batch)
-                rows = None if row_weights is None else row_weights[index]
-                loss = loss_fn(outputs, targets.take(index), weights, rows)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                running += float(loss.detach()) * len(index)
-                seen += len(index)
-        entry = {"epoch": epoch + 1, "train_loss": running / max(seen, 1)}
+        entry = {"epoch": epoch + 1, "train_loss": epochs.train(epoch)}
         if val is not None:
             outputs, _ = run_inference(model, val[0], bf16=config.bf16)
             entry["val_loss"] = float(loss_fn(outputs, val[1].tensors))
@@ -288,6 +259,58 @@ def fit(
         model.load_state_dict(best_state)
     best_loss = best["loss"] if val is not None else None
     return {"history": history, "best_epoch": best["epoch"], "best_val_loss": best_loss}
+
+
+@dataclass
+class _Epochs:
+    """One epoch of training: a seeded shuffle, a cosine learning rate over all epochs, the
+    config's augmentation and loss."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    images: torch.Tensor
+    targets: Targets
+    config: FitConfig
+    weights: dict[str, torch.Tensor] | None  # per-class weights of each categorical head
+    row_weights: torch.Tensor | None
+
+    def train(self, epoch: int) -> float:
+        """Train one epoch; the mean training loss."""
+        config, n = self.config, len(self.images)
+        batch_size = effective_batch_size(n, config.batch_size)
+        steps_per_epoch = max(1, math.ceil(n / batch_size))
+        total_steps = config.epochs * steps_per_epoch
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=generator)
+        self.model.train()
+        running, seen = 0.0, 0
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed * 100_003 + epoch)
+            for step in range(steps_per_epoch):
+                index = order[step * batch_size : (step + 1) * batch_size]
+                if len(index) < 2:  # batch norm needs two samples
+                    continue
+                global_step = epoch * steps_per_epoch + step
+                lr = config.lr * 0.5 * (1 + math.cos(math.pi * global_step / total_steps))
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                running += self.step(index, generator) * len(index)
+                seen += len(index)
+        return running / max(seen, 1)
+
+    def step(self, index: torch.Tensor, generator: torch.Generator) -> float:
+        config = self.config
+        batch = augment(self.images[index], config, generator)
+        with torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=effective_bf16(config.bf16, "cpu")
+        ):
+            outputs = self.model(batch)
+        rows = None if self.row_weights is None else self.row_weights[index]
+        loss = loss_fn(outputs, self.targets.take(index), self.weights, rows)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
 
 
 def _checkpoint(work_dir, config, model, optimizer, history, best, best_state) -> None:

@@ -9,34 +9,33 @@ the console only.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import logging.handlers
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from conditioning.dataset import CATEGORICAL, DatasetError, DatasetWriter, pixel_sha256, quantize
+from conditioning.dataset import DatasetError, DatasetWriter, quantize
 from conditioning.dataset.format import Dataset
 from conditioning.logfile import attach_log_file
 
 from . import intensity as intensity_mod
-from .attributes import build_schema
 from .burned_in import looks_like_text, scrub
-from .dedupe import DuplicateFilter, source_hash, stored_collisions
+from .dedupe import DuplicateFilter, source_hash
 from .detect import KINDS, detect_kind
+from .layout import Layout, plan_layout
 from .preview import PREVIEW, write_preview
-from .pseudonym import check_key_outside, default_key_file, load_or_create_key, pseudonymise
-from .resize import ASPECTS, RESAMPLE, resize_2d, resize_3d
+from .pseudonym import check_key_outside, default_key_file, load_or_create_key
+from .resize import ASPECTS, resize_2d, resize_3d
 from .source import IngestError, IngestOptions, IngestReport, SourceImage
-from .splitting import SPLITS, assign_splits, check_fractions
+from .splitting import SPLITS, check_fractions
 
 LOGGER = "radsynth.ingest"  # the only logger that reaches ingest.log (never names a file)
 LOG_FILE = "ingest.log"
@@ -228,13 +227,6 @@ def _finish_3d(items: list[Item], options: IngestOptions) -> list[int]:
     return [depths[0], options.size, options.size]
 
 
-def _stratum(item: Item, schema) -> str | None:
-    for attribute in schema.attributes:
-        if attribute.kind == CATEGORICAL:
-            return str(item.conditions.get(attribute.name))
-    return None
-
-
 def _print_skips(report: IngestReport) -> None:
     """The operator's console (stderr) names skipped files; the dataset never does."""
     for name, reason in report.skipped_files[:MAX_LISTED_SKIPS]:
@@ -242,16 +234,6 @@ def _print_skips(report: IngestReport) -> None:
     hidden = len(report.skipped_files) - MAX_LISTED_SKIPS
     if hidden > 0:
         print(f"radsynth ingest: ... and {hidden} more skipped file(s)", file=sys.stderr)
-
-
-def _recorded_options(options: IngestOptions, kind: str) -> dict[str, Any]:
-    """The options as dataset.json records them: no source path, no label-table path."""
-    recorded = asdict(options)
-    recorded["labels"] = None if options.labels is None else "given (path not recorded)"
-    recorded["label_patterns"] = [list(p) for p in options.label_patterns]
-    if kind not in ("dicom", "nifti") or options.dimensionality == "3D":
-        recorded.pop("slice_axis")
-    return recorded
 
 
 def _check_places(source: Path, out: Path) -> None:
@@ -292,189 +274,131 @@ def ingest(
     key = load_or_create_key(key_path)
     kind = kind or detect_kind(source, options.labels)
     report = IngestReport(strict=options.strict)
-
-    buffer = logging.handlers.MemoryHandler(10**6, flushLevel=logging.CRITICAL + 10)
-    log.addHandler(buffer)
-    if log.level == logging.NOTSET or log.level > logging.INFO:
-        log.setLevel(logging.INFO)
-    file_handler = None
-    started = time.monotonic()
-    try:
+    with _IngestLog() as ingest_log:
         log.info(
             "ingest of a %s source started (%s %s, size %d)",
-            kind,
-            options.dimensionality,
-            options.intensity,
-            options.size,
-        )
-        collector = _Collector(options, report)
+            kind, options.dimensionality, options.intensity, options.size,
+        )  # fmt: skip
         stream = images if images is not None else read_source(kind, source, options, report)
-        try:
-            for image in tqdm(
-                stream,
-                desc="ingest",
-                unit="img",
-                disable=not progress,
-                file=sys.stderr,
-                mininterval=1.0,
-            ):
-                collector.add(image)
-        finally:
-            _print_skips(report)
-        items = collector.items
-        if not items:
-            reasons = ", ".join(f"{n} {r}" for r, n in report.skipped.most_common()) or "none"
-            raise IngestError(
-                f"{source}: no usable image ({report.files_read} file(s) read; skipped: {reasons})"
-            )
-        log.info(
-            "%d file(s) read, %d image(s) decoded, %d file(s) skipped",
-            report.files_read,
-            report.images_read,
-            sum(report.skipped.values()),
-        )
-        for reason, n in report.skipped.most_common():
-            log.info("skipped %d: %s", n, reason)
-
+        collector = _collect(stream, source, options, report, progress)
         image_size = (
             [options.size, options.size]
             if options.dimensionality == "2D"
-            else _finish_3d(items, options)
+            else _finish_3d(collector.items, options)
         )
-        has_masks = any(item.mask is not None for item in items)
-        if has_masks and not all(item.mask is not None for item in items):
-            raise IngestError("some images come with a mask and others without")
-        observed: dict[str, list[Any]] = {}
-        for item in items:
-            for name in item.conditions:
-                observed.setdefault(name, [])
-        for item in items:
-            for name in observed:
-                observed[name].append(item.conditions.get(name))
-        schema = build_schema(observed, report.attributes, report.notes)
-
-        patients: dict[str, tuple[str | None, str | None]] = {}
-        for item in items:
-            patients.setdefault(item.patient, (item.split, _stratum(item, schema)))
-        split_of = assign_splits(
-            patients, options.val_fraction, options.test_fraction, options.seed
-        )
-        empty = [s for s in SPLITS if s not in set(split_of.values())]
-        if empty:
-            report.notes.append(
-                f"split(s) {', '.join(empty)} empty: {len(patients)} patient(s) to divide"
-            )
-        pseudonym = {p: pseudonymise(key, p) for p in patients}
-        if len(set(pseudonym.values())) != len(pseudonym):
-            raise IngestError("two patients received the same pseudonym; use another key")
-
-        report.duplicates_removed = collector.duplicates.removed
-        report.duplicate_groups = len(collector.duplicates.groups)
-        report.duplicates_by_split = Counter(
-            split_of[items[i].patient] for i in collector.kept_of_duplicate
-        )
-        report.extra["duplicates_removed_by_source_split"] = dict(
-            sorted(collector.duplicates.removed_by_split.items())
-        )
-        label = next((a.name for a in schema.attributes if a.kind == CATEGORICAL), None)
-        if label is not None:
-            tally = Counter(str(c.get(label)) for c in collector.removed_conditions)
-            report.extra["duplicates_removed_by_label"] = {label: dict(sorted(tally.items()))}
-        report.extra["duplicates_with_differing_labels"] = collector.duplicates.label_conflicts
-        report.extra["identical_after_resize"] = stored_collisions(
-            [pixel_sha256(item.pixels) for item in items]
-        )
-        if collector.blank_slices:
-            report.extra["blank_slices_dropped"] = collector.blank_slices
-        report.extra["possible_burned_in_text"] = collector.text_like
-        if collector.text_like:
-            warning = (
-                f"{collector.text_like} image(s) show text-like marks near their borders "
-                "(possible burned-in patient data; OCR-free screen): inspect the dataset, or "
-                "re-ingest with --scrub-burned-in x0,y0,x1,y1"
-            )
-            report.notes.append(warning)
-            print(f"radsynth ingest: warning: {warning}", file=sys.stderr)
-        report.extra["source"] = {"kind": kind, "options": _recorded_options(options, kind)}
-        report.extra["patients"] = {
-            "pseudonym": "HMAC-SHA256 of the source patient key, truncated to 64 bits",
-            "key_id": hashlib.sha256(b"radsynth-pseudonym-key-id|" + key).hexdigest()[:12],
-            "scope": "a patient key is scoped to the split the source prescribes",
-        }
-        report.extra["splits"] = {
-            "by": "patient",
-            "seed": options.seed,
-            "source_splits": sorted({i.split for i in items if i.split}),
-            "val_fraction": options.val_fraction,
-            "test_fraction": options.test_fraction,
-            "stratified_by": next(
-                (a.name for a in schema.attributes if a.kind == CATEGORICAL), None
-            ),
-        }
-        log.info(
-            "%d exact duplicate(s) removed in %d group(s) (%s)",
-            report.duplicates_removed,
-            report.duplicate_groups,
-            dict(report.duplicates_by_split) or "none",
-        )
-
-        modalities = Counter(i.modality for i in items if i.modality)
-        modality = options.modality or (modalities.most_common(1)[0][0] if modalities else "OT")
-        intensity = intensity_mod.describe(options.intensity)
-        intensity.update(
-            applied=dict(sorted(collector.methods.items())),
-            resize=RESAMPLE,
-            aspect=options.aspect,
-            bit_depth=options.bit_depth,
-        )
-        if options.aspect == "pad":
-            intensity["pad_value"] = 0.0
-        if options.dimensionality == "2D" and kind in ("dicom", "nifti"):
-            intensity["scope"] = "per volume (slices of one volume share a range)"
-
-        with DatasetWriter(
-            out,
-            name=options.name or out.name,
-            modality=modality,
-            dimensionality=options.dimensionality,
-            image_size=image_size,
-            bit_depth=options.bit_depth,
-            schema=schema,
-            has_masks=has_masks,
-            overwrite=overwrite,
-        ) as writer:
-            file_handler = attach_log_file(writer.stage / LOG_FILE, LOGGER)
-            buffer.setTarget(file_handler)
-            buffer.flush()
-            log.removeHandler(buffer)
-            ordered = [i for s in SPLITS for i in items if split_of[i.patient] == s]
-            for item in tqdm(
-                ordered,
-                desc="write",
-                unit="img",
-                disable=not progress,
-                file=sys.stderr,
-                mininterval=1.0,
-            ):
-                affine = None if item.spacing is None else np.diag([*item.spacing, 1.0])
-                writer.add(
-                    item.pixels,
-                    split=split_of[item.patient],
-                    patient_id=pseudonym[item.patient],
-                    conditions=item.conditions,
-                    mask=item.mask,
-                    affine=affine,
-                )
-            counts = {s: sum(1 for i in ordered if split_of[i.patient] == s) for s in SPLITS}
-            log.info("images per split: %s; wall time %.1f s", counts, time.monotonic() - started)
-            report.extra["wall_seconds"] = round(time.monotonic() - started, 1)
-            dataset = writer.commit(intensity=intensity, ingest_report=report.to_json())
+        layout = plan_layout(collector, image_size, report, key, kind)
+        target = _Target(out, options.name or out.name, options.bit_depth, overwrite, progress)
+        dataset = _write(target, layout, options.dimensionality, report, ingest_log)
         legend = write_preview(dataset, dataset.root / PREVIEW)
         log.info("contact sheet %s, %s", PREVIEW, legend)
         return dataset
+
+
+class _IngestLog:
+    """Ingest's log lines, held in memory until the dataset's staging directory exists and then
+    written to its ingest.log; both handlers leave the logger on the way out."""
+
+    def __enter__(self) -> _IngestLog:
+        self.buffer = logging.handlers.MemoryHandler(10**6, flushLevel=logging.CRITICAL + 10)
+        self.file_handler: logging.Handler | None = None
+        self.started = time.monotonic()
+        log.addHandler(self.buffer)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
+        return self
+
+    def to_file(self, path: Path) -> None:
+        self.file_handler = attach_log_file(path, LOGGER)
+        self.buffer.setTarget(self.file_handler)
+        self.buffer.flush()
+        log.removeHandler(self.buffer)
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def __exit__(self, *exc) -> None:
+        log.removeHandler(self.buffer)
+        self.buffer.close()
+        if self.file_handler is not None:
+            log.removeHandler(self.file_handler)
+            self.file_handler.close()
+
+
+def _collect(
+    stream: Iterable[SourceImage],
+    source: Path,
+    options: IngestOptions,
+    report: IngestReport,
+    progress: bool,
+) -> _Collector:
+    """The per-image steps on every image the source yields; at least one must be usable."""
+    collector = _Collector(options, report)
+    try:
+        for image in tqdm(
+            stream, desc="ingest", unit="img", disable=not progress, file=sys.stderr,
+            mininterval=1.0,
+        ):  # fmt: skip
+            collector.add(image)
     finally:
-        log.removeHandler(buffer)
-        buffer.close()
-        if file_handler is not None:
-            log.removeHandler(file_handler)
-            file_handler.close()
+        _print_skips(report)
+    if not collector.items:
+        reasons = ", ".join(f"{n} {r}" for r, n in report.skipped.most_common()) or "none"
+        raise IngestError(
+            f"{source}: no usable image ({report.files_read} file(s) read; skipped: {reasons})"
+        )
+    log.info(
+        "%d file(s) read, %d image(s) decoded, %d file(s) skipped",
+        report.files_read,
+        report.images_read,
+        sum(report.skipped.values()),
+    )
+    for reason, n in report.skipped.most_common():
+        log.info("skipped %d: %s", n, reason)
+    return collector
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where and how the dataset is written."""
+
+    out: Path
+    name: str
+    bit_depth: int
+    overwrite: bool
+    progress: bool
+
+
+def _write(
+    target: _Target, layout: Layout, dimensionality: str, report: IngestReport, ingest_log
+) -> Dataset:
+    """Every image through the atomic DatasetWriter, in split order; the committed dataset."""
+    with DatasetWriter(
+        target.out,
+        name=target.name,
+        modality=layout.modality,
+        dimensionality=dimensionality,
+        image_size=layout.image_size,
+        bit_depth=target.bit_depth,
+        schema=layout.schema,
+        has_masks=layout.has_masks,
+        overwrite=target.overwrite,
+    ) as writer:
+        ingest_log.to_file(writer.stage / LOG_FILE)
+        ordered = layout.ordered()
+        for item in tqdm(
+            ordered, desc="write", unit="img", disable=not target.progress, file=sys.stderr,
+            mininterval=1.0,
+        ):  # fmt: skip
+            affine = None if item.spacing is None else np.diag([*item.spacing, 1.0])
+            writer.add(
+                item.pixels,
+                split=layout.split_of[item.patient],
+                patient_id=layout.pseudonym[item.patient],
+                conditions=item.conditions,
+                mask=item.mask,
+                affine=affine,
+            )
+        counts = {s: sum(1 for i in ordered if layout.split_of[i.patient] == s) for s in SPLITS}
+        log.info("images per split: %s; wall time %.1f s", counts, ingest_log.seconds())
+        report.extra["wall_seconds"] = round(ingest_log.seconds(), 1)
+        return writer.commit(intensity=layout.intensity, ingest_report=report.to_json())
