@@ -87,3 +87,29 @@ def make_tiny_dataset(
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_tiny_dataset(tmp_path / "tiny")
+
+
+def debian_package_or_skip(package: str, paths: list[str], flag: str) -> None:
+    """Programs from a Debian package: present, or installed with apt-get as root when `CI` or
+    the environment variable `flag`=1 allows it; otherwise the test skips and says how."""
+    import shutil
+    import subprocess
+
+    def present() -> bool:
+        return all(shutil.which(p) or Path(p).exists() for p in paths)
+
+    if present():
+        return
+    allowed = os.environ.get("CI") or os.environ.get(flag) == "1"
+    if allowed and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
+            try:
+                subprocess.run(command, env=env, timeout=900, check=False, capture_output=True)
+            except subprocess.TimeoutExpired:
+                break
+    if not present():
+        pytest.skip(
+            f"no {package} ({', '.join(paths)}): as root, set {flag}=1 or CI=1 to let this test "
+            f"`apt-get install {package}`"
+        )

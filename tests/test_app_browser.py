@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from tests.app_fixtures import MODEL, app_root  # noqa: F401
-from tests.conftest import REPO, make_tiny_dataset
+from tests.conftest import REPO, debian_package_or_skip, make_tiny_dataset
 from tests.test_app_viewer import dicom_voi
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -47,22 +47,25 @@ GRID_JS = """n => {
 
 def chromium_or_skip() -> Path:
     """The system Chromium; installed with apt-get only as root in CI or on request."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    allowed = os.environ.get("CI") or os.environ.get("RADSYNTH_INSTALL_BROWSER") == "1"
-    if allowed and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            try:
-                subprocess.run(command, env=env, timeout=900, check=False, capture_output=True)
-            except subprocess.TimeoutExpired:
-                break
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"no browser: {CHROMIUM} is missing (as root, set RADSYNTH_INSTALL_BROWSER=1 or CI=1 "
-            "to let this test `apt-get install chromium`)"
-        )
+    debian_package_or_skip("chromium", [str(CHROMIUM)], "RADSYNTH_INSTALL_BROWSER")
     return CHROMIUM
+
+
+@contextmanager
+def browser_page(width: int, height: int):
+    """A page of the system Chromium (headless, no network beyond localhost), closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium_or_skip()), args=CHROMIUM_ARGS, timeout=60_000
+        )
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(120_000)
+            yield page
+        finally:
+            browser.close()
 
 
 def free_port() -> int:
@@ -135,41 +138,31 @@ def click_generate_and_time(
 ) -> float:
     """Seconds from the click on Generate to IMAGES fully loaded images in the browser;
     `condition` ("pathology=viral") is chosen in its select box first."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(chromium_or_skip()), args=CHROMIUM_ARGS, timeout=60_000
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.set_default_timeout(120_000)
-            page.goto(f"{url}/?model={model}", timeout=60_000)
-            button = page.get_by_role("button", name="Generate", exact=True)
-            alert = page.locator("[data-testid='stAlertContentError']")
-            button.or_(alert).first.wait_for(state="visible", timeout=180_000)  # model loaded
-            if not button.count():
-                pytest.fail(f"the Generate page shows an error: {alert.all_inner_texts()}")
-            if condition:
-                name, value = condition.split("=", 1)
-                page.get_by_role("combobox", name=name).click()
-                page.get_by_role("option", name=value, exact=True).click()
-                page.get_by_role("combobox", name=name).and_(
-                    page.locator(f"[value='{value}']")
-                ).wait_for(timeout=30_000)
-            started = time.perf_counter()
-            button.click()
-            page.wait_for_function(GRID_JS, arg=IMAGES, timeout=120_000)
-            elapsed = time.perf_counter() - started
-            caption = page.get_by_text(f"{IMAGES} images in")
-            caption.wait_for(timeout=10_000)
-            print(f"\nserver side: {caption.inner_text()}")
-            if condition:
-                assert condition in caption.inner_text()  # the request carried the condition
-            page.screenshot(path=str(screenshot), full_page=True)
-            alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
-        finally:
-            browser.close()
+    with browser_page(1400, 1500) as page:
+        page.goto(f"{url}/?model={model}", timeout=60_000)
+        button = page.get_by_role("button", name="Generate", exact=True)
+        alert = page.locator("[data-testid='stAlertContentError']")
+        button.or_(alert).first.wait_for(state="visible", timeout=180_000)  # model loaded
+        if not button.count():
+            pytest.fail(f"the Generate page shows an error: {alert.all_inner_texts()}")
+        if condition:
+            name, value = condition.split("=", 1)
+            page.get_by_role("combobox", name=name).click()
+            page.get_by_role("option", name=value, exact=True).click()
+            page.get_by_role("combobox", name=name).and_(
+                page.locator(f"[value='{value}']")
+            ).wait_for(timeout=30_000)
+        started = time.perf_counter()
+        button.click()
+        page.wait_for_function(GRID_JS, arg=IMAGES, timeout=120_000)
+        elapsed = time.perf_counter() - started
+        caption = page.get_by_text(f"{IMAGES} images in")
+        caption.wait_for(timeout=10_000)
+        print(f"\nserver side: {caption.inner_text()}")
+        if condition:
+            assert condition in caption.inner_text()  # the request carried the condition
+        page.screenshot(path=str(screenshot), full_page=True)
+        alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
     assert not [a for a in alerts if "rror" in a or "Refused" in a], alerts
     return elapsed
 
@@ -221,7 +214,7 @@ def _shown(page, side: int) -> tuple[np.ndarray, int]:
     width, height, grey = page.evaluate(
         """side => {
           const i = [...document.querySelectorAll("img[src*='/media/']")]
-            .find(i => i.complete && i.naturalWidth === side);
+        .find(i => i.complete && i.naturalWidth === side);
           const canvas = document.createElement("canvas");
           canvas.width = i.naturalWidth; canvas.height = i.naturalHeight;
           const context = canvas.getContext("2d");
@@ -240,48 +233,39 @@ def test_viewer_enlarges_a_128_image_and_windows_it_in_the_browser(hires_root, t
     levels at the values the sliders show."""
     pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     source = np.asarray(Image.open(hires_root / HIRES_SET / "images" / "syn000001.png"))
     assert source.shape == (128, 128)
     side = 128 * 4
     with streamlit_server(hires_root, tmp_path / "streamlit.log") as url:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(chromium_or_skip()), args=CHROMIUM_ARGS, timeout=60_000
-            )
-            try:
-                page = browser.new_page(viewport={"width": 1600, "height": 1400})
-                page.set_default_timeout(120_000)
-                page.goto(f"{url}/?set={HIRES_SET}&image=1&zoom=4", timeout=60_000)
-                page.get_by_text("Viewer", exact=True).click()
+        with browser_page(1600, 1400) as page:
+            page.goto(f"{url}/?set={HIRES_SET}&image=1&zoom=4", timeout=60_000)
+            page.get_by_text("Viewer", exact=True).click()
+            page.wait_for_function(ENLARGED_JS, arg=side)
+            before, on_screen = _shown(page, side)
+            assert on_screen == side  # drawn at 1:1, not rescaled by the page
+            assert np.array_equal(before, np.kron(source, np.ones((4, 4), np.uint8)))
+            for label, key, presses in (("Window width", "ArrowLeft", 40),
+                                        ("Window level (centre)", "ArrowLeft", 20)):  # fmt: skip
+                slider = page.get_by_role("slider", name=label)
+                slider.focus()
+                for _ in range(presses):
+                    page.keyboard.press(key)
+            deadline = time.monotonic() + 60
+            while True:  # the page re-runs after the last key press
                 page.wait_for_function(ENLARGED_JS, arg=side)
-                before, on_screen = _shown(page, side)
-                assert on_screen == side  # drawn at 1:1, not rescaled by the page
-                assert np.array_equal(before, np.kron(source, np.ones((4, 4), np.uint8)))
-                for label, key, presses in (("Window width", "ArrowLeft", 40),
-                                            ("Window level (centre)", "ArrowLeft", 20)):  # fmt: skip
-                    slider = page.get_by_role("slider", name=label)
-                    slider.focus()
-                    for _ in range(presses):
-                        page.keyboard.press(key)
-                deadline = time.monotonic() + 60
-                while True:  # the page re-runs after the last key press
-                    page.wait_for_function(ENLARGED_JS, arg=side)
-                    after, _ = _shown(page, side)
-                    # the window the page says it applied, from its caption
-                    caption = page.get_by_text(re.compile(r"window centre [0-9.]+, width")).first
-                    found = re.search(r"window centre ([0-9.]+), width ([0-9.]+)",
-                                      caption.inner_text())  # fmt: skip
-                    centre, width = float(found[1]), float(found[2])
-                    expected = np.kron(dicom_voi(source, centre, width), np.ones((4, 4), np.uint8))
-                    settled = (centre, width) == (108.0, 216.0)
-                    if settled and np.array_equal(after, expected) or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.5)
-                page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
-            finally:
-                browser.close()
+                after, _ = _shown(page, side)
+                # the window the page says it applied, from its caption
+                caption = page.get_by_text(re.compile(r"window centre [0-9.]+, width")).first
+                found = re.search(r"window centre ([0-9.]+), width ([0-9.]+)",
+                                  caption.inner_text())  # fmt: skip
+                centre, width = float(found[1]), float(found[2])
+                expected = np.kron(dicom_voi(source, centre, width), np.ones((4, 4), np.uint8))
+                settled = (centre, width) == (108.0, 216.0)
+                if settled and np.array_equal(after, expected) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
     assert (centre, width) == (108.0, 216.0)  # 20 and 40 key presses moved the sliders
     assert np.array_equal(after, expected)
     assert (after == 0).any() or (after == 255).any()  # the narrower window clips

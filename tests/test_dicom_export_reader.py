@@ -6,33 +6,18 @@ skips with a clear message where it cannot."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
 from pipelines.release.exports import write_secondary_capture
+from tests.conftest import debian_package_or_skip
 
 
 def dcmtk_or_skip() -> None:
-    if shutil.which("dcmdump") and shutil.which("dcm2pnm"):
-        return
-    allowed = os.environ.get("CI") or os.environ.get("RADSYNTH_INSTALL_DCMTK") == "1"
-    if allowed and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "dcmtk"]):
-            try:
-                subprocess.run(command, env=env, timeout=900, check=False, capture_output=True)
-            except subprocess.TimeoutExpired:
-                break
-    if not (shutil.which("dcmdump") and shutil.which("dcm2pnm")):
-        pytest.skip(
-            "no dcmtk (dcmdump, dcm2pnm): as root, set RADSYNTH_INSTALL_DCMTK=1 or CI=1 to let "
-            "this test `apt-get install dcmtk`"
-        )
+    debian_package_or_skip("dcmtk", ["dcmdump", "dcm2pnm"], "RADSYNTH_INSTALL_DCMTK")
 
 
 def _element(dump: str, tag: str) -> str:
