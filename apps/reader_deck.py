@@ -88,4 +88,4 @@ def display_png(image01: np.ndarray, size: int = DISPLAY) -> bytes:
     the side closest to `size` without exceeding it (1x for images already that large)."""
     grey = to_grey_levels(image01)
     zoom = max(z for z in ZOOMS if z == 1 or z * max(grey.shape) <= size)
-    return view_png(image01, *FULL_WINDOW, zoom)
+    return view_png(grey, *FULL_WINDOW, zoom)

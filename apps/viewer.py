@@ -46,11 +46,12 @@ def enlarge(grey: np.ndarray, zoom: int) -> np.ndarray:
     return np.repeat(np.repeat(grey, zoom, axis=0), zoom, axis=1)
 
 
-def view_png(image01: np.ndarray, centre: float, width: float, zoom: int) -> bytes:
-    """What the viewer shows: windowed, enlarged, as PNG bytes to be drawn at 1:1."""
+def view_png(grey: np.ndarray, centre: float, width: float, zoom: int) -> bytes:
+    """What the viewer shows of 8-bit grey levels (`to_grey_levels`): windowed, enlarged, as PNG
+    bytes to be drawn at 1:1."""
     from PIL import Image
 
-    shown = enlarge(window_level(to_grey_levels(image01), centre, width), zoom)
+    shown = enlarge(window_level(grey, centre, width), zoom)
     buffer = io.BytesIO()
     Image.fromarray(shown, mode="L").save(buffer, format="PNG")
     return buffer.getvalue()

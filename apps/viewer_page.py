@@ -68,7 +68,7 @@ def render(config: AppConfig) -> None:
         zoom_label = st.radio(
             "Zoom",
             [f"{z}x" for z in ZOOMS],
-            index=ZOOMS.index(_query_int("zoom", 1)) if _query_int("zoom", 1) in ZOOMS else 0,
+            index=ZOOMS.index(asked) if (asked := _query_int("zoom", 1)) in ZOOMS else 0,
             horizontal=True,
             key="view_zoom",
         )
@@ -78,27 +78,24 @@ def render(config: AppConfig) -> None:
             "Real image beside it (test split)", [NO_REAL, *found.datasets], key="view_real"
         )
     item = synthetic.images[int(index)]
-    image = synthetic.load_image(item)
-    side = "x".join(map(str, to_grey_levels(image).shape))
+    grey = to_grey_levels(synthetic.load_image(item))
+    side = "x".join(map(str, grey.shape))
     note = f"{side} px at {zoom}x, {INTERPOLATION}; window centre {centre:g}, width {width:g}"
     with right:
         panels = st.columns(2) if real_choice != NO_REAL else [st.container()]
-        panels[0].image(
-            view_png(image, centre, width, zoom),
-            caption=f"synthetic #{int(index)} ({_describe(item.conditions)}) | {note}",
-            width=to_grey_levels(image).shape[1] * zoom,
-            output_format="PNG",
-        )
+        _show(panels[0], grey, centre, width, zoom,
+              f"synthetic #{int(index)} ({_describe(item.conditions)}) | {note}")  # fmt: skip
         if real_choice != NO_REAL:
             dataset = dataset_cached(inside_root(config.data_root, real_choice))
             record = _matching_real(dataset, item.conditions)
             if record is None:
                 panels[1].info("No test-split image has this image's conditions.")
                 return
-            real = dataset.load_image(record)
-            panels[1].image(
-                view_png(real, centre, width, zoom),
-                caption=f"real, test split ({_describe(record.conditions)}) | same window",
-                width=to_grey_levels(real).shape[1] * zoom,
-                output_format="PNG",
-            )
+            _show(panels[1], to_grey_levels(dataset.load_image(record)), centre, width, zoom,
+                  f"real, test split ({_describe(record.conditions)}) | same window")  # fmt: skip
+
+
+def _show(panel, grey, centre: float, width: float, zoom: int, caption: str) -> None:
+    """One image through the window, enlarged, drawn at 1:1 (its PNG's own width)."""
+    panel.image(view_png(grey, centre, width, zoom), caption=caption,
+                width=grey.shape[1] * zoom, output_format="PNG")  # fmt: skip

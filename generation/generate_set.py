@@ -96,8 +96,7 @@ def plan_conditions(
     if balanced is None:
         plan = [dict(fixed) for _ in range(n)]
         for name, (low, high) in ranges.items():
-            for row, value in zip(plan, rng.uniform(low, high, n), strict=True):
-                row[name] = float(round(value, 2))
+            _draw_uniform(plan, name, low, high, rng)
         return plan
     if balanced not in BALANCED:
         raise ValueError(f"--balanced must be one of {', '.join(BALANCED)}, got {balanced!r}")
@@ -111,9 +110,7 @@ def plan_conditions(
         ]
         plan = [{**fixed, **combos[i % len(combos)]} for i in range(n)]
         for a in continuous:
-            low, high = ranges.get(a.name, (a.minimum, a.maximum))
-            for row, value in zip(plan, rng.uniform(low, high, n), strict=True):
-                row[a.name] = float(round(value, 2))
+            _draw_uniform(plan, a.name, *ranges.get(a.name, (a.minimum, a.maximum)), rng)
         return plan
     if not training:
         raise ValueError("this model records no training distribution; use --balanced grid")
@@ -134,9 +131,9 @@ def plan_conditions(
     for a in continuous:
         quantiles = training["quantiles"].get(a.name)
         levels = np.linspace(0, 1, len(quantiles or [0]))
-        # a range: the training distribution's share between its ends (inverse CDF sampling)
-        low, high = (np.interp(ranges.get(a.name, (-np.inf, np.inf)), quantiles, levels)
-                     if quantiles else (0.0, 1.0))  # fmt: skip
+        low, high = 0.0, 1.0
+        if quantiles and a.name in ranges:  # inverse-CDF sampling between the range's ends
+            low, high = np.interp(ranges[a.name], quantiles, levels)
         for row in plan:
             if quantiles:
                 value = np.interp(rng.uniform(low, high), levels, quantiles)
@@ -144,6 +141,12 @@ def plan_conditions(
             elif a.name in ranges:
                 row[a.name] = float(round(rng.uniform(*ranges[a.name]), 2))
     return plan
+
+
+def _draw_uniform(plan: list[dict], name: str, low: float, high: float, rng) -> None:
+    """Attribute `name` of every planned image drawn uniformly in [low, high], 2 decimals."""
+    for row, value in zip(plan, rng.uniform(low, high, len(plan)), strict=True):
+        row[name] = float(round(value, 2))
 
 
 def requested_conditions(

@@ -122,13 +122,15 @@ def run_band_benchmark(
         )
     rows: list[dict] = []
     for arm in config.arms:
+        images = None  # the arm's training images, built once for all its seeds
         for seed in config.seeds:
             earlier = [r for r in reuse or [] if (r.get("arm"), r.get("seed")) == (arm, seed)]
             if earlier:
                 rows.append(earlier[0])
                 continue
             started = time.perf_counter()
-            images = train if arm == "real" else concat(train, synthetic)
+            if images is None:
+                images = train if arm == "real" else concat(train, synthetic)
             model = train_regressor(
                 images, dataset.schema, attribute, replace(config.fit, seed=seed), f"{arm} {seed}"
             )

@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+from pipelines.commands import bench_band
 from pipelines.commands.bench_record import (
     DOC,
     exact_command,
@@ -31,35 +32,19 @@ log = logging.getLogger("radsynth.bench")
 def register(sub) -> None:
     parser = sub.add_parser("bench", help="benchmarks written to docs/BENCHMARKS.md")
     actions = parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    utility = actions.add_parser(
-        "utility", help="does synthetic data help a downstream classifier?", description=__doc__
-    )
-    utility_options(utility)
-    utility.set_defaults(func=run_utility)
-    speed = actions.add_parser(
-        "speed",
-        help="sampling, UNet FLOP/s, training and audit speed with peak memory",
-        description=speed_doc(),
-    )
-    speed_options(speed)
-    speed.set_defaults(func=run_speed)
-    memo = actions.add_parser(
-        "memorization",
-        help="the audit's positive control: a model that memorises vs one that does not",
-        description=memorization_doc(),
-    )
-    memorization_options(memo)
-    memo.set_defaults(func=run_memorization)
-    from pipelines.commands.bench_band import __doc__ as band_doc
-    from pipelines.commands.bench_band import band_options, run_band
-
-    band = actions.add_parser(
-        "band",
-        help="does synthetic data aimed at a scarce band (e.g. ages under 3) help a regressor?",
-        description=band_doc,
-    )
-    band_options(band)
-    band.set_defaults(func=run_band)
+    for name, help_text, description, add_options, func in (
+        ("utility", "does synthetic data help a downstream classifier?", __doc__,
+         utility_options, run_utility),
+        ("speed", "sampling, UNet FLOP/s, training and audit speed with peak memory",
+         speed_doc(), speed_options, run_speed),
+        ("memorization", "the audit's positive control: a model that memorises vs one that "
+         "does not", memorization_doc(), memorization_options, run_memorization),
+        ("band", "does synthetic data aimed at a scarce band (e.g. ages under 3) help a "
+         "regressor?", bench_band.__doc__, bench_band.band_options, bench_band.run_band),
+    ):  # fmt: skip
+        action = actions.add_parser(name, help=help_text, description=description)
+        add_options(action)
+        action.set_defaults(func=func)
     both = actions.add_parser(
         "all", help="speed, then utility: the whole of docs/BENCHMARKS.md", description=__doc__
     )

@@ -13,12 +13,19 @@ import logging
 import time
 from pathlib import Path
 
+from pipelines.commands.bench_record import (
+    DOC,
+    exact_command,
+    machine_description,
+    publish,
+    read_rows,
+    synthetic_id,
+)
+
 log = logging.getLogger("radsynth.bench")
 
 
 def band_options(parser) -> None:
-    from pipelines.commands.bench_record import DOC
-
     parser.add_argument("--data", required=True, help="the real dataset (RadSynth format)")
     parser.add_argument(
         "--synthetic", help="synthetic set aimed at the band; without it only the real arm runs"
@@ -53,13 +60,6 @@ def run_band(args) -> int:
     from conditioning.logfile import attach_log_file
     from generation.evaluation import FitConfig, load_synthetic_set
     from generation.evaluation.band_utility import BandConfig, band_markdown, run_band_benchmark
-    from pipelines.commands.bench_record import (
-        exact_command,
-        machine_description,
-        publish,
-        read_rows,
-        synthetic_id,
-    )
 
     if args.epochs < 1 or not args.seeds:
         raise ValueError("--epochs must be positive and --seeds non-empty")
