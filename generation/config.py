@@ -42,6 +42,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "beta_end": 0.0195,
         "min_snr_gamma": 5.0,  # 0 disables min-SNR weighting
         "condition_dropout": 0.15,  # per attribute
+        # class-balanced batches: a categorical condition and how far towards equal shares
+        # (0 = plain shuffling, 0.5 = square-root sampling, 1 = equal; generation/data.py)
+        "balance_by": "",
+        "balance_power": 0.0,
         "mask_dropout": 0.5,  # how often the mask condition is hidden (masked datasets)
         "ema_decay": 0.999,
         "lr": 2.0e-4,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from conditioning.dataset import ConditionSchema, Dataset, load_dataset
+from conditioning.dataset import CATEGORICAL, ConditionSchema, Dataset, load_dataset
 from conditioning.encoders import encode_conditions
 
 
@@ -36,17 +36,79 @@ class TrainingData:
     def focus_records(self) -> list:
         return self.records[: self.n_focus] if self.n_focus is not None else self.records
 
-    def batch_indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+    def batch_indices(
+        self, step: int, batch_size: int, seed: int, balance: ClassBalance | None = None
+    ) -> np.ndarray:
         """Indices of the global batch of `step` (processes take slices of it: data parallel).
 
         With a replay pool, round(batch_size * replay_share) of them come from the pool and the
-        rest from the focus records, each pool walked by its own seeded permutation."""
+        rest from the focus records, each pool walked by its own seeded permutation. With a
+        class balance, each slot picks a class first (see ClassBalance), then an image of it."""
+        if balance is not None and balance.power > 0:
+            if self.n_focus is not None:
+                raise ValueError("class-balanced batches and a replay pool cannot be combined")
+            return balance.draw(self, step, batch_size, seed)
         if self.n_focus is None:
             return _draw(len(self), step, batch_size, [seed])
         n_replay = int(round(batch_size * self.replay_share))
         focus = _draw(self.n_focus, step, batch_size - n_replay, [seed, 0])
         pool = _draw(len(self) - self.n_focus, step, n_replay, [seed, 1])
         return np.concatenate([focus, self.n_focus + pool])
+
+
+@dataclass(frozen=True)
+class ClassBalance:
+    """Draw each batch slot's class with probability proportional to count**(1 - power), then an
+    image of that class uniformly: power 0 is plain shuffling, 1 gives every class the same
+    share, 0.5 (square-root sampling) lifts a rare class without replaying its few images as
+    often as the common ones'. A rare class seen in 3% of batches leaves its condition
+    embedding under-trained; one seen in half of them is memorized."""
+
+    by: str
+    power: float
+
+    @classmethod
+    def from_settings(cls, cfg) -> ClassBalance | None:
+        by, power = cfg.get("balance_by") or "", float(cfg.get("balance_power", 0.0))
+        if not by or power == 0:
+            return None
+        if not 0 < power <= 1:
+            raise ValueError(f"balance_power must be in (0, 1], got {power}")
+        return cls(by, power)
+
+    def shares(self, data: TrainingData) -> dict[str, float]:
+        """Each class's expected share of a batch (what the run log states)."""
+        labels, names = self._labels(data)
+        counts = np.bincount(labels, minlength=len(names)).astype(float)
+        weights = np.where(counts > 0, counts ** (1 - self.power), 0.0)
+        return {n: float(w / weights.sum()) for n, w in zip(names, weights, strict=True)}
+
+    def draw(self, data: TrainingData, step: int, batch_size: int, seed: int) -> np.ndarray:
+        labels, names = self._labels(data)
+        members = [np.flatnonzero(labels == k) for k in range(len(names))]
+        shares = self.shares(data)
+        p = np.array([shares[n] for n in names])
+        rng = np.random.default_rng([seed, step, 2])
+        classes = rng.choice(len(names), size=batch_size, p=p)
+        return np.array([members[k][rng.integers(len(members[k]))] for k in classes], np.int64)
+
+    def _labels(self, data: TrainingData) -> tuple[np.ndarray, list[str]]:
+        if self.by not in data.schema.names:
+            raise ValueError(
+                f"balance_by {self.by!r} is not a condition of this dataset "
+                f"({', '.join(data.schema.names)})"
+            )
+        column = data.schema.names.index(self.by)
+        attribute = data.schema.attributes[column]
+        if attribute.kind != CATEGORICAL:
+            raise ValueError(f"balance_by {self.by!r} must be categorical, not {attribute.kind}")
+        values = data.conditions[:, column].numpy()
+        if np.isnan(values).any():
+            raise ValueError(
+                f"{int(np.isnan(values).sum())} training images have no "
+                f"{self.by}; class-balanced batches need it on every image"
+            )
+        return values.astype(np.int64), list(attribute.values)
 
 
 def _draw(n: int, step: int, batch_size: int, seed: list[int]) -> np.ndarray:

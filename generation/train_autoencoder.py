@@ -47,8 +47,9 @@ KIND = "autoencoder"
 WEIGHTS = "autoencoder.safetensors"
 
 
-# Settings a resumed run may change: how long it trains and how often it checkpoints.
-EXTENDABLE = ("steps", "max_minutes", "checkpoint_every")
+# Settings a resumed run may change: how long it trains, how often it checkpoints, and how its
+# batches are drawn (a rare class can be lifted for a run's later steps, a curriculum).
+EXTENDABLE = ("steps", "max_minutes", "checkpoint_every", "balance_by", "balance_power")
 # Settings added after runs existed, hashed only where they differ from the value that behaves as
 # those runs did: their checkpoints still resume.
 ADDED = {"grad_accum": 1}

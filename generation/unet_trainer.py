@@ -5,6 +5,7 @@ trained params, the settings section) is decided by the caller before the loop s
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from conditioning.dataset import write_json_atomic
 from conditioning.encoders import drop_conditions
 
-from .data import TrainingData
+from .data import ClassBalance, TrainingData
 from .ema import EMA
 from .grids import grid_conditions, save_grid
 from .parallel import GlobalBatch, mean_over_processes, replica_digests
@@ -24,6 +25,8 @@ from .runs import resume_run, step_generator, train_run, write_checkpoint
 from .schedulers import snr_weights, training_scheduler
 from .train_autoencoder import settings_hash
 from .unet import hide_masks
+
+log = logging.getLogger("radsynth.train")
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,13 @@ class _Steps:
         self.horizon = schedule["num_train_timesteps"]
         self.v_pred = schedule["prediction_type"] == "v_prediction"
         self.seed = int(self.place.cfg["seed"])
+        self.balance = ClassBalance.from_settings(self.place.cfg)
+        if self.balance is not None:
+            shares = self.balance.shares(self.data.train)
+            log.info(
+                "class-balanced batches by %s (power %g): %s", self.balance.by,
+                self.balance.power, ", ".join(f"{k} {v:.1%}" for k, v in shares.items()),
+            )  # fmt: skip
 
     def micro_step(self, z0, noise, t, cond, mask_in) -> dict[str, float]:
         accelerator, cfg = self.place.accelerator, self.place.cfg
@@ -162,7 +172,8 @@ class _Steps:
         self.net.train()
         self.set_lr(step)
         # the global batch, drawn whole on every process; each trains on its slices
-        idx = torch.from_numpy(train.batch_indices(step, self.data.batch.size, self.seed))
+        idx = train.batch_indices(step, self.data.batch.size, self.seed, self.balance)
+        idx = torch.from_numpy(idx)
         gen = step_generator(self.seed, step)
         latents = self.data.latents
         z0 = latents[idx.to(latents.device)]
