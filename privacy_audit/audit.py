@@ -506,9 +506,7 @@ def _model_mia(probe, dataset, train, holdout, train_images, holdout_images, con
         holdout_images[ni],
         [dict(holdout[i].conditions) for i in ni],
         timesteps,
-        seed=config.seed,
-        n_boot=config.n_boot,
-        progress=config.progress,
+        membership.AttackSettings(config.seed, config.n_boot, progress=config.progress),
     )
 
 
