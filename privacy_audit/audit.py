@@ -21,7 +21,14 @@ from conditioning.dataset import SyntheticSet, replace_directory, staging_dir
 from conditioning.logfile import attach_log_file
 
 from . import membership, stats
-from .copies import Standardiser, build_reference, find_neighbours, query_scores
+from .copies import (
+    Neighbours,
+    Reference,
+    Standardiser,
+    build_reference,
+    find_neighbours,
+    query_scores,
+)
 from .encoder import EncoderParams, load_encoder, save_encoder, train_encoder, training_key
 from .errors import AuditError
 from .imageset import load_images, open_set, set_sha256, write_filtered_copy
@@ -202,9 +209,9 @@ class _Images:
 class _Copies:
     """Copy detection's outcome: neighbours, scores and flags of the held-out and the set."""
 
-    reference: Any
-    hold_nb: Any
-    syn_nb: Any
+    reference: Reference
+    hold_nb: Neighbours
+    syn_nb: Neighbours
     std: Standardiser
     hold_scores: np.ndarray
     syn_scores: np.ndarray
