@@ -10,16 +10,25 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from conditioning.dataset import replace_directory, staging_dir
+from conditioning.dataset import SyntheticSet, replace_directory, staging_dir
 from conditioning.logfile import attach_log_file
 
 from . import membership, stats
-from .copies import Standardiser, build_reference, find_neighbours, query_scores
+from .copies import (
+    Neighbours,
+    Reference,
+    Standardiser,
+    build_reference,
+    find_neighbours,
+    query_scores,
+)
 from .encoder import EncoderParams, load_encoder, save_encoder, train_encoder, training_key
 from .errors import AuditError
 from .imageset import load_images, open_set, set_sha256, write_filtered_copy
@@ -164,6 +173,78 @@ def _quantiles(values: np.ndarray) -> dict:
     return {str(q): round(float(v), 4) for q, v in zip(qs, np.quantile(values, qs), strict=True)}
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What one audit compares, opened and checked before anything is written."""
+
+    synthetic: SyntheticSet
+    dataset: Any
+    train: list  # the train split, one record per distinct pixel hash
+    holdout: list
+    shape: tuple
+    config: AuditConfig  # the encoder's input size capped at the images' size
+
+
+@dataclass(frozen=True)
+class _ModelSide:
+    """Where the model attack comes from: run with `probe`, or `reused` from the audit of the
+    unfiltered set (same model); `info` describes the model in the report."""
+
+    probe: membership.DiffusionModelProbe | None = None
+    info: dict | None = None
+    reused: dict | None = None
+
+
+@dataclass(frozen=True)
+class _Images:
+    """The pixels read once and shared by every step."""
+
+    set_hash: str
+    synthetic: np.ndarray
+    train: np.ndarray
+    holdout: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Copies:
+    """Copy detection's outcome: neighbours, scores and flags of the held-out and the set."""
+
+    reference: Reference
+    hold_nb: Neighbours
+    syn_nb: Neighbours
+    std: Standardiser
+    hold_scores: np.ndarray
+    syn_scores: np.ndarray
+    order: np.ndarray  # per synthetic image, its candidates best first
+    syn_combined: np.ndarray
+    threshold: float
+    flagged: np.ndarray
+    pvalues: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Results:
+    """Everything measured, for the report to assemble."""
+
+    images: _Images
+    copies: _Copies
+    encoder_meta: dict
+    encoder_reused: bool
+    dcr: dict
+    domias: dict
+    model_mia: dict | None
+    forbidden: Forbidden
+    findings: list
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str):
+    """Record a step's wall time under `key` (only when it finishes)."""
+    tick = time.perf_counter()
+    yield
+    timings[key] = round(time.perf_counter() - tick, 2)
+
+
 def run_audit(
     set_dir: str | Path,
     dataset_dir: str | Path,
@@ -173,24 +254,41 @@ def run_audit(
     model_info: dict | None = None,
     filtered_out: str | Path | None = None,
     filtered_report: str | Path | None = None,
-    model_mia: dict | None = None,
 ) -> dict:
     """Audit the set; write the report directory atomically; return the report dict.
 
     `filtered_out` also writes the set without its flagged images; `filtered_report` then
     audits that copy at once (same encoder and calibration, the model attack reused: the
-    model has not changed) and the returned report holds its verdict under "filtered".
-    `model_mia` is such a reused model-attack result."""
+    model has not changed) and the returned report holds its verdict under "filtered"."""
     if filtered_report is not None and filtered_out is None:
         raise ValueError("a filtered report needs filtered_out (--filtered-out DIR2)")
+    config = config or AuditConfig()
+    report, synthetic = _audit_into(
+        set_dir, dataset_dir, out_dir, config, _ModelSide(probe, model_info)
+    )
+    if filtered_out is not None:
+        drop = {s["file"] for s in report["samples"] if s["flagged"]}
+        write_filtered_copy(synthetic, drop, filtered_out)
+        log.info("filtered copy without %d flagged image(s): %s", len(drop), filtered_out)
+    if filtered_report is not None:
+        reused = report["summary"]["model_membership"] if probe is not None else None
+        again, _ = _audit_into(
+            filtered_out, dataset_dir, filtered_report, config, _ModelSide(reused=reused)
+        )
+        report["filtered"] = {
+            "set": str(filtered_out),
+            "report": str(filtered_report),
+            "verdict": again["verdict"],
+            "reasons": again["reasons"],
+            "images": again["set"]["images"],
+        }
+    return report
+
+
+def _open_inputs(set_dir: Path, dataset_dir, out_dir: Path, config: AuditConfig) -> _Inputs:
+    """Refuse unusable inputs (by name) before any work or any file is written."""
     from conditioning.dataset import load_dataset
 
-    from .report_html import write_html
-
-    config = config or AuditConfig()
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    set_dir, out_dir = Path(set_dir), Path(out_dir).resolve()
     synthetic = open_set(set_dir)
     if set_dir.resolve() in out_dir.parents or out_dir == set_dir.resolve():
         raise AuditError(out_dir, "the report directory must not be inside the audited set")
@@ -202,30 +300,26 @@ def run_audit(
     for split, rows in ((config.train_split, train_all), (config.holdout_split, holdout)):
         if not rows:
             raise AuditError(dataset.root, f"split {split!r} holds no image")
-    train = _dedup_train(train_all)
     shape = tuple(dataset.image_size)
     if max(shape) < config.encoder.input_size:  # small images: no upsampling for the encoder
         config = replace(config, encoder=replace(config.encoder, input_size=max(shape)))
+    return _Inputs(synthetic, dataset, _dedup_train(train_all), holdout, shape, config)
 
+
+def _audit_into(set_dir, dataset_dir, out_dir, config: AuditConfig, side: _ModelSide):
+    """One audit written to `out_dir` through a staging directory (its log included), so a
+    failed audit leaves no partial report; returns the report and the set it read."""
+    from .report_html import write_html
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    set_dir, out_dir = Path(set_dir), Path(out_dir).resolve()
+    inputs = _open_inputs(set_dir, dataset_dir, out_dir, config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = staging_dir(out_dir)
     handler = attach_log_file(stage / "audit.log")
-    root_logger = logging.getLogger()
     try:
-        report, arrays = _audit(
-            synthetic,
-            dataset,
-            train,
-            holdout,
-            shape,
-            config,
-            probe,
-            model_info,
-            stage,
-            out_dir,
-            timings,
-            model_mia,
-        )
+        report, arrays = _audit(inputs, side, stage, out_dir, timings)
         timings["total_seconds"] = round(time.perf_counter() - t0, 2)
         report["timings"] = timings
         from conditioning.dataset import write_json_atomic
@@ -235,33 +329,17 @@ def run_audit(
         write_html(stage / PUBLIC_HTML, report, arrays, public=True)
         log.info("verdict %s; report written to %s", report["verdict"], out_dir)
     except BaseException:
-        root_logger.removeHandler(handler)
-        handler.close()
+        _detach(handler)
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    root_logger.removeHandler(handler)
-    handler.close()
+    _detach(handler)
     replace_directory(stage, out_dir)
-    if filtered_out is not None:
-        drop = {s["file"] for s in report["samples"] if s["flagged"]}
-        write_filtered_copy(synthetic, drop, filtered_out)
-        log.info("filtered copy without %d flagged image(s): %s", len(drop), filtered_out)
-        if filtered_report is not None:
-            again = run_audit(
-                filtered_out,
-                dataset_dir,
-                filtered_report,
-                config,
-                model_mia=report["summary"]["model_membership"] if probe is not None else None,
-            )
-            report["filtered"] = {
-                "set": str(filtered_out),
-                "report": str(filtered_report),
-                "verdict": again["verdict"],
-                "reasons": again["reasons"],
-                "images": again["set"]["images"],
-            }
-    return report
+    return report, inputs.synthetic
+
+
+def _detach(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)
+    handler.close()
 
 
 def _load(dataset, records, progress: bool, desc: str) -> np.ndarray:
@@ -270,46 +348,52 @@ def _load(dataset, records, progress: bool, desc: str) -> np.ndarray:
     return np.stack([dataset.load_image(r) for r in tqdm(records, desc=desc, disable=not progress)])
 
 
-def _audit(
-    synthetic,
-    dataset,
-    train,
-    holdout,
-    shape,
-    config,
-    probe,
-    model_info,
-    stage,
-    out_dir,
-    timings,
-    reused_mia=None,
-):
-    progress = config.progress
-    tick = time.perf_counter()
-    set_hash = set_sha256(synthetic.root)
-    syn_images = load_images(synthetic, shape, progress)
-    train_images = _load(dataset, train, progress, "read train")
-    holdout_images = _load(dataset, holdout, progress, "read holdout")
-    timings["read_seconds"] = round(time.perf_counter() - tick, 2)
+def _audit(inputs: _Inputs, side: _ModelSide, stage: Path, out_dir: Path, timings: dict):
+    """Every measurement in turn, then the report and the arrays its pages draw."""
+    config, train = inputs.config, inputs.train
+    images = _read_images(inputs, timings)
+    with _timed(timings, "encoder_seconds"):
+        model, encoder_meta, reused = _get_encoder(config, images.train, train, stage, out_dir)
+    copies = _detect_copies(inputs, model, images, timings)
+    with _timed(timings, "data_attack_seconds"):
+        dcr, domias = _data_attacks(copies, config)
+    model_mia = _model_membership(inputs, side, images, timings)
+    with _timed(timings, "metadata_seconds"):
+        forbidden = _forbidden(inputs.dataset, train, config.forbidden)
+        synthetic = inputs.synthetic
+        findings = scan_set(synthetic.root, forbidden, config.progress, synthetic.files)
+    results = _Results(
+        images, copies, encoder_meta, reused, dcr, domias, model_mia, forbidden, findings
+    )
+    return _report(inputs, results), _arrays(inputs, results)
+
+
+def _read_images(inputs: _Inputs, timings: dict) -> _Images:
+    """All pixels, with the set's hash taken before and checked after: a set that changes
+    while it is read is refused."""
+    synthetic, progress = inputs.synthetic, inputs.config.progress
+    with _timed(timings, "read_seconds"):
+        set_hash = set_sha256(synthetic.root)
+        syn_images = load_images(synthetic, inputs.shape, progress)
+        train_images = _load(inputs.dataset, inputs.train, progress, "read train")
+        holdout_images = _load(inputs.dataset, inputs.holdout, progress, "read holdout")
     if set_sha256(synthetic.root) != set_hash:
         raise AuditError(synthetic.root, "the set changed while it was being audited")
     if synthetic.incomplete:
         log.warning("%s: %s", synthetic.root, synthetic.incomplete)
+    return _Images(set_hash, syn_images, train_images, holdout_images)
 
-    tick = time.perf_counter()
-    model, encoder_meta, reused = _get_encoder(config, train_images, train, stage, out_dir)
-    timings["encoder_seconds"] = round(time.perf_counter() - tick, 2)
-    size = config.encoder.input_size
 
-    tick = time.perf_counter()
-    reference = build_reference(
-        model, train_images, [r.id for r in train], [r.patient_id for r in train], size, progress
-    )
-    k = config.neighbours
-    hold_nb = find_neighbours(model, reference, holdout_images, size, k, progress, "holdout")
-    syn_nb = find_neighbours(model, reference, syn_images, size, k, progress, "synthetic")
-    timings["copy_detection_seconds"] = round(time.perf_counter() - tick, 2)
-
+def _detect_copies(inputs: _Inputs, model, images: _Images, timings: dict) -> _Copies:
+    """Neighbours of the held-out and the synthetic images; the held-out ones calibrate the
+    score and the conformal threshold the set is flagged by."""
+    config, train = inputs.config, inputs.train
+    size, k, progress = config.encoder.input_size, config.neighbours, config.progress
+    with _timed(timings, "copy_detection_seconds"):
+        ids, patients = [r.id for r in train], [r.patient_id for r in train]
+        reference = build_reference(model, images.train, ids, patients, size, progress)
+        hold_nb = find_neighbours(model, reference, images.holdout, size, k, progress, "holdout")
+        syn_nb = find_neighbours(model, reference, images.synthetic, size, k, progress, "synthetic")
     std = Standardiser.fit(hold_nb)
     hold_scores, _ = query_scores(std, hold_nb)
     syn_scores, order = query_scores(std, syn_nb)
@@ -317,70 +401,83 @@ def _audit(
     threshold = stats.conformal_threshold(hold_scores, config.quantile)
     flagged = syn_scores > threshold
     pvalues = stats.conformal_pvalues(hold_scores, syn_scores)
+    return _Copies(
+        reference,
+        hold_nb,
+        syn_nb,
+        std,
+        hold_scores,
+        syn_scores,
+        order,
+        syn_combined,
+        threshold,
+        flagged,
+        pvalues,
+    )
+
+
+def _data_attacks(copies: _Copies, config: AuditConfig) -> tuple[dict, dict]:
+    """DCR and DOMIAS on the released set, in the copy-detection embedding."""
+    embeddings = (copies.syn_nb.embeddings, copies.reference.embeddings)
+    held = copies.hold_nb.embeddings
+    dcr = membership.dcr(*embeddings, held, seed=config.seed, n_boot=config.n_boot)
+    domias = membership.domias(*embeddings, held, seed=config.seed, n_boot=config.n_boot)
+    return dcr, domias
+
+
+def _model_membership(inputs: _Inputs, side: _ModelSide, images: _Images, timings: dict):
+    """The attack on the model: reused when given, run when there is a probe, else None."""
+    if side.reused is not None and "attacks" in side.reused:
+        return {**side.reused, "reused": "from the audit of the unfiltered set (same model)"}
+    if side.probe is None:
+        return None
+    with _timed(timings, "model_mia_seconds"):
+        model_mia = _model_mia(side.probe, inputs, images)
+    if side.info:
+        model_mia["model"] = side.info
+    return model_mia
+
+
+def _copy_summary(copies: _Copies, config: AuditConfig) -> dict:
+    flagged, syn_nb, order = copies.flagged, copies.syn_nb, copies.order
     alpha = 1.0 - config.quantile
-    n_flag, n_syn = int(flagged.sum()), len(syn_scores)
+    n_flag, n_syn = int(flagged.sum()), len(copies.syn_scores)
     matched_patients = {
-        int(reference.groups[syn_nb.index[i, order[i, 0]]]) for i in np.nonzero(flagged)[0]
+        int(copies.reference.groups[syn_nb.index[i, order[i, 0]]]) for i in np.nonzero(flagged)[0]
     }
-    copy_summary = {
+    discoveries = int(stats.benjamini_hochberg(copies.pvalues, alpha).sum())
+    return {
         "synthetic_images": n_syn,
         "flagged": n_flag,
         "flagged_rate": n_flag / n_syn,
         "flagged_rate_ci95": stats.wilson_interval(n_flag, n_syn),
         "expected_rate_without_copies": alpha,
         "distinct_training_patients_matched": len(matched_patients),
-        "benjamini_hochberg_discoveries": int(stats.benjamini_hochberg(pvalues, alpha).sum()),
-        "holdout_flag_rate_split_half": _split_half_fpr(hold_scores, config.quantile, config.seed),
-        "synthetic_score_quantiles": _quantiles(syn_scores),
-        "holdout_score_quantiles": _quantiles(hold_scores),
+        "benjamini_hochberg_discoveries": discoveries,
+        "holdout_flag_rate_split_half": _split_half_fpr(
+            copies.hold_scores, config.quantile, config.seed
+        ),
+        "synthetic_score_quantiles": _quantiles(copies.syn_scores),
+        "holdout_score_quantiles": _quantiles(copies.hold_scores),
     }
 
-    tick = time.perf_counter()
-    dcr = membership.dcr(
-        syn_nb.embeddings,
-        reference.embeddings,
-        hold_nb.embeddings,
-        seed=config.seed,
-        n_boot=config.n_boot,
+
+def _report(inputs: _Inputs, res: _Results) -> dict:
+    """The report.json dict, section by section (key order is the file's)."""
+    config, synthetic = inputs.config, inputs.synthetic
+    copy_summary = _copy_summary(res.copies, config)
+    checks = _checks(
+        copy_summary,
+        res.copies.threshold,
+        config,
+        res.findings,
+        res.dcr,
+        res.domias,
+        res.model_mia,
     )
-    domias = membership.domias(
-        syn_nb.embeddings,
-        reference.embeddings,
-        hold_nb.embeddings,
-        seed=config.seed,
-        n_boot=config.n_boot,
-    )
-    timings["data_attack_seconds"] = round(time.perf_counter() - tick, 2)
-
-    model_mia = None
-    if reused_mia is not None and "attacks" in reused_mia:
-        model_mia = {**reused_mia, "reused": "from the audit of the unfiltered set (same model)"}
-    elif probe is not None:
-        tick = time.perf_counter()
-        model_mia = _model_mia(probe, dataset, train, holdout, train_images, holdout_images, config)
-        timings["model_mia_seconds"] = round(time.perf_counter() - tick, 2)
-        if model_info:
-            model_mia["model"] = model_info
-
-    tick = time.perf_counter()
-    forbidden = _forbidden(dataset, train, config.forbidden)
-    findings = scan_set(synthetic.root, forbidden, progress, synthetic.files)
-    timings["metadata_seconds"] = round(time.perf_counter() - tick, 2)
-
-    checks = _checks(copy_summary, threshold, config, findings, dcr, domias, model_mia)
     failed = [c for c in checks if not c["passed"]]
-    samples = []
-    for i, rel in enumerate(synthetic.image_files):
-        samples.append(
-            {
-                "file": rel,
-                "flagged": bool(flagged[i]),
-                "score": round(float(syn_scores[i]), 4),
-                "p_value": round(float(pvalues[i]), 5),
-                "nearest": _nearest_json(reference, syn_nb, syn_combined, order, i, shape[-1]),
-            }
-        )
-    report = {
+    samples = _samples(inputs, res.copies)
+    return {
         "schema_version": SCHEMA_VERSION,
         "tool": "radsynth audit",
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -388,104 +485,161 @@ def _audit(
         "reasons": ([c["detail"] for c in failed] or ["all checks passed"])
         + ([f"warning: {synthetic.incomplete}"] if synthetic.incomplete else []),
         "checks": checks,
-        "set_sha256": set_hash,
+        "set_sha256": res.images.set_hash,
         "files": {"auditor_html": REPORT_HTML, "public_html": PUBLIC_HTML, "log": "audit.log"},
         "set": {
             "name": synthetic.root.name,
             "kind": synthetic.kind,
-            "images": n_syn,
+            "images": copy_summary["synthetic_images"],
             "incomplete": synthetic.incomplete,
         },
-        "dataset": {
-            "name": dataset.name,
-            "content_hash": dataset.content_hash(),
-            "image_size": list(shape),
-            "train_split": config.train_split,
-            "holdout_split": config.holdout_split,
-            "train_images": len(dataset.split(config.train_split)),
-            "train_images_deduplicated": len(train),
-            "train_patients": len({r.patient_id for r in train}),
-            "holdout_images": len(holdout),
-            "holdout_patients": len({r.patient_id for r in holdout}),
+        "dataset": _dataset_section(inputs),
+        "encoder": {
+            **res.encoder_meta,
+            "reused_from_cache": res.encoder_reused,
+            "stored_in": ENCODER_DIR,
         },
-        "encoder": {**encoder_meta, "reused_from_cache": reused, "stored_in": ENCODER_DIR},
-        "thresholds": {
-            "copy": {
-                "score": "max over candidate training images (nearest patients by the encoder "
-                "and by coarse pixels) of max(zE, zN, (zE+zN)/sqrt 2, zP, zD, zDP), zE = "
-                "z(-log(1-embedding cosine)), zN = z(-log(1-aligned NCC)), zP, zD, zDP the same "
-                "of the patch, detail and detail-patch NCC; z scaled so 0 is the held-out "
-                "images' median best match and 1 their 95th percentile",
-                "alignment": "registration of every candidate on band-passed images "
-                "(difference of Gaussians, sigma 0.5 and 2 px at 32x32): normalised "
-                "cross-correlation maximised over mirror, rotations of -6..6 degrees, scales "
-                "0.94..1.22 and shifts of up to 4 px of a 64x64 image at 16x16, then for the best "
-                "3 candidates around that at 32x32 (1.5 degree, 3% and half-pixel steps); there "
-                "the patch score is the best NCC of 12x12 windows (a copied region inside a new "
-                "image); the score uses the larger of zN and zP = z(-log(1-patch NCC))",
-                "detail": "for the same 3 candidates at the alignment found, at (at most) 64x64: "
-                "difference of Gaussians (sigma 1 and 3 px), the training windows' leading "
-                "principal components (the anatomy chest films share) projected out, best "
-                "whole-pixel shift within 2 px; detail = NCC of the whole window, detail_patch "
-                "= the best NCC of 36x36 windows; each enters the score as z(-log(1-NCC))",
-                "rule": f"flag when the score exceeds the held-out images' conformal "
-                f"{config.quantile} quantile (equivalently conformal p-value <= {alpha:.4g})",
-                "quantile": config.quantile,
-                "threshold": round(threshold, 4),
-                "holdout_images": len(holdout),
-                "how_set": f"calibrated on split {config.holdout_split!r}: patients never "
-                "used in training, each compared with the training split",
-                "standardiser": std.to_json(),
-            },
-            "dcr": {
-                "limit": config.dcr_limit,
-                "rule": "fail when the lower 95% bound of "
-                "the share closer to train exceeds the limit",
-                "how_set": "policy default",
-            },
-            "membership": {
-                "auc_limit": config.auc_limit,
-                "tpr_at_1pct_fpr_limit": config.tpr_limit,
-                "rule": "fail when an attack's lower 95% bound exceeds a limit",
-                "how_set": "policy default",
-            },
-            "metadata": {
-                "rule": "any finding of severity 'fail' fails the verdict",
-                "forbidden_strings": len(forbidden),
-                "forbidden_strings_too_short_to_search": forbidden.too_short,
-            },
-        },
-        "summary": {
-            "copy_detection": copy_summary,
-            "dcr": dcr,
-            "domias": domias,
-            "model_membership": model_mia
-            if model_mia is not None
-            else {"skipped": "no --model given"},
-            "metadata": {
-                "files_scanned": len(synthetic.files),
-                "failures": sum(f.severity == FAIL for f in findings),
-                "warnings": sum(f.severity != FAIL for f in findings),
-            },
-        },
-        "metadata_findings": [f.to_json() for f in findings],
+        "thresholds": _thresholds_section(inputs, res),
+        "summary": _summary_section(inputs, res, copy_summary),
+        "metadata_findings": [f.to_json() for f in res.findings],
         "samples": samples,
     }
-    arrays = {
-        "holdout_scores": hold_scores,
-        "synthetic_scores": syn_scores,
-        "synthetic_images": syn_images,
-        "train_images": train_images,
-        "train_index": {r.id: i for i, r in enumerate(train)},
+
+
+def _samples(inputs: _Inputs, copies: _Copies) -> list[dict]:
+    """Per synthetic image: its flag, score, p-value and nearest training images."""
+    samples = []
+    for i, rel in enumerate(inputs.synthetic.image_files):
+        nearest = _nearest_json(
+            copies.reference, copies.syn_nb, copies.syn_combined, copies.order, i, inputs.shape[-1]
+        )
+        samples.append(
+            {
+                "file": rel,
+                "flagged": bool(copies.flagged[i]),
+                "score": round(float(copies.syn_scores[i]), 4),
+                "p_value": round(float(copies.pvalues[i]), 5),
+                "nearest": nearest,
+            }
+        )
+    return samples
+
+
+def _dataset_section(inputs: _Inputs) -> dict:
+    dataset, config, train, holdout = inputs.dataset, inputs.config, inputs.train, inputs.holdout
+    return {
+        "name": dataset.name,
+        "content_hash": dataset.content_hash(),
+        "image_size": list(inputs.shape),
+        "train_split": config.train_split,
+        "holdout_split": config.holdout_split,
+        "train_images": len(dataset.split(config.train_split)),
+        "train_images_deduplicated": len(train),
+        "train_patients": len({r.patient_id for r in train}),
+        "holdout_images": len(holdout),
+        "holdout_patients": len({r.patient_id for r in holdout}),
+    }
+
+
+_COPY_SCORE = (
+    "max over candidate training images (nearest patients by the encoder "
+    "and by coarse pixels) of max(zE, zN, (zE+zN)/sqrt 2, zP, zD, zDP), zE = "
+    "z(-log(1-embedding cosine)), zN = z(-log(1-aligned NCC)), zP, zD, zDP the same "
+    "of the patch, detail and detail-patch NCC; z scaled so 0 is the held-out "
+    "images' median best match and 1 their 95th percentile"
+)
+_COPY_ALIGNMENT = (
+    "registration of every candidate on band-passed images "
+    "(difference of Gaussians, sigma 0.5 and 2 px at 32x32): normalised "
+    "cross-correlation maximised over mirror, rotations of -6..6 degrees, scales "
+    "0.94..1.22 and shifts of up to 4 px of a 64x64 image at 16x16, then for the best "
+    "3 candidates around that at 32x32 (1.5 degree, 3% and half-pixel steps); there "
+    "the patch score is the best NCC of 12x12 windows (a copied region inside a new "
+    "image); the score uses the larger of zN and zP = z(-log(1-patch NCC))"
+)
+_COPY_DETAIL = (
+    "for the same 3 candidates at the alignment found, at (at most) 64x64: "
+    "difference of Gaussians (sigma 1 and 3 px), the training windows' leading "
+    "principal components (the anatomy chest films share) projected out, best "
+    "whole-pixel shift within 2 px; detail = NCC of the whole window, detail_patch "
+    "= the best NCC of 36x36 windows; each enters the score as z(-log(1-NCC))"
+)
+
+
+def _thresholds_section(inputs: _Inputs, res: _Results) -> dict:
+    """Each check's rule and limit, and how it was set."""
+    config, copies = inputs.config, res.copies
+    alpha = 1.0 - config.quantile
+    copy = {
+        "score": _COPY_SCORE,
+        "alignment": _COPY_ALIGNMENT,
+        "detail": _COPY_DETAIL,
+        "rule": f"flag when the score exceeds the held-out images' conformal "
+        f"{config.quantile} quantile (equivalently conformal p-value <= {alpha:.4g})",
+        "quantile": config.quantile,
+        "threshold": round(copies.threshold, 4),
+        "holdout_images": len(inputs.holdout),
+        "how_set": f"calibrated on split {config.holdout_split!r}: patients never "
+        "used in training, each compared with the training split",
+        "standardiser": copies.std.to_json(),
+    }
+    return {
+        "copy": copy,
+        "dcr": {
+            "limit": config.dcr_limit,
+            "rule": "fail when the lower 95% bound of the share closer to train exceeds the limit",
+            "how_set": "policy default",
+        },
+        "membership": {
+            "auc_limit": config.auc_limit,
+            "tpr_at_1pct_fpr_limit": config.tpr_limit,
+            "rule": "fail when an attack's lower 95% bound exceeds a limit",
+            "how_set": "policy default",
+        },
+        "metadata": {
+            "rule": "any finding of severity 'fail' fails the verdict",
+            "forbidden_strings": len(res.forbidden),
+            "forbidden_strings_too_short_to_search": res.forbidden.too_short,
+        },
+    }
+
+
+def _summary_section(inputs: _Inputs, res: _Results, copy_summary: dict) -> dict:
+    findings = res.findings
+    return {
+        "copy_detection": copy_summary,
+        "dcr": res.dcr,
+        "domias": res.domias,
+        "model_membership": res.model_mia
+        if res.model_mia is not None
+        else {"skipped": "no --model given"},
+        "metadata": {
+            "files_scanned": len(inputs.synthetic.files),
+            "failures": sum(f.severity == FAIL for f in findings),
+            "warnings": sum(f.severity != FAIL for f in findings),
+        },
+    }
+
+
+def _arrays(inputs: _Inputs, res: _Results) -> dict:
+    """What the HTML pages draw besides the report: scores, pixels, transforms found."""
+    copies, syn_nb = res.copies, res.copies.syn_nb
+    return {
+        "holdout_scores": copies.hold_scores,
+        "synthetic_scores": copies.syn_scores,
+        "synthetic_images": res.images.synthetic,
+        "train_images": res.images.train,
+        "train_index": {r.id: i for i, r in enumerate(inputs.train)},
         "transforms": {  # (sample, training id) -> the transform registration found
-            (i, reference.ids[syn_nb.index[i, j]]): found
+            (i, copies.reference.ids[syn_nb.index[i, j]]): found
             for (i, j), found in syn_nb.transforms.items()
         },
     }
-    return report, arrays
 
 
-def _model_mia(probe, dataset, train, holdout, train_images, holdout_images, config) -> dict:
+def _model_mia(probe, inputs: _Inputs, images: _Images) -> dict:
+    """The model attack on equal random samples of train and holdout images."""
+    config, train, holdout = inputs.config, inputs.train, inputs.holdout
     rng = np.random.default_rng(config.seed)
     n = min(config.mia_samples, len(train), len(holdout))
     mi = np.sort(rng.choice(len(train), n, replace=False))
@@ -501,14 +655,12 @@ def _model_mia(probe, dataset, train, holdout, train_images, holdout_images, con
     )
     return membership.model_attack(
         probe,
-        train_images[mi],
+        images.train[mi],
         [dict(train[i].conditions) for i in mi],
-        holdout_images[ni],
+        images.holdout[ni],
         [dict(holdout[i].conditions) for i in ni],
         timesteps,
-        seed=config.seed,
-        n_boot=config.n_boot,
-        progress=config.progress,
+        membership.AttackSettings(config.seed, config.n_boot, progress=config.progress),
     )
 
 

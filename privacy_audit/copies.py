@@ -168,7 +168,9 @@ def find_neighbours(
     if legacy:
         aligned, fine = reference.legacy
         ncc, variant = aligned.score(pixels, index, progress=progress, desc=f"align {label}")
-        ncc = _refine(aligned, fine, images01, index, cosine, ncc, variant, progress, label)
+        ncc = _refine(
+            aligned, fine, images01, _Coarse(index, cosine, ncc, variant), progress, label
+        )
         return Neighbours(index, cosine, ncc, emb)
     found = register(
         reference.registration, images01, index, progress=progress, desc=f"register {label}"
@@ -185,14 +187,26 @@ def find_neighbours(
     )
 
 
-def _refine(aligned, fine, images01, index, cosine, ncc, variant, progress, label, block=1024):
+@dataclass(frozen=True)
+class _Coarse:
+    """The former method's first stage: candidates (-1 pad), their cosine, coarse NCC and the
+    variant (crop, orientation) each was aligned in."""
+
+    index: np.ndarray
+    cosine: np.ndarray
+    ncc: np.ndarray
+    variant: np.ndarray
+
+
+def _refine(aligned, fine, images01, coarse: _Coarse, progress, label, block=1024):
     """The former method's second stage: re-align the best candidates (by coarse NCC, plus the
     encoder's best) at the fine size, in the orientation and around the crop the coarse
     alignment chose."""
     from tqdm import tqdm
 
+    index, ncc = coarse.index, coarse.ncc
     order = np.argsort(-ncc, axis=1)[:, :REFINED]
-    best_cos = np.argmax(cosine, axis=1)[:, None]
+    best_cos = np.argmax(coarse.cosine, axis=1)[:, None]
     columns = np.concatenate([order, best_cos], axis=1)
     rows = np.repeat(np.arange(len(index)), columns.shape[1])
     cols = columns.ravel()
@@ -200,7 +214,7 @@ def _refine(aligned, fine, images01, index, cosine, ncc, variant, progress, labe
     pairs = np.unique(np.stack([rows[keep], cols[keep]], 1), axis=0)
     out = ncc.copy()
     shift = max_shift_for(fine.shape[-1])
-    kinds = variant[pairs[:, 0], pairs[:, 1]]
+    kinds = coarse.variant[pairs[:, 0], pairs[:, 1]]
     bar = tqdm(total=len(pairs), desc=f"refine {label}", disable=not progress)
     for kind in np.unique(kinds):
         fraction, flipped = aligned.variants[kind]

@@ -6,6 +6,7 @@ record (DCR) and a DOMIAS-style density ratio, in the copy-detection embedding."
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -55,11 +56,24 @@ def _summary(members: np.ndarray, nonmembers: np.ndarray, n_boot: int, seed: int
     }
 
 
-def _errors(method, images01, conditions, timesteps, seed, batch, desc, progress) -> np.ndarray:
+@dataclass(frozen=True)
+class AttackSettings:
+    """How a model attack runs: `seed` fixes the noise (the same for members and non-members),
+    `n_boot` the bootstrap resamples of the intervals, `batch` the images per probe call."""
+
+    seed: int = 0
+    n_boot: int = 500
+    batch: int = 64
+    progress: bool = False
+
+
+def _errors(method, images01, conditions, timesteps, settings: AttackSettings, desc) -> np.ndarray:
     from tqdm import tqdm
 
+    seed, batch = settings.seed, settings.batch
     out = []
-    for n, i in enumerate(tqdm(range(0, len(images01), batch), desc=desc, disable=not progress)):
+    steps = tqdm(range(0, len(images01), batch), desc=desc, disable=not settings.progress)
+    for n, i in enumerate(steps):
         part = np.asarray(
             method(images01[i : i + batch], conditions[i : i + batch], list(timesteps), seed + n),
             dtype=np.float64,
@@ -78,53 +92,43 @@ def model_attack(
     nonmembers01: np.ndarray,
     nonmember_conditions: list[dict],
     timesteps: list[int],
-    seed: int = 0,
-    n_boot: int = 500,
-    batch: int = 64,
-    progress: bool = False,
+    settings: AttackSettings | None = None,
 ) -> dict:
     """Loss attack (lower loss = member) per timestep and combined (mean log loss over
     timesteps), plus the stepwise attack when the probe offers it. Member and non-member
     batches get the same noise seeds, so noise does not differ between the two groups."""
+    settings = settings or AttackSettings()
     result: dict = {"timesteps": list(map(int, timesteps)), "attacks": {}}
     methods = [("loss", probe.denoising_error)]
     if isinstance(probe, StepwiseProbe):
         methods.append(("stepwise", probe.stepwise_error))
     for name, method in methods:
         em = _errors(
-            method,
-            members01,
-            member_conditions,
-            timesteps,
-            seed,
-            batch,
-            f"MIA {name}: train",
-            progress,
+            method, members01, member_conditions, timesteps, settings, f"MIA {name}: train"
         )
         en = _errors(
-            method,
-            nonmembers01,
-            nonmember_conditions,
-            timesteps,
-            seed,
-            batch,
-            f"MIA {name}: holdout",
-            progress,
+            method, nonmembers01, nonmember_conditions, timesteps, settings, f"MIA {name}: holdout"
         )
         if not (np.isfinite(em).all() and np.isfinite(en).all()):
             raise ValueError(f"model probe {name} returned non-finite errors")
-        per_t = {
-            str(t): stats.auc(-np.log(em[:, j] + 1e-12), -np.log(en[:, j] + 1e-12))
-            for j, t in enumerate(timesteps)
-        }
-        sm, sn = -np.log(em + 1e-12).mean(1), -np.log(en + 1e-12).mean(1)
-        entry = _summary(sm, sn, n_boot, seed)
-        entry["auc_per_timestep"] = per_t
-        entry["score"] = "minus mean log error over timesteps (higher = member)"
-        result["attacks"][name] = entry
+        result["attacks"][name] = _error_attack(em, en, timesteps, settings)
     strongest = max(result["attacks"], key=lambda k: result["attacks"][k]["auc"])
     result["strongest"] = strongest
     return result
+
+
+def _error_attack(em: np.ndarray, en: np.ndarray, timesteps, settings: AttackSettings) -> dict:
+    """Members' and non-members' errors (N, timesteps) -> the attack's summary: per-timestep
+    AUC, and the combined score's AUC and TPR with intervals."""
+    per_t = {
+        str(t): stats.auc(-np.log(em[:, j] + 1e-12), -np.log(en[:, j] + 1e-12))
+        for j, t in enumerate(timesteps)
+    }
+    sm, sn = -np.log(em + 1e-12).mean(1), -np.log(en + 1e-12).mean(1)
+    entry = _summary(sm, sn, settings.n_boot, settings.seed)
+    entry["auc_per_timestep"] = per_t
+    entry["score"] = "minus mean log error over timesteps (higher = member)"
+    return entry
 
 
 def _min_cosine_distance(a: torch.Tensor, b: torch.Tensor, block: int = 4096) -> np.ndarray:

@@ -229,72 +229,76 @@ def scan_set(
         findings += [
             Finding(rel, "file-name", f"file name holds {label}") for label in forbidden.search(rel)
         ]
-        suffix = path.suffix.lower()
-        if suffix == ".png":
-            try:
-                items = _png_metadata(path)
-            except OSError as exc:
-                findings.append(Finding(rel, "unreadable-image", f"cannot read PNG ({exc})"))
-                continue
-            for where, value in items:
-                labels = forbidden.search(value) + forbidden.search(where)
-                if labels:
-                    findings += [
-                        Finding(rel, "forbidden-string", f"{where} holds {lb}") for lb in labels
-                    ]
-                elif IDENTIFYING_KEY.search(where) or IDENTIFYING_KEY.search(value[:200]):
-                    findings.append(Finding(rel, "image-metadata", f"{where} looks identifying"))
-                else:
-                    findings.append(
-                        Finding(
-                            rel,
-                            "image-metadata",
-                            f"{where} present ({len(value)} characters)",
-                            WARN,
-                        )
-                    )
-            continue
-        if _is_dicom(path):
+        if path.suffix.lower() == ".png":
+            findings += _scan_png(path, rel, forbidden)
+        elif _is_dicom(path):
             findings += _scan_dicom(path, rel, forbidden)
-            continue
-        data = path.read_bytes()
-        text = (
-            data.decode("utf-8")
-            if suffix in TEXT_SUFFIXES and _utf8(data)
-            else data.decode("latin-1")
-        )
-        findings += [
-            Finding(rel, "forbidden-string", f"content holds {label}")
-            for label in forbidden.search(text)
-        ]
-        if suffix == ".csv":
-            findings += _scan_csv(text, rel)
-        elif suffix == ".json":
-            try:
-                keys = _json_keys(json.loads(text))
-            except (json.JSONDecodeError, RecursionError):
-                keys = []
-            findings += [
+        else:
+            findings += _scan_content(path, rel, forbidden)
+    return findings
+
+
+def _scan_png(path: Path, rel: str, forbidden: Forbidden) -> list[Finding]:
+    """PNG text chunks, EXIF and the like: forbidden strings fail, identifying-looking keys or
+    values fail, any other metadata is a warning (a release's images should carry none)."""
+    try:
+        items = _png_metadata(path)
+    except OSError as exc:
+        return [Finding(rel, "unreadable-image", f"cannot read PNG ({exc})")]
+    findings = []
+    for where, value in items:
+        labels = forbidden.search(value) + forbidden.search(where)
+        if labels:
+            findings += [Finding(rel, "forbidden-string", f"{where} holds {lb}") for lb in labels]
+        elif IDENTIFYING_KEY.search(where) or IDENTIFYING_KEY.search(value[:200]):
+            findings.append(Finding(rel, "image-metadata", f"{where} looks identifying"))
+        else:
+            findings.append(
+                Finding(rel, "image-metadata", f"{where} present ({len(value)} characters)", WARN)
+            )
+    return findings
+
+
+def _scan_content(path: Path, rel: str, forbidden: Forbidden) -> list[Finding]:
+    """Any other file read as text: forbidden strings, identifying CSV columns and JSON keys,
+    and (in text files) absolute paths that may name a source."""
+    suffix = path.suffix.lower()
+    data = path.read_bytes()
+    text = (
+        data.decode("utf-8") if suffix in TEXT_SUFFIXES and _utf8(data) else data.decode("latin-1")
+    )
+    findings = [
+        Finding(rel, "forbidden-string", f"content holds {label}")
+        for label in forbidden.search(text)
+    ]
+    if suffix == ".csv":
+        findings += _scan_csv(text, rel)
+    elif suffix == ".json":
+        findings += _scan_json(text, rel)
+    if suffix in TEXT_SUFFIXES:
+        paths = sorted(set(ABSOLUTE_PATH.findall(text)))
+        if paths:
+            findings.append(
                 Finding(
                     rel,
-                    "identifying-key",
-                    f"key {k!r} names an identifying attribute and has a value",
+                    "absolute-path",
+                    f"{len(paths)} absolute path(s), "
+                    f"e.g. {_redact(paths[0])}: check none is a source path",
+                    WARN,
                 )
-                for k in keys[:20]
-            ]
-        if suffix in TEXT_SUFFIXES:
-            paths = sorted(set(ABSOLUTE_PATH.findall(text)))
-            if paths:
-                findings.append(
-                    Finding(
-                        rel,
-                        "absolute-path",
-                        f"{len(paths)} absolute path(s), "
-                        f"e.g. {_redact(paths[0])}: check none is a source path",
-                        WARN,
-                    )
-                )
+            )
     return findings
+
+
+def _scan_json(text: str, rel: str) -> list[Finding]:
+    try:
+        keys = _json_keys(json.loads(text))
+    except (json.JSONDecodeError, RecursionError):
+        keys = []
+    return [
+        Finding(rel, "identifying-key", f"key {k!r} names an identifying attribute and has a value")
+        for k in keys[:20]
+    ]
 
 
 def _utf8(data: bytes) -> bool:

@@ -230,6 +230,21 @@ HALF_PIXEL = torch.tensor(  # then around the best of those: half-pixel offsets
 )
 
 
+@dataclass(frozen=True)
+class _CoarseSearch:
+    """The coarse transforms, their maps and sampling grids: the same for every query."""
+
+    params: torch.Tensor  # (T, 5), as _params
+    thetas: torch.Tensor  # (T, 2, 3) at COARSE
+    grid: torch.Tensor  # (T, COARSE, COARSE, 2)
+
+    @classmethod
+    def build(cls) -> _CoarseSearch:
+        params = _params(COARSE_TRANSFORMS)
+        thetas = _theta_batch(params, COARSE)
+        return cls(params, thetas, _affine_grid(thetas, COARSE))
+
+
 def register(
     index: RegistrationIndex,
     queries01: np.ndarray,
@@ -246,79 +261,106 @@ def register(
     from tqdm import tqdm
 
     q_n, k = candidates.shape
-    ncc = np.full((q_n, k), -np.inf, dtype=np.float32)
-    patch = np.full((q_n, k), -np.inf, dtype=np.float32)
-    detail = np.full((q_n, k), -np.inf, dtype=np.float32)
-    detail_patch = np.full((q_n, k), -np.inf, dtype=np.float32)
-    found: dict[tuple[int, int], Transform] = {}
-    coarse_params = _params(COARSE_TRANSFORMS)
-    coarse_thetas = _theta_batch(coarse_params, COARSE)
-    coarse_grid = _affine_grid(coarse_thetas, COARSE)  # the same maps for every query
-    lags_c, lags_f = (2 * COARSE_SHIFT + 1) ** 2, (2 * FINE_SHIFT + 1) ** 2
+    out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(4)), {})
+    search = _CoarseSearch.build()
     for start in tqdm(range(0, q_n, block), desc=desc, disable=not progress):
         cand = torch.as_tensor(candidates[start : start + block])
-        b = len(cand)
-        valid = cand >= 0
-        safe = cand.clamp(min=0)
+        valid, safe = cand >= 0, cand.clamp(min=0)
         bp = band_pass(queries01[start : start + block])
-        small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
-        thetas = coarse_thetas.expand(b, -1, -1, -1)
-        warped = _warp_pairs(small, thetas, COARSE, coarse_grid.repeat(b, 1, 1, 1))
-        side = COARSE - 2 * COARSE_SHIFT
-        refs = index.coarse[safe].view(b, k, side, side)
-        best, where = _shift_ncc(warped, refs, COARSE_SHIFT).max(2)  # (B, k)
-        best = torch.where(valid, best, torch.tensor(-float("inf")))
-        ncc[start : start + b] = best.numpy()
-        # the fine stage, for the best `refine` candidates of each query
-        top = best.argsort(1, descending=True)[:, :refine]
-        rows = torch.arange(b)[:, None].expand_as(top).reshape(-1)
-        cols = top.reshape(-1)
-        keep = valid[rows, cols]
-        rows, cols = rows[keep], cols[keep]
+        best, where = _coarse_ncc(index, search, bp, safe, valid)
+        out.ncc[start : start + len(cand)] = best.numpy()
+        rows, cols = _refined_pairs(best, valid, refine)
         if len(rows) == 0:
             continue
-        w = where[rows, cols]
-        t_i, lag = w // lags_c, w % lags_c
-        scale = FIELD / COARSE
-        base = coarse_params[t_i].clone()
-        base[:, 3] = (COARSE_SHIFT - lag // (2 * COARSE_SHIFT + 1)) * scale
-        base[:, 4] = (COARSE_SHIFT - lag % (2 * COARSE_SHIFT + 1)) * scale
-        near = base[:, None].repeat(1, len(FINE_DELTAS), 1)
-        near[..., 1] += FINE_DELTAS[:, 1]
-        near[..., 2] *= 1 + FINE_DELTAS[:, 2]
-        n = len(rows)
-        thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(FINE_DELTAS), 2, 3)
-        refs = safe[rows, cols]
-        side = FIELD - 2 * FINE_SHIFT
+        refs, moving = safe[rows, cols], bp[rows]
         unit_refs = index.fine_unit[refs]
-        fine_best, fine_where = _shift_ncc(
-            _warp_pairs(bp[rows], thetas, FIELD), unit_refs.view(n, 1, side, side), FINE_SHIFT
-        )[:, 0].max(1)
-        t_f, lag = fine_where // lags_f, fine_where % lags_f
-        chosen = near[torch.arange(n), t_f].clone()
-        chosen[:, 3] += FINE_SHIFT - lag // (2 * FINE_SHIFT + 1)
-        chosen[:, 4] += FINE_SHIFT - lag % (2 * FINE_SHIFT + 1)
-        # half-pixel offsets around the best whole-pixel alignment: the centre window only
-        near = chosen[:, None] + HALF_PIXEL
-        thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(HALF_PIXEL), 2, 3)
-        warped = _centre(_warp_pairs(bp[rows], thetas, FIELD), FINE_SHIFT)
-        half_best, half_where = (_unit(warped) @ unit_refs[:, :, None])[..., 0].max(1)
-        chosen = near[torch.arange(n), half_where]
-        fine_best = torch.maximum(fine_best, half_best)
-        aligned = _warp_pairs(bp[rows], _theta_batch(chosen, FIELD)[:, None], FIELD)[:, 0]
-        local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs])
-        d_whole, d_patch = detail_scores(
-            index.detail, queries01[(rows + start).numpy()], refs, _theta_batch(chosen, FIELD)
-        )
-        whole = torch.maximum(fine_best, best[rows, cols])
+        base = _coarse_transform(search.params, where[rows, cols])
+        fine_best, chosen = _fine_shift(moving, unit_refs, base)
+        half_best, chosen = _half_pixel(moving, unit_refs, chosen)
+        whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
         r_np, c_np = (rows + start).numpy(), cols.numpy()
-        detail[r_np, c_np] = d_whole.numpy()
-        detail_patch[r_np, c_np] = d_patch.numpy()
-        ncc[r_np, c_np] = whole.numpy()
-        patch[r_np, c_np] = local.numpy()
+        local, d_whole, d_patch = _local_scores(index, moving, queries01[r_np], refs, chosen)
+        out.ncc[r_np, c_np] = whole.numpy()
+        out.patch[r_np, c_np] = local.numpy()
+        out.detail[r_np, c_np] = d_whole.numpy()
+        out.detail_patch[r_np, c_np] = d_patch.numpy()
         for r, c, prm in zip(r_np.tolist(), c_np.tolist(), chosen.tolist(), strict=True):
-            found[(r, c)] = Transform(bool(prm[0]), prm[1], prm[2], prm[3], prm[4])
-    return Registered(ncc, patch, detail, detail_patch, found)
+            out.transforms[(r, c)] = Transform(bool(prm[0]), prm[1], prm[2], prm[3], prm[4])
+    return out
+
+
+def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Tensor, ...]:
+    """(B, k) best NCC over every coarse transform and shift (-inf: no candidate), and where
+    it was found (transform-major, then shift)."""
+    b, k = safe.shape
+    small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
+    thetas = search.thetas.expand(b, -1, -1, -1)
+    warped = _warp_pairs(small, thetas, COARSE, search.grid.repeat(b, 1, 1, 1))
+    side = COARSE - 2 * COARSE_SHIFT
+    refs = index.coarse[safe].view(b, k, side, side)
+    best, where = _shift_ncc(warped, refs, COARSE_SHIFT).max(2)  # (B, k)
+    return torch.where(valid, best, torch.tensor(-float("inf"))), where
+
+
+def _refined_pairs(best, valid, refine: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of each query's `refine` best candidates that exist."""
+    top = best.argsort(1, descending=True)[:, :refine]
+    rows = torch.arange(len(best))[:, None].expand_as(top).reshape(-1)
+    cols = top.reshape(-1)
+    keep = valid[rows, cols]
+    return rows[keep], cols[keep]
+
+
+def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """(n, 5) the coarse transform and shift found, the shift in px of FIELD."""
+    lags_c = (2 * COARSE_SHIFT + 1) ** 2
+    t_i, lag = where // lags_c, where % lags_c
+    scale = FIELD / COARSE
+    base = coarse_params[t_i].clone()
+    base[:, 3] = (COARSE_SHIFT - lag // (2 * COARSE_SHIFT + 1)) * scale
+    base[:, 4] = (COARSE_SHIFT - lag % (2 * COARSE_SHIFT + 1)) * scale
+    return base
+
+
+def _fine_shift(moving, unit_refs, base) -> tuple[torch.Tensor, torch.Tensor]:
+    """At FIELD, angle and zoom steps around `base` at every whole-pixel shift: the best NCC of
+    each pair and the (n, 5) transform it was found at."""
+    n = len(moving)
+    near = base[:, None].repeat(1, len(FINE_DELTAS), 1)
+    near[..., 1] += FINE_DELTAS[:, 1]
+    near[..., 2] *= 1 + FINE_DELTAS[:, 2]
+    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(FINE_DELTAS), 2, 3)
+    side = FIELD - 2 * FINE_SHIFT
+    fine_best, fine_where = _shift_ncc(
+        _warp_pairs(moving, thetas, FIELD), unit_refs.view(n, 1, side, side), FINE_SHIFT
+    )[:, 0].max(1)
+    lags_f = (2 * FINE_SHIFT + 1) ** 2
+    t_f, lag = fine_where // lags_f, fine_where % lags_f
+    chosen = near[torch.arange(n), t_f].clone()
+    chosen[:, 3] += FINE_SHIFT - lag // (2 * FINE_SHIFT + 1)
+    chosen[:, 4] += FINE_SHIFT - lag % (2 * FINE_SHIFT + 1)
+    return fine_best, chosen
+
+
+def _half_pixel(moving, unit_refs, chosen) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half-pixel offsets around the best whole-pixel alignment (the centre window only): the
+    best NCC and the transform it was found at."""
+    n = len(moving)
+    near = chosen[:, None] + HALF_PIXEL
+    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(HALF_PIXEL), 2, 3)
+    warped = _centre(_warp_pairs(moving, thetas, FIELD), FINE_SHIFT)
+    half_best, half_where = (_unit(warped) @ unit_refs[:, :, None])[..., 0].max(1)
+    return half_best, near[torch.arange(n), half_where]
+
+
+def _local_scores(index, moving, queries01, refs, chosen) -> tuple[torch.Tensor, ...]:
+    """At the alignment found: the patch NCC of the band-passed pair and the two detail scores
+    (the shared anatomy projected out)."""
+    thetas = _theta_batch(chosen, FIELD)
+    aligned = _warp_pairs(moving, thetas[:, None], FIELD)[:, 0]
+    local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs])
+    d_whole, d_patch = detail_scores(index.detail, queries01, refs, thetas)
+    return local, d_whole, d_patch
 
 
 def patch_ncc(

@@ -138,11 +138,24 @@ def _flag_table(report: dict, rows: list[int]) -> str:
 
 def render(report: dict, arrays: dict, public: bool = False) -> str:
     """The auditor's page, or with `public` the same without any image of the set or of the
-    training data (for a release)."""
-    copy = report["summary"]["copy_detection"]
-    thresholds = report["thresholds"]["copy"]
-    ok = report["verdict"] == "pass"
+    training data (for a release). Each section is a list of lines, joined by newlines."""
     out = [
+        *_header(report, public),
+        *_checks_table(report),
+        *_copy_section(report, arrays),
+        *_flagged_section(report, arrays, public),
+        *_membership_section(report),
+        *_findings_section(report),
+        _encoder_section(report),
+    ]
+    return "\n".join(out)
+
+
+def _header(report: dict, public: bool) -> list[str]:
+    """Style, verdict and reasons, and what was audited against what."""
+    ok = report["verdict"] == "pass"
+    dataset = report["dataset"]
+    return [
         "<!doctype html><html><head><meta charset='utf-8'><title>RadSynth privacy audit</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         ".verdict{padding:1em;border-radius:6px;font-size:1.3em;color:white;background:"
@@ -154,10 +167,10 @@ def render(report: dict, arrays: dict, public: bool = False) -> str:
         "</ul>",
         f"<p>Set <b>{html.escape(report['set']['name'])}</b> ({report['set']['images']} images, "
         f"sha256 <code>{report['set_sha256']}</code>) against dataset "
-        f"<b>{html.escape(report['dataset']['name'])}</b> (train split "
-        f"{report['dataset']['train_split']!r}: {report['dataset']['train_images_deduplicated']}"
-        f" distinct images of {report['dataset']['train_patients']} patients; held-out split "
-        f"{report['dataset']['holdout_split']!r}: {report['dataset']['holdout_images']} images). "
+        f"<b>{html.escape(dataset['name'])}</b> (train split "
+        f"{dataset['train_split']!r}: {dataset['train_images_deduplicated']}"
+        f" distinct images of {dataset['train_patients']} patients; held-out split "
+        f"{dataset['holdout_split']!r}: {dataset['holdout_images']} images). "
         f"Audited {html.escape(report['created'])}. "
         + (
             "This summary shows no image; the auditor's report.html does.</p>"
@@ -165,6 +178,11 @@ def render(report: dict, arrays: dict, public: bool = False) -> str:
             else "This report shows training images: it is for auditors only and must not be "
             "released (report-public.html is the version without images).</p>"
         ),
+    ]
+
+
+def _checks_table(report: dict) -> list[str]:
+    return [
         "<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>",
         *[
             f"<tr><td>{c['name']}</td><td>{'pass' if c['passed'] else '<b>FAIL</b>'}</td>"
@@ -172,6 +190,17 @@ def render(report: dict, arrays: dict, public: bool = False) -> str:
             for c in report["checks"]
         ],
         "</table>",
+    ]
+
+
+def _copy_section(report: dict, arrays: dict) -> list[str]:
+    """The copy-detection rule and rates, and the score distributions against the threshold."""
+    copy = report["summary"]["copy_detection"]
+    thresholds = report["thresholds"]["copy"]
+    plot = _score_plot(
+        arrays["holdout_scores"], arrays["synthetic_scores"], thresholds["threshold"]
+    )
+    return [
         "<h2>Copy detection</h2>",
         f"<p>Flagged {copy['flagged']} of {copy['synthetic_images']} "
         f"({100 * copy['flagged_rate']:.2f}%, 95% Wilson CI "
@@ -181,10 +210,22 @@ def render(report: dict, arrays: dict, public: bool = False) -> str:
         f"{thresholds['threshold']:.3f}, {html.escape(thresholds['how_set'])}. Score: "
         f"{html.escape(thresholds['score'])}. Distinct training patients matched by flagged "
         f"images: {copy['distinct_training_patients_matched']}.</p>",
-        f"<img src='{_score_plot(arrays['holdout_scores'], arrays['synthetic_scores'], thresholds['threshold'])}'>",
+        f"<img src='{plot}'>",
     ]
-    flagged = [i for i, s in enumerate(report["samples"]) if s["flagged"]]
-    flagged.sort(key=lambda i: -report["samples"][i]["score"])
+
+
+def _by_score(report: dict, flagged: bool) -> list[int]:
+    """Indices of the samples flagged (or not), highest score first."""
+    rows = [i for i, s in enumerate(report["samples"]) if bool(s["flagged"]) == flagged]
+    rows.sort(key=lambda i: -report["samples"][i]["score"])
+    return rows
+
+
+def _flagged_section(report: dict, arrays: dict, public: bool) -> list[str]:
+    """Flagged images (the public page: a table without images); for the auditor also the
+    closest images that were not flagged, to judge the threshold by."""
+    out = []
+    flagged = _by_score(report, True)
     if flagged:
         out.append(
             f"<h3>Flagged images{'' if public else ' beside their nearest training images'} "
@@ -195,18 +236,22 @@ def render(report: dict, arrays: dict, public: bool = False) -> str:
             out.append(_flag_table(report, flagged[:MAX_GALLERY]))
         else:
             out.append(_gallery(report, arrays, flagged[:MAX_GALLERY]))
-    unflagged = [i for i, s in enumerate(report["samples"]) if not s["flagged"]]
-    unflagged.sort(key=lambda i: -report["samples"][i]["score"])
+    unflagged = _by_score(report, False)
     if unflagged and not public:
         out.append("<h3>Closest images that were not flagged (for judgement)</h3>")
         out.append(_gallery(report, arrays, unflagged[:8]))
+    return out
+
+
+def _membership_section(report: dict) -> list[str]:
+    """DCR, then each membership attack's AUC and TPR with intervals, and their ROC curves."""
     dcr = report["summary"]["dcr"]
-    out.append(
+    out = [
         "<h2>Membership inference</h2>"
         f"<p>DCR: {100 * dcr['share_closer_to_train']:.1f}% of synthetic images are closer to "
         f"a training image than to a held-out one (95% CI {_fmt_ci(dcr['share_ci95'])}; 50% is "
         f"ideal; equal-size references of {dcr['reference_size']}, {dcr['repeats']} repeats).</p>"
-    )
+    ]
     curves = {"DOMIAS (released set)": report["summary"]["domias"]}
     mia = report["summary"]["model_membership"]
     if "attacks" in mia:
@@ -224,8 +269,12 @@ def render(report: dict, arrays: dict, public: bool = False) -> str:
             f"<td>{e['members']} / {e['nonmembers']}</td></tr>"
         )
     out.append(f"</table><img src='{_roc_plot(curves)}'>")
+    return out
+
+
+def _findings_section(report: dict) -> list[str]:
     findings = report["metadata_findings"]
-    out.append(f"<h2>Metadata and leakage scan ({len(findings)} finding(s))</h2>")
+    out = [f"<h2>Metadata and leakage scan ({len(findings)} finding(s))</h2>"]
     if findings:
         out.append("<table><tr><th>file</th><th>severity</th><th>kind</th><th>found</th></tr>")
         out += [
@@ -234,15 +283,18 @@ def render(report: dict, arrays: dict, public: bool = False) -> str:
             for f in findings[:500]
         ]
         out.append("</table>")
+    return out
+
+
+def _encoder_section(report: dict) -> str:
     enc = report["encoder"]
-    out.append(
+    return (
         "<h2>Copy-detection encoder</h2>"
         f"<p>Trained by {html.escape(enc.get('trained_by', ''))}; objective: "
         f"{html.escape(enc.get('objective', ''))}; {enc.get('train_seconds', '?')} s, final loss "
         f"{enc.get('final_loss', '?')}; reused from cache: {enc.get('reused_from_cache')}.</p>"
         "</body></html>"
     )
-    return "\n".join(out)
 
 
 def write_html(path: str | Path, report: dict, arrays: dict, public: bool = False) -> None:

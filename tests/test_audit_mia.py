@@ -47,7 +47,13 @@ def test_memorising_model_is_caught_with_intervals():
     members, nonmembers, cond = _data()
     probe = StepwiseProbe(members, strength=0.6)
     result = membership.model_attack(
-        probe, members, cond, nonmembers, cond, [5, 10, 20], n_boot=200, batch=50
+        probe,
+        members,
+        cond,
+        nonmembers,
+        cond,
+        [5, 10, 20],
+        membership.AttackSettings(n_boot=200, batch=50),
     )
     assert set(result["attacks"]) == {"loss", "stepwise"}
     loss = result["attacks"]["loss"]
@@ -63,7 +69,13 @@ def test_memorising_model_is_caught_with_intervals():
 def test_honest_model_is_not_accused():
     members, nonmembers, cond = _data(seed=1)
     result = membership.model_attack(
-        LossProbe(members, 0.0), members, cond, nonmembers, cond, [5, 10], n_boot=200
+        LossProbe(members, 0.0),
+        members,
+        cond,
+        nonmembers,
+        cond,
+        [5, 10],
+        membership.AttackSettings(n_boot=200),
     )
     loss = result["attacks"]["loss"]
     assert set(result["attacks"]) == {"loss"}
