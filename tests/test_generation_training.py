@@ -184,7 +184,7 @@ def test_masked_dataset_yields_image_mask_pairs(tmp_path, capsys):
 def test_volumes_train_and_generate_in_3d(tmp_path):
     """spatial_dims comes from the dataset: a 3D dataset gives 3D networks and NIfTI volumes."""
     from conditioning.dataset import Attribute, ConditionSchema, DatasetWriter, quantize
-    from generation import load_model
+    from generation import Sampling, load_model
     from generation.train_diffusion import train_diffusion
     from pipelines.cli import main
 
@@ -206,7 +206,8 @@ def test_volumes_train_and_generate_in_3d(tmp_path):
     )
     model = load_model(tmp_path / "m")
     assert model.spatial_dims == 3 and model.latent_shape == [2, 4, 8, 8]
-    assert model.generate([{"pathology": "b"}], seed=0, steps=2).shape == (1, 8, 16, 16)
+    volumes = model.generate([{"pathology": "b"}], seed=0, how=Sampling(steps=2))
+    assert volumes.shape == (1, 8, 16, 16)
     assert main(["generate", "--model", str(tmp_path / "m"), "--n", "1", "--seed", "0",
                  "--out", str(tmp_path / "set"), "--no-progress"]) == 0  # fmt: skip
     assert (tmp_path / "set" / "images" / "syn000000.nii.gz").is_file()
