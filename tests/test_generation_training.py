@@ -183,17 +183,21 @@ def test_masked_dataset_yields_image_mask_pairs(tmp_path, capsys):
 
 def test_volumes_train_and_generate_in_3d(tmp_path):
     """spatial_dims comes from the dataset: a 3D dataset gives 3D networks and NIfTI volumes."""
-    from conditioning.dataset import Attribute, ConditionSchema, DatasetWriter, quantize
+    from conditioning.dataset import (
+        Attribute,
+        ConditionSchema,
+        DatasetSpec,
+        DatasetWriter,
+        quantize,
+    )
     from generation import Sampling, load_model
     from generation.train_diffusion import train_diffusion
     from pipelines.cli import main
 
     schema = ConditionSchema((Attribute("pathology", "categorical", values=("a", "b")),))
     rng = np.random.default_rng(0)
-    with DatasetWriter(
-        tmp_path / "vol", name="vol", modality="MR", dimensionality="3D",
-        image_size=[8, 16, 16], bit_depth=8, schema=schema,
-    ) as writer:  # fmt: skip
+    spec = DatasetSpec("vol", "MR", "3D", [8, 16, 16], 8, schema)
+    with DatasetWriter(tmp_path / "vol", spec) as writer:
         for i in range(6):
             volume = rng.uniform(0, 1, (8, 16, 16)) * (0.5 if i % 2 else 1.0)
             writer.add(quantize(volume, 8), split="train", patient_id=f"p{i}",

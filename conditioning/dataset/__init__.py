@@ -24,7 +24,7 @@ from .synthetic_set import (
     set_sha256,
     snapshot_set,
 )
-from .writer import DatasetWriter
+from .writer import DatasetSpec, DatasetWriter
 
 __all__ = [
     "CATEGORICAL",
@@ -34,6 +34,7 @@ __all__ = [
     "ConditionSchema",
     "Dataset",
     "DatasetError",
+    "DatasetSpec",
     "DatasetWriter",
     "Record",
     "SyntheticImage",

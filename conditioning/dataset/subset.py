@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import DatasetError
 from .format import Dataset
-from .writer import DatasetWriter
+from .writer import DatasetSpec, DatasetWriter
 
 
 def choose_kept(
@@ -124,8 +124,7 @@ def _write_without(
     dataset: Dataset, out: str | Path, dropped: set[str], name: str, rule: dict, overwrite: bool
 ) -> Dataset:
     info = dataset.info
-    with DatasetWriter(
-        out,
+    spec = DatasetSpec(
         name=name,
         modality=info["modality"],
         dimensionality=info["dimensionality"],
@@ -134,8 +133,8 @@ def _write_without(
         schema=dataset.schema,
         has_masks=dataset.has_masks,
         has_origin=bool(info.get("has_origin")),
-        overwrite=overwrite,
-    ) as writer:
+    )
+    with DatasetWriter(out, spec, overwrite=overwrite) as writer:
         for record in dataset.records:
             if record.id in dropped:
                 continue
