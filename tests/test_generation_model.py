@@ -233,13 +233,11 @@ def test_adapt_warmup_starts_fine_tuning_gently(trained, tmp_path):
 def test_adapt_exclude_skips_images_the_parent_already_saw(trained, tmp_path):
     """--exclude DATASET (say, the parent's thinned training set) leaves its images out by pixel
     hash, whatever their ids there; excluding every match is a clear error."""
-    from conditioning.dataset import write_subset
+    from conditioning.dataset import SubsetRule, write_subset
     from pipelines.cli import main
 
     data = load_dataset(trained[0])
-    seen = write_subset(
-        data, tmp_path / "seen", attribute="pathology", value="viral", fraction=0.5, seed=0
-    )
+    seen = write_subset(data, tmp_path / "seen", SubsetRule("pathology", "viral", 0.5, seed=0))
     seen_hashes = {r.sha256 for r in seen.records}
     viral = [r for r in data.split("train") if r.conditions["pathology"] == "viral"]
     new = [r for r in viral if r.sha256 not in seen_hashes]

@@ -14,7 +14,7 @@ from .errors import DatasetError
 from .format import SPLITS, Dataset, Record, load_dataset
 from .pixels import pixel_sha256, quantize, to_unit_range
 from .schema import CATEGORICAL, CONTINUOUS, Attribute, ConditionSchema
-from .subset import choose_kept, write_split_sample, write_subset
+from .subset import SubsetRule, choose_kept, write_split_sample, write_subset
 from .synthetic_set import (
     SyntheticImage,
     SyntheticSet,
@@ -37,6 +37,7 @@ __all__ = [
     "DatasetSpec",
     "DatasetWriter",
     "Record",
+    "SubsetRule",
     "SyntheticImage",
     "SyntheticSet",
     "read_file_bytes",
