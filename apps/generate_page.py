@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -15,6 +15,9 @@ from conditioning.dataset import CATEGORICAL, ConditionSchema, load_synthetic_se
 from .config import AppConfig
 from .imaging import png_bytes, sweep_conditions, sweep_values, zip_directory
 from .ui import catalog, load_model_cached, pick_path, use_threads
+
+if TYPE_CHECKING:  # generation (torch) loads with the first model, not with the page
+    from generation.sampling import Sampling
 
 UNCONDITIONED = "(unconditioned)"
 RESULT = "generate_result"
@@ -46,23 +49,20 @@ def condition_controls(schema: ConditionSchema, prefix: str) -> dict[str, Any]:
     return request
 
 
-def generate_batch(model, request: dict[str, Any], n: int, **params: Any) -> dict[str, Any]:
+def generate_batch(
+    model, request: dict[str, Any], n: int, seed: int, how: Sampling
+) -> dict[str, Any]:
     """n images for one request through generation's set writer, read back with the shared
     reader; returns the images, their manifest conditions and the set as zip bytes."""
-    from generation.generate_set import generate_set
+    from dataclasses import replace
+
+    from generation.generate_set import SetRequest, generate_set
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="radsynth-app-") as tmp:
         out = Path(tmp) / "samples"
-        generate_set(
-            model,
-            out,
-            n=n,
-            conditions=request,
-            batch_size=min(n, 32),
-            show_progress=False,
-            **params,
-        )
+        how = replace(how, batch_size=min(n, 32))
+        generate_set(model, out, SetRequest(n, request, seed), how, show_progress=False)
         synthetic = load_synthetic_set(out)
         images = synthetic.load_all()
         masks = [synthetic.load_mask(item) for item in synthetic.images] if model.has_masks else []
@@ -75,7 +75,8 @@ def generate_batch(model, request: dict[str, Any], n: int, **params: Any) -> dic
         "zip": archive,
         "seconds": time.perf_counter() - started,
         "request": dict(request),
-        "params": dict(params),
+        "seed": seed,
+        "how": how,
     }
 
 
@@ -88,10 +89,10 @@ def _show_grid(result: dict[str, Any], width: int) -> None:
         )
         or "unconditioned"
     )
-    p = result["params"]
+    how = result["how"]
     st.caption(
-        f"{len(images)} images in {result['seconds']:.1f} s | {asked} | seed {p['seed']}, "
-        f"{p['steps']} steps {p['sampler']}, guidance {p['guidance']:g}"
+        f"{len(images)} images in {result['seconds']:.1f} s | {asked} | seed {result['seed']}, "
+        f"{how.steps} steps {how.sampler}, guidance {how.guidance:g}"
     )
     st.image(
         [png_bytes(image) for image in images],
@@ -116,7 +117,7 @@ def _show_grid(result: dict[str, Any], width: int) -> None:
 
 
 def _sweep_section(
-    config: AppConfig, model, request: dict[str, Any], params: dict[str, Any], width: int
+    config: AppConfig, model, request: dict[str, Any], seed: int, how: Sampling, width: int
 ) -> None:
     st.subheader("Side by side: vary one attribute, same seed")
     names = model.schema.names
@@ -137,7 +138,7 @@ def _sweep_section(
         conditions = sweep_conditions(request, name, values)
         use_threads(config)
         # every column starts from the same noise: same seed and the same image index
-        images = model.generate(conditions, indices=[0] * len(conditions), **params)
+        images = model.generate(conditions, seed, how, indices=[0] * len(conditions))
         st.session_state[SWEEP] = {
             "model_hash": model.model_hash,
             "name": name,
@@ -184,13 +185,15 @@ def render(config: AppConfig) -> None:
         guidance = st.slider(
             "Guidance", 1.0, 10.0, float(defaults["guidance"]), 0.5, key="gen_guidance"
         )
-    params = {"seed": int(seed), "steps": int(steps), "sampler": sampler, "guidance": guidance}
+    from generation.sampling import Sampling
+
+    how = Sampling(sampler=sampler, steps=int(steps), guidance=guidance)
     width = max(64, min(160, 2 * model.image_size[-1]))
     if st.button("Generate", type="primary", key="generate"):
         with st.spinner(f"Generating {int(n)} images..."):
             use_threads(config)
-            st.session_state[RESULT] = generate_batch(model, request, int(n), **params)
+            st.session_state[RESULT] = generate_batch(model, request, int(n), int(seed), how)
     result = st.session_state.get(RESULT)
     if result and result["model_hash"] == model.model_hash:
         _show_grid(result, width)
-    _sweep_section(config, model, request, params, width)
+    _sweep_section(config, model, request, int(seed), how, width)

@@ -78,7 +78,9 @@ def _load(run: str, stamp: tuple):
             "retrain it or pick another model"
         ) from None
     # one 1-step image now, so the first click on Generate does not pay for imports and warm-up
-    model.generate([{}], seed=0, steps=1)
+    from generation.sampling import Sampling
+
+    model.generate([{}], 0, Sampling(steps=1))
     import generation.generate_set  # noqa: F401
 
     return model

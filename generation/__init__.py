@@ -2,28 +2,32 @@
 
 Public API (other parts call only these):
 
-    from generation import load_model, SAMPLERS
+    from generation import load_model, Sampling, SAMPLERS
     model = load_model("runs/model")          # a `radsynth train diffusion --out` directory
     model.schema        # conditioning.dataset.ConditionSchema the model accepts
     model.image_size    # [H, W] (or [D, H, W])
     model.has_masks     # True: the model generates image+mask pairs
     model.model_hash    # sha256 of config.json + weights, as written in manifests
-    images = model.generate(conditions, seed, steps=20, sampler="dpm++", guidance=2.0,
-                            batch_size=32)        # (N, H, W) float32 in [0, 1]
+    images = model.generate(conditions, seed)  # (N, H, W) float32 in [0, 1], default sampling
+    model.generate(conditions, seed, Sampling(steps=50, guidance=4.0))  # only what differs
     images, masks = model.generate(..., return_masks=True)   # masks (N, H, W) uint8 or None
     model.generate(..., masks=given_masks)    # masked models: images that fit given masks
     model.denoising_error(images01, conditions, timesteps, seed)  # (N, len(timesteps))
     model.stepwise_error(images01, conditions, timesteps, seed)   # PIA-style, same shape
 
-`conditions` is a list of dicts, one per image, e.g. {"pathology": "viral", "age_months": 30};
-attributes left out are unconditioned; bad names/values raise ValueError listing what is allowed.
+Sampling's unset fields take the model's defaults: generation/config.py's `generate` section,
+overridden by the run's own. `conditions` is a list of dicts, one per image, e.g.
+{"pathology": "viral", "age_months": 30}; attributes left out are unconditioned; bad
+names/values raise ValueError listing what is allowed.
 Image i is drawn from a seed derived from (seed, i) (pass `indices=` to choose i), so results
 do not depend on batch size. Training: generation.train_autoencoder.train_autoencoder,
 generation.train_diffusion.train_diffusion, generation.adapt.adapt_model; sets on disk:
-generation.generate_set.generate_set; timing: generation.bench.bench_sampling.
+generation.generate_set.generate_set (a SetRequest, sampled as a Sampling); timing:
+generation.bench.bench_sampling.
 """
 
 from .pipeline import LatentDiffusionModel, load_model
+from .sampling import Sampling
 from .schedulers import SAMPLERS
 
-__all__ = ["SAMPLERS", "LatentDiffusionModel", "load_model"]
+__all__ = ["SAMPLERS", "LatentDiffusionModel", "Sampling", "load_model"]

@@ -107,38 +107,50 @@ class Adaptation:
         return params + list(encoder.parameters())
 
 
+@dataclass(frozen=True)
+class AdaptOptions:
+    """What one adaptation asks beyond params.yaml's `adapt` section (the command's flags): the
+    `where` selection (KEY=VALUE items), at most `limit` images, a LoRA rank or `full`
+    fine-tuning, steps and replay share (None: the params value) and the datasets to exclude.
+
+    `replay` mixes that share of train images that do not match `where` into every batch, so the
+    other conditions and the unconditional branch stay put. `exclude` names datasets (e.g. the
+    parent's) whose images, matched by pixel hash in any split, are not adapted on: the few-shot
+    images are then ones the parent never saw."""
+
+    where: tuple[str, ...] = ()
+    limit: int | None = None
+    lora_rank: int | None = None
+    full: bool = False
+    steps: int | None = None
+    replay: float | None = None
+    exclude: tuple[str | Path, ...] = ()
+
+
 def adapt_model(
     parent: str | Path,
     data: str | Path,
     out: str | Path,
     settings: dict[str, Any],
+    options: AdaptOptions | None = None,
     *,
-    where: list[str] | None = None,
-    limit: int | None = None,
-    lora_rank: int | None = None,
-    full: bool = False,
-    steps: int | None = None,
-    replay: float | None = None,
-    exclude: list[str | Path] | None = None,
     resume: bool = False,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune the model run `parent` on the selected train images of `data`; returns the card.
-
-    `replay` (default params `adapt.replay`) mixes that share of train images that do not match
-    `where` into every batch, so the other conditions and the unconditional branch stay put.
-    `exclude` names datasets (e.g. the parent's) whose images, matched by pixel hash in any split,
-    are not adapted on: the few-shot images are then ones the parent never saw."""
+    """Fine-tune the model run `parent` on the train images of `data` that `options` select;
+    returns the card."""
+    options = options or AdaptOptions()
+    limit, steps, replay = options.limit, options.steps, options.replay
     parent = Path(parent)
     config = parent_config(parent)
-    selection = parse_where(ConditionSchema.from_json(config["schema"]), where or [])
+    selection = parse_where(ConditionSchema.from_json(config["schema"]), list(options.where))
     cfg = dict(settings["adapt"])
-    rank = lora_rank_of(cfg, lora_rank, full)
+    rank = lora_rank_of(cfg, options.lora_rank, options.full)
     parent_settings = config.get("settings") or settings["diffusion"]
     for key in ("lr", "batch_size"):  # unset: continue with the parent's own setting
         if cfg.get(key) is None:
             cfg[key] = parent_settings[key]
-    skip, excluded = excluded_hashes(exclude or [])
+    skip, excluded = excluded_hashes(list(options.exclude))
     # chosen once, here, so an empty selection fails before the run directory exists
     train_records = load_dataset(data).split("train")
     seed = int(cfg["seed"])

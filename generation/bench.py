@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .sampling import Sampling
 from .schedulers import SAMPLERS
 
 
@@ -29,18 +30,16 @@ def bench_sampling(
 
     rows_of_conditions, _ = grid_conditions(model.schema, 1)
     request = rows_of_conditions[0][0]
-    model.generate([request], seed=seed, steps=2, bf16=False)  # warm-up: lazy imports, kernels
-    model.generate([request], seed=seed, steps=2, bf16=True)
+    model.generate([request], seed, Sampling(steps=2, bf16=False))  # warm-up: imports, kernels
+    model.generate([request], seed, Sampling(steps=2, bf16=True))
     plan = [(s, k, bf16, n) for bf16 in precisions for s in samplers for k in steps]
     if ddpm_1000_n:
         plan += [("ddpm", 1000, bf16, ddpm_1000_n) for bf16 in precisions]
     results = []
     for sampler, k, bf16, count in plan:
         started = time.perf_counter()
-        model.generate(
-            [request] * count, seed=seed, steps=k, sampler=sampler, guidance=guidance,
-            batch_size=count, bf16=bf16,
-        )  # fmt: skip
+        how = Sampling(sampler=sampler, steps=k, guidance=guidance, batch_size=count, bf16=bf16)
+        model.generate([request] * count, seed, how)
         seconds = time.perf_counter() - started
         results.append(
             {

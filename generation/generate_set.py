@@ -35,6 +35,8 @@ from conditioning.dataset import (
 from conditioning.dataset.pixels import read_stored, write_nifti, write_png
 from conditioning.dataset.synthetic_set import GENERATION_REQUEST
 
+from .sampling import Sampling
+
 log = logging.getLogger("radsynth.generate")
 REQUEST = GENERATION_REQUEST
 BALANCED = ("grid", "match")
@@ -188,47 +190,54 @@ def training_distribution(schema: ConditionSchema, conditions: list[dict[str, An
     return {"combinations": combinations, "quantiles": quantiles}
 
 
+@dataclass(frozen=True)
+class SetRequest:
+    """Which images a set holds: how many, the conditions of every image (a continuous one may
+    be a `LO:HI` range), the run seed, how the free attributes are spread (None, grid, match)
+    and a directory of masks for a masked model to fit (image i gets mask i mod M)."""
+
+    n: int
+    conditions: dict[str, Any]
+    seed: int
+    balanced: str | None = None
+    masks: str | Path | None = None
+
+
 def generate_set(
     model,
     out: str | Path,
+    asked: SetRequest,
+    how: Sampling | None = None,
     *,
-    n: int,
-    conditions: dict[str, Any],
-    seed: int,
-    balanced: str | None = None,
-    guidance: float | None = None,
-    steps: int | None = None,
-    sampler: str | None = None,
-    batch_size: int | None = None,
-    masks: str | Path | None = None,
     accelerator=None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Write (or complete) a synthetic set of n images; returns a summary. `masks`: a directory
-    of masks for a masked model to fit (image i gets mask i mod M)."""
+    """Write (or complete) the synthetic set `asked` for, sampled `how` (unset options: the
+    model's defaults); returns a summary."""
+    n, conditions = asked.n, asked.conditions
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
     given, masks_digest = None, None
-    if masks is not None:
+    if asked.masks is not None:
         if not model.has_masks:
             raise ValueError("--masks: this model was trained without masks")
-        given, masks_digest = read_masks(masks, model.image_size)
-    defaults = model.defaults
+        given, masks_digest = read_masks(asked.masks, model.image_size)
+    requested = _request_conditions(model.schema, conditions)
+    training = model.config.get("training_conditions")
+    plan = plan_conditions(model.schema, n, conditions, asked.balanced, asked.seed, training)
+    how = (how or Sampling()).resolve(model.defaults, model.device)
     request = {
         "model_hash": model.model_hash,
         "n": n,
-        "conditions": _request_conditions(model.schema, conditions),
-        "balanced": balanced,
-        "seed": seed,
-        "sampler": sampler or defaults["sampler"],
-        "steps": int(steps or defaults["steps"]),
-        "guidance": float(defaults["guidance"] if guidance is None else guidance),
+        "conditions": requested,
+        "balanced": asked.balanced,
+        "seed": asked.seed,
+        "sampler": how.sampler,
+        "steps": how.steps,
+        "guidance": how.guidance,
     }
     if masks_digest is not None:
         request["masks"] = {"count": len(given), "sha256": masks_digest}
-    plan = plan_conditions(
-        model.schema, n, conditions, balanced, seed, model.config.get("training_conditions")
-    )
     out = Path(out)
     main = accelerator is None or accelerator.is_main_process
     if main:
@@ -237,10 +246,9 @@ def generate_set(
         accelerator.wait_for_everyone()
     ext = ".png" if len(model.image_size) == 2 else ".nii.gz"
     missing = [i for i in range(n) if not _complete(out, i, model.has_masks, ext)]
-    batch = int(batch_size or defaults["batch_size"])
-    chunks = _my_chunks(missing, batch, accelerator)
+    chunks = _my_chunks(missing, how.batch_size, accelerator)
     show = show_progress and main
-    _write_chunks(model, SetJob(out, ext, plan, request, batch, given, show), chunks)
+    _write_chunks(model, SetJob(out, ext, plan, request, how, given, show), chunks)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     if main:
@@ -254,13 +262,13 @@ def generate_set(
 @dataclass(frozen=True)
 class SetJob:
     """What the images of a set are written from: its directory and file extension, the plan
-    and request, the batch size, the given masks and whether to show progress."""
+    and request, the resolved sampling options, the given masks and whether to show progress."""
 
     out: Path
     ext: str
     plan: list[dict[str, Any]]
     request: dict[str, Any]
-    batch: int
+    how: Sampling
     given: np.ndarray | None
     show_progress: bool
 
@@ -297,11 +305,8 @@ def _write_chunks(model, job: SetJob, chunks: list[list[int]]) -> None:
         fit = None if job.given is None else job.given[[i % len(job.given) for i in chunk]]
         images, masks = model.generate(
             [job.plan[i] for i in chunk],
-            seed=request["seed"],
-            steps=request["steps"],
-            sampler=request["sampler"],
-            guidance=request["guidance"],
-            batch_size=job.batch,
+            request["seed"],
+            job.how,
             indices=chunk,
             masks=fit,
             return_masks=True,

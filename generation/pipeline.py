@@ -17,7 +17,6 @@ from conditioning.encoders import encode_conditions
 from .autoencoder import build_autoencoder
 from .checkpoints import file_sha256, load_into
 from .config import DEFAULTS
-from .precision import effective_bf16
 from .sampling import Sampling, autocast, image_generators, sample_latents
 from .schedulers import SAMPLERS, alphas_cumprod
 from .unet import ConditionedUNet, mask_to_input
@@ -90,57 +89,47 @@ class LatentDiffusionModel:
         self,
         conditions: Sequence[dict[str, Any]],
         seed: int,
-        steps: int | None = None,
-        sampler: str | None = None,
-        guidance: float | None = None,
-        batch_size: int | None = None,
+        how: Sampling | None = None,
         *,
         indices: Sequence[int] | None = None,
         masks: np.ndarray | None = None,
-        bf16: bool | None = None,
         return_masks: bool = False,
         progress: bool = False,
     ):
         """Images for the requested conditions: (N, *image_size) float32 in [0, 1].
 
-        Image i uses the seed derived from (seed, indices[i]) (default indices 0..N-1), so the
-        result does not depend on batch_size. `masks` (N, *image_size) asks a masked model for
-        images fitting given masks. With return_masks=True returns (images, masks) where masks is
+        `how` names the sampling options that differ from the model's defaults. Image i uses the
+        seed derived from (seed, indices[i]) (default indices 0..N-1), so the result does not
+        depend on the batch size. `masks` (N, *image_size) asks a masked model for images
+        fitting given masks. With return_masks=True returns (images, masks) where masks is
         (N, *image_size) uint8 for a masked model and None otherwise."""
         parsed = self.validate(conditions)
         n = len(parsed)
-        steps = int(steps or self.defaults["steps"])
-        sampler = sampler or self.defaults["sampler"]
-        guidance = float(self.defaults["guidance"] if guidance is None else guidance)
-        batch_size = int(batch_size or self.defaults["batch_size"])
-        if bf16 is None:  # the model's default, where the hardware runs bf16 natively
-            bf16 = effective_bf16(bool(self.defaults["bf16"]), self.device)
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; samplers are {', '.join(SAMPLERS)}")
+        how = (how or Sampling()).resolve(self.defaults, self.device)
         indices = list(range(n)) if indices is None else list(indices)
         if len(indices) != n:
             raise ValueError("indices must have one entry per requested image")
         values = encode_conditions(self.schema, parsed)
         mask_input = self._masks_input(masks, n)
         images, out_masks = [], []
-        starts = range(0, n, batch_size)
+        starts = range(0, n, how.batch_size)
         if progress:
             from tqdm import tqdm
 
             starts = tqdm(starts, desc="generating", unit="batch")
         for start in starts:
-            stop = min(start + batch_size, n)
+            stop = min(start + how.batch_size, n)
             latents = sample_latents(
                 self.unet,
                 self.schedule,
                 self.latent_shape,
                 values[start:stop],
                 image_generators(seed, indices[start:stop]),
-                Sampling(sampler, steps, guidance, bf16),
+                how,
                 mask_input=None if mask_input is None else mask_input[start:stop],
                 device=self.device,
             )
-            decoded = self.decode(latents, bf16=bf16)
+            decoded = self.decode(latents, bf16=how.bf16)
             images.append(decoded[:, 0])
             if self.has_masks:
                 out_masks.append((decoded[:, 1] > 0.5).astype(np.uint8))

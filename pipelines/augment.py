@@ -16,6 +16,7 @@ import numpy as np
 
 from conditioning.dataset import (
     CATEGORICAL,
+    DatasetSpec,
     DatasetWriter,
     load_dataset,
     load_synthetic_set,
@@ -144,14 +145,16 @@ def augment(
     bit_depth = dataset.info["bit_depth"]
     with DatasetWriter(
         out,
-        name=f"{dataset.name}+synthetic",
-        modality=dataset.info["modality"],
-        dimensionality="2D",
-        image_size=dataset.image_size,
-        bit_depth=bit_depth,
-        schema=schema,
-        has_masks=dataset.has_masks,
-        has_origin=True,
+        DatasetSpec(
+            name=f"{dataset.name}+synthetic",
+            modality=dataset.info["modality"],
+            dimensionality="2D",
+            image_size=dataset.image_size,
+            bit_depth=bit_depth,
+            schema=schema,
+            has_masks=dataset.has_masks,
+            has_origin=True,
+        ),
         overwrite=overwrite,
     ) as writer:
         for record in dataset.records:

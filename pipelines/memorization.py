@@ -81,7 +81,8 @@ def run_arm(
 
     from conditioning.dataset import load_dataset, write_split_sample
     from generation import load_model
-    from generation.generate_set import generate_set
+    from generation.generate_set import SetRequest, generate_set
+    from generation.sampling import Sampling
     from privacy_audit.audit import AuditConfig, run_audit
     from privacy_audit.encoder import EncoderParams
     from privacy_audit.stats import wilson_interval
@@ -118,13 +119,12 @@ def run_arm(
     generate_set(
         load_model(model),
         out / "set",
-        n=config.samples,
-        conditions={},
-        seed=config.seed,
-        balanced=generate.get("balanced"),
-        steps=generate.get("steps"),
-        sampler=generate.get("sampler"),
-        guidance=generate.get("guidance"),
+        SetRequest(config.samples, {}, config.seed, generate.get("balanced")),
+        Sampling(
+            steps=generate.get("steps"),
+            sampler=generate.get("sampler"),
+            guidance=generate.get("guidance"),
+        ),
         show_progress=config.progress,
     )
     audit_settings = settings.get("audit", {})

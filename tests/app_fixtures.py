@@ -91,14 +91,14 @@ def write_audited_release(root: Path) -> tuple[Path, Path]:
 
 
 def build_data_root(root: Path) -> Path:
-    from generation.generate_set import generate_set
+    from generation.generate_set import SetRequest, generate_set
     from generation.pipeline import load_model
 
     dataset_dir = make_tiny_dataset(root / DATASET, size=16)
     run = train_tiny_model(dataset_dir, root / "runs")
     model = load_model(run)
     synthetic = root / SYNTHETIC
-    generate_set(model, synthetic, n=6, conditions={}, seed=0, balanced="grid", show_progress=False)
+    generate_set(model, synthetic, SetRequest(6, {}, 0, "grid"), show_progress=False)
     write_audited_release(root)
     return root
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conditioning.dataset import Attribute, ConditionSchema, DatasetWriter, quantize
+from conditioning.dataset import Attribute, ConditionSchema, DatasetSpec, DatasetWriter, quantize
 
 SIZE = 32
 
@@ -34,13 +34,7 @@ def make_patient_dataset(
     rng = np.random.default_rng(seed)
     schema = ConditionSchema((Attribute("pathology", "categorical", values=("normal", "viral")),))
     with DatasetWriter(
-        out,
-        name="audit-tiny",
-        modality="DX",
-        dimensionality="2D",
-        image_size=[size, size],
-        bit_depth=8,
-        schema=schema,
+        out, DatasetSpec("audit-tiny", "DX", "2D", [size, size], 8, schema)
     ) as writer:
         n = 0
         for split, count in (("train", train), ("val", val), ("test", test)):

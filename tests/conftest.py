@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conditioning.dataset import Attribute, ConditionSchema, DatasetWriter, quantize
+from conditioning.dataset import Attribute, ConditionSchema, DatasetSpec, DatasetWriter, quantize
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,16 +52,8 @@ def make_tiny_dataset(
         )
     schema = ConditionSchema(tuple(attributes))
     yy, xx = np.mgrid[0:size, 0:size] / size
-    with DatasetWriter(
-        out,
-        name="tiny",
-        modality="DX",
-        dimensionality="2D",
-        image_size=[size, size],
-        bit_depth=8,
-        schema=schema,
-        has_masks=with_masks,
-    ) as writer:
+    spec = DatasetSpec("tiny", "DX", "2D", [size, size], 8, schema, has_masks=with_masks)
+    with DatasetWriter(out, spec) as writer:
         n = 0
         for c, label in enumerate(classes):
             cx = (c + 1) / (len(classes) + 1)

@@ -115,13 +115,14 @@ def test_side_by_side_varies_one_attribute_with_the_same_seed(env):
     sweep = at.session_state["generate_sweep"]
     assert sweep["values"] == ["normal", "bacterial", "viral"]
     assert sweep["images"].shape == (3, 16, 16)
+    from generation import Sampling
     from generation.pipeline import load_model
 
     model = load_model(env["root"] / MODEL)
     conditions = [{"pathology": v} for v in sweep["values"]]
-    params = {"seed": 0, "steps": 1, "sampler": "dpm++", "guidance": 2.0}
-    same_noise = model.generate(conditions, indices=[0, 0, 0], **params)
-    own_noise = model.generate(conditions, indices=[0, 1, 2], **params)
+    how = Sampling(sampler="dpm++", steps=1, guidance=2.0)
+    same_noise = model.generate(conditions, 0, how, indices=[0, 0, 0])
+    own_noise = model.generate(conditions, 0, how, indices=[0, 1, 2])
     assert np.allclose(sweep["images"], same_noise, atol=1e-6)
     assert not np.allclose(sweep["images"], own_noise, atol=1e-3)
     captions = [c for image in at.image for c in image.captions]

@@ -197,14 +197,14 @@ ENLARGED_JS = """side => [...document.querySelectorAll("img[src*='/media/']")]
 @pytest.fixture(scope="module")
 def hires_root(tmp_path_factory) -> Path:
     """A 128x128 dataset, a model trained one step on it and two images it generated."""
-    from generation.generate_set import generate_set
+    from generation.generate_set import SetRequest, generate_set
     from generation.pipeline import load_model
     from tests.app_fixtures import train_tiny_model
 
     root = tmp_path_factory.mktemp("hires-root")
     dataset = make_tiny_dataset(root / "data" / "hires", size=128, per_class=4)
     model = load_model(train_tiny_model(dataset, root / "runs"))
-    generate_set(model, root / HIRES_SET, n=2, conditions={}, seed=0, show_progress=False)
+    generate_set(model, root / HIRES_SET, SetRequest(2, {}, 0), show_progress=False)
     return root
 
 

@@ -108,22 +108,14 @@ def test_tampered_pixels_detected(tiny_dataset: Path) -> None:
 
 
 def test_failed_write_leaves_previous_dataset(tmp_path: Path) -> None:
-    from conditioning.dataset import DatasetWriter
+    from conditioning.dataset import DatasetSpec, DatasetWriter
 
     out = make_tiny_dataset(tmp_path / "keep")
     before = (out / "manifest.csv").read_bytes()
     ds = load_dataset(out)
     with pytest.raises(RuntimeError):
-        with DatasetWriter(
-            out,
-            name="x",
-            modality="DX",
-            dimensionality="2D",
-            image_size=[16, 16],
-            bit_depth=8,
-            schema=ds.schema,
-            overwrite=True,
-        ) as writer:
+        spec = DatasetSpec("x", "DX", "2D", [16, 16], 8, ds.schema)
+        with DatasetWriter(out, spec, overwrite=True) as writer:
             writer.add(np.zeros((16, 16), np.uint8), split="train", patient_id="p", conditions={})
             raise RuntimeError("interrupted")
     assert (out / "manifest.csv").read_bytes() == before

@@ -10,7 +10,7 @@ import pytest
 from safetensors import safe_open
 
 from conditioning.dataset import load_dataset
-from generation import SAMPLERS, load_model
+from generation import SAMPLERS, Sampling, load_model
 from tests.generation_tiny import one_thread, train_tiny_model
 
 
@@ -32,7 +32,9 @@ def model(trained):
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_each_sampler_returns_n_images_in_unit_range(model, sampler):
-    images = model.generate([{"pathology": "viral"}] * 3, seed=0, steps=3, sampler=sampler)
+    images = model.generate(
+        [{"pathology": "viral"}] * 3, seed=0, how=Sampling(sampler=sampler, steps=3)
+    )
     assert images.shape == (3, 16, 16)
     assert images.dtype == np.float32
     assert images.min() >= 0.0 and images.max() <= 1.0
@@ -40,20 +42,20 @@ def test_each_sampler_returns_n_images_in_unit_range(model, sampler):
 
 def test_unknown_sampler_error_lists_the_names(model):
     with pytest.raises(ValueError, match="samplers are dpm\\+\\+, ddim, euler, ddpm"):
-        model.generate([{}], seed=0, sampler="heun")
+        model.generate([{}], seed=0, how=Sampling(sampler="heun"))
 
 
 def test_same_seed_same_images_and_batch_size_does_not_matter(model):
     request = [{"pathology": "normal"}, {"pathology": "viral", "age_months": 30}, {}]
-    first = model.generate(request, seed=7, sampler="ddpm", batch_size=3)
-    again = model.generate(request, seed=7, sampler="ddpm", batch_size=3)
-    one_by_one = model.generate(request, seed=7, sampler="ddpm", batch_size=1)
-    other = model.generate(request, seed=8, sampler="ddpm", batch_size=3)
+    first = model.generate(request, seed=7, how=Sampling(sampler="ddpm", batch_size=3))
+    again = model.generate(request, seed=7, how=Sampling(sampler="ddpm", batch_size=3))
+    one_by_one = model.generate(request, seed=7, how=Sampling(sampler="ddpm", batch_size=1))
+    other = model.generate(request, seed=8, how=Sampling(sampler="ddpm", batch_size=3))
     assert np.array_equal(first, again)
     assert np.allclose(first, one_by_one, atol=1e-4)
     assert not np.allclose(first, other, atol=1e-3)
     # image i depends on (seed, index): generating image 2 alone with its index reproduces it
-    alone = model.generate([request[2]], seed=7, sampler="ddpm", indices=[2])
+    alone = model.generate([request[2]], seed=7, how=Sampling(sampler="ddpm"), indices=[2])
     assert np.allclose(alone[0], first[2], atol=1e-4)
 
 
@@ -66,12 +68,12 @@ def test_bad_conditions_raise_with_what_is_allowed(model):
 
 def test_guidance_steers_only_requested_attributes(model):
     # unconditioned request: guidance has nothing to contrast, images do not change
-    free1 = model.generate([{}] * 2, seed=3, guidance=1.0)
-    free4 = model.generate([{}] * 2, seed=3, guidance=4.0)
+    free1 = model.generate([{}] * 2, seed=3, how=Sampling(guidance=1.0))
+    free4 = model.generate([{}] * 2, seed=3, how=Sampling(guidance=4.0))
     assert np.allclose(free1, free4, atol=1e-5)
     # a subset (pathology only, age left free) is guided: the scale changes the images
-    sub1 = model.generate([{"pathology": "viral"}] * 2, seed=3, guidance=1.0)
-    sub4 = model.generate([{"pathology": "viral"}] * 2, seed=3, guidance=4.0)
+    sub1 = model.generate([{"pathology": "viral"}] * 2, seed=3, how=Sampling(guidance=1.0))
+    sub4 = model.generate([{"pathology": "viral"}] * 2, seed=3, how=Sampling(guidance=4.0))
     assert not np.allclose(sub1, sub4, atol=1e-4)
 
 
@@ -231,13 +233,11 @@ def test_adapt_warmup_starts_fine_tuning_gently(trained, tmp_path):
 def test_adapt_exclude_skips_images_the_parent_already_saw(trained, tmp_path):
     """--exclude DATASET (say, the parent's thinned training set) leaves its images out by pixel
     hash, whatever their ids there; excluding every match is a clear error."""
-    from conditioning.dataset import write_subset
+    from conditioning.dataset import SubsetRule, write_subset
     from pipelines.cli import main
 
     data = load_dataset(trained[0])
-    seen = write_subset(
-        data, tmp_path / "seen", attribute="pathology", value="viral", fraction=0.5, seed=0
-    )
+    seen = write_subset(data, tmp_path / "seen", SubsetRule("pathology", "viral", 0.5, seed=0))
     seen_hashes = {r.sha256 for r in seen.records}
     viral = [r for r in data.split("train") if r.conditions["pathology"] == "viral"]
     new = [r for r in viral if r.sha256 not in seen_hashes]

@@ -183,17 +183,21 @@ def test_masked_dataset_yields_image_mask_pairs(tmp_path, capsys):
 
 def test_volumes_train_and_generate_in_3d(tmp_path):
     """spatial_dims comes from the dataset: a 3D dataset gives 3D networks and NIfTI volumes."""
-    from conditioning.dataset import Attribute, ConditionSchema, DatasetWriter, quantize
-    from generation import load_model
+    from conditioning.dataset import (
+        Attribute,
+        ConditionSchema,
+        DatasetSpec,
+        DatasetWriter,
+        quantize,
+    )
+    from generation import Sampling, load_model
     from generation.train_diffusion import train_diffusion
     from pipelines.cli import main
 
     schema = ConditionSchema((Attribute("pathology", "categorical", values=("a", "b")),))
     rng = np.random.default_rng(0)
-    with DatasetWriter(
-        tmp_path / "vol", name="vol", modality="MR", dimensionality="3D",
-        image_size=[8, 16, 16], bit_depth=8, schema=schema,
-    ) as writer:  # fmt: skip
+    spec = DatasetSpec("vol", "MR", "3D", [8, 16, 16], 8, schema)
+    with DatasetWriter(tmp_path / "vol", spec) as writer:
         for i in range(6):
             volume = rng.uniform(0, 1, (8, 16, 16)) * (0.5 if i % 2 else 1.0)
             writer.add(quantize(volume, 8), split="train", patient_id=f"p{i}",
@@ -206,7 +210,8 @@ def test_volumes_train_and_generate_in_3d(tmp_path):
     )
     model = load_model(tmp_path / "m")
     assert model.spatial_dims == 3 and model.latent_shape == [2, 4, 8, 8]
-    assert model.generate([{"pathology": "b"}], seed=0, steps=2).shape == (1, 8, 16, 16)
+    volumes = model.generate([{"pathology": "b"}], seed=0, how=Sampling(steps=2))
+    assert volumes.shape == (1, 8, 16, 16)
     assert main(["generate", "--model", str(tmp_path / "m"), "--n", "1", "--seed", "0",
                  "--out", str(tmp_path / "set"), "--no-progress"]) == 0  # fmt: skip
     assert (tmp_path / "set" / "images" / "syn000000.nii.gz").is_file()

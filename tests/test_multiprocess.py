@@ -25,11 +25,11 @@ import pytest
 import torch
 import yaml
 
-from generation import load_model
+from generation import Sampling, load_model
 from generation.autoencoder import build_autoencoder
 from generation.checkpoints import load_into, load_weights
 from generation.data import load_training_data
-from generation.generate_set import generate_set
+from generation.generate_set import SetRequest, generate_set
 from generation.train_autoencoder import train_autoencoder
 from generation.train_diffusion import train_diffusion
 from tests.conftest import REPO, make_tiny_dataset
@@ -189,11 +189,8 @@ def test_two_process_generation_writes_the_bytes_one_process_writes(runs):
         generate_set(
             load_model(root / "model1"),
             root / "set1",
-            n=10,
-            conditions={},
-            seed=3,
-            balanced="grid",
-            batch_size=3,
+            SetRequest(10, {}, 3, "grid"),
+            Sampling(batch_size=3),
             show_progress=False,
         )
     files = sorted(p.relative_to(root / "set1") for p in (root / "set1").rglob("*") if p.is_file())

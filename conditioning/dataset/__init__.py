@@ -14,7 +14,7 @@ from .errors import DatasetError
 from .format import SPLITS, Dataset, Record, load_dataset
 from .pixels import pixel_sha256, quantize, to_unit_range
 from .schema import CATEGORICAL, CONTINUOUS, Attribute, ConditionSchema
-from .subset import choose_kept, write_split_sample, write_subset
+from .subset import SubsetRule, choose_kept, write_split_sample, write_subset
 from .synthetic_set import (
     SyntheticImage,
     SyntheticSet,
@@ -24,7 +24,7 @@ from .synthetic_set import (
     set_sha256,
     snapshot_set,
 )
-from .writer import DatasetWriter
+from .writer import DatasetSpec, DatasetWriter
 
 __all__ = [
     "CATEGORICAL",
@@ -34,8 +34,10 @@ __all__ = [
     "ConditionSchema",
     "Dataset",
     "DatasetError",
+    "DatasetSpec",
     "DatasetWriter",
     "Record",
+    "SubsetRule",
     "SyntheticImage",
     "SyntheticSet",
     "read_file_bytes",

@@ -7,13 +7,14 @@ kept images) and the utility benchmark's scarce regime, so the two see exactly t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DatasetError
 from .format import Dataset
-from .writer import DatasetWriter
+from .writer import DatasetSpec, DatasetWriter
 
 
 def choose_kept(
@@ -33,21 +34,32 @@ def choose_kept(
     return {target[i] for i in rng.choice(len(target), size=count, replace=False)}
 
 
+@dataclass(frozen=True)
+class SubsetRule:
+    """Which images a scarce-class subset keeps: in `split`, `fraction` of those whose
+    `attribute` is `value` (as written; the schema parses it), drawn with `seed`, the seed
+    `radsynth bench utility --subset-seed` names to draw the same images."""
+
+    attribute: str
+    value: str
+    fraction: float
+    split: str = "train"
+    seed: int = 0
+
+
 def write_subset(
     dataset: Dataset,
     out: str | Path,
+    rule: SubsetRule,
     *,
-    attribute: str,
-    value: str,
-    fraction: float,
-    split: str = "train",
-    seed: int = 0,
     name: str | None = None,
     overwrite: bool = False,
 ) -> Dataset:
-    """A new dataset equal to `dataset` except that, in `split`, only `fraction` of the images with
-    `attribute == value` are kept. Other splits are copied whole, so test scores stay comparable.
+    """A new dataset equal to `dataset` except that, in the rule's split, only the images it
+    keeps of its class remain. Other splits are copied whole, so test scores stay comparable.
     Ids are renumbered; dataset.json's ingest_report records the parent and the rule."""
+    attribute, value, fraction = rule.attribute, rule.value, rule.fraction
+    split, seed = rule.split, rule.seed
     if attribute not in dataset.schema:
         raise DatasetError(
             dataset.root,
@@ -124,8 +136,7 @@ def _write_without(
     dataset: Dataset, out: str | Path, dropped: set[str], name: str, rule: dict, overwrite: bool
 ) -> Dataset:
     info = dataset.info
-    with DatasetWriter(
-        out,
+    spec = DatasetSpec(
         name=name,
         modality=info["modality"],
         dimensionality=info["dimensionality"],
@@ -134,8 +145,8 @@ def _write_without(
         schema=dataset.schema,
         has_masks=dataset.has_masks,
         has_origin=bool(info.get("has_origin")),
-        overwrite=overwrite,
-    ) as writer:
+    )
+    with DatasetWriter(out, spec, overwrite=overwrite) as writer:
         for record in dataset.records:
             if record.id in dropped:
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,22 @@ from .pixels import pixel_sha256, write_nifti, write_png
 from .schema import ConditionSchema
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What dataset.json says of every image, fixed before the first is written: the name,
+    modality, dimensionality (2D or 3D), image size, bit depth, condition schema, and whether
+    each image has a mask and a recorded origin (real or synthetic)."""
+
+    name: str
+    modality: str
+    dimensionality: str
+    image_size: list[int]
+    bit_depth: int
+    schema: ConditionSchema
+    has_masks: bool = False
+    has_origin: bool = False
+
+
 class DatasetWriter:
     """Collects images and rows in a staging directory; `commit` validates and renames it.
 
@@ -32,20 +49,7 @@ class DatasetWriter:
     and leaves any existing dataset at `out` untouched.
     """
 
-    def __init__(
-        self,
-        out: str | Path,
-        *,
-        name: str,
-        modality: str,
-        dimensionality: str,
-        image_size: list[int],
-        bit_depth: int,
-        schema: ConditionSchema,
-        has_masks: bool = False,
-        has_origin: bool = False,
-        overwrite: bool = False,
-    ):
+    def __init__(self, out: str | Path, spec: DatasetSpec, *, overwrite: bool = False):
         self.out = Path(out).resolve()
         if self.out.exists() and not overwrite:
             raise DatasetError(self.out, "already exists; pass --overwrite to replace it")
@@ -53,21 +57,21 @@ class DatasetWriter:
         self.stage = staging_dir(self.out)
         self.info: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
-            "name": name,
-            "modality": modality,
-            "dimensionality": dimensionality,
-            "image_size": list(image_size),
-            "bit_depth": bit_depth,
+            "name": spec.name,
+            "modality": spec.modality,
+            "dimensionality": spec.dimensionality,
+            "image_size": list(spec.image_size),
+            "bit_depth": spec.bit_depth,
             "intensity": {},
-            "conditions": schema.to_json(),
-            "has_masks": has_masks,
-            "has_origin": has_origin,
+            "conditions": spec.schema.to_json(),
+            "has_masks": spec.has_masks,
+            "has_origin": spec.has_origin,
             "counts": {},
             "ingest_report": {},
         }
-        self.schema = schema
+        self.schema = spec.schema
         self.records: list[Record] = []
-        self._ext = ".png" if dimensionality == "2D" else ".nii.gz"
+        self._ext = ".png" if spec.dimensionality == "2D" else ".nii.gz"
 
     def __enter__(self) -> DatasetWriter:
         return self

@@ -55,7 +55,8 @@ def run(args) -> int:
     from accelerate import PartialState
 
     from generation import load_model
-    from generation.generate_set import generate_set
+    from generation.generate_set import SetRequest, generate_set
+    from generation.sampling import Sampling
     from pipelines.commands.train import set_threads
 
     set_threads(args.threads)
@@ -67,15 +68,13 @@ def run(args) -> int:
     summary = generate_set(
         model,
         args.out,
-        n=args.n,
-        conditions=conditions,
-        seed=args.seed,
-        balanced=args.balanced,
-        guidance=args.guidance,
-        steps=args.steps,
-        sampler=args.sampler,
-        batch_size=args.batch_size,
-        masks=args.masks,
+        SetRequest(args.n, conditions, args.seed, args.balanced, args.masks),
+        Sampling(
+            sampler=args.sampler,
+            steps=args.steps,
+            guidance=args.guidance,
+            batch_size=args.batch_size,
+        ),
         accelerator=state if state.num_processes > 1 else None,
         show_progress=not args.no_progress,
     )

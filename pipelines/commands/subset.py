@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from conditioning.dataset import load_dataset, write_subset
+    from conditioning.dataset import SubsetRule, load_dataset, write_subset
 
     key, sep, value = args.where.partition("=")
     if not sep or not key or not value:
@@ -40,11 +40,7 @@ def run(args) -> int:
     subset = write_subset(
         load_dataset(args.data),
         args.out,
-        attribute=key,
-        value=value,
-        fraction=args.fraction,
-        split=args.split,
-        seed=args.seed,
+        SubsetRule(key, value, args.fraction, args.split, args.seed),
         name=args.name,
         overwrite=args.overwrite,
     )

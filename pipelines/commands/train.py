@@ -147,20 +147,23 @@ def run_diffusion(args) -> int:
 
 
 def run_adapt(args) -> int:
-    from generation.adapt import adapt_model
+    from generation.adapt import AdaptOptions, adapt_model
 
-    card = adapt_model(
-        args.model,
-        args.data,
-        args.out,
-        settings_from(args),
-        where=args.where,
+    options = AdaptOptions(
+        where=tuple(args.where),
         limit=args.limit,
         lora_rank=args.lora,
         full=args.full,
         steps=args.steps,
         replay=args.replay,
-        exclude=args.exclude,
+        exclude=tuple(args.exclude),
+    )
+    card = adapt_model(
+        args.model,
+        args.data,
+        args.out,
+        settings_from(args),
+        options,
         resume=args.resume,
         show_progress=not args.no_progress,
     )

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from conditioning.dataset import DatasetError, DatasetWriter, quantize
+from conditioning.dataset import DatasetError, DatasetSpec, DatasetWriter, quantize
 from conditioning.dataset.format import Dataset
 from conditioning.logfile import attach_log_file
 
@@ -372,8 +372,7 @@ def _write(
     target: _Target, layout: Layout, dimensionality: str, report: IngestReport, ingest_log
 ) -> Dataset:
     """Every image through the atomic DatasetWriter, in split order; the committed dataset."""
-    with DatasetWriter(
-        target.out,
+    spec = DatasetSpec(
         name=target.name,
         modality=layout.modality,
         dimensionality=dimensionality,
@@ -381,8 +380,8 @@ def _write(
         bit_depth=target.bit_depth,
         schema=layout.schema,
         has_masks=layout.has_masks,
-        overwrite=target.overwrite,
-    ) as writer:
+    )
+    with DatasetWriter(target.out, spec, overwrite=target.overwrite) as writer:
         ingest_log.to_file(writer.stage / LOG_FILE)
         ordered = layout.ordered()
         for item in tqdm(
