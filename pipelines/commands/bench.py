@@ -269,8 +269,8 @@ UTILITY_SEEDS = (0, 1, 2, 3, 4)
 def run_speed(args) -> int:
     from conditioning.dataset import write_json_atomic
     from conditioning.logfile import attach_log_file
+    from pipelines.speed_bench import SpeedConfig, speed_markdown
     from pipelines.speed_bench import run_speed as measure
-    from pipelines.speed_bench import speed_markdown
 
     if args.threads < 1 or args.n < 1 or any(k < 1 for k in args.steps):
         raise ValueError("--threads, --n and --steps must be positive")
@@ -281,8 +281,7 @@ def run_speed(args) -> int:
     handler = attach_log_file(out / "bench.log")
     started = time.perf_counter()
     try:
-        result = measure(
-            args.model,
+        config = SpeedConfig(
             threads=args.threads,
             n=args.n,
             steps=tuple(args.steps),
@@ -292,6 +291,7 @@ def run_speed(args) -> int:
             ae_batch=args.ae_batch,
             audit=tuple(args.audit_size) if all(args.audit_size) else None,
         )
+        result = measure(args.model, config)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
