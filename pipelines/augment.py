@@ -92,56 +92,91 @@ def plan_mix(
     return plan
 
 
+@dataclass(frozen=True)
+class AugmentOptions:
+    """How the synthetic images are chosen (`plan_mix`) and the recipe the set is meant for."""
+
+    synthetic_fraction: float | None = None
+    balance: str = "none"
+    attribute: str | None = None
+    seed: int = 0
+    recipe: str = "balanced"
+
+
 def augment(
     release_dir: str | Path,
     dataset_dir: str | Path,
     out: str | Path,
+    options: AugmentOptions | None = None,
     *,
-    synthetic_fraction: float | None = None,
-    balance: str = "none",
-    attribute: str | None = None,
-    seed: int = 0,
     overwrite: bool = False,
-    recipe: str = "balanced",
 ) -> Path:
     """Write `out`: the real dataset with synthetic images of the release added to its train
     split, planned by `synthetic_fraction` / `balance`, and the training recipe recorded in
     dataset.json (`ingest_report.recipe`; `training_weights` reads it back). `filter` drops
     synthetic images that a classifier trained on the real train split puts in another class."""
-    if recipe not in AUGMENT_RECIPES:
-        raise ValueError(f"recipe {recipe!r}: choose from {', '.join(AUGMENT_RECIPES)}")
+    options = options or AugmentOptions()
+    if options.recipe not in AUGMENT_RECIPES:
+        raise ValueError(f"recipe {options.recipe!r}: choose from {', '.join(AUGMENT_RECIPES)}")
     dataset = load_dataset(dataset_dir)
     release = load_synthetic_set(release_dir)
-    schema = dataset.schema
-    if attribute is None:
-        attribute = next((a.name for a in schema.attributes if a.kind == CATEGORICAL), None)
-    elif attribute not in schema or schema[attribute].kind != CATEGORICAL:
-        raise ValueError(
-            f"--attribute {attribute!r} is not a categorical condition of {dataset.root}"
-        )
+    attribute = _augment_attribute(dataset, options.attribute)
     if dataset.dimensionality != "2D":
         raise ValueError(f"{dataset.root}: augment handles 2D datasets")
     train = dataset.split("train")
-
-    def key(conditions) -> str:
-        return str(conditions.get(attribute)) if attribute else "all"
-
-    real_counts = Counter(key(r.conditions) for r in train)
+    real_counts = Counter(_class_key(r.conditions, attribute) for r in train)
     pool: dict[str, list] = {}
     for item in release.images:
-        parsed = schema.validate_request({k: v for k, v in item.conditions.items() if k in schema})
-        pool.setdefault(key(parsed), []).append((item, parsed))
+        parsed = dataset.schema.validate_request(
+            {k: v for k, v in item.conditions.items() if k in dataset.schema}
+        )
+        pool.setdefault(_class_key(parsed, attribute), []).append((item, parsed))
     filtered = None
-    if recipe == "filter":
+    if options.recipe == "filter":
         pool, filtered = _filter_pool(pool, release, dataset, attribute)
     plan = plan_mix(
-        dict(real_counts), {c: len(v) for c, v in pool.items()}, synthetic_fraction, balance
+        dict(real_counts),
+        {c: len(v) for c, v in pool.items()},
+        options.synthetic_fraction,
+        options.balance,
     )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(options.seed)
     chosen = []
     for c in sorted(plan):
         picks = rng.permutation(len(pool[c]))[: plan[c]]
         chosen += [pool[c][i] for i in sorted(picks)]
+    report = {
+        "synthetic_added": {c: n for c, n in sorted(plan.items())},
+        "synthetic_fraction_of_train": round(len(chosen) / max(1, len(train) + len(chosen)), 4),
+        "balance": options.balance,
+        "attribute": attribute,
+        "seed": options.seed,
+        "recipe": {"name": options.recipe, **({"filtered": filtered} if filtered else {})},
+    }
+    root = _write_augmented(out, dataset, release, chosen, report, overwrite)
+    log.info("augmented dataset: %d real + %d synthetic training images", len(train), len(chosen))
+    return root
+
+
+def _augment_attribute(dataset, attribute: str | None) -> str | None:
+    """The categorical condition the plan counts by (default: the first; None when none)."""
+    schema = dataset.schema
+    if attribute is None:
+        return next((a.name for a in schema.attributes if a.kind == CATEGORICAL), None)
+    if attribute not in schema or schema[attribute].kind != CATEGORICAL:
+        raise ValueError(
+            f"--attribute {attribute!r} is not a categorical condition of {dataset.root}"
+        )
+    return attribute
+
+
+def _class_key(conditions, attribute: str | None) -> str:
+    return str(conditions.get(attribute)) if attribute else "all"
+
+
+def _write_augmented(out, dataset, release, chosen: list, report: dict, overwrite: bool):
+    """Every real record, then the chosen synthetic images in the train split; `report` goes
+    into dataset.json's ingest_report after where the set came from."""
     bit_depth = dataset.info["bit_depth"]
     with DatasetWriter(
         out,
@@ -151,7 +186,7 @@ def augment(
             dimensionality="2D",
             image_size=dataset.image_size,
             bit_depth=bit_depth,
-            schema=schema,
+            schema=dataset.schema,
             has_masks=dataset.has_masks,
             has_origin=True,
         ),
@@ -178,25 +213,11 @@ def augment(
                 mask=mask,
                 origin="synthetic",
             )
-        info = dataset.info
+        source = {"dataset_sha256": dataset.content_hash(), "dataset_name": dataset.name}
         result = writer.commit(
-            intensity=info["intensity"],
-            ingest_report={
-                "augmented_from": {
-                    "dataset_sha256": dataset.content_hash(),
-                    "dataset_name": dataset.name,
-                },
-                "synthetic_added": {c: n for c, n in sorted(plan.items())},
-                "synthetic_fraction_of_train": round(
-                    len(chosen) / max(1, len(train) + len(chosen)), 4
-                ),
-                "balance": balance,
-                "attribute": attribute,
-                "seed": seed,
-                "recipe": {"name": recipe, **({"filtered": filtered} if filtered else {})},
-            },
+            intensity=dataset.info["intensity"],
+            ingest_report={"augmented_from": source, **report},
         )
-    log.info("augmented dataset: %d real + %d synthetic training images", len(train), len(chosen))
     return result.root
 
 

@@ -79,42 +79,58 @@ def run_arm(
     """Train (or reuse) the arm's model, generate its samples and audit them."""
     import json
 
-    from conditioning.dataset import load_dataset, write_split_sample
-    from generation import load_model
-    from generation.generate_set import SetRequest, generate_set
-    from generation.sampling import Sampling
-    from privacy_audit.audit import AuditConfig, run_audit
-    from privacy_audit.encoder import EncoderParams
-    from privacy_audit.stats import wilson_interval
-
     out = Path(out) / arm
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(config, arm)
-    dataset_dir = Path(data)
-    if arm == "tiny":
-        dataset_dir = out / "data"
-        if not (dataset_dir / "dataset.json").is_file():
-            write_split_sample(
-                load_dataset(data),
-                dataset_dir,
-                count=config.train_images,
-                seed=config.seed,
-                overwrite=True,
-            )
+    dataset_dir = _arm_data(arm, data, out, config)
     if model is None:
-        autoencoder = Path(config.autoencoder) if config.autoencoder else out / "autoencoder"
-        if not config.autoencoder:
-            _train("autoencoder", autoencoder, settings, config.progress, data=dataset_dir)
-        _train(
-            "diffusion",
-            out / "model",
-            settings,
-            config.progress,
-            data=dataset_dir,
-            autoencoder=autoencoder,
-        )
-        model = str(out / "model")
+        model = _arm_model(out, settings, config, dataset_dir)
     card = json.loads((Path(model) / "model_card.json").read_text(encoding="utf-8"))
+    _arm_samples(model, out, settings, config)
+    report = _arm_audit(out, dataset_dir, settings, config)
+    return _arm_row(arm, model, card, report, out)
+
+
+def _arm_data(arm: str, data: str | Path, out: Path, config: MemorizationConfig) -> Path:
+    """The arm's training data: the full dataset, or (tiny arm) a sample of it kept in OUT/data."""
+    from conditioning.dataset import load_dataset, write_split_sample
+
+    if arm != "tiny":
+        return Path(data)
+    dataset_dir = out / "data"
+    if not (dataset_dir / "dataset.json").is_file():
+        write_split_sample(
+            load_dataset(data),
+            dataset_dir,
+            count=config.train_images,
+            seed=config.seed,
+            overwrite=True,
+        )
+    return dataset_dir
+
+
+def _arm_model(out: Path, settings: dict, config: MemorizationConfig, dataset_dir: Path) -> str:
+    """Train (or continue) the arm's autoencoder, unless a shared one is given, and diffusion."""
+    autoencoder = Path(config.autoencoder) if config.autoencoder else out / "autoencoder"
+    if not config.autoencoder:
+        _train("autoencoder", autoencoder, settings, config.progress, data=dataset_dir)
+    _train(
+        "diffusion",
+        out / "model",
+        settings,
+        config.progress,
+        data=dataset_dir,
+        autoencoder=autoencoder,
+    )
+    return str(out / "model")
+
+
+def _arm_samples(model: str, out: Path, settings: dict, config: MemorizationConfig) -> None:
+    """The samples the audit checks, in OUT/set, drawn as the profile's `generate` says."""
+    from generation import load_model
+    from generation.generate_set import SetRequest, generate_set
+    from generation.sampling import Sampling
+
     generate = settings.get("generate", {})
     generate_set(
         load_model(model),
@@ -127,11 +143,18 @@ def run_arm(
         ),
         show_progress=config.progress,
     )
+
+
+def _arm_audit(out: Path, dataset_dir: Path, settings: dict, config: MemorizationConfig) -> dict:
+    """`radsynth audit` of OUT/set against the arm's training data, into OUT/audit."""
+    from privacy_audit.audit import AuditConfig, run_audit
+    from privacy_audit.encoder import EncoderParams
+
     audit_settings = settings.get("audit", {})
     encoder = EncoderParams(seed=config.seed)
     if audit_settings.get("encoder_steps"):
         encoder.steps = int(audit_settings["encoder_steps"])
-    report = run_audit(
+    return run_audit(
         out / "set",
         dataset_dir,
         out / "audit",
@@ -142,6 +165,12 @@ def run_arm(
             progress=config.progress,
         ),
     )
+
+
+def _arm_row(arm: str, model: str, card: dict, report: dict, out: Path) -> dict:
+    """The arm's row of the table: its training, and the share of its samples flagged."""
+    from privacy_audit.stats import wilson_interval
+
     copy = report["summary"]["copy_detection"]
     flagged = int(copy["flagged"])
     return {

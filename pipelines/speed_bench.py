@@ -10,6 +10,7 @@ import importlib
 import logging
 import multiprocessing
 import resource
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("radsynth.bench")
@@ -97,54 +98,37 @@ def task_audit(n_query: int, n_train: int) -> dict:
     return benchmark_search(n_query, n_train)
 
 
-def run_speed(
-    model: str,
-    *,
-    threads: int = 2,
-    n: int = 16,
-    steps: tuple[int, ...] = (10, 20, 50),
-    samplers: tuple[str, ...] | None = None,
-    ddpm_1000_n: int = 2,
-    unet_batch: int = 32,
-    ae_batch: int = 16,
-    audit: tuple[int, int] = (10_000, 5_000),
-    precisions: tuple[bool, ...] | None = None,
-    progress: bool = True,
-) -> dict:
+@dataclass(frozen=True)
+class SpeedConfig:
+    """What `run_speed` measures: sampling sizes, batches, the audit's image counts (None skips
+    it) and the precisions (None: fp32, and bf16 where the CPU runs it natively)."""
+
+    threads: int = 2
+    n: int = 16
+    steps: tuple[int, ...] = (10, 20, 50)
+    samplers: tuple[str, ...] | None = None
+    ddpm_1000_n: int = 2
+    unet_batch: int = 32
+    ae_batch: int = 16
+    audit: tuple[int, int] | None = (10_000, 5_000)
+    precisions: tuple[bool, ...] | None = None
+
+
+def run_speed(model: str, config: SpeedConfig | None = None, *, progress: bool = True) -> dict:
     """Every speed measurement, one fresh process each; returns the rows of each table.
     `precisions` defaults to fp32 and bf16 where the CPU runs bf16 natively, fp32 alone
     elsewhere (emulated bf16 takes minutes per row and the product does not use it there)."""
     from tqdm import tqdm
 
     from generation.precision import native_bf16
-    from generation.schedulers import SAMPLERS
 
+    config = config or SpeedConfig()
+    precisions = config.precisions
     if precisions is None:
         precisions = (False, True) if native_bf16("cpu") else (False,)
-
-    me = __name__
-    plan: list[tuple[str, str, dict]] = [
-        ("baseline", f"{me}:task_baseline", {"model": model}),
-        ("matmul", f"{me}:task_matmul", {"bf16": True in precisions}),
-    ]
-    for bf16 in precisions:
-        for sampler in samplers or SAMPLERS:
-            for k in steps:
-                kwargs = {"sampler": sampler, "steps": k, "bf16": bf16, "n": n}
-                plan.append(("sampling", f"{me}:task_sampling", {"model": model, **kwargs}))
-        if ddpm_1000_n:
-            kwargs = {"sampler": "ddpm", "steps": 1000, "bf16": bf16, "n": ddpm_1000_n}
-            plan.append(("sampling", f"{me}:task_sampling", {"model": model, **kwargs}))
-        plan.append(
-            ("unet", f"{me}:task_unet", {"model": model, "batch": unet_batch, "bf16": bf16})
-        )
-        for part, batch in (("unet", unet_batch), ("autoencoder", ae_batch)):
-            kwargs = {"model": model, "part": part, "batch": batch, "bf16": bf16}
-            plan.append(("training", f"{me}:task_training", kwargs))
-    if audit:
-        plan.append(("audit", f"{me}:task_audit", {"n_query": audit[0], "n_train": audit[1]}))
+    plan = _speed_plan(model, config, precisions)
     out: dict[str, Any] = {
-        "threads": threads,
+        "threads": config.threads,
         "native_bf16": native_bf16("cpu"),
         "precisions": ["bf16" if p else "fp32" for p in precisions],
         "sampling": [],
@@ -152,7 +136,7 @@ def run_speed(
         "training": [],
     }
     for kind, target, kwargs in tqdm(plan, desc="speed benchmark", disable=not progress):
-        result, peak = measured(target, threads, **kwargs)
+        result, peak = measured(target, config.threads, **kwargs)
         row = {**result, "peak_rss_mib": peak}
         log.info("%s %s: %s", kind, {k: v for k, v in kwargs.items() if k != "model"}, row)
         if kind in ("sampling", "unet", "training"):
@@ -160,6 +144,36 @@ def run_speed(
         else:
             out[kind] = row
     return out
+
+
+def _speed_plan(
+    model: str, config: SpeedConfig, precisions: tuple[bool, ...]
+) -> list[tuple[str, str, dict]]:
+    """(table, task, its arguments) of every measurement, in the order they run."""
+    from generation.schedulers import SAMPLERS
+
+    me = __name__
+    plan: list[tuple[str, str, dict]] = [
+        ("baseline", f"{me}:task_baseline", {"model": model}),
+        ("matmul", f"{me}:task_matmul", {"bf16": True in precisions}),
+    ]
+    for bf16 in precisions:
+        for sampler in config.samplers or SAMPLERS:
+            for k in config.steps:
+                kwargs = {"sampler": sampler, "steps": k, "bf16": bf16, "n": config.n}
+                plan.append(("sampling", f"{me}:task_sampling", {"model": model, **kwargs}))
+        if config.ddpm_1000_n:
+            kwargs = {"sampler": "ddpm", "steps": 1000, "bf16": bf16, "n": config.ddpm_1000_n}
+            plan.append(("sampling", f"{me}:task_sampling", {"model": model, **kwargs}))
+        unet = {"model": model, "batch": config.unet_batch, "bf16": bf16}
+        plan.append(("unet", f"{me}:task_unet", unet))
+        for part, batch in (("unet", config.unet_batch), ("autoencoder", config.ae_batch)):
+            kwargs = {"model": model, "part": part, "batch": batch, "bf16": bf16}
+            plan.append(("training", f"{me}:task_training", kwargs))
+    if config.audit:
+        audit = {"n_query": config.audit[0], "n_train": config.audit[1]}
+        plan.append(("audit", f"{me}:task_audit", audit))
+    return plan
 
 
 def _share_of_peak(row: dict, peak: dict) -> str:
@@ -178,6 +192,20 @@ def _cell(audit: dict, key: str) -> str:
 def speed_markdown(result: dict) -> str:
     """The speed tables (the machine, date and command are added by the caller)."""
     peak = result["matmul"]
+    lines = [
+        *_speed_intro(result),
+        *_sampling_table(result["sampling"]),
+        *_unet_table(result["unet"], peak),
+        *_training_table(result["training"], peak),
+    ]
+    if result.get("audit"):
+        lines += _audit_table(result["audit"])
+    return "\n".join(lines) + "\n"
+
+
+def _speed_intro(result: dict) -> list[str]:
+    """The measured matmul peak and baseline memory, and why bf16 rows may be missing."""
+    peak = result["matmul"]
     base = result["baseline"]["peak_rss_mib"]
     bf16_peak = f"bf16 {peak['bf16']:.0f} GFLOP/s" if peak.get("bf16") else "bf16 not measured"
     lines = [
@@ -193,71 +221,83 @@ def speed_markdown(result: dict) -> str:
             "rows are skipped and RadSynth runs in fp32 on such machines.",
             "",
         ]
-    lines += [
+    return lines
+
+
+def _sampling_table(rows: list[dict]) -> list[str]:
+    """Images/s per sampler and steps, with the speed-up over 1000-step DDPM."""
+    lines = [
         "### Sampling",
         "",
         "| sampler | steps | bf16 | images | img/s | x DDPM-1000 | peak RSS MiB |",
         "|---|---|---|---|---|---|---|",
     ]
     reference = {
-        r["bf16"]: r["images_per_s"]
-        for r in result["sampling"]
-        if r["sampler"] == "ddpm" and r["steps"] == 1000
+        r["bf16"]: r["images_per_s"] for r in rows if r["sampler"] == "ddpm" and r["steps"] == 1000
     }
-    for r in result["sampling"]:
+    for r in rows:
         ref = reference.get(r["bf16"])
         ratio = f"{r['images_per_s'] / ref:.0f}" if ref else "n/a"
         lines.append(
             f"| {r['sampler']} | {r['steps']} | {'yes' if r['bf16'] else 'no'} | {r['images']} | "
             f"{r['images_per_s']:.2f} | {ratio} | {r['peak_rss_mib']:.0f} |"
         )
-    lines += [
+    return lines
+
+
+def _unet_table(rows: list[dict], peak: dict) -> list[str]:
+    lines = [
         "",
         "### UNet throughput (one forward pass, inference)",
         "",
         "| batch | bf16 | GFLOP / pass | GFLOP/s | % of matmul peak | peak RSS MiB |",
         "|---|---|---|---|---|---|",
     ]
-    for r in result["unet"]:
+    for r in rows:
         lines.append(
             f"| {r['batch']} | {'yes' if r['bf16'] else 'no'} | {r['forward_gflop']:.2f} | "
             f"{r['gflop_per_s']:.1f} | {_share_of_peak(r, peak)} | {r['peak_rss_mib']:.0f} |"
         )
-    lines += [
+    return lines
+
+
+def _training_table(rows: list[dict], peak: dict) -> list[str]:
+    lines = [
         "",
         "### Training (forward, backward, AdamW step on random inputs of the model's shapes)",
         "",
         "| network | batch | bf16 | steps/s | images/s | GFLOP/s | % of matmul peak | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in result["training"]:
+    for r in rows:
         lines.append(
             f"| {r['part']} | {r['batch']} | {'yes' if r['bf16'] else 'no'} | "
             f"{r['steps_per_s']:.2f} | {r['images_per_s']:.0f} | {r['gflop_per_s']:.1f} | "
             f"{_share_of_peak(r, peak)} | {r['peak_rss_mib']:.0f} |"
         )
-    audit = result.get("audit")
-    if audit:
-        lines += [
-            "",
-            f"### Privacy audit, {audit['n_query']:,} synthetic x {audit['n_train']:,} training "
-            "images",
-            "",
-            "| step | seconds | CPU seconds |",
-            "|---|---|---|",
-            f"| embedding ({audit['embed_images_per_second']:.0f} img/s, estimated for all) | "
-            f"{audit['embed_seconds_estimated']:.1f} | |",
-            f"| top-5 search by patient (embeddings given) | {audit['search_seconds']:.2f} | |",
-            f"| reference preparation (training images) | {_cell(audit, 'reference_prepare')}",
-            "| whole copy detection of the queries (embed, search, register) | "
-            f"{_cell(audit, 'copy_detection')}",
-            f"| former method, same run: reference preparation | "
-            f"{_cell(audit, 'legacy_reference_prepare')}",
-            "| former method, same run: whole copy detection (embed, search, FFT-NCC align) | "
-            f"{_cell(audit, 'legacy_copy_detection')}",
-            "",
-            f"Peak RSS {audit['peak_rss_mib']:.0f} MiB (random images: content hardly changes "
-            "the cost). CPU seconds are the process's own: on a shared machine, what the step "
-            "costs when the thread has the core to itself.",
-        ]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _audit_table(audit: dict) -> list[str]:
+    """Wall and CPU seconds of each audit step, the former method's alongside."""
+    return [
+        "",
+        f"### Privacy audit, {audit['n_query']:,} synthetic x {audit['n_train']:,} training images",
+        "",
+        "| step | seconds | CPU seconds |",
+        "|---|---|---|",
+        f"| embedding ({audit['embed_images_per_second']:.0f} img/s, estimated for all) | "
+        f"{audit['embed_seconds_estimated']:.1f} | |",
+        f"| top-5 search by patient (embeddings given) | {audit['search_seconds']:.2f} | |",
+        f"| reference preparation (training images) | {_cell(audit, 'reference_prepare')}",
+        "| whole copy detection of the queries (embed, search, register) | "
+        f"{_cell(audit, 'copy_detection')}",
+        f"| former method, same run: reference preparation | "
+        f"{_cell(audit, 'legacy_reference_prepare')}",
+        "| former method, same run: whole copy detection (embed, search, FFT-NCC align) | "
+        f"{_cell(audit, 'legacy_copy_detection')}",
+        "",
+        f"Peak RSS {audit['peak_rss_mib']:.0f} MiB (random images: content hardly changes "
+        "the cost). CPU seconds are the process's own: on a shared machine, what the step "
+        "costs when the thread has the core to itself.",
+    ]

@@ -59,9 +59,11 @@ class FitConfig:
 
 @dataclass
 class Targets:
-    """Training targets per head: class index (-1 unknown) or value scaled to [0, 1] (NaN)."""
+    """Training targets per head: class index (-1 unknown) or value scaled to [0, 1] (NaN), and
+    optionally one loss weight per row (they replace the config's class balancing in `fit`)."""
 
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    row_weights: torch.Tensor | None = None
 
     def take(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: t[index] for n, t in self.tensors.items()}
@@ -205,14 +207,13 @@ def fit(
     work_dir: Path | None = None,
     progress: Callable[[int, dict], None] | None = None,
     desc: str = "train",
-    row_weights: torch.Tensor | None = None,
 ) -> dict:
     """Train `model` in place and return its history; the weights left in the model are those of
     the epoch with the lowest validation loss (the last epoch without `val`).
 
     With `work_dir`, each epoch ends with a checkpoint there and a later call with the same
-    config resumes after the last finished epoch. `row_weights` (one per image) replace the
-    config's class balancing.
+    config resumes after the last finished epoch. `targets.row_weights` (one per image) replace
+    the config's class balancing.
     """
     from tqdm.auto import tqdm
 
@@ -220,6 +221,7 @@ def fit(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     classes = dict(getattr(model, "categorical", {}))
+    row_weights = targets.row_weights
     balance = config.balance_classes and row_weights is None
     weights = class_weights(targets, classes) if balance else None
     history: list[dict] = []

@@ -128,15 +128,10 @@ def train_classifier(
     known = [i for i, v in enumerate(images.values(attribute)) if v is not None]
     images = images.subset(known)
     model = model or new_classifier(len(schema[attribute].values), attribute, config)
-    weights = None if row_weights is None else torch.as_tensor(row_weights[known]).float()
-    fit(
-        model,
-        to_tensor(images.images),
-        encode_targets(images.conditions, schema, [attribute]),
-        config,
-        desc=desc,
-        row_weights=weights,
-    )
+    targets = encode_targets(images.conditions, schema, [attribute])
+    if row_weights is not None:
+        targets.row_weights = torch.as_tensor(row_weights[known]).float()
+    fit(model, to_tensor(images.images), targets, config, desc=desc)
     return model
 
 

@@ -130,6 +130,44 @@ def run_utility_benchmark(
     instead of being trained again. `signature` (real images to their reconstructions by the
     generator's autoencoder) enables the `signature` recipe."""
     config = config or UtilityConfig()
+    _check_config(dataset, config)
+    arms = _ArmTrainer(dataset, config, signature)
+    notes = []
+    if isinstance(synthetic, ImageSet):
+        notes.append(
+            "one synthetic set serves every regime: its generator saw the full training data, "
+            "so scarce-regime gains are an upper bound"
+        )
+    rows: list[dict] = []
+    for fraction in config.keep_fractions:
+        regime = config.regime_name(fraction)
+        syn_full = synthetic.get(regime) if isinstance(synthetic, dict) else synthetic
+        for arm in config.arms:
+            if _skipped(arm, regime, syn_full, signature):
+                continue
+            for seed in config.seeds:
+                earlier = _earlier_row(reuse, regime, arm, seed)
+                if earlier is not None:
+                    rows.append(earlier)
+                    continue
+                row = arms.row(fraction, arm, seed, syn_full)
+                rows.append(row)
+                log.info(
+                    "utility %s / %s / seed %d: macro-AUROC %.3f, recall %s %.3f",
+                    regime,
+                    arm,
+                    seed,
+                    row["macro_auroc"],
+                    config.scarce_class,
+                    row[f"recall.{config.scarce_class}"],
+                )
+                if on_result is not None:
+                    on_result(row)
+    return _utility_result(dataset, config, arms.test, rows, notes)
+
+
+def _check_config(dataset: Dataset, config: UtilityConfig) -> None:
+    """Refuse an attribute, scarce class or arm the benchmark cannot run, before any training."""
     if (
         config.attribute not in dataset.schema
         or dataset.schema[config.attribute].kind != CATEGORICAL
@@ -143,124 +181,129 @@ def run_utility_benchmark(
     unknown_arms = sorted(set(config.arms) - set(ARMS))
     if unknown_arms:
         raise ValueError(f"unknown arm(s) {', '.join(unknown_arms)}; arms are {', '.join(ARMS)}")
-    train = load_split(dataset, "train")
-    test = load_split(dataset, "test")
-    real_parts: dict[tuple, ImageSet] = {}
-    synthetic_parts: dict[tuple, ImageSet] = {}
-    notes = []
-    if isinstance(synthetic, ImageSet):
-        notes.append(
-            "one synthetic set serves every regime: its generator saw the full training data, "
-            "so scarce-regime gains are an upper bound"
-        )
-    rows: list[dict] = []
-    size = train.images.shape[-1]
-    cache: dict[tuple, object] = {}  # models and reconstructions shared between arms and seeds
 
-    def model_for(arm: str, real_part: ImageSet, syn: ImageSet | None, fit_config: FitConfig):
+
+def _skipped(arm: str, regime: str, syn_full: ImageSet | None, signature) -> bool:
+    """An arm that cannot run in this regime (no synthetic set, or no autoencoder), logged."""
+    if arm != "real" and syn_full is None:
+        log.info("no synthetic set for regime %s: arm %s skipped", regime, arm)
+        return True
+    if arm in RECIPES and RECIPES[arm].signature and signature is None:
+        log.info("no autoencoder given: arm %s skipped", arm)
+        return True
+    return False
+
+
+def _earlier_row(reuse: list[dict] | None, regime: str, arm: str, seed: int) -> dict | None:
+    """The first reused row of this (regime, arm, seed), if any."""
+    return next(
+        (
+            r
+            for r in reuse or []
+            if (r.get("regime"), r.get("arm"), r.get("seed")) == (regime, arm, seed)
+        ),
+        None,
+    )
+
+
+class _ArmTrainer:
+    """Trains and scores one (regime, arm, seed) at a time; real subsets, synthetic draws, models
+    and reconstructions are shared between arms and seeds."""
+
+    def __init__(self, dataset: Dataset, config: UtilityConfig, signature) -> None:
+        self.dataset = dataset
+        self.config = config
+        self.signature = signature
+        self.classes = dataset.schema[config.attribute].values
+        self.train = load_split(dataset, "train")
+        self.test = load_split(dataset, "test")
+        self.size = self.train.images.shape[-1]
+        self.real_parts: dict[tuple, ImageSet] = {}
+        self.synthetic_parts: dict[tuple, ImageSet] = {}
+        self.cache: dict[tuple, object] = {}
+
+    def row(self, fraction: float, arm: str, seed: int, syn_full: ImageSet | None) -> dict:
+        """Train one arm on its seed's real part (and synthetic draw) and score it on test."""
+        config = self.config
+        regime = config.regime_name(fraction)
+        fit_config = replace(config.fit, seed=seed)
+        real_part = self.real_parts.setdefault(
+            (fraction, seed),
+            scarce_subset(
+                self.train,
+                config.attribute,
+                config.scarce_class,
+                fraction,
+                seed if config.subset_seed is None else config.subset_seed,
+            ),
+        )
+        syn = None
+        if syn_full is not None:
+            syn = self.synthetic_parts.setdefault(
+                (regime, seed),
+                limit_synthetic(syn_full, len(real_part), config.synthetic_ratio, seed),
+            )
+        started = time.perf_counter()
+        model, info = self.model_for(arm, real_part, syn, fit_config)
+        scores = score(model, self.test, self.dataset.schema, config.attribute, self.size)
+        return {
+            "regime": regime,
+            "arm": arm,
+            "seed": seed,
+            "n_real": 0 if arm == "synthetic" else len(real_part),
+            "n_synthetic": 0 if arm == "real" else info.get("n_synthetic_used", len(syn)),
+            "macro_auroc": scores["macro_auroc"],
+            "accuracy": scores["accuracy"],
+            "balanced_accuracy": scores["balanced_accuracy"],
+            **{f"recall.{c}": scores["per_class"][c]["recall"] for c in self.classes},
+            **({"filtered_share": info["filtered_share"]} if "filtered_share" in info else {}),
+            **{f"filter.{rule}": n for rule, n in info.get("filter", {}).items()},
+            "seconds": round(time.perf_counter() - started, 1),
+            "test_probabilities": np.round(scores["probabilities"], 5).tolist(),
+        }
+
+    def model_for(self, arm: str, real_part: ImageSet, syn: ImageSet | None, fit_config: FitConfig):
         """The trained model of one arm and what its recipe did."""
-        attribute = config.attribute
+        attribute = self.config.attribute
+        schema = self.dataset.schema
         if arm in ("real", "synthetic"):
             images = real_part if arm == "real" else syn
-            model = cached(
+            model = self.cached(
                 (arm, id(images), fit_config.seed),
                 lambda: train_classifier(
-                    images, dataset.schema, attribute, fit_config, desc=f"{arm} {fit_config.seed}"
+                    images, schema, attribute, fit_config, desc=f"{arm} {fit_config.seed}"
                 ),
             )
             return model, {}
         recipe = RECIPES[arm]
-        judge = model_for("real", real_part, syn, fit_config)[0] if recipe.filter else None
+        judge = self.model_for("real", real_part, syn, fit_config)[0] if recipe.filter else None
+        signature = self.signature
         trained = train_with_recipe(
             recipe,
             real_part,
             syn,
-            dataset.schema,
+            schema,
             attribute,
             fit_config,
             judge=judge,
             # reconstructions of one real part serve every seed that trains on it
-            signature=(lambda x: cached(("signature", id(real_part)), lambda: signature(x)))
+            signature=(lambda x: self.cached(("signature", id(real_part)), lambda: signature(x)))
             if recipe.signature
             else None,
         )
         return trained.model, trained.info
 
-    def cached(key: tuple, make: Callable[[], object]):
-        if key not in cache:
-            cache[key] = make()
-        return cache[key]
+    def cached(self, key: tuple, make: Callable[[], object]):
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
 
-    for fraction in config.keep_fractions:
-        regime = config.regime_name(fraction)
-        syn_full = synthetic.get(regime) if isinstance(synthetic, dict) else synthetic
-        for arm in config.arms:
-            if arm != "real" and syn_full is None:
-                log.info("no synthetic set for regime %s: arm %s skipped", regime, arm)
-                continue
-            if arm in RECIPES and RECIPES[arm].signature and signature is None:
-                log.info("no autoencoder given: arm %s skipped", arm)
-                continue
-            for seed in config.seeds:
-                earlier = [
-                    r
-                    for r in reuse or []
-                    if (r.get("regime"), r.get("arm"), r.get("seed")) == (regime, arm, seed)
-                ]
-                if earlier:
-                    rows.append(earlier[0])
-                    continue
-                fit_config = replace(config.fit, seed=seed)
-                real_part = real_parts.setdefault(
-                    (fraction, seed),
-                    scarce_subset(
-                        train,
-                        config.attribute,
-                        config.scarce_class,
-                        fraction,
-                        seed if config.subset_seed is None else config.subset_seed,
-                    ),
-                )
-                syn = None
-                if syn_full is not None:
-                    syn = synthetic_parts.setdefault(
-                        (regime, seed),
-                        limit_synthetic(syn_full, len(real_part), config.synthetic_ratio, seed),
-                    )
-                started = time.perf_counter()
-                model, info = model_for(arm, real_part, syn, fit_config)
-                scores = score(model, test, dataset.schema, config.attribute, size)
-                row = {
-                    "regime": regime,
-                    "arm": arm,
-                    "seed": seed,
-                    "n_real": 0 if arm == "synthetic" else len(real_part),
-                    "n_synthetic": 0 if arm == "real" else info.get("n_synthetic_used", len(syn)),
-                    "macro_auroc": scores["macro_auroc"],
-                    "accuracy": scores["accuracy"],
-                    "balanced_accuracy": scores["balanced_accuracy"],
-                    **{f"recall.{c}": scores["per_class"][c]["recall"] for c in classes},
-                    **(
-                        {"filtered_share": info["filtered_share"]}
-                        if "filtered_share" in info
-                        else {}
-                    ),
-                    **{f"filter.{rule}": n for rule, n in info.get("filter", {}).items()},
-                    "seconds": round(time.perf_counter() - started, 1),
-                    "test_probabilities": np.round(scores["probabilities"], 5).tolist(),
-                }
-                rows.append(row)
-                log.info(
-                    "utility %s / %s / seed %d: macro-AUROC %.3f, recall %s %.3f",
-                    regime,
-                    arm,
-                    seed,
-                    row["macro_auroc"],
-                    config.scarce_class,
-                    row[f"recall.{config.scarce_class}"],
-                )
-                if on_result is not None:
-                    on_result(row)
+
+def _utility_result(
+    dataset: Dataset, config: UtilityConfig, test: ImageSet, rows: list[dict], notes: list[str]
+) -> dict:
+    """The rows with the config they ran, their summary, the paired gains and the advice."""
+    classes = dataset.schema[config.attribute].values
     result = {
         "config": {
             "attribute": config.attribute,

@@ -40,19 +40,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..augment import augment
+    from ..augment import AugmentOptions, augment
 
-    out = augment(
-        args.release,
-        args.data,
-        args.out,
+    options = AugmentOptions(
         synthetic_fraction=args.synthetic_fraction,
         balance=args.balance,
         attribute=args.attribute,
         seed=args.seed,
-        overwrite=args.overwrite,
         recipe=args.recipe,
     )
+    out = augment(args.release, args.data, args.out, options, overwrite=args.overwrite)
     from conditioning.dataset import load_dataset
 
     counts = load_dataset(out).info["counts"]["train"]

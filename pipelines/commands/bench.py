@@ -269,8 +269,8 @@ UTILITY_SEEDS = (0, 1, 2, 3, 4)
 def run_speed(args) -> int:
     from conditioning.dataset import write_json_atomic
     from conditioning.logfile import attach_log_file
+    from pipelines.speed_bench import SpeedConfig, speed_markdown
     from pipelines.speed_bench import run_speed as measure
-    from pipelines.speed_bench import speed_markdown
 
     if args.threads < 1 or args.n < 1 or any(k < 1 for k in args.steps):
         raise ValueError("--threads, --n and --steps must be positive")
@@ -281,8 +281,7 @@ def run_speed(args) -> int:
     handler = attach_log_file(out / "bench.log")
     started = time.perf_counter()
     try:
-        result = measure(
-            args.model,
+        config = SpeedConfig(
             threads=args.threads,
             n=args.n,
             steps=tuple(args.steps),
@@ -292,6 +291,7 @@ def run_speed(args) -> int:
             ae_batch=args.ae_batch,
             audit=tuple(args.audit_size) if all(args.audit_size) else None,
         )
+        result = measure(args.model, config)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -313,20 +313,48 @@ def run_all(args) -> int:
 
 
 def run_utility(args) -> int:
+    """Check the flags, load the sets, run (or resume) the rows, then write the results."""
     import torch
 
     from conditioning.dataset import load_dataset
     from conditioning.logfile import attach_log_file
-    from generation.evaluation import FitConfig, load_synthetic_set
-    from generation.evaluation.recipes import RECIPES
-    from generation.evaluation.report import write_csv, write_metrics_json
-    from generation.evaluation.utility import (
-        UtilityConfig,
-        gains_markdown,
-        run_utility_benchmark,
-        utility_markdown,
-    )
 
+    _utility_flags(args)
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
+    dataset = load_dataset(args.data)
+    args.attribute, args.scarce_class = _target(dataset, args.attribute, args.scarce_class)
+    if args.attribute is None:  # e.g. bone age: a regression task this benchmark does not run
+        return _no_classifier(dataset, Path(args.out))
+    config = _utility_config(args)
+    synthetic, scarce = _synthetic_sets(args, dataset, config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = attach_log_file(out / "bench.log")
+    try:
+        signature, ae_hash = _signature(args.autoencoder)
+        fingerprint = _fingerprints(args, dataset, config, scarce, ae_hash)
+        command = exact_command(args)
+        started = time.perf_counter()
+        result = _utility_rows(
+            out / "rows.jsonl", dataset, synthetic, config, fingerprint, signature
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    result["detectability"] = _detectability(synthetic, dataset, args.detect_epochs)
+    if signature is not None and args.detect_epochs:
+        result["autoencoder"] = _autoencoder_check(dataset, signature, args.detect_epochs)
+    result["machine"] = machine_description()
+    result["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    result["command"] = command
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    _write_utility(args, dataset, result, out)
+    return 0
+
+
+def _utility_flags(args) -> None:
+    """Fill the protocol's defaults and refuse flags that would make the gains meaningless."""
     # lists extend (a params file's list becomes repeated flags); unset means the protocol's
     args.fractions = args.fractions or list(UTILITY_FRACTIONS)
     args.arms = args.arms or list(UTILITY_ARMS)
@@ -342,19 +370,25 @@ def run_utility(args) -> int:
             "--scarce-synthetic: name the class the generator's subset made scarce with "
             "--scarce-class (the `--where` value given to `radsynth subset`)"
         )
-    if args.threads:
-        torch.set_num_threads(max(1, args.threads))
-    dataset = load_dataset(args.data)
-    args.attribute, args.scarce_class = _target(dataset, args.attribute, args.scarce_class)
-    if args.attribute is None:  # e.g. bone age: a regression task this benchmark does not run
-        note = f"{dataset.name} has no categorical condition: no classifier utility to measure"
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        empty = {"config": {}, "rows": [], "gains": [], "notes": [note]}
-        write_metrics_json(out / "utility.json", {**empty, "recommendation": {"regimes": {}}})
-        print(f"radsynth bench utility: {note}")
-        return 0
-    config = UtilityConfig(
+
+
+def _no_classifier(dataset, out: Path) -> int:
+    """A dataset without a categorical condition: an empty result that says why."""
+    from generation.evaluation.report import write_metrics_json
+
+    note = f"{dataset.name} has no categorical condition: no classifier utility to measure"
+    out.mkdir(parents=True, exist_ok=True)
+    empty = {"config": {}, "rows": [], "gains": [], "notes": [note]}
+    write_metrics_json(out / "utility.json", {**empty, "recommendation": {"regimes": {}}})
+    print(f"radsynth bench utility: {note}")
+    return 0
+
+
+def _utility_config(args):
+    from generation.evaluation import FitConfig
+    from generation.evaluation.utility import UtilityConfig
+
+    return UtilityConfig(
         attribute=args.attribute,
         scarce_class=args.scarce_class,
         keep_fractions=tuple(args.fractions),
@@ -364,8 +398,14 @@ def run_utility(args) -> int:
         subset_seed=args.subset_seed,
         synthetic_ratio=args.synthetic_ratio,
     )
+
+
+def _synthetic_sets(args, dataset, config) -> tuple:
+    """The synthetic set(s) (one, or one per regime keyed by regime name) and the regime name ->
+    directory of the generator trained on that regime's images."""
+    from generation.evaluation import load_synthetic_set
+
     synthetic = load_synthetic_set(args.synthetic, dataset.schema) if args.synthetic else None
-    # regime name -> synthetic set directory of the generator trained on that regime's images
     scarce = {
         config.regime_name(f): d
         for f, d in _scarce_sets(args.scarce_synthetic, args.fractions).items()
@@ -373,9 +413,13 @@ def run_utility(args) -> int:
     if scarce:
         regimes = {name: load_synthetic_set(d, dataset.schema) for name, d in scarce.items()}
         synthetic = {**({"full": synthetic} if synthetic is not None else {}), **regimes}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    handler = attach_log_file(out / "bench.log")
+    return synthetic, scarce
+
+
+def _fingerprints(args, dataset, config, scarce: dict, ae_hash):
+    """The function giving what a row depends on: a kept row is reused only when it matches."""
+    from generation.evaluation.recipes import RECIPES
+
     base = {
         "dataset_hash": dataset.content_hash(),
         "attribute": args.attribute,
@@ -383,7 +427,6 @@ def run_utility(args) -> int:
         "fit": config.fit.to_json(),
         "subset_seed": args.subset_seed,
     }
-    signature, ae_hash = _signature(args.autoencoder)
     full_id = _synthetic_id(args.synthetic)
     scarce_ids = {name: _synthetic_id(d) for name, d in scarce.items()}
 
@@ -400,7 +443,13 @@ def run_utility(args) -> int:
             **({"autoencoder": ae_hash} if recipe and recipe.signature else {}),
         }
 
-    progress = out / "rows.jsonl"
+    return fingerprint
+
+
+def _utility_rows(progress: Path, dataset, synthetic, config, fingerprint, signature) -> dict:
+    """Run the benchmark, reusing the matching rows kept in `progress` and appending each new one."""
+    from generation.evaluation.utility import run_utility_benchmark
+
     reuse = [
         entry["row"]
         for entry in _read_rows(progress)
@@ -408,36 +457,35 @@ def run_utility(args) -> int:
     ]
     if reuse:
         log.info("reusing %d finished row(s) from %s", len(reuse), progress)
-    command = exact_command(args)
-    started = time.perf_counter()
-    try:
 
-        def keep(row: dict) -> None:
-            with progress.open("a", encoding="utf-8") as handle:
-                entry = {"fingerprint": fingerprint(row), "row": row}
-                handle.write(json.dumps(entry) + "\n")
+    def keep(row: dict) -> None:
+        with progress.open("a", encoding="utf-8") as handle:
+            entry = {"fingerprint": fingerprint(row), "row": row}
+            handle.write(json.dumps(entry) + "\n")
 
-        result = run_utility_benchmark(
-            dataset, synthetic, config, on_result=keep, reuse=reuse, signature=signature
-        )
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-    result["detectability"] = _detectability(synthetic, dataset, args.detect_epochs)
-    if signature is not None and args.detect_epochs:
-        from generation.evaluation import DetectabilityConfig
-        from generation.evaluation.detectability import detection_split
-        from generation.evaluation.images import load_split
-        from generation.evaluation.sharpness import reconstruction_check
+    return run_utility_benchmark(
+        dataset, synthetic, config, on_result=keep, reuse=reuse, signature=signature
+    )
 
-        held_out = load_split(dataset, detection_split(dataset))
-        result["autoencoder"] = reconstruction_check(
-            held_out, signature, dataset.schema, DetectabilityConfig(epochs=args.detect_epochs)
-        )
-    result["machine"] = machine_description()
-    result["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
-    result["command"] = command
-    result["seconds"] = round(time.perf_counter() - started, 1)
+
+def _autoencoder_check(dataset, signature, epochs: int) -> dict:
+    """The generator's autoencoder on held-out real images: what its reconstructions lose."""
+    from generation.evaluation import DetectabilityConfig
+    from generation.evaluation.detectability import detection_split
+    from generation.evaluation.images import load_split
+    from generation.evaluation.sharpness import reconstruction_check
+
+    held_out = load_split(dataset, detection_split(dataset))
+    return reconstruction_check(
+        held_out, signature, dataset.schema, DetectabilityConfig(epochs=epochs)
+    )
+
+
+def _write_utility(args, dataset, result: dict, out: Path) -> None:
+    """OUT/utility.json and .csv, the --doc section, and the tables on stdout."""
+    from generation.evaluation.report import write_csv, write_metrics_json
+    from generation.evaluation.utility import gains_markdown, utility_markdown
+
     write_metrics_json(out / "utility.json", result)
     write_csv(
         out / "utility.csv",
@@ -448,39 +496,11 @@ def run_utility(args) -> int:
             "## Downstream utility of synthetic data"
             + ("" if args.section == "utility" else f" ({args.section})"),
             "",
-            f"Classifier for `{args.attribute}` (RadSynth's small CNN, the same training for every "
-            f"arm: {args.epochs} epochs, last epoch kept, light affine and intensity augmentation) "
-            f"trained on real, synthetic, or real + synthetic images combined by a recipe "
-            f"({', '.join(f'`{name}`' for name in RECIPES)}: docs/utility.md); scarce regimes "
-            f"keep only a share of the `{args.scarce_class}` training images. Scored on the real "
-            f"test split ({result['config']['n_test']} images) of `{dataset.name}`; mean [95% "
-            "t-interval] over seeds, then each arm's gain over the real arm of its regime with a "
-            "paired 95% bootstrap interval (seeds and test images resampled together). A scarce "
-            "regime's `all real (reference)` row is the full regime's real arm against it: what "
-            "the held-back real images themselves give, the yardstick for a set that stands in "
-            "for them.",
+            _utility_intro(args, dataset, result),
             "",
             *provenance(result, shared=True),
             *[f"- note: {n}" for n in result["notes"]],
-            *[
-                f"- detectability of the `{regime}` set (real-vs-synthetic classifier AUROC, 0.5 = "
-                f"indistinguishable): {d['auroc']:.3f} [{d['interval'][0]:.3f}, "
-                f"{d['interval'][1]:.3f}]; per class "
-                + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in d["per_class"].items())
-                for regime, d in result["detectability"].items()
-            ],
-            *(
-                [
-                    "- the generator's autoencoder on held-out real images: keeps "
-                    f"{ae['high_frequency_power_kept']:.0%} of the high-frequency power (above a "
-                    f"quarter of the sampling rate), mean absolute error {ae['l1']:.4f}; its "
-                    "reconstructions vs originals, detectability "
-                    f"{ae['detectability']['auroc']:.3f} [{ae['detectability']['interval'][0]:.3f}, "
-                    f"{ae['detectability']['interval'][1]:.3f}]"
-                ]
-                if (ae := result.get("autoencoder"))
-                else []
-            ),
+            *_detectability_lines(result),
             "",
             utility_markdown(result) if result["rows"] else "(no row)",
             "",
@@ -491,7 +511,45 @@ def run_utility(args) -> int:
     print(utility_markdown(result))
     print(gains_markdown(result, args.scarce_class))
     print(f"written: {out / 'utility.json'}, {out / 'utility.csv'}, {args.doc}")
-    return 0
+
+
+def _utility_intro(args, dataset, result: dict) -> str:
+    from generation.evaluation.recipes import RECIPES
+
+    return (
+        f"Classifier for `{args.attribute}` (RadSynth's small CNN, the same training for every "
+        f"arm: {args.epochs} epochs, last epoch kept, light affine and intensity augmentation) "
+        f"trained on real, synthetic, or real + synthetic images combined by a recipe "
+        f"({', '.join(f'`{name}`' for name in RECIPES)}: docs/utility.md); scarce regimes "
+        f"keep only a share of the `{args.scarce_class}` training images. Scored on the real "
+        f"test split ({result['config']['n_test']} images) of `{dataset.name}`; mean [95% "
+        "t-interval] over seeds, then each arm's gain over the real arm of its regime with a "
+        "paired 95% bootstrap interval (seeds and test images resampled together). A scarce "
+        "regime's `all real (reference)` row is the full regime's real arm against it: what "
+        "the held-back real images themselves give, the yardstick for a set that stands in "
+        "for them."
+    )
+
+
+def _detectability_lines(result: dict) -> list[str]:
+    """The section's bullets on each set's detectability and on the generator's autoencoder."""
+    lines = [
+        f"- detectability of the `{regime}` set (real-vs-synthetic classifier AUROC, 0.5 = "
+        f"indistinguishable): {d['auroc']:.3f} [{d['interval'][0]:.3f}, "
+        f"{d['interval'][1]:.3f}]; per class "
+        + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in d["per_class"].items())
+        for regime, d in result["detectability"].items()
+    ]
+    if ae := result.get("autoencoder"):
+        lines.append(
+            "- the generator's autoencoder on held-out real images: keeps "
+            f"{ae['high_frequency_power_kept']:.0%} of the high-frequency power (above a "
+            f"quarter of the sampling rate), mean absolute error {ae['l1']:.4f}; its "
+            "reconstructions vs originals, detectability "
+            f"{ae['detectability']['auroc']:.3f} [{ae['detectability']['interval'][0]:.3f}, "
+            f"{ae['detectability']['interval'][1]:.3f}]"
+        )
+    return lines
 
 
 def _target(dataset, attribute: str | None, scarce: str | None) -> tuple[str, str]:

@@ -68,20 +68,12 @@ def default_domain_dir(dataset) -> Path:
 
 
 def run(args) -> int:
+    """Load the sets, evaluate them into a hidden stage directory, then swap it in as OUT."""
     import torch
 
     from conditioning.dataset import load_dataset, replace_directory
     from conditioning.logfile import attach_log_file
-    from generation.evaluation import (
-        DetectabilityConfig,
-        FitConfig,
-        compare_with_baseline,
-        detect_synthetic_set,
-        evaluate_synthetic_set,
-        load_synthetic_set,
-        train_domain_models,
-        write_evaluation,
-    )
+    from generation.evaluation import load_synthetic_set
 
     if args.k < 1 or args.pairs < 1 or args.epochs < 1:
         raise ValueError("--k, --pairs and --epochs must be positive")
@@ -102,57 +94,78 @@ def run(args) -> int:
     handler = attach_log_file(stage / "evaluate.log")
     ok = False
     try:
-        log.info(
-            "evaluating %d synthetic images from %s against %s/%s",
-            len(synthetic),
-            args.synthetic,
-            dataset.name,
-            args.real_split,
-        )
-        domain_dir = Path(args.domain_models) if args.domain_models else default_domain_dir(dataset)
-        domain = train_domain_models(
-            dataset,
-            domain_dir,
-            FitConfig(epochs=args.epochs, seed=args.seed, bf16=args.bf16),
-            force=args.retrain,
-        )
-        evaluation = evaluate_synthetic_set(
-            synthetic,
-            dataset,
-            domain,
-            real_split=args.real_split,
-            k=args.k,
-            n_pairs=args.pairs,
-            seed=args.seed,
-        )
-        evaluation.info["synthetic"] = str(Path(args.synthetic).resolve())
-        evaluation.metrics["resolution"] = size
-        if args.detect_epochs:
-            evaluation.metrics["detectability"] = detect_synthetic_set(
-                synthetic, dataset, DetectabilityConfig(epochs=args.detect_epochs, seed=args.seed)
-            )
-        if baseline is not None:
-            log.info("FD difference against the baseline set %s", args.baseline)
-            evaluation.metrics["baseline"] = compare_with_baseline(
-                evaluation, baseline, domain, seed=args.seed
-            )
-            evaluation.info["baseline"] = str(Path(args.baseline).resolve())
-            evaluation.baseline = baseline
-        written = write_evaluation(evaluation, stage, domain, seed=args.seed)
-        log.info("wrote %s", ", ".join(str(p.relative_to(stage)) for p in written))
+        evaluation = _evaluate(args, dataset, synthetic, baseline, size, stage)
         ok = True
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
         if not ok:
-            failed_log = out.with_name(f"{out.name}.failed.log")
-            if (stage / "evaluate.log").exists():
-                os.replace(stage / "evaluate.log", failed_log)
-                print(f"radsynth evaluate: log of the failed run: {failed_log}")
-            shutil.rmtree(stage, ignore_errors=True)
+            _drop_stage(stage, out)
     replace_directory(stage, out)
     _summary(evaluation.metrics, out)
     return 0
+
+
+def _evaluate(args, dataset, synthetic, baseline, size: dict, stage: Path):
+    """Train (or reuse) the domain models, compute every metric and write them into `stage`."""
+    from generation.evaluation import (
+        DetectabilityConfig,
+        FitConfig,
+        compare_with_baseline,
+        detect_synthetic_set,
+        evaluate_synthetic_set,
+        train_domain_models,
+        write_evaluation,
+    )
+
+    log.info(
+        "evaluating %d synthetic images from %s against %s/%s",
+        len(synthetic),
+        args.synthetic,
+        dataset.name,
+        args.real_split,
+    )
+    domain_dir = Path(args.domain_models) if args.domain_models else default_domain_dir(dataset)
+    domain = train_domain_models(
+        dataset,
+        domain_dir,
+        FitConfig(epochs=args.epochs, seed=args.seed, bf16=args.bf16),
+        force=args.retrain,
+    )
+    evaluation = evaluate_synthetic_set(
+        synthetic,
+        dataset,
+        domain,
+        real_split=args.real_split,
+        k=args.k,
+        n_pairs=args.pairs,
+        seed=args.seed,
+    )
+    evaluation.info["synthetic"] = str(Path(args.synthetic).resolve())
+    evaluation.metrics["resolution"] = size
+    if args.detect_epochs:
+        evaluation.metrics["detectability"] = detect_synthetic_set(
+            synthetic, dataset, DetectabilityConfig(epochs=args.detect_epochs, seed=args.seed)
+        )
+    if baseline is not None:
+        log.info("FD difference against the baseline set %s", args.baseline)
+        evaluation.metrics["baseline"] = compare_with_baseline(
+            evaluation, baseline, domain, seed=args.seed
+        )
+        evaluation.info["baseline"] = str(Path(args.baseline).resolve())
+        evaluation.baseline = baseline
+    written = write_evaluation(evaluation, stage, domain, seed=args.seed)
+    log.info("wrote %s", ", ".join(str(p.relative_to(stage)) for p in written))
+    return evaluation
+
+
+def _drop_stage(stage: Path, out: Path) -> None:
+    """A failed run: keep its log beside OUT, drop the rest so an earlier OUT stays intact."""
+    failed_log = out.with_name(f"{out.name}.failed.log")
+    if (stage / "evaluate.log").exists():
+        os.replace(stage / "evaluate.log", failed_log)
+        print(f"radsynth evaluate: log of the failed run: {failed_log}")
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def resolution_of(synthetic, dataset) -> dict:

@@ -18,19 +18,33 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def register(sub) -> None:
-    from pipelines.ingest.detect import KINDS
-
     p = sub.add_parser(
         "ingest",
         help="build a dataset from a folder, CSV table, DICOM, NIfTI or MedMNIST source",
         description="Resize, normalise, deduplicate, split by patient and pseudonymise a source "
         "into a RadSynth dataset. Skipped files are listed on the console, never in the dataset.",
     )
+    _source_options(p)
+    _image_options(p)
+    _dataset_options(p)
+    _label_options(p)
+    _safety_options(p)
+    p.set_defaults(func=run)
+
+
+def _source_options(p) -> None:
+    """What is read and where the dataset goes."""
+    from pipelines.ingest.detect import KINDS
+
     p.add_argument("source", type=Path, help="source folder or file")
     p.add_argument("--out", type=Path, required=True, help="dataset directory to create")
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--kind", choices=KINDS, help="source kind (default: detected)")
     p.add_argument("--labels", type=Path, help="label CSV of a table source (default: the one CSV)")
+
+
+def _image_options(p) -> None:
+    """How every image is shaped and normalised."""
     p.add_argument("--dimensionality", choices=("2D", "3D"), default="2D")
     p.add_argument(
         "--slice-axis",
@@ -48,6 +62,10 @@ def register(sub) -> None:
         help="normalisation to [0, 1] (default percentile 0.5..99.5)",
     )
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
+
+
+def _dataset_options(p) -> None:
+    """The patient split and what the dataset records."""
     p.add_argument("--seed", type=int, default=0, help="seed of the patient split")
     p.add_argument("--val-fraction", type=float, default=0.1, help="of patients (default 0.1)")
     p.add_argument(
@@ -66,6 +84,10 @@ def register(sub) -> None:
     )
     p.add_argument("--name", help="dataset name (default: the --out folder name)")
     p.add_argument("--modality", help="DICOM modality code to record (e.g. DX, CR, MR)")
+
+
+def _label_options(p) -> None:
+    """Where the conditions come from, per source kind (folder, table, MedMNIST)."""
     p.add_argument(
         "--preset", default="auto", help="folder label preset: auto (detect), none, kermany"
     )
@@ -91,6 +113,10 @@ def register(sub) -> None:
         help="table: a condition attribute from a column (patient=COL, split=COL too)",
     )
     p.add_argument("--label-names", help="medmnist: comma-separated names of label 0, 1, ...")
+
+
+def _safety_options(p) -> None:
+    """Limits and burned-in text: what an image must pass to be ingested."""
     p.add_argument(
         "--max-pixels",
         type=int,
@@ -112,7 +138,6 @@ def register(sub) -> None:
         "secondary capture) without blanking: only for pixels known to be free of text",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
