@@ -58,6 +58,18 @@ def _detect_kermany(classes: set[str], names: list[str]) -> bool:
     return classes == {"normal", "pneumonia"} and any(pneumonia.match(n) for n in names)
 
 
+def read_or_skip(path: Path, report: IngestReport, max_pixels: int):
+    """The file's grey pixels, or None after recording in the report why it was skipped."""
+    if not is_raster(path):
+        report.skip(path, f"unsupported file type ({path.suffix.lower() or 'no suffix'})")
+        return None
+    try:
+        return decode_raster(path, max_pixels)
+    except RasterError as exc:
+        report.skip(path, exc.reason)
+        return None
+
+
 def list_files(source: Path, exclude: set[Path] | None = None) -> list[Path]:
     """Every regular file below `source`, sorted, without hidden files or folders."""
     exclude = exclude or set()
@@ -171,13 +183,8 @@ def read_folder(
     own_patient = 0
     for path in files:
         report.files_read += 1
-        if not is_raster(path):
-            report.skip(path, f"unsupported file type ({path.suffix.lower() or 'no suffix'})")
-            continue
-        try:
-            pixels = decode_raster(path, options.max_pixels)
-        except RasterError as exc:
-            report.skip(path, exc.reason)
+        pixels = read_or_skip(path, report, options.max_pixels)
+        if pixels is None:
             continue
         rel = path.relative_to(source)
         split, folder_class = place_of(rel)

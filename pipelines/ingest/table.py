@@ -12,8 +12,8 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from .folder import list_files
-from .raster import RasterError, decode_raster, is_raster
+from .folder import list_files, read_or_skip
+from .raster import is_raster
 from .source import IngestOptions, IngestReport, SourceImage
 
 ID_COLUMNS = ("id", "image_id", "image", "file", "filename", "file_name", "path", "name")
@@ -178,13 +178,8 @@ def read_table(source: Path, options: IngestOptions, report: IngestReport) -> It
             if raw and split is None:
                 report.skip(f"{path} ({where})", "unknown split name")
                 continue
-        if not is_raster(path):
-            report.skip(path, f"unsupported file type ({path.suffix.lower() or 'no suffix'})")
-            continue
-        try:
-            pixels = decode_raster(path, options.max_pixels)
-        except RasterError as exc:
-            report.skip(path, exc.reason)
+        pixels = read_or_skip(path, report, options.max_pixels)
+        if pixels is None:
             continue
         patient = (row.get(mapping["patient"]) or "").strip() if "patient" in mapping else ""
         if not patient:
