@@ -37,17 +37,15 @@ class TrainingData:
         return self.records[: self.n_focus] if self.n_focus is not None else self.records
 
     def batch_indices(
-        self, step: int, batch_size: int, seed: int, balance: ClassBalance | None = None
+        self, step: int, batch_size: int, seed: int, balance: BalancedDraw | None = None
     ) -> np.ndarray:
         """Indices of the global batch of `step` (processes take slices of it: data parallel).
 
         With a replay pool, round(batch_size * replay_share) of them come from the pool and the
         rest from the focus records, each pool walked by its own seeded permutation. With a
-        class balance, each slot picks a class first (see ClassBalance), then an image of it."""
-        if balance is not None and balance.power > 0:
-            if self.n_focus is not None:
-                raise ValueError("class-balanced batches and a replay pool cannot be combined")
-            return balance.draw(self, step, batch_size, seed)
+        class balance (ClassBalance.bind), each slot picks a class first, then an image of it."""
+        if balance is not None:
+            return balance.draw(step, batch_size, seed)
         if self.n_focus is None:
             return _draw(len(self), step, batch_size, [seed])
         n_replay = int(round(batch_size * self.replay_share))
@@ -76,23 +74,10 @@ class ClassBalance:
             raise ValueError(f"balance_power must be in (0, 1], got {power}")
         return cls(by, power)
 
-    def shares(self, data: TrainingData) -> dict[str, float]:
-        """Each class's expected share of a batch (what the run log states)."""
-        labels, names = self._labels(data)
-        counts = np.bincount(labels, minlength=len(names)).astype(float)
-        weights = np.where(counts > 0, counts ** (1 - self.power), 0.0)
-        return {n: float(w / weights.sum()) for n, w in zip(names, weights, strict=True)}
-
-    def draw(self, data: TrainingData, step: int, batch_size: int, seed: int) -> np.ndarray:
-        labels, names = self._labels(data)
-        members = [np.flatnonzero(labels == k) for k in range(len(names))]
-        shares = self.shares(data)
-        p = np.array([shares[n] for n in names])
-        rng = np.random.default_rng([seed, step, 2])
-        classes = rng.choice(len(names), size=batch_size, p=p)
-        return np.array([members[k][rng.integers(len(members[k]))] for k in classes], np.int64)
-
-    def _labels(self, data: TrainingData) -> tuple[np.ndarray, list[str]]:
+    def bind(self, data: TrainingData) -> BalancedDraw:
+        """The draw over `data`'s labels, checked and counted once before training starts."""
+        if data.n_focus is not None:
+            raise ValueError("class-balanced batches and a replay pool cannot be combined")
         if self.by not in data.schema.names:
             raise ValueError(
                 f"balance_by {self.by!r} is not a condition of this dataset "
@@ -108,7 +93,31 @@ class ClassBalance:
                 f"{int(np.isnan(values).sum())} training images have no "
                 f"{self.by}; class-balanced batches need it on every image"
             )
-        return values.astype(np.int64), list(attribute.values)
+        labels = values.astype(np.int64)
+        members = tuple(np.flatnonzero(labels == k) for k in range(len(attribute.values)))
+        counts = np.array([len(m) for m in members], dtype=float)
+        weights = np.where(counts > 0, counts ** (1 - self.power), 0.0)
+        return BalancedDraw(tuple(attribute.values), members, weights / weights.sum())
+
+
+@dataclass(frozen=True)
+class BalancedDraw:
+    """A ClassBalance bound to one training set: each class's images and its share of a batch."""
+
+    names: tuple[str, ...]
+    members: tuple[np.ndarray, ...]
+    p: np.ndarray
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """Each class's expected share of a batch (what the run log states)."""
+        return {n: float(v) for n, v in zip(self.names, self.p, strict=True)}
+
+    def draw(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng([seed, step, 2])
+        classes = rng.choice(len(self.names), size=batch_size, p=self.p)
+        picks = [self.members[k][rng.integers(len(self.members[k]))] for k in classes]
+        return np.array(picks, np.int64)
 
 
 def _draw(n: int, step: int, batch_size: int, seed: list[int]) -> np.ndarray:

@@ -136,12 +136,12 @@ class _Steps:
         self.horizon = schedule["num_train_timesteps"]
         self.v_pred = schedule["prediction_type"] == "v_prediction"
         self.seed = int(self.place.cfg["seed"])
-        self.balance = ClassBalance.from_settings(self.place.cfg)
+        balance = ClassBalance.from_settings(self.place.cfg)
+        self.balance = None if balance is None else balance.bind(self.data.train)
         if self.balance is not None:
-            shares = self.balance.shares(self.data.train)
             log.info(
-                "class-balanced batches by %s (power %g): %s", self.balance.by,
-                self.balance.power, ", ".join(f"{k} {v:.1%}" for k, v in shares.items()),
+                "class-balanced batches by %s (power %g): %s", balance.by, balance.power,
+                ", ".join(f"{k} {v:.1%}" for k, v in self.balance.shares.items()),
             )  # fmt: skip
 
     def micro_step(self, z0, noise, t, cond, mask_in) -> dict[str, float]:

@@ -25,8 +25,8 @@ def _data(counts: dict[str, int]) -> TrainingData:
 
 def test_shares_follow_the_power_and_the_draw_replays():
     data = _data({"normal": 900, "bacterial": 400, "viral": 25})
-    balance = ClassBalance("pathology", 0.5)
-    assert balance.shares(data) == pytest.approx(
+    balance = ClassBalance("pathology", 0.5).bind(data)
+    assert balance.shares == pytest.approx(
         {"normal": 30 / 55, "bacterial": 20 / 55, "viral": 5 / 55}
     )
     drawn = np.concatenate([data.batch_indices(s, 64, 0, balance) for s in range(300)])
@@ -36,7 +36,10 @@ def test_shares_follow_the_power_and_the_draw_replays():
         data.batch_indices(7, 64, 0, balance), data.batch_indices(7, 64, 0, balance)
     )
     equal = np.concatenate(
-        [data.batch_indices(s, 64, 0, ClassBalance("pathology", 1.0)) for s in range(300)]
+        [
+            data.batch_indices(s, 64, 0, ClassBalance("pathology", 1.0).bind(data))
+            for s in range(300)
+        ]
     )
     assert (data.conditions[equal, 0].numpy() == 2).mean() == pytest.approx(1 / 3, abs=0.02)
     plain = data.batch_indices(7, 64, 0, None)
@@ -49,4 +52,4 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="balance_power"):
         ClassBalance.from_settings({"balance_by": "pathology", "balance_power": 2})
     with pytest.raises(ValueError, match="not a condition"):
-        ClassBalance("sex", 0.5).shares(_data({"a": 3, "b": 2}))
+        ClassBalance("sex", 0.5).bind(_data({"a": 3, "b": 2}))
