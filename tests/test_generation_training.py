@@ -215,3 +215,23 @@ def test_volumes_train_and_generate_in_3d(tmp_path):
     assert main(["generate", "--model", str(tmp_path / "m"), "--n", "1", "--seed", "0",
                  "--out", str(tmp_path / "set"), "--no-progress"]) == 0  # fmt: skip
     assert (tmp_path / "set" / "images" / "syn000000.nii.gz").is_file()
+
+
+def test_class_balanced_batches_train_and_may_change_on_resume(data, tmp_path, caplog):
+    from generation.train_diffusion import train_diffusion
+
+    train_autoencoder(data, tmp_path / "ae", tiny_settings(), show_progress=False)
+    balanced = tiny_settings(diffusion__steps=2, diffusion__balance_by="pathology",
+                             diffusion__balance_power=0.5)  # fmt: skip
+    with caplog.at_level("INFO", logger="radsynth.train"):
+        card = train_diffusion(data, tmp_path / "ae", tmp_path / "m", balanced, show_progress=False)
+    assert card["steps"] == 2 and "class-balanced batches by pathology (power 0.5)" in caplog.text
+    equal = tiny_settings(diffusion__steps=3, diffusion__balance_by="pathology",
+                          diffusion__balance_power=1.0)  # fmt: skip
+    card = train_diffusion(
+        data, tmp_path / "ae", tmp_path / "m", equal, resume=True, show_progress=False
+    )
+    assert card["steps"] == 3  # the balance is a curriculum: a resumed run may change it
+    wrong = tiny_settings(diffusion__balance_by="age_months", diffusion__balance_power=0.5)
+    with pytest.raises(ValueError, match="must be categorical"):
+        train_diffusion(data, tmp_path / "ae", tmp_path / "n", wrong, show_progress=False)
