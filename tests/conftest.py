@@ -41,9 +41,10 @@ def make_tiny_dataset(
     seed: int = 0,
     with_age: bool = True,
     with_masks: bool = False,
+    spacing: tuple[float, float] | None = None,
 ) -> Path:
     """A small 2D dataset whose classes differ visibly (a bright disc whose place depends on
-    the class), split by patient into train/val/test."""
+    the class), split by patient into train/val/test; every image records `spacing` (mm)."""
     rng = np.random.default_rng(seed)
     attributes = [Attribute("pathology", "categorical", values=classes)]
     if with_age:
@@ -70,6 +71,7 @@ def make_tiny_dataset(
                     patient_id=f"p{n:04d}",
                     conditions=conditions,
                     mask=disc.astype(np.uint8) if with_masks else None,
+                    spacing=spacing,
                 )
                 n += 1
         writer.commit(intensity={"method": "synthetic"}, ingest_report={"files_read": n})

@@ -20,6 +20,7 @@ from privacy_audit.audit import AuditConfig, run_audit
 from privacy_audit.encoder import EncoderParams
 from privacy_audit.phi import identifying_elements
 from tests.audit_data import _patient_image, make_patient_dataset
+from tests.conftest import make_tiny_dataset
 from tests.synthetic_sets import write_synthetic_set
 
 
@@ -86,6 +87,9 @@ def test_release_contents_and_exports(audited, tmp_path: Path) -> None:
         assert "SYNTHETIC" in ds.DerivationDescription
         assert identifying_elements(ds, allow=WRITTEN_ON_PURPOSE) == []
         assert not ds.PatientName and not ds.PatientID and not ds.get("PatientBirthDate")
+        assert ds.PhotometricInterpretation == "MONOCHROME2"  # higher values are brighter
+        # the dataset records no pixel spacing: the export claims none
+        assert "PixelSpacing" not in ds and "ImagerPixelSpacing" not in ds
         png = np.asarray(
             __import__("PIL.Image", fromlist=["Image"]).open(
                 release / "images" / f"{file.stem}.png"
@@ -298,3 +302,47 @@ def test_lineage_carries_no_local_path(audited, tmp_path) -> None:
     for name in ("lineage.json", "datasheet.md", "manifest.csv"):
         text = (release / name).read_text()
         assert "/home/alice" not in text and str(tmp_path) not in text, name
+
+
+def test_dicom_export_writes_the_training_spacing_scaled_to_the_set(audited, tmp_path, caplog):
+    """Issue 18.4: the DICOM files carry the typical pixel spacing of the training images of the
+    dataset the model was trained on, scaled to the set's size; a model run that records another
+    training dataset than --data gets no spacing rather than a wrong one."""
+    import logging
+
+    import pydicom
+
+    from conditioning.dataset import load_dataset
+
+    caplog.set_level(logging.INFO, logger="pipelines.release.build")
+    spaced = make_tiny_dataset(tmp_path / "spaced", size=16, spacing=(1.4, 1.4))
+    run = tmp_path / "run"
+    run.mkdir()
+    trained_on = {"name": "tiny", "hash": load_dataset(spaced).content_hash()}
+    (run / "config.json").write_text(
+        json.dumps({"kind": "latent-diffusion", "dataset": trained_on})
+    )
+
+    def release(name: str) -> list:
+        assert main(["release", "--set", str(audited["set"]), "--report", str(audited["report"]),
+                     "--name", name, "--out", str(tmp_path / "out"), "--data", str(spaced),
+                     "--model", str(run), "--export", "dicom", "--version-control", "none"]) == 0  # fmt: skip
+        return [pydicom.dcmread(f) for f in sorted((tmp_path / "out" / name / "dicom").iterdir())]
+
+    # the set is 32x32, the dataset 16x16 at 1.4 mm: the same field of view in 0.7 mm pixels
+    files = release("spaced")
+    assert len(files) == 12
+    for ds in files:
+        assert ds.pixel_array.shape == (32, 32)
+        assert [str(v) for v in ds.PixelSpacing] == ["0.7", "0.7"]
+        assert "ImagerPixelSpacing" not in ds and ds.PhotometricInterpretation == "MONOCHROME2"
+        assert "Pixel spacing 0.7 x 0.7 mm" in ds.DerivationDescription
+        assert identifying_elements(ds, allow=WRITTEN_ON_PURPOSE) == []
+    assert "DICOM export pixel spacing 1.4 x 1.4 mm at 16 x 16 pixels" in caplog.text
+    released = tmp_path / "out" / "spaced"
+    for name in ("manifest.csv", "lineage.json", "datasheet.md"):
+        assert str(tmp_path) not in (released / name).read_text(), name
+
+    (run / "config.json").write_text(json.dumps({"dataset": {"name": "x", "hash": "0" * 64}}))
+    assert all("PixelSpacing" not in ds for ds in release("other-dataset"))
+    assert "--model was trained on another dataset (hash 000000000000...)" in caplog.text

@@ -18,6 +18,7 @@ import numpy as np
 from .errors import DatasetError
 from .pixels import pixel_sha256, read_stored, to_unit_range
 from .schema import CATEGORICAL, ConditionSchema
+from .spacing import SPACING_COLUMN, TypicalSpacing, parse_spacing, typical_spacing
 
 FORMAT_VERSION = 1
 DATASET_JSON = "dataset.json"
@@ -54,6 +55,7 @@ class Record:
     conditions: dict[str, str | float | None] = field(default_factory=dict)
     mask_file: str | None = None
     origin: str | None = None
+    spacing: tuple[float, ...] | None = None  # mm of the stored pixels, (row, column) in 2D
 
 
 @dataclass
@@ -81,10 +83,21 @@ class Dataset:
     def has_masks(self) -> bool:
         return bool(self.info["has_masks"])
 
+    @property
+    def has_spacing(self) -> bool:
+        return bool(self.info.get("has_spacing", False))
+
     def split(self, name: str) -> list[Record]:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
         return [r for r in self.records if r.split == name]
+
+    def typical_spacing(self, split: str = "train") -> TypicalSpacing:
+        """The one pixel spacing (mm) that stands for the split's images, if there is one
+        (`conditioning.dataset.spacing.typical_spacing`), and why (not)."""
+        if not self.has_spacing:
+            return TypicalSpacing(None, "the dataset records no pixel spacing")
+        return typical_spacing([r.spacing for r in self.split(split)])
 
     def read_pixels(self, record: Record) -> np.ndarray:
         """The stored integer pixels of one record."""
@@ -160,6 +173,8 @@ def read_info(root: Path) -> dict[str, Any]:
         raise _fail(path, "bit_depth must be 8 or 16")
     if not isinstance(info["intensity"], dict) or "method" not in info["intensity"]:
         raise _fail(path, "intensity must be an object with a 'method'")
+    if not isinstance(info.get("has_spacing", False), bool):
+        raise _fail(path, f"has_spacing must be true or false, not {info['has_spacing']!r}")
     return info
 
 
@@ -170,7 +185,9 @@ def _parse_row(
     schema: ConditionSchema,
     masks: bool,
     origins: bool = False,
+    spacing_ndim: int | None = None,
 ) -> Record:
+    """One manifest row; `spacing_ndim` is 2 or 3 when the manifest has a spacing column."""
     for column in BASE_COLUMNS:
         if not (row.get(column) or "").strip():
             raise _fail(path, f"line {line}: empty {column!r}")
@@ -193,6 +210,12 @@ def _parse_row(
         origin = (row.get(ORIGIN_COLUMN) or "").strip()
         if origin not in ORIGINS:
             raise _fail(path, f"line {line}: origin {origin!r} is not one of {', '.join(ORIGINS)}")
+    spacing = None
+    if spacing_ndim is not None:
+        try:
+            spacing = parse_spacing(row.get(SPACING_COLUMN), spacing_ndim)
+        except ValueError as exc:
+            raise _fail(path, f"line {line}: {exc}") from None
     return Record(
         row["id"],
         file,
@@ -202,31 +225,44 @@ def _parse_row(
         conditions,
         mask_file,
         origin,
+        spacing,
     )
 
 
 def read_manifest(
-    root: Path, schema: ConditionSchema, masks: bool, origins: bool = False
+    root: Path,
+    schema: ConditionSchema,
+    masks: bool,
+    origins: bool = False,
+    spacing_ndim: int | None = None,
 ) -> list[Record]:
+    """The manifest's rows; `spacing_ndim` (2 or 3) when it has a `spacing_mm` column."""
     path = root / MANIFEST_CSV
     if not path.is_file():
         raise _fail(path, "missing")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
-        expected = manifest_columns(schema, masks, origins)
+        expected = manifest_columns(schema, masks, origins, spacing_ndim is not None)
         if list(header) != expected:
             raise _fail(path, f"header is {','.join(header)}; expected {','.join(expected)}")
         records = [
-            _parse_row(row, i + 2, path, schema, masks, origins) for i, row in enumerate(reader)
+            _parse_row(row, i + 2, path, schema, masks, origins, spacing_ndim)
+            for i, row in enumerate(reader)
         ]
     if not records:
         raise _fail(path, "holds no image")
     return records
 
 
-def manifest_columns(schema: ConditionSchema, masks: bool, origins: bool = False) -> list[str]:
-    extra = [*([MASK_COLUMN] if masks else []), *([ORIGIN_COLUMN] if origins else [])]
+def manifest_columns(
+    schema: ConditionSchema, masks: bool, origins: bool = False, spacing: bool = False
+) -> list[str]:
+    extra = [
+        *([MASK_COLUMN] if masks else []),
+        *([ORIGIN_COLUMN] if origins else []),
+        *([SPACING_COLUMN] if spacing else []),
+    ]
     return [*BASE_COLUMNS, *schema.names, *extra]
 
 
@@ -282,7 +318,8 @@ def load_dataset(path: str | Path, verify_pixels: bool = False) -> Dataset:
     info = read_info(root)
     schema = ConditionSchema.from_json(info["conditions"], str(root / DATASET_JSON))
     origins = bool(info.get("has_origin", False))
-    records = read_manifest(root, schema, bool(info["has_masks"]), origins)
+    spacing_ndim = len(info["image_size"]) if info.get("has_spacing", False) else None
+    records = read_manifest(root, schema, bool(info["has_masks"]), origins, spacing_ndim)
     check_records(root, info, schema, records)
     dataset = Dataset(root, info, schema, records)
     if verify_pixels:

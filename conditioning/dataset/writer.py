@@ -24,6 +24,7 @@ from .format import (
 )
 from .pixels import pixel_sha256, write_nifti, write_png
 from .schema import ConditionSchema
+from .spacing import check_spacing, format_spacing
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class DatasetWriter:
             "conditions": spec.schema.to_json(),
             "has_masks": spec.has_masks,
             "has_origin": spec.has_origin,
+            "has_spacing": False,  # set at commit: true when any image records a spacing
             "counts": {},
             "ingest_report": {},
         }
@@ -96,13 +98,18 @@ class DatasetWriter:
         mask: np.ndarray | None = None,
         affine: np.ndarray | None = None,
         origin: str | None = None,
+        spacing: tuple[float, ...] | None = None,
     ) -> Record:
-        """Store one image (already resized and quantised) and its manifest row."""
+        """Store one image (already resized and quantised) and its manifest row; `spacing` is
+        the stored pixels' spacing in mm ((row, column) in 2D, (slice, row, column) in 3D), or
+        None when the source gave none."""
         expected = tuple(self.info["image_size"])
         if pixels.shape != expected:
             raise ValueError(
                 f"image shape {pixels.shape} differs from dataset image_size {expected}"
             )
+        if spacing is not None:
+            spacing = check_spacing(spacing, len(expected))
         index = len(self.records)
         image_id = f"img{index:06d}"
         rel = f"images/{split}/{image_id}{self._ext}"
@@ -115,14 +122,22 @@ class DatasetWriter:
         if self.info["has_origin"] != (origin is not None):
             raise ValueError("origin must be given exactly when the dataset has_origin")
         record = Record(
-            image_id, rel, split, patient_id, pixel_sha256(pixels), parsed, mask_rel, origin
+            image_id,
+            rel,
+            split,
+            patient_id,
+            pixel_sha256(pixels),
+            parsed,
+            mask_rel,
+            origin,
+            spacing,
         )
         self.records.append(record)
         return record
 
     def copy(self, dataset, record: Record, origin: str | None = None) -> Record:
-        """Store one record of another dataset unchanged: pixels, mask, voxel affine, conditions
-        (ids are renumbered). `origin` defaults to the record's own."""
+        """Store one record of another dataset unchanged: pixels, mask, voxel affine, spacing,
+        conditions (ids are renumbered). `origin` defaults to the record's own."""
         return self.add(
             dataset.read_pixels(record),
             split=record.split,
@@ -131,13 +146,15 @@ class DatasetWriter:
             mask=dataset.load_mask(record),
             affine=_affine(dataset.root / record.file),
             origin=record.origin if origin is None else origin,
+            spacing=record.spacing,
         )
 
     def _write_manifest(self) -> None:
         has_masks, has_origin = self.info["has_masks"], self.info["has_origin"]
+        has_spacing = self.info["has_spacing"]
         with (self.stage / MANIFEST_CSV).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(manifest_columns(self.schema, has_masks, has_origin))
+            writer.writerow(manifest_columns(self.schema, has_masks, has_origin, has_spacing))
             for r in self.records:
                 values = [
                     "" if r.conditions[n] is None else _fmt(r.conditions[n])
@@ -153,6 +170,7 @@ class DatasetWriter:
                         *values,
                         *([r.mask_file] if has_masks else []),
                         *([r.origin] if has_origin else []),
+                        *([format_spacing(r.spacing)] if has_spacing else []),
                     ]
                 )
 
@@ -165,6 +183,7 @@ class DatasetWriter:
         self.info["intensity"] = intensity
         self.info["ingest_report"] = ingest_report
         self.info["counts"] = compute_counts(self.records, self.schema)
+        self.info["has_spacing"] = any(r.spacing is not None for r in self.records)
         if extra:
             self.info.update(extra)
         self._write_manifest()

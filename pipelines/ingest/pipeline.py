@@ -33,7 +33,7 @@ from .detect import KINDS, detect_kind
 from .layout import Layout, plan_layout
 from .preview import PREVIEW, write_preview
 from .pseudonym import check_key_outside, default_key_file, load_or_create_key
-from .resize import ASPECTS, resize_2d, resize_3d
+from .resize import ASPECTS, resize_2d, resize_3d, resized_spacing
 from .source import IngestError, IngestOptions, IngestReport, SourceImage
 from .splitting import SPLITS, check_fractions
 
@@ -52,7 +52,7 @@ class Item:
     patient: str  # split-scoped source patient key (never stored)
     split: str | None  # split the source prescribes
     conditions: dict[str, Any]
-    spacing: tuple[float, ...] | None = None
+    spacing: tuple[float, ...] | None = None  # mm of the stored pixels; None: the source gave none
     modality: str | None = None
 
 
@@ -159,8 +159,17 @@ class _Collector:
         unit = intensity_mod.normalise(pixels, low, high)
         stored = quantize(resize_2d(unit, o.size, o.aspect, spacing), o.bit_depth)
         small_mask = None if mask is None else resize_2d(mask, o.size, o.aspect, spacing, True)
+        stored_spacing = resized_spacing(pixels.shape, o.size, o.aspect, spacing)
         self.items.append(
-            Item(stored, small_mask, key, image.split, dict(image.conditions), None, image.modality)
+            Item(
+                stored,
+                small_mask,
+                key,
+                image.split,
+                dict(image.conditions),
+                stored_spacing,
+                image.modality,
+            )
         )
 
     def _add_slices(self, volume, mask, key, image: SourceImage) -> None:
@@ -191,27 +200,12 @@ class _Collector:
             if mask is None
             else resize_3d(mask, o.size, o.depth, o.aspect, image.spacing, True)
         )
-        spacing = _spacing_3d(volume.shape, small.shape, image.spacing, o.aspect)
+        spacing = resized_spacing(volume.shape, o.size, o.aspect, image.spacing, o.depth)
         self.items.append(
             Item(
                 small, small_mask, key, image.split, dict(image.conditions), spacing, image.modality
             )
         )
-
-
-def _spacing_3d(shape, new_shape, spacing, aspect) -> tuple[float, ...] | None:
-    """Voxel spacing after resampling (for the NIfTI affine); None when the source gave none."""
-    if spacing is None or len(spacing) != 3:
-        return None
-    sd, sy, sx = (float(s) for s in spacing)
-    ph, pw = shape[1] * sy, shape[2] * sx
-    size = new_shape[1]
-    if aspect == "stretch":
-        in_plane = (ph / size, pw / size)
-    else:
-        side = (max(ph, pw) if aspect == "pad" else min(ph, pw)) / size
-        in_plane = (side, side)
-    return (sd * shape[0] / new_shape[0], *in_plane)
 
 
 def _finish_3d(items: list[Item], options: IngestOptions) -> list[int]:
@@ -388,7 +382,8 @@ def _write(
             ordered, desc="write", unit="img", disable=not target.progress, file=sys.stderr,
             mininterval=1.0,
         ):  # fmt: skip
-            affine = None if item.spacing is None else np.diag([*item.spacing, 1.0])
+            volume = item.spacing is not None and len(item.spacing) == 3
+            affine = np.diag([*item.spacing, 1.0]) if volume else None
             writer.add(
                 item.pixels,
                 split=layout.split_of[item.patient],
@@ -396,8 +391,11 @@ def _write(
                 conditions=item.conditions,
                 mask=item.mask,
                 affine=affine,
+                spacing=item.spacing,
             )
         counts = {s: sum(1 for i in ordered if layout.split_of[i.patient] == s) for s in SPLITS}
+        spaced = sum(1 for i in ordered if i.spacing is not None)
+        log.info("pixel spacing recorded for %d of %d image(s)", spaced, len(ordered))
         log.info("images per split: %s; wall time %.1f s", counts, ingest_log.seconds())
         report.extra["wall_seconds"] = round(ingest_log.seconds(), 1)
         return writer.commit(intensity=layout.intensity, ingest_report=report.to_json())

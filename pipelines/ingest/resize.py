@@ -1,11 +1,13 @@
 """Resizing to the dataset's grid: antialiased Lanczos for images (PIL works on float32 'F'
 images), area coverage for masks; the aspect ratio is kept by padding unless asked otherwise.
 
-Where the source gives pixel spacing, the aspect ratio is the physical one.
+Where the source gives pixel spacing, the aspect ratio is the physical one, and
+`resized_spacing` gives the spacing of the stored pixels.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -74,6 +76,29 @@ def resize_2d(
         raise ValueError(f"aspect {aspect!r} is not one of {', '.join(ASPECTS)}")
     height, width = _fit(*image.shape, size, aspect, spacing)
     return _pad_or_crop(_resample(image, height, width, mask), size)
+
+
+def resized_spacing(
+    shape: Sequence[int],
+    size: int,
+    aspect: str,
+    spacing: Sequence[float] | None,
+    depth: int | None = None,
+) -> tuple[float, ...] | None:
+    """The spacing (mm) of the pixels `resize_2d` (2D `shape`) or `resize_3d` (3D `shape`, depth
+    resampled to `depth` unless None) store: the source spacing times each axis's resize factor.
+    None when the source gave none, or one that is not positive and finite (nothing invented)."""
+    if spacing is None or len(spacing) < len(shape):
+        return None
+    values = tuple(float(s) for s in spacing[-len(shape) :])
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        return None
+    height, width = shape[-2:]
+    fit_height, fit_width = _fit(height, width, size, aspect, values)
+    in_plane = (values[-2] * height / fit_height, values[-1] * width / fit_width)
+    if len(shape) == 2:
+        return in_plane
+    return (values[0] * shape[0] / (shape[0] if depth is None else depth), *in_plane)
 
 
 def resize_depth(volume: np.ndarray, depth: int, mask: bool = False) -> np.ndarray:

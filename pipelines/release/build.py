@@ -27,7 +27,13 @@ from conditioning.dataset.pixels import read_png, to_unit_range
 from privacy_audit.gate import GateError, check_release
 
 from .datasheet import render_datasheet
-from .exports import write_datalist, write_nifti_export, write_secondary_capture
+from .exports import (
+    DicomSeries,
+    scaled_spacing,
+    write_datalist,
+    write_nifti_export,
+    write_secondary_capture,
+)
 from .lineage import build_lineage
 
 log = logging.getLogger(__name__)
@@ -135,7 +141,8 @@ def _write_images(synthetic, content: dict, stage: Path, inputs: ReleaseInputs) 
     (stage / "images").mkdir()
     rows: list[dict] = []
     has_masks = any(item.mask_file for item in synthetic.images)
-    study_uid, series_uid = generate_uid(), generate_uid()
+    series = DicomSeries(study_uid=generate_uid(), series_uid=generate_uid())
+    spacing = dicom_spacing(inputs) if "dicom" in inputs.exports else None
     model_hash = next((i.generation.get("model_hash", "") for i in synthetic.images), "")
     for index, item in enumerate(synthetic.images):
         rel = f"images/{item.id}.png"
@@ -161,9 +168,9 @@ def _write_images(synthetic, content: dict, stage: Path, inputs: ReleaseInputs) 
                 pixels,
                 conditions=item.conditions,
                 model_hash=item.generation.get("model_hash", model_hash),
-                series_uid=series_uid,
-                study_uid=study_uid,
+                series=series,
                 instance_number=index + 1,
+                pixel_spacing=None if spacing is None else scaled_spacing(*spacing, pixels.shape),
             )
         if "nifti" in inputs.exports:
             (stage / "nifti").mkdir(exist_ok=True)
@@ -179,6 +186,57 @@ def _write_images(synthetic, content: dict, stage: Path, inputs: ReleaseInputs) 
             stage / "datalist.json", rows, synthetic.condition_names, _datalist_meta(inputs, rows)
         )
     return rows
+
+
+def dicom_spacing(inputs: ReleaseInputs) -> tuple[tuple[float, ...], list[int]] | None:
+    """The typical pixel spacing (mm) of the training images of the dataset the set's model was
+    trained on (`--data`), and that dataset's image size (the export scales it to the set's).
+    None, with the reason logged, without `--data`, when `--model`'s run records another training
+    dataset than `--data`, or when the dataset has no one spacing (`Dataset.typical_spacing`)."""
+    if inputs.dataset_dir is None:
+        log.info("DICOM export without pixel spacing: no --data dataset to take it from")
+        return None
+    from conditioning.dataset import load_dataset
+
+    dataset = load_dataset(inputs.dataset_dir)
+    trained_on = _trained_on(inputs.model_dir)
+    if trained_on is not None and trained_on != dataset.content_hash():
+        log.warning(
+            "DICOM export without pixel spacing: --model was trained on another dataset "
+            "(hash %s...) than --data %r",
+            trained_on[:12],
+            dataset.name,
+        )
+        return None
+    typical = dataset.typical_spacing("train")
+    if typical.mm is None or dataset.dimensionality != "2D":
+        why = typical.note if typical.mm is None else "the dataset is 3D"
+        log.info("DICOM export without pixel spacing: %s", why)
+        return None
+    log.info(
+        "DICOM export pixel spacing %s mm at %s pixels: %s of dataset %r's training split",
+        " x ".join(f"{v:.4g}" for v in typical.mm),
+        " x ".join(map(str, dataset.image_size)),
+        typical.note,
+        dataset.name,
+    )
+    return typical.mm, dataset.image_size
+
+
+def _trained_on(model_dir: Path | None) -> str | None:
+    """The content hash of the dataset a model run records it was trained on, if it records one
+    (config.json, else model_card.json)."""
+    if model_dir is None:
+        return None
+    for name in ("config.json", "model_card.json"):
+        try:
+            recorded = json.loads((model_dir / name).read_text(encoding="utf-8"))
+            found = recorded.get("dataset", {}).get("hash")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, str) and found:
+            return found
+    return None
 
 
 def _datalist_meta(inputs: ReleaseInputs, rows: list[dict]) -> dict:

@@ -4,6 +4,8 @@ Capture files marked as synthetic, and NIfTI for 3D."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +67,58 @@ def _age_string(months: float) -> str:
     return f"{months:03d}M" if months < 1000 else f"{months // 12:03d}Y"
 
 
+@dataclass(frozen=True)
+class DicomSeries:
+    """What every file of one DICOM export shares: its study and series and the modality."""
+
+    study_uid: str
+    series_uid: str
+    modality: str = "OT"
+
+
+def scaled_spacing(
+    spacing: Sequence[float], size: Sequence[int], shape: Sequence[int]
+) -> tuple[str, str]:
+    """(row, column) spacing in mm of an image of `shape` that covers what an image of `size`
+    at `spacing` covers, as DICOM decimal strings of 4 significant digits."""
+    row, column = (
+        f"{float(mm) * int(n) / int(m):.4g}"
+        for mm, n, m in zip(spacing[-2:], size[-2:], shape[-2:], strict=True)
+    )
+    return row, column
+
+
+def _derivation(
+    conditions: dict[str, str], model_hash: str, pixel_spacing: Sequence[str] | None
+) -> str:
+    """DerivationDescription: synthetic, by which model, where its spacing comes from, and the
+    conditions it was generated for (at most the 1024 characters of an ST)."""
+    described = "; ".join(f"{k}={v}" for k, v in conditions.items() if v not in (None, ""))
+    scale = (
+        f" Pixel spacing {pixel_spacing[0]} x {pixel_spacing[1]} mm (row x column): the "
+        "training images' typical spacing at this image size."
+        if pixel_spacing
+        else ""
+    )
+    return f"{SYNTHETIC_NOTE}. Model {model_hash[:16]}.{scale} Conditions: {described}"[:1024]
+
+
 def write_secondary_capture(
     path: Path,
     pixels: np.ndarray,
     *,
     conditions: dict[str, str],
     model_hash: str,
-    modality: str = "OT",
-    series_uid: str,
-    study_uid: str,
+    series: DicomSeries,
     instance_number: int,
+    pixel_spacing: Sequence[str] | None = None,
 ) -> None:
     """A DICOM Secondary Capture image that says it is synthetic and carries no patient identity:
-    ImageType DERIVED\\SECONDARY, SyntheticData YES, a derivation description, new UIDs."""
+    ImageType DERIVED\\SECONDARY, SyntheticData YES, a derivation description, new UIDs.
+
+    `pixel_spacing` (mm, row then column; the training images' typical spacing scaled to this
+    image's size) is written as PixelSpacing, the SC Image module's attribute, and named in the
+    derivation description; without one no spacing attribute is written."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -91,20 +132,17 @@ def write_secondary_capture(
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
+    ds.StudyInstanceUID = series.study_uid
+    ds.SeriesInstanceUID = series.series_uid
     ds.InstanceNumber = instance_number
     ds.SeriesNumber = 1
-    ds.Modality = modality
+    ds.Modality = series.modality
     ds.ConversionType = "SYN"
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.SyntheticData = "YES"
     ds.BurnedInAnnotation = "NO"
     ds.PatientIdentityRemoved = "YES"
-    described = "; ".join(f"{k}={v}" for k, v in conditions.items() if v not in (None, ""))
-    ds.DerivationDescription = (
-        f"{SYNTHETIC_NOTE}. Model {model_hash[:16]}. Conditions: {described}"[:1024]
-    )
+    ds.DerivationDescription = _derivation(conditions, model_hash, pixel_spacing)
     # Type 2 patient and study attributes are present and empty: no identity of any patient.
     ds.PatientName = ""
     ds.PatientID = ""
@@ -116,8 +154,10 @@ def write_secondary_capture(
     ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PhotometricInterpretation = "MONOCHROME2"  # 0 is black: higher values are brighter
     ds.Rows, ds.Columns = (int(s) for s in pixels.shape)
+    if pixel_spacing:
+        ds.PixelSpacing = [str(v) for v in pixel_spacing]
     bits = 8 if pixels.dtype == np.uint8 else 16
     ds.BitsAllocated = bits
     ds.BitsStored = bits
