@@ -125,9 +125,9 @@ def check_resume(state: dict[str, Any], expected: dict[str, Any], run: Path) -> 
 
 def resume_run(
     run: Path, modules, optimizers, identity, accelerator, desc: str
-) -> tuple[int, float]:
+) -> tuple[int, float, dict[str, Any]]:
     """Load the latest checkpoint (weights, optimizers, fp16 loss scale) after checking it fits;
-    the step and wall seconds to continue from."""
+    the step and wall seconds to continue from, and its whole state.json (for `extra`)."""
     from .checkpoints import load_checkpoint
     from .parallel import restore_scaler
 
@@ -135,16 +135,19 @@ def resume_run(
     check_resume(state, identity, run)
     restore_scaler(accelerator, state)
     log.info("resuming %s at step %d", desc, int(state["step"]))
-    return int(state["step"]), float(state["wall_seconds"])
+    return int(state["step"]), float(state["wall_seconds"]), state
 
 
-def write_checkpoint(run: Path, step: int, wall: float, modules, optimizers, identity, accelerator):
-    """A checkpoint by the main process (every process holds the same weights)."""
+def write_checkpoint(
+    run: Path, step: int, wall: float, modules, optimizers, identity, accelerator, extra=None
+):
+    """A checkpoint by the main process (every process holds the same weights); `extra` (JSON)
+    goes into its state.json beside the identity."""
     from .checkpoints import save_checkpoint
     from .parallel import scaler_state
 
-    extra = {**identity, "wall_seconds": wall, **scaler_state(accelerator)}
-    save_checkpoint(run, step, modules, optimizers, extra)
+    state = {**identity, "wall_seconds": wall, **scaler_state(accelerator), **(extra or {})}
+    save_checkpoint(run, step, modules, optimizers, state)
 
 
 def train_run(cfg, start: int, elapsed: float, train_step, checkpoint, desc: str, show: bool,

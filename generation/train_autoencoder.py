@@ -96,7 +96,7 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
     }
     start, elapsed = 0, 0.0
     if resume:
-        start, elapsed = resume_run(
+        start, elapsed, _ = resume_run(
             run, parts.modules, parts.optimizers, identity, accelerator, "autoencoder"
         )
     steps = _Steps(run, train, config, accelerator, batch, parts, identity)

@@ -92,9 +92,10 @@ def train_unet(
     }
     start, elapsed = 0, 0.0
     if place.resume:
-        start, elapsed = resume_run(
+        start, elapsed, state = resume_run(
             place.run, modules, optimizers, identity, accelerator, place.section
         )
+        ema.load_counters(state.get("ema"), start)
     net, opt = accelerator.prepare(unet, optimizer)
     if accelerator.is_main_process:
         _write_run_files(place.run, data, config)
@@ -190,8 +191,10 @@ class _Steps:
             with accelerator.accumulate(self.net):
                 masks = None if mask_in is None else mask_in[part]
                 losses.append(self.micro_step(z0[part], noise[part], t[part], cond[part], masks))
-        if not self.opt.step_was_skipped:  # fp16 overflow: the weights did not move
-            self.ema.update(self.unet, step)
+        if self.opt.step_was_skipped:  # fp16 overflow: the weights did not move
+            self.ema.skip()
+        else:
+            self.ema.update(self.unet)
         return mean_over_processes(accelerator, losses)
 
     def checkpoint(self, step: int, wall: float) -> None:
@@ -200,7 +203,7 @@ class _Steps:
             return
         write_checkpoint(
             place.run, step, wall, self.modules, {"optimizer": self.optimizer}, self.identity,
-            place.accelerator,
+            place.accelerator, {"ema": self.ema.counters()},
         )  # fmt: skip
         model = LatentDiffusionModel(
             self.config,

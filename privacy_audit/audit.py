@@ -309,7 +309,7 @@ def _open_inputs(set_dir: Path, dataset_dir, out_dir: Path, config: AuditConfig)
 def _audit_into(set_dir, dataset_dir, out_dir, config: AuditConfig, side: _ModelSide):
     """One audit written to `out_dir` through a staging directory (its log included), so a
     failed audit leaves no partial report; returns the report and the set it read."""
-    from .report_html import write_html
+    from .report_html import write_html, write_public_html
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -326,7 +326,8 @@ def _audit_into(set_dir, dataset_dir, out_dir, config: AuditConfig, side: _Model
 
         write_json_atomic(stage / REPORT_JSON, report)
         write_html(stage / REPORT_HTML, report, arrays)
-        write_html(stage / PUBLIC_HTML, report, arrays, public=True)
+        scores = (arrays["holdout_scores"], arrays["synthetic_scores"])
+        write_public_html(stage / PUBLIC_HTML, report, *scores)  # scores, no image
         log.info("verdict %s; report written to %s", report["verdict"], out_dir)
     except BaseException:
         _detach(handler)

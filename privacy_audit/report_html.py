@@ -1,11 +1,17 @@
-"""The auditor's self-contained HTML report: verdict first, score distributions, each flagged
-image beside its nearest training images, ROC curves, metadata findings. Images and plots are
-embedded as base64 PNG. It shows training images: it is for auditors, never part of a release."""
+"""The audit's two self-contained HTML pages, rendered from jinja2 templates (templates/) with
+autoescape on: every value from the report is escaped by the environment, not by hand.
+
+- report.html, the auditor's: verdict first, score distributions, each flagged image beside its
+  nearest training images, ROC curves, metadata findings. It shows training images: it is for
+  auditors, never part of a release.
+- report-public.html, what a release may carry: the same without any image of the set or of the
+  training data. `write_public_html` takes the report and the two score arrays only, and its
+  template's context is built from nothing else, so no image can reach it; flagged images are
+  listed by file name. Both pages embed their plots (drawn from scores) as base64 PNG."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 
@@ -82,136 +88,75 @@ def _roc_plot(curves: dict[str, dict]) -> str:
     return _figure(fig)
 
 
-def _fmt_ci(ci) -> str:
-    return f"{ci[0]:.3f} - {ci[1]:.3f}"
+TEMPLATES = Path(__file__).parent / "templates"
+AUDITOR_TEMPLATE = "report.html"
+PUBLIC_TEMPLATE = "report-public.html"
 
 
-def _gallery(report: dict, arrays: dict, rows: list[int]) -> str:
-    parts = []
-    for i in rows:
-        sample = report["samples"][i]
-        cells = [
-            f"<td><img src='{_png(arrays['synthetic_images'][i])}'><br>"
-            f"<b>{html.escape(sample['file'])}</b><br>score {sample['score']:.2f}, "
-            f"p {sample['p_value']:.4f}</td>"
-        ]
-        for n in sample["nearest"]:
-            image = arrays["train_images"][arrays["train_index"][n["id"]]]
-            patch = "".join(
-                f", {name.replace('_', ' ')} {n[name]:.3f}"
-                for name in ("patch", "detail", "detail_patch")
-                if n.get(name) is not None
-            )
-            cells.append(
-                f"<td><img src='{_png(image)}'><br>train {html.escape(n['id'])}<br>"
-                f"score {n['score']:.2f}, cos {n['embedding_cosine']:.3f}, NCC {n['ncc']:.3f}"
-                f"{patch}</td>"
-            )
-            found = arrays.get("transforms", {}).get((i, n["id"]))
-            if found is not None and n is sample["nearest"][0]:
-                t = n["transform"]
-                cells.append(
-                    f"<td><img src='{_png(align_for_display(image, found))}'><br>aligned onto "
-                    f"the synthetic image<br>{'mirrored, ' if t['mirror'] else ''}rotated "
-                    f"{t['rotation_deg']:+.1f}&deg;, scale {t['scale']:.3f}, shift "
-                    f"{t['shift_px'][0]:+.0f}/{t['shift_px'][1]:+.0f} px</td>"
-                )
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    return "<table class='gallery'>" + "".join(parts) + "</table>"
+def _template(name: str):
+    """A template of templates/, from an environment that escapes every value."""
+    import jinja2
 
-
-def _flag_table(report: dict, rows: list[int]) -> str:
-    """The public report's stand-in for the gallery: files and scores, no image."""
-    lines = [
-        "<table><tr><th>synthetic image</th><th>score</th><th>p-value</th>"
-        "<th>nearest training image (id, NCC)</th></tr>"
-    ]
-    for i in rows:
-        s = report["samples"][i]
-        near = s["nearest"][0] if s["nearest"] else {"id": "-", "ncc": float("nan")}
-        lines.append(
-            f"<tr><td>{html.escape(s['file'])}</td><td>{s['score']:.2f}</td>"
-            f"<td>{s['p_value']:.4f}</td><td>{html.escape(near['id'])}, {near['ncc']:.3f}</td></tr>"
-        )
-    return "".join(lines) + "</table>"
-
-
-def render(report: dict, arrays: dict, public: bool = False) -> str:
-    """The auditor's page, or with `public` the same without any image of the set or of the
-    training data (for a release). Each section is a list of lines, joined by newlines."""
-    out = [
-        *_header(report, public),
-        *_checks_table(report),
-        *_copy_section(report, arrays),
-        *_flagged_section(report, arrays, public),
-        *_membership_section(report),
-        *_findings_section(report),
-        _encoder_section(report),
-    ]
-    return "\n".join(out)
-
-
-def _header(report: dict, public: bool) -> list[str]:
-    """Style, verdict and reasons, and what was audited against what."""
-    ok = report["verdict"] == "pass"
-    dataset = report["dataset"]
-    return [
-        "<!doctype html><html><head><meta charset='utf-8'><title>RadSynth privacy audit</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        ".verdict{padding:1em;border-radius:6px;font-size:1.3em;color:white;background:"
-        f"{'#2e7d32' if ok else '#c62828'}}}table{{border-collapse:collapse}}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:0.9em;vertical-align:top}"
-        ".gallery td{text-align:center}</style></head><body>",
-        f"<div class='verdict'>Verdict: {report['verdict'].upper()}</div><ul>",
-        *[f"<li>{html.escape(r)}</li>" for r in report["reasons"]],
-        "</ul>",
-        f"<p>Set <b>{html.escape(report['set']['name'])}</b> ({report['set']['images']} images, "
-        f"sha256 <code>{report['set_sha256']}</code>) against dataset "
-        f"<b>{html.escape(dataset['name'])}</b> (train split "
-        f"{dataset['train_split']!r}: {dataset['train_images_deduplicated']}"
-        f" distinct images of {dataset['train_patients']} patients; held-out split "
-        f"{dataset['holdout_split']!r}: {dataset['holdout_images']} images). "
-        f"Audited {html.escape(report['created'])}. "
-        + (
-            "This summary shows no image; the auditor's report.html does.</p>"
-            if public
-            else "This report shows training images: it is for auditors only and must not be "
-            "released (report-public.html is the version without images).</p>"
-        ),
-    ]
-
-
-def _checks_table(report: dict) -> list[str]:
-    return [
-        "<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>",
-        *[
-            f"<tr><td>{c['name']}</td><td>{'pass' if c['passed'] else '<b>FAIL</b>'}</td>"
-            f"<td>{html.escape(c['detail'])}</td></tr>"
-            for c in report["checks"]
-        ],
-        "</table>",
-    ]
-
-
-def _copy_section(report: dict, arrays: dict) -> list[str]:
-    """The copy-detection rule and rates, and the score distributions against the threshold."""
-    copy = report["summary"]["copy_detection"]
-    thresholds = report["thresholds"]["copy"]
-    plot = _score_plot(
-        arrays["holdout_scores"], arrays["synthetic_scores"], thresholds["threshold"]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    return [
-        "<h2>Copy detection</h2>",
-        f"<p>Flagged {copy['flagged']} of {copy['synthetic_images']} "
-        f"({100 * copy['flagged_rate']:.2f}%, 95% Wilson CI "
-        f"{100 * copy['flagged_rate_ci95'][0]:.2f}-{100 * copy['flagged_rate_ci95'][1]:.2f}%); "
-        f"a set without copies would have about {100 * copy['expected_rate_without_copies']:.2f}% "
-        f"flagged by chance. Rule: {html.escape(thresholds['rule'])}; threshold "
-        f"{thresholds['threshold']:.3f}, {html.escape(thresholds['how_set'])}. Score: "
-        f"{html.escape(thresholds['score'])}. Distinct training patients matched by flagged "
-        f"images: {copy['distinct_training_patients_matched']}.</p>",
-        f"<img src='{plot}'>",
-    ]
+    return env.get_template(name)
+
+
+def _page(report: dict, holdout_scores: np.ndarray, synthetic_scores: np.ndarray) -> dict:
+    """What both pages show: the report's numbers and texts and two plots drawn from scores
+    (no image of the set or of the training data)."""
+    summary, thresholds = report["summary"], report["thresholds"]["copy"]
+    mia = summary["model_membership"]
+    curves = {"DOMIAS (released set)": summary["domias"]}
+    curves.update({f"model {k}": v for k, v in mia.get("attacks", {}).items()})
+    flagged = _by_score(report, True)
+    encoder = report["encoder"]
+    return {
+        "passed": report["verdict"] == "pass",
+        "verdict": report["verdict"],
+        "reasons": report["reasons"],
+        "synthetic_set": report["set"],
+        "set_sha256": report["set_sha256"],
+        "dataset": report["dataset"],
+        "created": report["created"],
+        "checks": report["checks"],
+        "copy": summary["copy_detection"],
+        "thresholds": thresholds,
+        "score_plot": _score_plot(holdout_scores, synthetic_scores, thresholds["threshold"]),
+        "flagged": len(flagged),
+        "shown": MAX_GALLERY,
+        "flag_rows": [_flag_row(report["samples"][i]) for i in flagged[:MAX_GALLERY]],
+        "dcr": summary["dcr"],
+        "attacks_skipped": None if "attacks" in mia else mia.get("skipped", "not run"),
+        "attacks": [{"name": name, **entry} for name, entry in curves.items()],
+        "roc_plot": _roc_plot(curves),
+        "findings_total": len(report["metadata_findings"]),
+        "findings": report["metadata_findings"][:500],
+        "encoder": {
+            "trained_by": encoder.get("trained_by", ""),
+            "objective": encoder.get("objective", ""),
+            "train_seconds": encoder.get("train_seconds", "?"),
+            "final_loss": encoder.get("final_loss", "?"),
+            "reused_from_cache": encoder.get("reused_from_cache"),
+        },
+    }
+
+
+def _flag_row(sample: dict) -> dict:
+    """A flagged image in the public table: its file, scores and nearest training id."""
+    near = sample["nearest"][0] if sample["nearest"] else {"id": "-", "ncc": float("nan")}
+    return {
+        "file": sample["file"],
+        "score": sample["score"],
+        "p_value": sample["p_value"],
+        "nearest_id": near["id"],
+        "nearest_ncc": near["ncc"],
+    }
 
 
 def _by_score(report: dict, flagged: bool) -> list[int]:
@@ -221,82 +166,57 @@ def _by_score(report: dict, flagged: bool) -> list[int]:
     return rows
 
 
-def _flagged_section(report: dict, arrays: dict, public: bool) -> list[str]:
-    """Flagged images (the public page: a table without images); for the auditor also the
-    closest images that were not flagged, to judge the threshold by."""
+def _gallery(report: dict, arrays: dict, rows: list[int]) -> list[dict]:
+    """The auditor's gallery rows: each synthetic image, its nearest training images and, for
+    the first, that image aligned onto it by the transform registration found."""
     out = []
-    flagged = _by_score(report, True)
-    if flagged:
-        out.append(
-            f"<h3>Flagged images{'' if public else ' beside their nearest training images'} "
-            f"({len(flagged)}"
-            f"{f', highest {MAX_GALLERY} shown' if len(flagged) > MAX_GALLERY else ''})</h3>"
-        )
-        if public:
-            out.append(_flag_table(report, flagged[:MAX_GALLERY]))
-        else:
-            out.append(_gallery(report, arrays, flagged[:MAX_GALLERY]))
-    unflagged = _by_score(report, False)
-    if unflagged and not public:
-        out.append("<h3>Closest images that were not flagged (for judgement)</h3>")
-        out.append(_gallery(report, arrays, unflagged[:8]))
+    for i in rows:
+        sample = report["samples"][i]
+        nearest = []
+        for n in sample["nearest"]:
+            image = arrays["train_images"][arrays["train_index"][n["id"]]]
+            names = [
+                name for name in ("patch", "detail", "detail_patch") if n.get(name) is not None
+            ]
+            extra = [(name.replace("_", " "), n[name]) for name in names]
+            found = arrays.get("transforms", {}).get((i, n["id"]))
+            aligned = None
+            if found is not None and n is sample["nearest"][0]:
+                aligned = {
+                    "src": _png(align_for_display(image, found)),
+                    "transform": n["transform"],
+                }
+            nearest.append({**n, "src": _png(image), "extra": extra, "aligned": aligned})
+        out.append({**sample, "src": _png(arrays["synthetic_images"][i]), "nearest": nearest})
     return out
 
 
-def _membership_section(report: dict) -> list[str]:
-    """DCR, then each membership attack's AUC and TPR with intervals, and their ROC curves."""
-    dcr = report["summary"]["dcr"]
-    out = [
-        "<h2>Membership inference</h2>"
-        f"<p>DCR: {100 * dcr['share_closer_to_train']:.1f}% of synthetic images are closer to "
-        f"a training image than to a held-out one (95% CI {_fmt_ci(dcr['share_ci95'])}; 50% is "
-        f"ideal; equal-size references of {dcr['reference_size']}, {dcr['repeats']} repeats).</p>"
-    ]
-    curves = {"DOMIAS (released set)": report["summary"]["domias"]}
-    mia = report["summary"]["model_membership"]
-    if "attacks" in mia:
-        curves.update({f"model {k}": v for k, v in mia["attacks"].items()})
-    else:
-        out.append(f"<p>Attacks on the model: {html.escape(mia.get('skipped', 'not run'))}.</p>")
-    out.append(
-        "<table><tr><th>attack</th><th>AUC</th><th>95% CI</th><th>TPR at 1% FPR</th>"
-        "<th>95% CI</th><th>members / non-members</th></tr>"
-    )
-    for name, e in curves.items():
-        out.append(
-            f"<tr><td>{html.escape(name)}</td><td>{e['auc']:.3f}</td><td>{_fmt_ci(e['auc_ci95'])}"
-            f"</td><td>{e['tpr_at_1pct_fpr']:.3f}</td><td>{_fmt_ci(e['tpr_at_1pct_fpr_ci95'])}</td>"
-            f"<td>{e['members']} / {e['nonmembers']}</td></tr>"
-        )
-    out.append(f"</table><img src='{_roc_plot(curves)}'>")
-    return out
-
-
-def _findings_section(report: dict) -> list[str]:
-    findings = report["metadata_findings"]
-    out = [f"<h2>Metadata and leakage scan ({len(findings)} finding(s))</h2>"]
-    if findings:
-        out.append("<table><tr><th>file</th><th>severity</th><th>kind</th><th>found</th></tr>")
-        out += [
-            f"<tr><td>{html.escape(f['file'])}</td><td>{f['severity']}</td><td>{f['kind']}</td>"
-            f"<td>{html.escape(f['detail'])}</td></tr>"
-            for f in findings[:500]
-        ]
-        out.append("</table>")
-    return out
-
-
-def _encoder_section(report: dict) -> str:
-    enc = report["encoder"]
-    return (
-        "<h2>Copy-detection encoder</h2>"
-        f"<p>Trained by {html.escape(enc.get('trained_by', ''))}; objective: "
-        f"{html.escape(enc.get('objective', ''))}; {enc.get('train_seconds', '?')} s, final loss "
-        f"{enc.get('final_loss', '?')}; reused from cache: {enc.get('reused_from_cache')}.</p>"
-        "</body></html>"
+def render(report: dict, arrays: dict) -> str:
+    """The auditor's page: the shared page, the flagged images beside their nearest training
+    images and the closest images that were not flagged, to judge the threshold by."""
+    page = _page(report, arrays["holdout_scores"], arrays["synthetic_scores"])
+    flagged = _by_score(report, True)[:MAX_GALLERY]
+    closest = _by_score(report, False)[:8]
+    return _template(AUDITOR_TEMPLATE).render(
+        **page,
+        flagged_gallery=_gallery(report, arrays, flagged),
+        closest_gallery=_gallery(report, arrays, closest),
     )
 
 
-def write_html(path: str | Path, report: dict, arrays: dict, public: bool = False) -> None:
-    """Render and write atomically."""
-    write_text_atomic(path, render(report, arrays, public))
+def render_public(report: dict, holdout_scores: np.ndarray, synthetic_scores: np.ndarray) -> str:
+    """The public page: built from the report and the scores alone, so it cannot show an image
+    of the set or of the training data."""
+    return _template(PUBLIC_TEMPLATE).render(**_page(report, holdout_scores, synthetic_scores))
+
+
+def write_html(path: str | Path, report: dict, arrays: dict) -> None:
+    """The auditor's page, written atomically."""
+    write_text_atomic(path, render(report, arrays))
+
+
+def write_public_html(
+    path: str | Path, report: dict, holdout_scores: np.ndarray, synthetic_scores: np.ndarray
+) -> None:
+    """The public page (no image: see render_public), written atomically."""
+    write_text_atomic(path, render_public(report, holdout_scores, synthetic_scores))

@@ -3,8 +3,12 @@ planted identifiers failing the verdict, and the `radsynth audit` command."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import csv
+import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -102,6 +106,69 @@ def test_report_schema_html_and_log(world, clean_report):
     assert "class='gallery'" in page and "class='gallery'" not in public
     assert "verdict pass" in (root / "clean-report" / "audit.log").read_text()
     assert not list(root.glob(".clean-report.*"))  # no staging directory left behind
+
+
+SRC = re.compile(r"""(?:src|href)=["']([^"']*)["']""")
+
+
+def _png_mode(uri: str) -> str:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).mode
+
+
+def test_public_page_references_no_image_but_its_two_plots(world, clean_report):
+    """report-public.html of a real audit: its only src/href are the score and ROC plots
+    (colour figures), none of the gallery's greyscale images of the auditor's page, and no
+    training image path."""
+    root, data, _ = world
+    page = (root / "clean-report" / "report.html").read_text()
+    public = (root / "clean-report" / "report-public.html").read_text()
+    shown = SRC.findall(public)
+    assert len(shown) == 2 and all(u.startswith("data:image/png;base64,") for u in shown)
+    assert {_png_mode(u) for u in shown} == {"RGBA"}  # matplotlib figures
+    gallery = [u for u in SRC.findall(page) if _png_mode(u) == "L"]
+    assert len(gallery) >= 8  # the auditor's page shows training and synthetic images
+    assert not set(gallery) & set(shown) and not any(u in public for u in gallery)
+    assert not any(r.file in public for r in load_dataset(data).split("train"))
+
+
+def test_report_values_are_escaped_and_flagged_images_stay_off_the_public_page(clean_report):
+    """Both pages escape every value (autoescape); a flagged image with its nearest training
+    images is a gallery on the auditor's page and a row of text on the public one."""
+    from privacy_audit.report_html import _png, render, render_public
+
+    report = copy.deepcopy(clean_report)
+    attack = "<script>alert(1)</script>"
+    report["set"]["name"] = attack
+    report["reasons"] = [f"reason {attack}"]
+    report["checks"][0]["detail"] = attack
+    report["metadata_findings"] = [
+        {"file": "manifest.csv", "severity": "fail", "kind": attack, "detail": attack}
+    ]
+    sample = report["samples"][0]
+    sample.update(flagged=True, file=f"images/{attack}.png")
+    sample["nearest"][0]["id"] = f"img{attack}"
+    rng = np.random.default_rng(0)
+    ids = sorted({n["id"] for s in report["samples"] for n in s["nearest"]})
+    arrays = {
+        "holdout_scores": rng.normal(size=50),
+        "synthetic_scores": rng.normal(size=len(report["samples"])),
+        "synthetic_images": rng.uniform(size=(len(report["samples"]), 8, 8)),
+        "train_images": rng.uniform(size=(len(ids), 8, 8)),
+        "train_index": {k: i for i, k in enumerate(ids)},
+    }
+    page = render(report, arrays)
+    public = render_public(report, arrays["holdout_scores"], arrays["synthetic_scores"])
+    for html in (page, public):
+        assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "Flagged images" in html
+    nearest = arrays["train_images"][arrays["train_index"][sample["nearest"][0]["id"]]]
+    assert _png(nearest) in page and _png(nearest) not in public
+    assert _png(arrays["synthetic_images"][0]) in page
+    assert not any(_png(image) in public for image in arrays["train_images"])
+    assert "class='gallery'" not in public and len(SRC.findall(public)) == 2
+    assert "<td>images/&lt;script&gt;alert(1)&lt;/script&gt;.png</td>" in public  # the table row
 
 
 def test_gate_passes_the_audited_set_and_refuses_a_changed_one(world, clean_report, tmp_path):

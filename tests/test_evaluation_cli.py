@@ -118,7 +118,9 @@ def test_noise_scores_worse_than_copies(setup):
 
 def test_baseline_comparison_gives_a_paired_fd_change(setup, capsys):
     """--baseline: the FD change from the baseline set with a paired interval; copies of the
-    real images are closer than noise in every draw, and the reverse comparison flips the sign."""
+    real images are closer than noise in nearly every draw (with 15 images a resample that
+    repeats a few of them can, about one draw in 400, put the noise closer), and the reverse
+    comparison flips the sign."""
     root, args, copies, noise = setup
     out = root / "out-baseline"
     assert (
@@ -130,7 +132,7 @@ def test_baseline_comparison_gives_a_paired_fd_change(setup, capsys):
     assert row["fd"] == pytest.approx(0.0, abs=1e-6) and row["fd_baseline"] > 0
     assert row["difference"] == pytest.approx(row["fd"] - row["fd_baseline"])
     assert row["low"] <= row["difference"] <= row["high"] < 0
-    assert row["share_of_draws_lower"] == 1.0
+    assert row["share_of_draws_lower"] >= 0.98
     assert "against the baseline set (15 images)" in capsys.readouterr().out
     from PIL import Image
 

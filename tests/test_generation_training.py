@@ -3,6 +3,7 @@ are safetensors, bad inputs fail clearly, and masked datasets give image+mask pa
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -63,6 +64,44 @@ def test_resume_after_interruption_reaches_the_same_weights(data, tmp_path, monk
     assert card["steps"] == 6
     straight = load_weights(tmp_path / "straight" / "autoencoder.safetensors")
     resumed = load_weights(tmp_path / "cut" / "autoencoder.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+@pytest.mark.parametrize("counters", ["kept", "absent"])
+def test_diffusion_resume_continues_the_same_ema(data, tmp_path, monkeypatch, counters):
+    """A diffusion run crashed after a checkpoint and resumed ends on the same EMA weights as an
+    uninterrupted one: the EMA's weights and its counters (the warmup's step) are in the
+    checkpoint. A checkpoint of the hand-written EMA (no counters) resumes the same way."""
+    import generation.unet_trainer as trainer
+    from generation.train_diffusion import train_diffusion
+
+    settings = tiny_settings(diffusion__checkpoint_every=2)
+    train_autoencoder(data, tmp_path / "ae", settings, show_progress=False)
+    train_diffusion(data, tmp_path / "ae", tmp_path / "straight", settings, show_progress=False)
+    original, calls = trainer.snr_weights, {"n": 0}
+
+    def crash_in_step_4(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("simulated crash")
+        return original(*args)
+
+    monkeypatch.setattr(trainer, "snr_weights", crash_in_step_4)
+    with pytest.raises(RuntimeError):
+        train_diffusion(data, tmp_path / "ae", tmp_path / "cut", settings, show_progress=False)
+    monkeypatch.undo()
+    state_file = tmp_path / "cut" / "checkpoints" / "step_0000004" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["ema"]["optimization_step"] == 4 and state["ema"]["use_ema_warmup"] is True
+    if counters == "absent":
+        del state["ema"]
+        state_file.write_text(json.dumps(state))
+    train_diffusion(
+        data, tmp_path / "ae", tmp_path / "cut", settings, resume=True, show_progress=False
+    )
+    straight = load_weights(tmp_path / "straight" / "unet.safetensors")
+    resumed = load_weights(tmp_path / "cut" / "unet.safetensors")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 

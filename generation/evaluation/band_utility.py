@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from conditioning.bootstrap import resample
 from conditioning.dataset import CATEGORICAL, ConditionSchema, Dataset, DatasetError
 
 from .fit import FitConfig, encode_targets, fit, run_inference, seed_everything
@@ -196,8 +197,10 @@ def band_gains(
 ) -> list[dict]:
     """Each arm's MAE reduction against `real` (positive: the arm errs less), inside the band and
     overall, and its change of the in-band signed error; mean over the seeds both ran, with a
-    paired 95% bootstrap interval (the same resampled seeds and held-out images for both;
-    images resampled within and outside the band)."""
+    paired 95% percentile bootstrap interval (scipy.stats.bootstrap): seeds, held-out images
+    inside the band and those outside it are three samples resampled independently, so every
+    draw keeps the band's count (a thin band would otherwise be empty in some draws), and each
+    draw scores both arms on the same seeds and images."""
     by_arm: dict[str, dict[int, np.ndarray]] = {}
     for r in rows:
         by_arm.setdefault(r["arm"], {})[r["seed"]] = np.asarray(r["predictions"], dtype=float)
@@ -208,32 +211,20 @@ def band_gains(
         if arm == "real" or not seeds:
             continue
 
-        rng = np.random.default_rng(seed)
+        def gains(drawn_seeds, band, rest, mine=mine):
+            images = np.concatenate([band, rest])
+            drawn = _mean_gain(mine, ref, drawn_seeds.tolist(), images, target, inside)
+            return np.array([drawn[metric] for metric in METRICS])
+
         point = _mean_gain(mine, ref, seeds, np.arange(len(target)), target, inside)
-        draws = [
-            _mean_gain(
-                mine,
-                ref,
-                [seeds[i] for i in rng.integers(0, len(seeds), len(seeds))],
-                _stratified_draw(rng, inside),
-                target,
-                inside,
-            )
-            for _ in range(n_boot)
-        ]
+        samples = (np.array(seeds), np.flatnonzero(inside), np.flatnonzero(~inside))
+        draws = resample(gains, samples, n_boot, seed, omit_nan=True)
         entry: dict = {"arm": arm, "seeds": len(seeds)}
-        for metric in METRICS:
-            low, high = np.nanpercentile([d[metric] for d in draws], [2.5, 97.5])
-            entry[metric], entry[f"{metric}.ci95"] = point[metric], [float(low), float(high)]
+        for k, metric in enumerate(METRICS):
+            entry[metric] = point[metric]
+            entry[f"{metric}.ci95"] = [float(draws.low[k]), float(draws.high[k])]
         out.append(entry)
     return out
-
-
-def _stratified_draw(rng: np.random.Generator, inside: np.ndarray) -> np.ndarray:
-    """Held-out images drawn with replacement within and outside the band separately, so every
-    draw keeps the band's count (a thin band would otherwise be empty in some draws)."""
-    parts = [np.flatnonzero(inside), np.flatnonzero(~inside)]
-    return np.concatenate([rng.choice(p, len(p)) for p in parts if len(p)])
 
 
 def _mean_gain(arm: dict, ref: dict, seeds: list[int], images, target, inside) -> dict:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from conditioning.bootstrap import bootstrap_values
+from conditioning.bootstrap import resample
 
 # Age bands (months) used for per-subgroup breakdowns of continuous age attributes.
 AGE_BANDS_MONTHS: tuple[tuple[float, float, str], ...] = (
@@ -51,41 +51,47 @@ def frechet_interval(
 
     A resample with replacement repeats images, which shrinks the covariance spread and inflates
     the FD, so plain percentiles sit above the estimate and can exclude it. The bootstrap
-    distribution is shifted by its bias (its mean minus the estimate) before the percentiles
-    are read: the interval keeps the sampling spread (about a unit between draws with a few
-    hundred images per side, the scale a comparison of two models needs) around the estimate."""
+    distribution (scipy.stats.bootstrap, each set resampled independently, method="percentile")
+    is shifted by its bias (its mean minus the estimate) before the percentiles are read: the
+    interval keeps the sampling spread (about a unit between draws with a few hundred images
+    per side, the scale a comparison of two models needs) around the estimate."""
     samples = (np.asarray(real), np.asarray(synthetic))
-    values = bootstrap_values(frechet_distance, samples, n_boot, seed)
-    bias = float(values.mean()) - frechet_distance(*samples)
-    lo, hi = np.percentile(values - bias, [2.5, 97.5])
-    return (max(float(lo), 0.0), float(hi))
+    draws = resample(frechet_distance, samples, n_boot, seed)
+    bias = float(draws.values.mean()) - frechet_distance(*samples)
+    # percentiles of (draws - bias) are the percentiles of the draws, less the bias
+    return (max(float(draws.low) - bias, 0.0), float(draws.high) - bias)
 
 
 def frechet_difference(
     real: np.ndarray, synthetic: np.ndarray, baseline: np.ndarray, n_boot: int = 200, seed: int = 0
 ) -> dict[str, float]:
-    """FD(synthetic) - FD(baseline) against the same real images, with a 95% paired bootstrap
-    interval: each draw resamples the real images once for both, so their sampling noise, the
-    larger share with a small real test set, cancels. Sets of equal size are resampled by the
-    same indices: image i of two sets generated with one seed starts from the same noise."""
+    """FD(synthetic) - FD(baseline) against the same real images, with a 95% paired percentile
+    bootstrap interval (scipy.stats.bootstrap): each draw resamples the real images once for
+    both, so their sampling noise, the larger share with a small real test set, cancels. Sets
+    of equal size are resampled by the same indices: image i of two sets generated with one
+    seed starts from the same noise."""
     real, synthetic, baseline = (np.asarray(a) for a in (real, synthetic, baseline))
-    rng = np.random.default_rng(seed)
-    paired = len(synthetic) == len(baseline)
-    diffs = []
-    for _ in range(n_boot):
-        r = real[rng.integers(0, len(real), len(real))]
-        i = rng.integers(0, len(synthetic), len(synthetic))
-        j = i if paired else rng.integers(0, len(baseline), len(baseline))
-        diffs.append(frechet_distance(r, synthetic[i]) - frechet_distance(r, baseline[j]))
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    if len(synthetic) == len(baseline):
+        samples = (real, np.arange(len(synthetic)))  # one index draws both sets
+
+        def difference(r, i):
+            return frechet_distance(r, synthetic[i]) - frechet_distance(r, baseline[i])
+
+    else:
+        samples = (real, synthetic, baseline)
+
+        def difference(r, s, b):
+            return frechet_distance(r, s) - frechet_distance(r, b)
+
+    draws = resample(difference, samples, n_boot, seed)
     fd, fd_base = frechet_distance(real, synthetic), frechet_distance(real, baseline)
     return {
         "fd": fd,
         "fd_baseline": fd_base,
         "difference": fd - fd_base,
-        "low": float(lo),
-        "high": float(hi),
-        "share_of_draws_lower": float(np.mean(np.array(diffs) < 0)),
+        "low": float(draws.low),
+        "high": float(draws.high),
+        "share_of_draws_lower": float(np.mean(draws.values < 0)),
     }
 
 

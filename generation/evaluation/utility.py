@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from conditioning.bootstrap import resample
 from conditioning.dataset import CATEGORICAL, ConditionSchema, Dataset, DatasetError, choose_kept
 
 from .fit import FitConfig
@@ -373,27 +374,24 @@ def _mean_gain(arm: dict, ref: dict, seeds, images, labels, classes) -> dict[str
 
 
 def _paired_entry(arm: dict, ref: dict, labels, classes, n_boot: int, seed: int) -> dict:
-    """Gain of `arm` over `ref` (seed -> probabilities) with a paired 95% bootstrap interval."""
+    """Gain of `arm` over `ref` (seed -> probabilities) with a paired 95% percentile bootstrap
+    interval (scipy.stats.bootstrap): seeds and test images are resampled independently of
+    each other, and each draw scores both arms on the same seeds and images. Draws where a
+    metric is undefined (a class absent from the resampled images) are left out of its
+    percentiles."""
     seeds = sorted(set(arm) & set(ref))
-    everything = np.arange(len(labels))
-    point = _mean_gain(arm, ref, seeds, everything, labels, classes)
-    rng = np.random.default_rng(seed)
-    draws = [
-        _mean_gain(
-            arm,
-            ref,
-            [seeds[i] for i in rng.integers(0, len(seeds), len(seeds))],
-            rng.integers(0, len(labels), len(labels)),
-            labels,
-            classes,
-        )
-        for _ in range(n_boot)
-    ]
+    point = _mean_gain(arm, ref, seeds, np.arange(len(labels)), labels, classes)
+
+    def gains(drawn_seeds, images):
+        drawn = _mean_gain(arm, ref, drawn_seeds.tolist(), images, labels, classes)
+        return np.array([drawn[metric] for metric in point])
+
+    samples = (np.array(seeds), np.arange(len(labels)))
+    draws = resample(gains, samples, n_boot, seed, omit_nan=True)
     entry: dict = {"seeds": len(seeds)}
-    for metric, value in point.items():
-        low, high = np.nanpercentile([d[metric] for d in draws], [2.5, 97.5])
+    for k, (metric, value) in enumerate(point.items()):
         entry[metric] = value
-        entry[f"{metric}.ci95"] = [float(low), float(high)]
+        entry[f"{metric}.ci95"] = [float(draws.low[k]), float(draws.high[k])]
     return entry
 
 
