@@ -12,8 +12,10 @@ window (a quarter of the aligned field each side) catches a copied region inside
 Cost: the transforms are applied to the query (once per query, not per candidate); a candidate
 is one centre window, correlated with every shifted window of every warped query by a grouped
 convolution (window norms from running sums), coarse-to-fine: 16x16 over the whole search, then
-for the best few candidates 32x32 around the best coarse transform (angle and zoom steps at
-whole-pixel shifts, then half-pixel offsets around the best of those).
+for the best few candidates 32x32 around the two best coarse transforms (angle and zoom steps
+at whole-pixel shifts, then half-pixel offsets around the best of those). Warps are bicubic
+(bilinear sub-pixel warps blur the band; on the planted Kermany set bicubic flags 1% more
+copies, docs/privacy-audit.md).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ PATCH_STRIDE = 4
 BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
 ROUTE_ANATOMY = 20  # components projected out of the coarse windows for the candidate route
 REFINE = 3  # candidates per query finely registered and given the patch and detail scores
+BASES = 2  # coarse transforms (the best of each) every refined candidate is refined from
 
 
 def band_pass(images01: np.ndarray | torch.Tensor, size: int = FIELD) -> torch.Tensor:
@@ -178,7 +181,7 @@ def _warp_pairs(
     if grid is None:
         grid = _affine_grid(thetas.reshape(n * t, 2, 3), size)
     src = x[:, None].expand(n, t, *x.shape[-2:]).reshape(n * t, 1, *x.shape[-2:])
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(src, grid, mode="bicubic", padding_mode="border", align_corners=False)
     return out.view(n, t, size, size)
 
 
@@ -250,14 +253,16 @@ def register(
     queries01: np.ndarray,
     candidates: np.ndarray,
     refine: int = REFINE,
+    also: np.ndarray | None = None,
     block: int = 128,
     progress: bool = False,
     desc: str = "register",
 ) -> Registered:
     """Coarse NCC over every transform for every candidate (-1: none); then, for the `refine`
-    best candidates of each query, the fine search at FIELD around the coarse best (half-pixel
-    steps) and the patch-level score there. Unrefined candidates keep their coarse NCC and a
-    patch score of -inf."""
+    best candidates of each query and its `also` column (Q,) if given (the encoder's nearest:
+    a copy whose coarse NCC a sub-pixel shift spoiled is still refined), the fine search at
+    FIELD around each of the BASES best coarse transforms (half-pixel steps) and the patch-level
+    score there. Unrefined candidates keep their coarse NCC and a patch score of -inf."""
     from tqdm import tqdm
 
     q_n, k = candidates.shape
@@ -269,13 +274,13 @@ def register(
         bp = band_pass(queries01[start : start + block])
         best, where = _coarse_ncc(index, search, bp, safe, valid)
         out.ncc[start : start + len(cand)] = best.numpy()
-        rows, cols = _refined_pairs(best, valid, refine)
+        extra = None if also is None else torch.as_tensor(also[start : start + block])
+        rows, cols = _refined_pairs(best, valid, refine, extra)
         if len(rows) == 0:
             continue
         refs, moving = safe[rows, cols], bp[rows]
         unit_refs = index.fine_unit[refs]
-        base = _coarse_transform(search.params, where[rows, cols])
-        fine_best, chosen = _fine_shift(moving, unit_refs, base)
+        fine_best, chosen = _fine_from_bases(moving, unit_refs, search.params, where[rows, cols])
         half_best, chosen = _half_pixel(moving, unit_refs, chosen)
         whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
         r_np, c_np = (rows + start).numpy(), cols.numpy()
@@ -291,23 +296,34 @@ def register(
 
 def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Tensor, ...]:
     """(B, k) best NCC over every coarse transform and shift (-inf: no candidate), and where
-    it was found (transform-major, then shift)."""
+    the BASES best transforms had their best shift, (B, k, BASES) (transform-major, then
+    shift): a copy shifted by half a coarse pixel can score a wrong rotation or zoom best."""
     b, k = safe.shape
     small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
     thetas = search.thetas.expand(b, -1, -1, -1)
     warped = _warp_pairs(small, thetas, COARSE, search.grid.repeat(b, 1, 1, 1))
     side = COARSE - 2 * COARSE_SHIFT
     refs = index.coarse[safe].view(b, k, side, side)
-    best, where = _shift_ncc(warped, refs, COARSE_SHIFT).max(2)  # (B, k)
+    ncc = _shift_ncc(warped, refs, COARSE_SHIFT)
+    lags2 = (2 * COARSE_SHIFT + 1) ** 2
+    per_t, per_shift = ncc.view(b, k, -1, lags2).max(3)
+    best = per_t.max(2).values
+    top_t = per_t.topk(BASES, dim=2).indices
+    where = top_t * lags2 + per_shift.gather(2, top_t)
     return torch.where(valid, best, torch.tensor(-float("inf"))), where
 
 
-def _refined_pairs(best, valid, refine: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, column) of each query's `refine` best candidates that exist."""
+def _refined_pairs(best, valid, refine: int, also=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of each query's `refine` best candidates that exist, and of its `also`
+    column (B,) when given and not among them."""
     top = best.argsort(1, descending=True)[:, :refine]
+    keep = torch.ones_like(top, dtype=torch.bool)
+    if also is not None:
+        top = torch.cat([top, also[:, None]], 1)
+        keep = torch.cat([keep, ~(top[:, :-1] == also[:, None]).any(1, keepdim=True)], 1)
     rows = torch.arange(len(best))[:, None].expand_as(top).reshape(-1)
     cols = top.reshape(-1)
-    keep = valid[rows, cols]
+    keep = keep.reshape(-1) & valid[rows, cols]
     return rows[keep], cols[keep]
 
 
@@ -320,6 +336,18 @@ def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch
     base[:, 3] = (COARSE_SHIFT - lag // (2 * COARSE_SHIFT + 1)) * scale
     base[:, 4] = (COARSE_SHIFT - lag % (2 * COARSE_SHIFT + 1)) * scale
     return base
+
+
+def _fine_from_bases(moving, unit_refs, coarse_params, where) -> tuple[torch.Tensor, torch.Tensor]:
+    """_fine_shift from each coarse transform in `where` (n, BASES): the better result per pair
+    (the first on ties)."""
+    n, bases = where.shape
+    base = _coarse_transform(coarse_params, where.reshape(-1))  # pair-major
+    fine, chosen = _fine_shift(
+        moving.repeat_interleave(bases, 0), unit_refs.repeat_interleave(bases, 0), base
+    )
+    pick = torch.arange(n) * bases + fine.view(n, bases).argmax(1)
+    return fine[pick], chosen[pick]
 
 
 def _fine_shift(moving, unit_refs, base) -> tuple[torch.Tensor, torch.Tensor]:
