@@ -13,9 +13,7 @@ Cost: the transforms are applied to the query (once per query, not per candidate
 is one centre window, correlated with every shifted window of every warped query by a grouped
 convolution (window norms from running sums), coarse-to-fine: 16x16 over the whole search, then
 for the best few candidates 32x32 around the two best coarse transforms (angle and zoom steps
-at whole-pixel shifts, then half-pixel offsets around the best of those). Warps are bicubic
-(bilinear sub-pixel warps blur the band; on the planted Kermany set bicubic flags 1% more
-copies, docs/privacy-audit.md).
+at whole-pixel shifts, then half-pixel offsets around the best of those).
 """
 
 from __future__ import annotations
@@ -181,7 +179,7 @@ def _warp_pairs(
     if grid is None:
         grid = _affine_grid(thetas.reshape(n * t, 2, 3), size)
     src = x[:, None].expand(n, t, *x.shape[-2:]).reshape(n * t, 1, *x.shape[-2:])
-    out = F.grid_sample(src, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(n, t, size, size)
 
 
@@ -382,13 +380,19 @@ def _half_pixel(moving, unit_refs, chosen) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _local_scores(index, moving, queries01, refs, chosen) -> tuple[torch.Tensor, ...]:
-    """At the alignment found: the patch NCC of the band-passed pair and the two detail scores
-    (the shared anatomy projected out)."""
+    """At the alignment found: the patch NCC of the band-passed pair; and the two detail scores
+    (the shared anatomy projected out), the larger of those at the alignment found and at the
+    same shift and mirror without rotation or zoom. A memorised sample mostly sits where its
+    training image did, and when part of the query is another patient's, the whole-window NCC
+    the registration maximises can prefer a slight zoom to the true identity."""
     thetas = _theta_batch(chosen, FIELD)
     aligned = _warp_pairs(moving, thetas[:, None], FIELD)[:, 0]
     local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs])
     d_whole, d_patch = detail_scores(index.detail, queries01, refs, thetas)
-    return local, d_whole, d_patch
+    plain = chosen.clone()
+    plain[:, 1], plain[:, 2] = 0.0, 1.0
+    p_whole, p_patch = detail_scores(index.detail, queries01, refs, _theta_batch(plain, FIELD))
+    return local, torch.maximum(d_whole, p_whole), torch.maximum(d_patch, p_patch)
 
 
 def patch_ncc(
