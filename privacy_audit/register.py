@@ -12,8 +12,9 @@ window (a quarter of the aligned field each side) catches a copied region inside
 Cost: the transforms are applied to the query (once per query, not per candidate); a candidate
 is one centre window, correlated with every shifted window of every warped query by a grouped
 convolution (window norms from running sums), coarse-to-fine: 16x16 over the whole search, then
-for the best few candidates 32x32 around the two best coarse transforms (angle and zoom steps
-at whole-pixel shifts, then half-pixel offsets around the best of those).
+for the best few candidates 32x32 around the best coarse transform (angle and zoom steps at
+whole-pixel shifts, then half-pixel offsets around the best of those); for each query's best
+candidate and the encoder's nearest, around the second-best coarse transform too.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ PATCH_STRIDE = 4
 BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
 ROUTE_ANATOMY = 20  # components projected out of the coarse windows for the candidate route
 REFINE = 3  # candidates per query finely registered and given the patch and detail scores
-BASES = 2  # coarse transforms (the best of each) every refined candidate is refined from
+BASES = 2  # coarse transforms the fine search starts from, for the pairs _wide_pairs names
 
 
 def band_pass(images01: np.ndarray | torch.Tensor, size: int = FIELD) -> torch.Tensor:
@@ -259,8 +260,9 @@ def register(
     """Coarse NCC over every transform for every candidate (-1: none); then, for the `refine`
     best candidates of each query and its `also` column (Q,) if given (the encoder's nearest:
     a copy whose coarse NCC a sub-pixel shift spoiled is still refined), the fine search at
-    FIELD around each of the BASES best coarse transforms (half-pixel steps) and the patch-level
-    score there. Unrefined candidates keep their coarse NCC and a patch score of -inf."""
+    FIELD around the best coarse transform (around the BASES best for the pairs _wide_pairs
+    names; half-pixel steps) and the patch and detail scores there. Unrefined candidates keep
+    their coarse NCC and -inf for the other scores."""
     from tqdm import tqdm
 
     q_n, k = candidates.shape
@@ -278,7 +280,10 @@ def register(
             continue
         refs, moving = safe[rows, cols], bp[rows]
         unit_refs = index.fine_unit[refs]
-        fine_best, chosen = _fine_from_bases(moving, unit_refs, search.params, where[rows, cols])
+        wide = _wide_pairs(best, rows, cols, extra)
+        fine_best, chosen = _fine_from_bases(
+            moving, unit_refs, search.params, where[rows, cols], wide
+        )
         half_best, chosen = _half_pixel(moving, unit_refs, chosen)
         whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
         r_np, c_np = (rows + start).numpy(), cols.numpy()
@@ -325,6 +330,15 @@ def _refined_pairs(best, valid, refine: int, also=None) -> tuple[torch.Tensor, t
     return rows[keep], cols[keep]
 
 
+def _wide_pairs(best, rows, cols, also) -> torch.Tensor:
+    """Which refined pairs are refined from every one of the BASES coarse transforms: each
+    query's best candidate by coarse NCC and its `also` column (the encoder's nearest)."""
+    wide = cols == best.argmax(1)[rows]
+    if also is not None:
+        wide |= cols == also[rows]
+    return wide
+
+
 def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """(n, 5) the coarse transform and shift found, the shift in px of FIELD."""
     lags_c = (2 * COARSE_SHIFT + 1) ** 2
@@ -336,16 +350,18 @@ def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch
     return base
 
 
-def _fine_from_bases(moving, unit_refs, coarse_params, where) -> tuple[torch.Tensor, torch.Tensor]:
-    """_fine_shift from each coarse transform in `where` (n, BASES): the better result per pair
-    (the first on ties)."""
-    n, bases = where.shape
-    base = _coarse_transform(coarse_params, where.reshape(-1))  # pair-major
-    fine, chosen = _fine_shift(
-        moving.repeat_interleave(bases, 0), unit_refs.repeat_interleave(bases, 0), base
-    )
-    pick = torch.arange(n) * bases + fine.view(n, bases).argmax(1)
-    return fine[pick], chosen[pick]
+def _fine_from_bases(moving, unit_refs, coarse_params, where, wide) -> tuple[torch.Tensor, ...]:
+    """_fine_shift from the best coarse transform (`where` (n, BASES)) and, for the `wide`
+    pairs (n,) bool, from the others too: the better result per pair (the first on ties)."""
+    fine, chosen = _fine_shift(moving, unit_refs, _coarse_transform(coarse_params, where[:, 0]))
+    rows = torch.nonzero(wide).flatten()
+    for j in range(1, where.shape[1] if len(rows) else 1):
+        base = _coarse_transform(coarse_params, where[rows, j])
+        other, at = _fine_shift(moving[rows], unit_refs[rows], base)
+        better = other > fine[rows]
+        fine[rows] = torch.where(better, other, fine[rows])
+        chosen[rows] = torch.where(better[:, None], at, chosen[rows])
+    return fine, chosen
 
 
 def _fine_shift(moving, unit_refs, base) -> tuple[torch.Tensor, torch.Tensor]:
