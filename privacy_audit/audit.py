@@ -114,7 +114,8 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
         "trained_by": "this project (radsynth audit), on the deduplicated training split only; "
         "no pretrained weights",
         "objective": "SimCLR NT-Xent over copy augmentations (mirror, shift, crop+resize, "
-        "rotation, gamma/contrast/brightness, blur, JPEG-like recompression, noise)",
+        "rotation, gamma/contrast/brightness, blur, JPEG-like recompression, noise; in one "
+        "of the two views, half the images blended or pasted into another patient's image)",
         **train_stats,
     }
     save_encoder(model, report_stage / ENCODER_DIR, meta)

@@ -1,6 +1,7 @@
 """The changes a copy of a training image could have undergone (mirror, small shifts and
-rotations, crop+resize, noise, contrast/gamma/brightness, blur, JPEG-like recompression), as
-random batched torch transforms: the contrastive encoder learns to be invariant to exactly these.
+rotations, crop+resize, noise, contrast/gamma/brightness, blur, JPEG-like recompression, and
+partial copies: blended into or pasted into another image), as random batched torch transforms:
+the contrastive encoder learns to be invariant to exactly these.
 """
 
 from __future__ import annotations
@@ -116,6 +117,36 @@ def photometric(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def copy_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One random 'altered copy' of every image in the batch (B, 1, H, W) in [0, 1]."""
-    return photometric(geometric(x, generator), generator)
+def partial(
+    x: torch.Tensor, others: torch.Tensor, generator: torch.Generator, share: float = 0.5
+) -> torch.Tensor:
+    """About `share` of the batch (B, 1, H, W) mixed with `others` (images of other patients):
+    half of those blended (the copy's weight 55-85%), half a region of the copy (65-90% of each
+    side, anywhere) pasted into the other image. The copy stays the larger part, so it is still
+    "this image" to the encoder."""
+    b, _, h, w = x.shape
+    u = lambda *s: torch.rand(*s, generator=generator)  # noqa: E731
+    mixed = u(b) < share
+    blend = u(b) < 0.5
+    weight = (0.55 + 0.3 * u(b)).view(b, 1, 1, 1)
+    out = torch.where((mixed & blend).view(b, 1, 1, 1), weight * x + (1 - weight) * others, x)
+    sides = 0.65 + 0.25 * u(b, 2)
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    ph, pw = (sides[:, 0] * h).round().long(), (sides[:, 1] * w).round().long()
+    top = (u(b) * (h - ph + 1)).long().clamp(max=h - 1)
+    left = (u(b) * (w - pw + 1)).long().clamp(max=w - 1)
+    inside = (rows >= top.view(b, 1, 1)) & (rows < (top + ph).view(b, 1, 1))
+    inside = inside & (cols >= left.view(b, 1, 1)) & (cols < (left + pw).view(b, 1, 1))
+    pasted = torch.where(inside[:, None], x, others)
+    return torch.where((mixed & ~blend).view(b, 1, 1, 1), pasted, out)
+
+
+def copy_augment(
+    x: torch.Tensor, generator: torch.Generator, others: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One random 'altered copy' of every image in the batch (B, 1, H, W) in [0, 1]; with
+    `others` (one image of another patient per row), some are partial copies mixed into them."""
+    x = geometric(x, generator)
+    if others is not None:
+        x = partial(x, geometric(others, generator), generator)
+    return photometric(x, generator)

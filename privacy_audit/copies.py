@@ -173,7 +173,12 @@ def find_neighbours(
         )
         return Neighbours(index, cosine, ncc, emb)
     found = register(
-        reference.registration, images01, index, progress=progress, desc=f"register {label}"
+        reference.registration,
+        images01,
+        index,
+        also=np.argmax(cosine, axis=1),
+        progress=progress,
+        desc=f"register {label}",
     )
     return Neighbours(
         index,

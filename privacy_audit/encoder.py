@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "encoder.safetensors"
 CONFIG = "encoder.json"
-ENCODER_VERSION = 1
+ENCODER_VERSION = 2  # 2: partial copies (blends, pasted regions) among the positives
 
 
 @dataclass
@@ -102,6 +102,16 @@ def training_key(train_hashes: list[str], params: EncoderParams) -> str:
     return digest.hexdigest()
 
 
+def _others(groups: list[str], index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each image of the batch, a random training image of another patient (what a partial
+    copy is mixed into)."""
+    out = rng.integers(0, len(groups), len(index))
+    for j, i in enumerate(index):
+        while groups[out[j]] == groups[i]:
+            out[j] = rng.integers(0, len(groups))
+    return out
+
+
 def _one_per_patient(groups: list[str], rng: np.random.Generator, batch: int) -> np.ndarray:
     """A batch with at most one image per patient: a patient's other visits are near-identical,
     and pushing them apart as negatives would teach the encoder the wrong thing."""
@@ -142,7 +152,8 @@ def train_encoder(
         index = torch.from_numpy(_one_per_patient(groups, rng, params.batch))
         x = data[index]
         with torch.no_grad():
-            v1, v2 = copy_augment(x, generator), copy_augment(x, generator)
+            others = data[torch.from_numpy(_others(groups, index.numpy(), rng))]
+            v1, v2 = copy_augment(x, generator), copy_augment(x, generator, others)
         loss = nt_xent(model(v1), model(v2), params.temperature)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,7 +13,8 @@ Cost: the transforms are applied to the query (once per query, not per candidate
 is one centre window, correlated with every shifted window of every warped query by a grouped
 convolution (window norms from running sums), coarse-to-fine: 16x16 over the whole search, then
 for the best few candidates 32x32 around the best coarse transform (angle and zoom steps at
-whole-pixel shifts, then half-pixel offsets around the best of those).
+whole-pixel shifts, then half-pixel offsets around the best of those); for each query's best
+candidate and the encoder's nearest, around the second-best coarse transform too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ PATCH_STRIDE = 4
 BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
 ROUTE_ANATOMY = 20  # components projected out of the coarse windows for the candidate route
 REFINE = 3  # candidates per query finely registered and given the patch and detail scores
+BASES = 2  # coarse transforms the fine search starts from, for the pairs _wide_pairs names
 
 
 def band_pass(images01: np.ndarray | torch.Tensor, size: int = FIELD) -> torch.Tensor:
@@ -250,14 +252,17 @@ def register(
     queries01: np.ndarray,
     candidates: np.ndarray,
     refine: int = REFINE,
+    also: np.ndarray | None = None,
     block: int = 128,
     progress: bool = False,
     desc: str = "register",
 ) -> Registered:
     """Coarse NCC over every transform for every candidate (-1: none); then, for the `refine`
-    best candidates of each query, the fine search at FIELD around the coarse best (half-pixel
-    steps) and the patch-level score there. Unrefined candidates keep their coarse NCC and a
-    patch score of -inf."""
+    best candidates of each query and its `also` column (Q,) if given (the encoder's nearest:
+    a copy whose coarse NCC a sub-pixel shift spoiled is still refined), the fine search at
+    FIELD around the best coarse transform (around the BASES best for the pairs _wide_pairs
+    names; half-pixel steps) and the patch and detail scores there. Unrefined candidates keep
+    their coarse NCC and -inf for the other scores."""
     from tqdm import tqdm
 
     q_n, k = candidates.shape
@@ -269,13 +274,16 @@ def register(
         bp = band_pass(queries01[start : start + block])
         best, where = _coarse_ncc(index, search, bp, safe, valid)
         out.ncc[start : start + len(cand)] = best.numpy()
-        rows, cols = _refined_pairs(best, valid, refine)
+        extra = None if also is None else torch.as_tensor(also[start : start + block])
+        rows, cols = _refined_pairs(best, valid, refine, extra)
         if len(rows) == 0:
             continue
         refs, moving = safe[rows, cols], bp[rows]
         unit_refs = index.fine_unit[refs]
-        base = _coarse_transform(search.params, where[rows, cols])
-        fine_best, chosen = _fine_shift(moving, unit_refs, base)
+        wide = _wide_pairs(best, rows, cols, extra)
+        fine_best, chosen = _fine_from_bases(
+            moving, unit_refs, search.params, where[rows, cols], wide
+        )
         half_best, chosen = _half_pixel(moving, unit_refs, chosen)
         whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
         r_np, c_np = (rows + start).numpy(), cols.numpy()
@@ -291,24 +299,44 @@ def register(
 
 def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Tensor, ...]:
     """(B, k) best NCC over every coarse transform and shift (-inf: no candidate), and where
-    it was found (transform-major, then shift)."""
+    the BASES best transforms had their best shift, (B, k, BASES) (transform-major, then
+    shift): a copy shifted by half a coarse pixel can score a wrong rotation or zoom best."""
     b, k = safe.shape
     small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
     thetas = search.thetas.expand(b, -1, -1, -1)
     warped = _warp_pairs(small, thetas, COARSE, search.grid.repeat(b, 1, 1, 1))
     side = COARSE - 2 * COARSE_SHIFT
     refs = index.coarse[safe].view(b, k, side, side)
-    best, where = _shift_ncc(warped, refs, COARSE_SHIFT).max(2)  # (B, k)
+    ncc = _shift_ncc(warped, refs, COARSE_SHIFT)
+    lags2 = (2 * COARSE_SHIFT + 1) ** 2
+    per_t, per_shift = ncc.view(b, k, -1, lags2).max(3)
+    best = per_t.max(2).values
+    top_t = per_t.topk(BASES, dim=2).indices
+    where = top_t * lags2 + per_shift.gather(2, top_t)
     return torch.where(valid, best, torch.tensor(-float("inf"))), where
 
 
-def _refined_pairs(best, valid, refine: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, column) of each query's `refine` best candidates that exist."""
+def _refined_pairs(best, valid, refine: int, also=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of each query's `refine` best candidates that exist, and of its `also`
+    column (B,) when given and not among them."""
     top = best.argsort(1, descending=True)[:, :refine]
+    keep = torch.ones_like(top, dtype=torch.bool)
+    if also is not None:
+        top = torch.cat([top, also[:, None]], 1)
+        keep = torch.cat([keep, ~(top[:, :-1] == also[:, None]).any(1, keepdim=True)], 1)
     rows = torch.arange(len(best))[:, None].expand_as(top).reshape(-1)
     cols = top.reshape(-1)
-    keep = valid[rows, cols]
+    keep = keep.reshape(-1) & valid[rows, cols]
     return rows[keep], cols[keep]
+
+
+def _wide_pairs(best, rows, cols, also) -> torch.Tensor:
+    """Which refined pairs are refined from every one of the BASES coarse transforms: each
+    query's best candidate by coarse NCC and its `also` column (the encoder's nearest)."""
+    wide = cols == best.argmax(1)[rows]
+    if also is not None:
+        wide |= cols == also[rows]
+    return wide
 
 
 def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
@@ -320,6 +348,20 @@ def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch
     base[:, 3] = (COARSE_SHIFT - lag // (2 * COARSE_SHIFT + 1)) * scale
     base[:, 4] = (COARSE_SHIFT - lag % (2 * COARSE_SHIFT + 1)) * scale
     return base
+
+
+def _fine_from_bases(moving, unit_refs, coarse_params, where, wide) -> tuple[torch.Tensor, ...]:
+    """_fine_shift from the best coarse transform (`where` (n, BASES)) and, for the `wide`
+    pairs (n,) bool, from the others too: the better result per pair (the first on ties)."""
+    fine, chosen = _fine_shift(moving, unit_refs, _coarse_transform(coarse_params, where[:, 0]))
+    rows = torch.nonzero(wide).flatten()
+    for j in range(1, where.shape[1] if len(rows) else 1):
+        base = _coarse_transform(coarse_params, where[rows, j])
+        other, at = _fine_shift(moving[rows], unit_refs[rows], base)
+        better = other > fine[rows]
+        fine[rows] = torch.where(better, other, fine[rows])
+        chosen[rows] = torch.where(better[:, None], at, chosen[rows])
+    return fine, chosen
 
 
 def _fine_shift(moving, unit_refs, base) -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,13 +396,19 @@ def _half_pixel(moving, unit_refs, chosen) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _local_scores(index, moving, queries01, refs, chosen) -> tuple[torch.Tensor, ...]:
-    """At the alignment found: the patch NCC of the band-passed pair and the two detail scores
-    (the shared anatomy projected out)."""
+    """At the alignment found: the patch NCC of the band-passed pair; and the two detail scores
+    (the shared anatomy projected out), the larger of those at the alignment found and at the
+    same shift and mirror without rotation or zoom. A memorised sample mostly sits where its
+    training image did, and when part of the query is another patient's, the whole-window NCC
+    the registration maximises can prefer a slight zoom to the true identity."""
     thetas = _theta_batch(chosen, FIELD)
     aligned = _warp_pairs(moving, thetas[:, None], FIELD)[:, 0]
     local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs])
     d_whole, d_patch = detail_scores(index.detail, queries01, refs, thetas)
-    return local, d_whole, d_patch
+    plain = chosen.clone()
+    plain[:, 1], plain[:, 2] = 0.0, 1.0
+    p_whole, p_patch = detail_scores(index.detail, queries01, refs, _theta_batch(plain, FIELD))
+    return local, torch.maximum(d_whole, p_whole), torch.maximum(d_patch, p_patch)
 
 
 def patch_ncc(
