@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import gaussian_blur
+from .windows import patch_ncc, window_stats
 
 DETAIL_SIZE = 64  # px: the comparison's resolution (at most)
 DETAIL_BAND = (1.0, 3.0)  # sigmas (px at DETAIL_SIZE) of the difference of Gaussians
@@ -75,6 +76,7 @@ class DetailIndex:
     basis: torch.Tensor  # (m, side*side)
     bands: torch.Tensor  # (N, side, side) band-passed, unit norm (the shift search)
     windows: torch.Tensor  # (N, side, side), anatomy removed
+    window_stats: tuple[torch.Tensor, torch.Tensor]  # of `windows`' patch-score windows
 
     @classmethod
     def build(cls, images01: np.ndarray, block: int = 2048) -> DetailIndex:
@@ -87,7 +89,14 @@ class DetailIndex:
         windows = torch.cat(bands)
         basis = anatomy_basis(windows)
         unit = F.normalize(_flat_zero_mean(windows), dim=1).view_as(windows)
-        return cls(size, basis, unit, remove(windows, basis))
+        residual = remove(windows, basis)
+        stats = window_stats(residual, _patch_side(size), STRIDE)
+        return cls(size, basis, unit, residual, stats)
+
+
+def _patch_side(size: int) -> int:
+    """The patch score's window at `size`: PATCH at DETAIL_SIZE, at most the whole window."""
+    return min(PATCH * size // DETAIL_SIZE, size - 2 * _margin(size))
 
 
 def _margin(size: int) -> int:
@@ -101,7 +110,7 @@ def detail_scores(
     normalised coordinates, as register.py finds it) against training image refs[i], at the best
     whole-pixel shift within SHIFT (by band-passed NCC: a shift chosen on the residual alone
     would chase the anatomy the residual's norm leaves out)."""
-    from .register import _shift_ncc, _warp_pairs, patch_ncc
+    from .register import _shift_ncc, _warp_pairs
 
     size = index.size
     q = _resize(queries01, size)
@@ -119,5 +128,6 @@ def detail_scores(
     aligned = warped[torch.arange(n)[:, None, None], ys, xs]
     q_res = remove(aligned, index.basis)
     whole = F.cosine_similarity(q_res.flatten(1), refs_w.flatten(1), dim=1)
-    local = patch_ncc(q_res, refs_w, min(PATCH * size // DETAIL_SIZE, side), STRIDE)
+    stats = tuple(w[refs] for w in index.window_stats)
+    local = patch_ncc(q_res, refs_w, _patch_side(size), STRIDE, stats)
     return whole.clamp(-1, 1), local

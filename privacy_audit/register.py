@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .augment import gaussian_blur
 from .detail import DetailIndex, anatomy_basis, detail_scores
 from .detail import remove as remove_anatomy
+from .windows import box_mean, patch_ncc, window_stats
 
 FIELD = 32  # band-passed images are compared at (at most) this size
 COARSE = 16  # the whole transform search runs at this size
@@ -42,7 +43,7 @@ PATCH = 12  # px at FIELD: the window of the patch-level score
 PATCH_STRIDE = 4
 BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
 ROUTE_ANATOMY = 20  # components projected out of the coarse windows for the candidate route
-REFINE = 3  # candidates per query finely registered and given the patch and detail scores
+REFINE = 2  # candidates per query (by coarse NCC; and the encoder's nearest) finely registered
 BASES = 2  # coarse transforms the fine search starts from, for the pairs _wide_pairs names
 
 
@@ -113,6 +114,7 @@ class RegistrationIndex:
     route_anatomy: torch.Tensor  # (m, (COARSE-2s)^2): what the training films share (detail.py)
     route: torch.Tensor  # (N, (COARSE-2s)^2) coarse windows without it, unit norm
     detail: DetailIndex
+    fine_windows: tuple[torch.Tensor, torch.Tensor]  # window_stats of `fine` (the patch score)
 
     @classmethod
     def build(cls, images01: np.ndarray, block: int = 4096) -> RegistrationIndex:
@@ -126,7 +128,8 @@ class RegistrationIndex:
         route_basis = anatomy_basis(coarse_t, ROUTE_ANATOMY)
         route = _unit(remove_anatomy(coarse_t, route_basis))
         detail = DetailIndex.build(images01)
-        return cls(_unit(coarse_t), fine_t, _unit(fine_t), route_basis, route, detail)
+        windows = window_stats(fine_t, PATCH, PATCH_STRIDE)
+        return cls(_unit(coarse_t), fine_t, _unit(fine_t), route_basis, route, detail, windows)
 
 
 def band_pass_descriptors(
@@ -184,15 +187,6 @@ def _warp_pairs(
     return out.view(n, t, size, size)
 
 
-def _box_mean(x: torch.Tensor, side: int) -> torch.Tensor:
-    """Means of every side x side window (stride 1), by running sums along rows, then columns
-    (avg_pool2d with a large kernel costs side^2 per output)."""
-    c = F.pad(x.cumsum(-1), (1, 0))
-    x = c[..., side:] - c[..., :-side]
-    c = F.pad(x.cumsum(-2), (0, 0, 1, 0))
-    return (c[..., side:, :] - c[..., :-side, :]) / (side * side)
-
-
 def _affine_grid(thetas: torch.Tensor, size: int) -> torch.Tensor:
     """F.affine_grid(thetas, [N, 1, size, size], align_corners=False) elementwise: the batched
     (size^2 x 3) @ (3 x 2) products of the library call are slow for thousands of small maps."""
@@ -213,7 +207,7 @@ def _shift_ncc(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Te
     k, side = refs.shape[1], size - 2 * shift
     x = warped.transpose(0, 1).contiguous()  # (T, N, S, S): query n is group n
     num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
-    mean, power = _box_mean(x, side), _box_mean(x * x, side)
+    mean, power = box_mean(x, side), box_mean(x * x, side)
     norm = ((power - mean * mean).clamp(min=0) * (side * side)).sqrt().clamp(min=1e-8)
     lags = 2 * shift + 1
     ncc = num.view(t, n, k, lags, lags) / norm[:, :, None]
@@ -287,7 +281,7 @@ def register(
         half_best, chosen = _half_pixel(moving, unit_refs, chosen)
         whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
         r_np, c_np = (rows + start).numpy(), cols.numpy()
-        local, d_whole, d_patch = _local_scores(index, moving, queries01[r_np], refs, chosen)
+        local, d_whole, d_patch = _local_scores(index, moving, queries01[r_np], refs, chosen, wide)
         out.ncc[r_np, c_np] = whole.numpy()
         out.patch[r_np, c_np] = local.numpy()
         out.detail[r_np, c_np] = d_whole.numpy()
@@ -395,34 +389,27 @@ def _half_pixel(moving, unit_refs, chosen) -> tuple[torch.Tensor, torch.Tensor]:
     return half_best, near[torch.arange(n), half_where]
 
 
-def _local_scores(index, moving, queries01, refs, chosen) -> tuple[torch.Tensor, ...]:
-    """At the alignment found: the patch NCC of the band-passed pair; and the two detail scores
-    (the shared anatomy projected out), the larger of those at the alignment found and at the
-    same shift and mirror without rotation or zoom. A memorised sample mostly sits where its
-    training image did, and when part of the query is another patient's, the whole-window NCC
-    the registration maximises can prefer a slight zoom to the true identity."""
+def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple[torch.Tensor, ...]:
+    """At the alignment found: the patch NCC of the band-passed pair and the two detail scores
+    (the shared anatomy projected out); for the `wide` pairs the detail scores are the larger
+    of those at the alignment found and at the same shift and mirror without rotation or zoom.
+    A memorised sample mostly sits where its training image did, and when part of the query is
+    another patient's film, the whole-window NCC the registration maximises can prefer a slight
+    zoom to the true identity."""
     thetas = _theta_batch(chosen, FIELD)
     aligned = _warp_pairs(moving, thetas[:, None], FIELD)[:, 0]
-    local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs])
+    windows = tuple(w[refs] for w in index.fine_windows)
+    local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs], PATCH, PATCH_STRIDE, windows)
     d_whole, d_patch = detail_scores(index.detail, queries01, refs, thetas)
-    plain = chosen.clone()
+    rows = torch.nonzero(wide).flatten()
+    plain = chosen[rows].clone()
     plain[:, 1], plain[:, 2] = 0.0, 1.0
-    p_whole, p_patch = detail_scores(index.detail, queries01, refs, _theta_batch(plain, FIELD))
-    return local, torch.maximum(d_whole, p_whole), torch.maximum(d_patch, p_patch)
-
-
-def patch_ncc(
-    a: torch.Tensor, b: torch.Tensor, side: int = PATCH, stride: int = PATCH_STRIDE
-) -> torch.Tensor:
-    """(B,) best NCC over side x side windows (stride `stride`) of aligned pairs (B, H, W):
-    a copied region inside an otherwise new image."""
-    a, b = a[:, None], b[:, None]
-    pool = lambda x: F.avg_pool2d(x, side, stride)  # noqa: E731
-    ma, mb = pool(a), pool(b)
-    cov = pool(a * b) - ma * mb
-    va, vb = (pool(a * a) - ma**2).clamp(min=0), (pool(b * b) - mb**2).clamp(min=0)
-    ncc = cov / (va * vb).sqrt().clamp(min=1e-10)
-    return ncc.flatten(1).amax(1).clamp(-1, 1)
+    p_whole, p_patch = detail_scores(
+        index.detail, queries01[rows.numpy()], refs[rows], _theta_batch(plain, FIELD)
+    )
+    d_whole[rows] = torch.maximum(d_whole[rows], p_whole)
+    d_patch[rows] = torch.maximum(d_patch[rows], p_patch)
+    return local, d_whole, d_patch
 
 
 def align_for_display(reference01: np.ndarray, transform: Transform) -> np.ndarray:

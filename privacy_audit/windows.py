@@ -1,0 +1,48 @@
+"""Normalised cross-correlation of aligned image pairs over sliding windows: a training image's
+region pasted or blended into an otherwise new image. A training image's window means and
+spreads are the same for every query, so an index computes them once (`window_stats`) and a
+pair then costs three box filters instead of five."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def box_mean(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Means of every side x side window (stride 1), by running sums along rows, then columns
+    (avg_pool2d with a large kernel costs side^2 per output)."""
+    c = F.pad(x.cumsum(-1), (1, 0))
+    x = c[..., side:] - c[..., :-side]
+    c = F.pad(x.cumsum(-2), (0, 0, 1, 0))
+    return (c[..., side:, :] - c[..., :-side, :]) / (side * side)
+
+
+def _pool(x: torch.Tensor, side: int, stride: int) -> torch.Tensor:
+    return box_mean(x, side)[..., ::stride, ::stride]
+
+
+def window_stats(images: torch.Tensor, side: int, stride: int) -> tuple[torch.Tensor, ...]:
+    """(mean, spread) of every side x side window at `stride` of (N, H, W) images, each
+    (N, 1, h, w): what patch_ncc needs of the second image of a pair."""
+    x = images[:, None]
+    mean = _pool(x, side, stride)
+    return mean, (_pool(x * x, side, stride) - mean**2).clamp(min=0).sqrt()
+
+
+def patch_ncc(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    side: int,
+    stride: int,
+    b_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """(B,) best NCC over side x side windows (stride `stride`) of aligned pairs (B, H, W);
+    `b_stats`: window_stats of `b`, when known."""
+    mb, sb = window_stats(b, side, stride) if b_stats is None else b_stats
+    a = a[:, None]
+    ma = _pool(a, side, stride)
+    cov = _pool(a * b[:, None], side, stride) - ma * mb
+    sa = (_pool(a * a, side, stride) - ma**2).clamp(min=0).sqrt()
+    ncc = cov / (sa * sb).clamp(min=1e-10)
+    return ncc.flatten(1).amax(1).clamp(-1, 1)
