@@ -22,8 +22,9 @@ PRUNE = {
     "node_modules",
     "site-packages",
 }
-MODEL_KIND = "latent-diffusion"  # generation's run layout: config.json + unet.safetensors
-# (literal here: importing generation.pipeline would pull in torch on every page)
+MODEL_KIND = "latent-diffusion"  # generation's run layout: config.json + unet.safetensors,
+# in latent or pixel space alike (literal here: importing generation.pipeline would pull in torch
+# on every page)
 
 
 @dataclass

@@ -168,7 +168,10 @@ def render(config: AppConfig) -> None:
         return
     model = load_model_cached(config, run)
     size = "x".join(map(str, model.image_size))
-    st.caption(f"model {model.model_hash[:12]} | {size} | masks: {model.has_masks}")
+    st.caption(
+        f"model {model.model_hash[:12]} | {size} | {model.space_name} space | "
+        f"masks: {model.has_masks}"
+    )
     defaults = model.defaults
     left, right = st.columns(2)
     with left:

@@ -1,4 +1,5 @@
-"""Latent diffusion: autoencoder, conditioned UNet, training, samplers (uses `conditioning`).
+"""Latent diffusion: autoencoder, conditioned UNet, training, samplers (uses `conditioning`);
+or, with `diffusion: space: pixel`, the UNet on the pixels with no autoencoder (space.py).
 
 Public API (other parts call only these):
 
@@ -7,6 +8,7 @@ Public API (other parts call only these):
     model.schema        # conditioning.dataset.ConditionSchema the model accepts
     model.image_size    # [H, W] (or [D, H, W])
     model.has_masks     # True: the model generates image+mask pairs
+    model.space_name    # "latent" or "pixel" (model.autoencoder is None in pixel space)
     model.model_hash    # sha256 of config.json + weights, as written in manifests
     images = model.generate(conditions, seed)  # (N, H, W) float32 in [0, 1], default sampling
     model.generate(conditions, seed, Sampling(steps=50, guidance=4.0))  # only what differs

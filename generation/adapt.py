@@ -2,8 +2,9 @@
 fully (default: continuing the parent's lr and batch) or with LoRA on the UNet's linear layers,
 recording the lineage in the card.
 
-Its own small trainer: the parent's latent statistics, schedule, UNet and weights, the selected
-images (with a replayed share of the others), then the diffusion training loop unchanged."""
+Its own small trainer: the parent's space (its autoencoder and latent statistics, or pixels),
+schedule, UNet and weights, the selected images (with a replayed share of the others), then the
+diffusion training loop unchanged."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from .model_card import write_model_card
 from .pipeline import AE_DIR, UNET_WEIGHTS, model_hash, read_config
 from .runs import make_accelerator, open_run
 from .schedulers import schedule_spec
-from .train_diffusion import KIND, prepare_latents, run_config, save_run
+from .space import space_name
+from .train_diffusion import KIND, prepare_latents, prepare_pixels, run_config, save_run
 from .unet import ConditionedUNet
 from .unet_trainer import RunPlace, train_unet
 
@@ -202,8 +204,9 @@ def train_adapted(
     show_progress: bool,
 ) -> dict[str, Any]:
     """Train (or resume) the adapted run in `out` from its parent; returns its model card."""
-    cfg = {**settings["diffusion"], **settings["adapt"]}
     parent = adaptation.parent_config
+    # the parent's space, whatever the profile's diffusion section says
+    cfg = {**settings["diffusion"], **settings["adapt"], "space": space_name(parent)}
     accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
     with open_run(out, resume, KIND, accelerator) as (run, resume):
         place = RunPlace(run, resume, accelerator, cfg, "adapt", show_progress)
@@ -215,8 +218,11 @@ def train_adapted(
             replay_share=float(cfg.get("replay", 0.0)),
             show_progress=show_progress and main,
         )
-        stats = (parent["latent_mean"], parent["latent_std"])
-        inputs = prepare_latents(train, adaptation.parent / AE_DIR, place, stats)
+        if cfg["space"] == "pixel":
+            inputs = prepare_pixels(train, place)
+        else:
+            stats = (parent["latent_mean"], parent["latent_std"])
+            inputs = prepare_latents(train, adaptation.parent / AE_DIR, place, stats)
         schedule = schedule_spec(parent["schedule"])
         config = run_config(inputs, settings, cfg, parent["unet"], schedule, parent.get("schema"))
         if parent["schema"] != train.schema.to_json():

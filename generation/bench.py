@@ -139,6 +139,7 @@ def training_throughput(model, part: str, batch: int, bf16: bool, steps: int = 5
 
     from .autoencoder import kl_loss
     from .sampling import autocast
+    from .space import no_autoencoder
 
     if part == "unet":
         net = copy.deepcopy(model.unet).train()
@@ -150,6 +151,8 @@ def training_throughput(model, part: str, batch: int, bf16: bool, steps: int = 5
             return ((pred.float() - z) ** 2).mean()
 
     elif part == "autoencoder":
+        if model.autoencoder is None:
+            raise no_autoencoder("autoencoder training throughput")
         net = copy.deepcopy(model.autoencoder).train()
         channels = 2 if model.has_masks else 1
         gen = torch.Generator().manual_seed(0)

@@ -30,6 +30,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "seed": 0,
     },
     "diffusion": {
+        # what the UNet denoises: `latent` (the autoencoder's latents) or `pixel` (the images in
+        # [-1, 1] themselves: no autoencoder, no decoder signature; generation/space.py)
+        "space": "latent",
         "channels": [64, 128, 128],
         "attention_levels": [False, False, True],
         "num_res_blocks": 1,

@@ -1,5 +1,6 @@
 """Inference: a trained run directory as one object that generates images for requested
-conditions and scores images for the privacy audit (per-image denoising error)."""
+conditions and scores images for the privacy audit (per-image denoising error). The UNet
+denoises in the run's space (generation/space.py): an autoencoder's latents, or the pixels."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .checkpoints import file_sha256, load_into
 from .config import DEFAULTS
 from .sampling import Sampling, autocast, image_generators, sample_latents
 from .schedulers import SAMPLERS, alphas_cumprod
+from .space import LatentSpace, PixelSpace, space_name
 from .unet import ConditionedUNet, mask_to_input
 
 CONFIG = "config.json"
@@ -28,40 +30,46 @@ AE_WEIGHTS = "autoencoder.safetensors"
 
 
 class LatentDiffusionModel:
-    """A conditioned latent diffusion model ready to sample (EMA weights, eval mode)."""
+    """A conditioned diffusion model ready to sample (EMA weights, eval mode), in latent or pixel
+    space (`space`: a generation.space LatentSpace or PixelSpace; `space_name` says which)."""
 
     def __init__(
         self,
         config: dict[str, Any],
         unet: ConditionedUNet,
-        autoencoder: torch.nn.Module,
+        space: LatentSpace | PixelSpace,
         model_hash: str = "unsaved",
         device: str | torch.device = "cpu",
     ):
         self.config = config
         self.device = torch.device(device)
         self.unet = unet.to(self.device).eval()
-        self.autoencoder = autoencoder.to(self.device).eval()
+        self.space = space.to(self.device)
+        self.space_name: str = space_name(config)
+        if self.space_name != space.name:
+            raise ValueError(f"{CONFIG} says space {self.space_name!r}, given a {space.name} space")
         self.schema = ConditionSchema.from_json(config["schema"], CONFIG)
         self.image_size: list[int] = list(config["image_size"])
         self.spatial_dims: int = int(config["spatial_dims"])
         self.has_masks: bool = bool(config["has_masks"])
+        # what the UNet denoises: (latent channels, *latent size), or (C, *image_size) in pixels
         self.latent_shape: list[int] = list(config["latent_shape"])
-        # per-channel standardisation of the autoencoder's latents (see train_diffusion)
-        shape = (1, -1, *([1] * (len(config["latent_shape"]) - 1)))
-        self.latent_mean = torch.tensor(config["latent_mean"]).view(shape).to(self.device)
-        self.latent_std = torch.tensor(config["latent_std"]).view(shape).to(self.device)
         self.schedule: dict[str, Any] = dict(config["schedule"])
         # generation defaults: the project's (generation/config.py), then the run's saved ones
         self.defaults: dict[str, Any] = {**DEFAULTS["generate"], **config.get("generate", {})}
         self.model_hash = model_hash
         self.samplers = SAMPLERS
 
+    @property
+    def autoencoder(self) -> torch.nn.Module | None:
+        """The latent space's autoencoder; None for a pixel-space model."""
+        return self.space.autoencoder
+
     def to(self, device: str | torch.device) -> LatentDiffusionModel:
         """Move the networks (and latent statistics) to `device`."""
         self.device = torch.device(device)
-        for name in ("unet", "autoencoder", "latent_mean", "latent_std"):
-            setattr(self, name, getattr(self, name).to(self.device))
+        self.unet = self.unet.to(self.device)
+        self.space = self.space.to(self.device)
         return self
 
     # -- conditions -------------------------------------------------------------------------
@@ -143,15 +151,15 @@ class LatentDiffusionModel:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, bf16: bool = False) -> np.ndarray:
-        """Latents -> (N, C, *size) float32 in [0, 1]."""
+        """Latents (or pixels, in pixel space) -> (N, C, *size) float32 in [0, 1]."""
         with autocast(self.device, bf16):
-            latents = latents * self.latent_std + self.latent_mean
-            decoded = self.autoencoder.decode(latents).float()
+            decoded = self.space.decode(latents).float()
         return ((decoded.clamp(-1, 1) + 1) / 2).cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
     def encode(self, images01: np.ndarray, masks: np.ndarray | None = None) -> torch.Tensor:
-        """Images (N, *size) in [0, 1] (and masks on a masked model) -> scaled latent means."""
+        """Images (N, *size) in [0, 1] (and masks on a masked model) -> scaled latent means
+        (in pixel space: the images in [-1, 1])."""
         images01 = np.asarray(images01, dtype=np.float32)
         if images01.shape[1:] != tuple(self.image_size):
             raise ValueError(
@@ -164,8 +172,7 @@ class LatentDiffusionModel:
                 raise ValueError("this model encodes image+mask pairs: pass masks= with the images")
             channels.append((np.asarray(masks) > 0).astype(np.float32))
         x = torch.from_numpy(np.stack(channels, axis=1)).to(self.device) * 2 - 1
-        z_mu, _ = self.autoencoder.encode(x)
-        return (z_mu.float() - self.latent_mean) / self.latent_std
+        return self.space.encode(x)
 
     # -- scores for the privacy audit -------------------------------------------------------
     @torch.no_grad()
@@ -183,7 +190,7 @@ class LatentDiffusionModel:
 
         The noise at timestep j is the same for every image (drawn from (seed, j)), so scores are
         comparable across images; the error is the mean squared error of the model's prediction
-        (epsilon or v) against its target, in latent space, with the given conditions."""
+        (epsilon or v) against its target, in the model's space, with the given conditions."""
         return self._scores(images01, conditions, timesteps, seed, masks, batch_size, "loss")
 
     @torch.no_grad()
@@ -263,10 +270,30 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     return config
 
 
+def weight_files(run_dir: str | Path, config: dict[str, Any]) -> list[Path]:
+    """The weights generation uses: the UNet's, and the autoencoder's in latent space."""
+    run = Path(run_dir)
+    if space_name(config) == "pixel":
+        return [run / UNET_WEIGHTS]
+    return [run / UNET_WEIGHTS, run / AE_DIR / AE_WEIGHTS]
+
+
 def model_hash(run_dir: str | Path) -> str:
     """SHA-256 over config.json and the weights generation uses: names a model in manifests."""
     run = Path(run_dir)
-    return file_sha256(run / CONFIG, run / UNET_WEIGHTS, run / AE_DIR / AE_WEIGHTS)
+    return file_sha256(run / CONFIG, *weight_files(run, read_config(run)))
+
+
+def build_space(config: dict[str, Any], weights_dir: Path | None = None):
+    """The run's space: its autoencoder (weights from `weights_dir`) and latent statistics, or
+    the pixels."""
+    if space_name(config) == "pixel":
+        return PixelSpace()
+    autoencoder = build_autoencoder(config["autoencoder"]["network"])
+    if weights_dir is not None:
+        load_into(autoencoder, weights_dir / AE_DIR / AE_WEIGHTS)
+    spatial_dims = len(config["latent_shape"]) - 1
+    return LatentSpace(autoencoder, config["latent_mean"], config["latent_std"], spatial_dims)
 
 
 def build_model(
@@ -274,15 +301,15 @@ def build_model(
 ):
     schema = ConditionSchema.from_json(config["schema"], CONFIG)
     unet = ConditionedUNet(config["unet"], schema, mask_input=bool(config["has_masks"]))
-    autoencoder = build_autoencoder(config["autoencoder"]["network"])
+    space = build_space(config, weights_dir)
     if weights_dir is not None:
         load_into(unet, weights_dir / UNET_WEIGHTS)
-        load_into(autoencoder, weights_dir / AE_DIR / AE_WEIGHTS)
-    return LatentDiffusionModel(config, unet, autoencoder, hash_, device)
+    return LatentDiffusionModel(config, unet, space, hash_, device)
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> LatentDiffusionModel:
-    """Load a diffusion run (`radsynth train diffusion --out RUN`) for generation."""
+    """Load a diffusion run (`radsynth train diffusion --out RUN`), in latent or pixel space,
+    for generation."""
     run = Path(run_dir)
     config = read_config(run)
     if config.get("kind") != "latent-diffusion":

@@ -52,7 +52,7 @@ WEIGHTS = "autoencoder.safetensors"
 EXTENDABLE = ("steps", "max_minutes", "checkpoint_every", "balance_by", "balance_power")
 # Settings added after runs existed, hashed only where they differ from the value that behaves as
 # those runs did: their checkpoints still resume.
-ADDED = {"grad_accum": 1}
+ADDED = {"grad_accum": 1, "space": "latent"}
 
 
 def settings_hash(cfg: dict[str, Any]) -> str:

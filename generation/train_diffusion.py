@@ -1,8 +1,11 @@
-"""Train the conditioned diffusion UNet on the latents of a trained autoencoder.
+"""Train the conditioned diffusion UNet on the latents of a trained autoencoder, or (settings
+`space: pixel`) on the images themselves.
 
 Latents are the autoencoder's means, computed once (the autoencoder is frozen), scaled to unit
-variance. Training: DDPM noise schedule, epsilon or v prediction, min-SNR weighting, per-attribute
-condition dropout (classifier-free guidance), EMA weights (the ones saved for sampling).
+variance; in pixel space the UNet takes the images in [-1, 1] as they are, with no autoencoder
+(generation/space.py). Training: DDPM noise schedule, epsilon or v prediction, min-SNR
+weighting, per-attribute condition dropout (classifier-free guidance), EMA weights (the ones
+saved for sampling).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .parallel import global_batch
 from .pipeline import AE_DIR, AE_WEIGHTS, CONFIG, UNET_WEIGHTS, model_hash
 from .runs import card_basics, make_accelerator, open_run
 from .schedulers import schedule_spec
+from .space import LatentSpace, PixelSpace, space_name
 from .train_autoencoder import WEIGHTS as AE_RUN_WEIGHTS
 from .unet import ConditionedUNet, mask_to_input, unet_spec
 from .unet_trainer import AutoencoderSource, Latents, RunPlace, Trained, train_unet
@@ -71,24 +75,48 @@ def check_compatible(ae_config: dict[str, Any], train: TrainingData, ae_path: Pa
             )
 
 
+def check_space(settings: dict[str, Any], autoencoder_run: str | Path | None) -> str:
+    """The settings' space, refusing an autoencoder run where nothing is encoded with it and
+    none where the latents come from it."""
+    space = space_name(settings["diffusion"])
+    profile = f"profile {settings['profile']!r}" if settings.get("profile") else "the settings"
+    if space == "pixel" and autoencoder_run:
+        raise ValueError(
+            f"--autoencoder {autoencoder_run}: {profile} trains the diffusion model in pixel "
+            "space (diffusion: space: pixel), on the images themselves with no autoencoder; "
+            "leave --autoencoder out"
+        )
+    if space == "latent" and not autoencoder_run:
+        raise ValueError(
+            f"{profile} trains the diffusion model in latent space: give --autoencoder RUN (the "
+            "autoencoder run whose latents it learns), or use a pixel-space profile (diffusion: "
+            "space: pixel, e.g. --profile pixel)"
+        )
+    return space
+
+
 def train_diffusion(
     data: str | Path,
-    autoencoder_run: str | Path,
+    autoencoder_run: str | Path | None,
     out: str | Path,
     settings: dict[str, Any],
     resume: bool = False,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume) a diffusion run in `out`; returns its model card."""
+    """Train (or resume) a diffusion run in `out`; returns its model card. `autoencoder_run`:
+    the autoencoder whose latents it learns, or None in pixel space."""
     cfg = dict(settings["diffusion"])
+    space = check_space(settings, autoencoder_run)
     accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
     with open_run(out, resume, KIND, accelerator) as (run, resume):
         place = RunPlace(run, resume, accelerator, cfg, "diffusion", show_progress)
         main = accelerator.is_main_process
         train = load_training_data(data, show_progress=show_progress and main)
-        inputs = prepare_latents(train, autoencoder_run, place)
-        latent_channels = inputs.autoencoder.config["network"]["latent_channels"]
-        spec = unet_spec(cfg, train.spatial_dims, latent_channels, train.has_masks)
+        if space == "pixel":
+            inputs = prepare_pixels(train, place)
+        else:
+            inputs = prepare_latents(train, autoencoder_run, place)
+        spec = unet_spec(cfg, train.spatial_dims, inputs.latents.shape[1], train.has_masks)
         config = run_config(inputs, settings, cfg, spec, schedule_spec(cfg))
         torch.manual_seed(int(cfg["seed"]))
         unet = ConditionedUNet(spec, train.schema, mask_input=train.has_masks)
@@ -126,7 +154,23 @@ def prepare_latents(
         masks01 = (train.images[:, 1:2] > 0).float()
         mask_inputs = mask_to_input(masks01, list(latents.shape[2:])).to(device)
     autoencoder_source = AutoencoderSource(ae_path, ae_config, autoencoder, ae_weights)
-    return Latents(train, latents, mean, std, mask_inputs, autoencoder_source, batch)
+    space = LatentSpace(autoencoder, mean, std, latents.ndim - 2)
+    return Latents(train, latents, mean, std, mask_inputs, autoencoder_source, batch, space)
+
+
+def prepare_pixels(train: TrainingData, place: RunPlace) -> Latents:
+    """Pixel space: the training images in [-1, 1] themselves (an image and, on a masked
+    dataset, its mask channel), with the mask inputs at the image size; no autoencoder."""
+    batch = global_batch(place.cfg, place.accelerator)
+    device = place.accelerator.device
+    space = PixelSpace()
+    log.info("pixel space: the UNet trains on the %d training images themselves", len(train))
+    pixels = space.encode(train.images).to(device)
+    mask_inputs = None
+    if train.has_masks:
+        masks01 = (train.images[:, 1:2] > 0).float()
+        mask_inputs = mask_to_input(masks01, list(pixels.shape[2:])).to(device)
+    return Latents(train, pixels, None, None, mask_inputs, None, batch, space)
 
 
 def latent_stats(latents: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -146,25 +190,19 @@ def run_config(
 ) -> dict[str, Any]:
     """The run's config.json: everything generation needs to rebuild the model. `schema`: the
     parent's, when a run adapts one (the same schema by then, kept as the parent wrote it)."""
-    train, ae = data.train, data.autoencoder
+    train = data.train
     return {
         "kind": KIND,
         "format_version": 1,
+        "space": data.space.name,
         "image_size": train.dataset.image_size,
         "spatial_dims": train.spatial_dims,
         "has_masks": train.has_masks,
         "schema": schema or train.schema.to_json(),
         "latent_shape": list(data.latents.shape[1:]),
-        "latent_mean": data.mean,
-        "latent_std": data.std,
+        **_latent_entries(data),
         "unet": spec,
         "schedule": schedule,
-        "autoencoder": {
-            "network": ae.config["network"],
-            "weights": f"{AE_DIR}/{AE_WEIGHTS}",
-            "source": ae.path.resolve().name,  # a run name: no local path travels
-            "sha256": file_sha256(ae.weights),
-        },
         "generate": settings["generate"],
         "training_conditions": training_distribution(
             train.schema, [r.conditions for r in train.focus_records]
@@ -176,6 +214,24 @@ def run_config(
     }
 
 
+def _latent_entries(data: Latents) -> dict[str, Any]:
+    """What a latent-space run records of its autoencoder and latent statistics; nothing in
+    pixel space (the images need no statistics: they are in [-1, 1] by construction)."""
+    ae = data.autoencoder
+    if ae is None:
+        return {}
+    return {
+        "latent_mean": data.mean,
+        "latent_std": data.std,
+        "autoencoder": {
+            "network": ae.config["network"],
+            "weights": f"{AE_DIR}/{AE_WEIGHTS}",
+            "source": ae.path.resolve().name,  # a run name: no local path travels
+            "sha256": file_sha256(ae.weights),
+        },
+    }
+
+
 def save_run(
     place: RunPlace, config: dict[str, Any], trained: Trained, final, settings: dict[str, Any]
 ) -> dict[str, Any]:
@@ -183,11 +239,16 @@ def save_run(
     if place.accelerator.is_main_process:
         save_weights(place.run / UNET_WEIGHTS, final.state_dict())
     place.accelerator.wait_for_everyone()  # the model hash reads the saved weights
+    if "autoencoder" in config:
+        autoencoder = {k: config["autoencoder"][k] for k in ("source", "sha256")}
+    else:
+        autoencoder = "none: the UNet denoises the images themselves (pixel space)"
     return {
         "kind": KIND,
+        "space": config["space"],
         "model_hash": model_hash(place.run),
         "dataset": config["dataset"],
-        "autoencoder": {k: config["autoencoder"][k] for k in ("source", "sha256")},
+        "autoencoder": autoencoder,
         "profile": settings.get("profile"),
         **card_basics(trained.result, place.accelerator, trained.batch, trained.digests),
         "conditioning": "per-attribute embeddings summed into the UNet time embedding; "

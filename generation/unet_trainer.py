@@ -1,5 +1,5 @@
-"""The diffusion UNet's training loop on standardised latents, shared by `train diffusion` and
-`train adapt`: noising, v or epsilon targets, min-SNR weights, condition and mask dropout, EMA,
+"""The diffusion UNet's training loop on standardised latents (or, in pixel space, on the
+images in [-1, 1]), shared by `train diffusion` and `train adapt`: noising, v or epsilon targets, min-SNR weights, condition and mask dropout, EMA,
 checkpoints with sample grids, resumption. What differs between the two (the start weights, the
 trained params, the settings section) is decided by the caller before the loop starts."""
 
@@ -23,6 +23,7 @@ from .parallel import GlobalBatch, mean_over_processes, replica_digests
 from .pipeline import AE_DIR, AE_WEIGHTS, CONFIG, LatentDiffusionModel
 from .runs import resume_run, step_generator, train_run, write_checkpoint
 from .schedulers import snr_weights, training_scheduler
+from .space import LatentSpace, PixelSpace
 from .train_autoencoder import settings_hash
 from .unet import hide_masks
 
@@ -55,15 +56,18 @@ class AutoencoderSource:
 @dataclass(frozen=True)
 class Latents:
     """What the UNet trains on: the training data, its latents standardised by (mean, std) per
-    channel, the mask inputs, the autoencoder that made them, and the global batch."""
+    channel, the mask inputs, the autoencoder that made them, the global batch, and the space
+    that decodes samples. In pixel space the "latents" are the images in [-1, 1], with no
+    statistics and no autoencoder (None)."""
 
     train: TrainingData
     latents: torch.Tensor
-    mean: list[float]
-    std: list[float]
+    mean: list[float] | None
+    std: list[float] | None
     mask_inputs: torch.Tensor | None
-    autoencoder: AutoencoderSource
+    autoencoder: AutoencoderSource | None
     batch: GlobalBatch
+    space: LatentSpace | PixelSpace
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,12 @@ def train_unet(
 
 
 def _write_run_files(run: Path, data: Latents, config: dict[str, Any]) -> None:
-    """Everything generation needs lives in the run: the autoencoder is copied in."""
-    (run / AE_DIR).mkdir(exist_ok=True)
-    shutil.copyfile(data.autoencoder.path / CONFIG, run / AE_DIR / CONFIG)
-    shutil.copyfile(data.autoencoder.weights, run / AE_DIR / AE_WEIGHTS)
+    """Everything generation needs lives in the run: the autoencoder (latent space) is copied
+    in."""
+    if data.autoencoder is not None:
+        (run / AE_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(data.autoencoder.path / CONFIG, run / AE_DIR / CONFIG)
+        shutil.copyfile(data.autoencoder.weights, run / AE_DIR / AE_WEIGHTS)
     write_json_atomic(run / CONFIG, config)
 
 
@@ -206,10 +212,7 @@ class _Steps:
             place.accelerator, {"ema": self.ema.counters()},
         )  # fmt: skip
         model = LatentDiffusionModel(
-            self.config,
-            self.ema.model,
-            self.data.autoencoder.model,
-            device=place.accelerator.device,
+            self.config, self.ema.model, self.data.space, device=place.accelerator.device
         )
         grid = place.run / "samples" / f"grid_step{step:07d}.png"
         save_sample_grid(model, grid, int(place.cfg["grid_columns"]), self.seed)

@@ -110,9 +110,14 @@ def _arm_data(arm: str, data: str | Path, out: Path, config: MemorizationConfig)
 
 
 def _arm_model(out: Path, settings: dict, config: MemorizationConfig, dataset_dir: Path) -> str:
-    """Train (or continue) the arm's autoencoder, unless a shared one is given, and diffusion."""
+    """Train (or continue) the arm's autoencoder, unless a shared one is given or the profile
+    is in pixel space (none: train_diffusion refuses a given one), and diffusion."""
+    from generation.space import space_name
+
     autoencoder = Path(config.autoencoder) if config.autoencoder else out / "autoencoder"
-    if not config.autoencoder:
+    if space_name(settings["diffusion"]) == "pixel":
+        autoencoder = config.autoencoder
+    elif not config.autoencoder:
         _train("autoencoder", autoencoder, settings, config.progress, data=dataset_dir)
     _train(
         "diffusion",

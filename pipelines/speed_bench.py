@@ -149,9 +149,15 @@ def run_speed(model: str, config: SpeedConfig | None = None, *, progress: bool =
 def _speed_plan(
     model: str, config: SpeedConfig, precisions: tuple[bool, ...]
 ) -> list[tuple[str, str, dict]]:
-    """(table, task, its arguments) of every measurement, in the order they run."""
+    """(table, task, its arguments) of every measurement, in the order they run; a pixel-space
+    model has no autoencoder to time."""
+    from generation.pipeline import read_config
     from generation.schedulers import SAMPLERS
+    from generation.space import space_name
 
+    parts = [("unet", config.unet_batch)]
+    if space_name(read_config(model)) == "latent":
+        parts.append(("autoencoder", config.ae_batch))
     me = __name__
     plan: list[tuple[str, str, dict]] = [
         ("baseline", f"{me}:task_baseline", {"model": model}),
@@ -167,7 +173,7 @@ def _speed_plan(
             plan.append(("sampling", f"{me}:task_sampling", {"model": model, **kwargs}))
         unet = {"model": model, "batch": config.unet_batch, "bf16": bf16}
         plan.append(("unet", f"{me}:task_unet", unet))
-        for part, batch in (("unet", config.unet_batch), ("autoencoder", config.ae_batch)):
+        for part, batch in parts:
             kwargs = {"model": model, "part": part, "batch": batch, "bf16": bf16}
             plan.append(("training", f"{me}:task_training", kwargs))
     if config.audit:

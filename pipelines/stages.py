@@ -65,11 +65,18 @@ def as_flags(section: dict[str, Any] | None) -> list[str]:
     return flags
 
 
+def pixel_space(section: dict[str, Any]) -> bool:
+    """Whether a profile trains its diffusion model on pixels (no autoencoder)."""
+    return (section.get("diffusion") or {}).get("space", "latent") == "pixel"
+
+
 def stage_argv(name: str, params: dict[str, Any], params_file: str = "params.yaml") -> list[str]:
     """The `radsynth` arguments a stage runs."""
     profile = params["profile"]
     section = params["profiles"][profile]
     p = PATHS
+    if pixel_space(section) and name in ("train_autoencoder", "train_diffusion", "utility"):
+        return _pixel_stage_argv(name, profile, section, params_file)
     if name == "ingest":
         ingest = dict(params.get("ingest") or {})
         source = ingest.pop("source")
@@ -109,3 +116,25 @@ def stage_argv(name: str, params: dict[str, Any], params_file: str = "params.yam
                 "--params", params_file, "--overwrite", "--version-control", "none",
                 *as_flags({"export": release.get("exports")})]  # fmt: skip
     raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+
+
+def _pixel_stage_argv(name: str, profile: str, section: dict[str, Any], params_file: str):
+    """A pixel-space profile's training and utility stages: the diffusion model learns the
+    images with no autoencoder, so no stage may pass one. The chain's autoencoder stage has
+    nothing to train: it is refused (dvc.yaml's graph would need an autoencoder run)."""
+    p = PATHS
+    if name == "train_autoencoder":
+        raise ValueError(
+            f"profile {profile!r} trains its diffusion model in pixel space (diffusion: space: "
+            "pixel): there is no autoencoder to train, and the DVC chain (dvc.yaml) is built "
+            "around one. Run the commands instead: `radsynth train diffusion --data DATA --out "
+            f"RUN --profile {profile}`, then generate, audit, evaluate and release from RUN "
+            "(docs/generation.md#pixel-space)"
+        )
+    if name == "train_diffusion":
+        return ["train", "diffusion", "--data", p["dataset"], "--out", p["diffusion"],
+                "--profile", profile, "--params", params_file]  # fmt: skip
+    # utility: the `signature` recipe needs the generator's decoder, which this model lacks
+    return ["bench", "utility", "--data", p["dataset"], "--synthetic", p["released_set"],
+            "--fractions", "1", "--out", p["utility"], "--doc", f"{p['utility']}/UTILITY.md",
+            *as_flags(section.get("utility"))]  # fmt: skip

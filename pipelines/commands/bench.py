@@ -580,16 +580,27 @@ def _detectability(synthetic, dataset, epochs: int) -> dict:
 
 def _signature(run: str | None):
     """The reconstruction function of an autoencoder run (or a diffusion run's autoencoder) and
-    the hash of its weights; (None, None) without one."""
+    the hash of its weights; (None, None) without one. A pixel-space diffusion run has none."""
     if not run:
         return None, None
     from generation.autoencoder import reconstruct
     from generation.checkpoints import file_sha256
-    from generation.train_diffusion import load_autoencoder_run
+    from generation.pipeline import read_config
+    from generation.space import no_autoencoder, space_name
+    from generation.train_diffusion import KIND, load_autoencoder_run
 
     path = Path(run)
     if (path / "autoencoder" / "config.json").is_file():  # a diffusion run keeps its AE there
         path = path / "autoencoder"
+    elif (path / "config.json").is_file():
+        config = read_config(path)
+        if config.get("kind") == KIND and space_name(config) == "pixel":
+            raise no_autoencoder(
+                f"--autoencoder {run}",
+                "the `signature` recipe passes real images through the generator's decoder, and "
+                "its samples carry no decoder signature to match: leave --autoencoder and the "
+                "signature arm out",
+            )
     _, model, weights = load_autoencoder_run(path)
     return (lambda images: reconstruct(model, images)), file_sha256(weights)
 

@@ -1,5 +1,6 @@
-"""`radsynth train autoencoder|diffusion|adapt`: train the latent diffusion model in two stages,
-then optionally adapt it to a small subset."""
+"""`radsynth train autoencoder|diffusion|adapt`: train the latent diffusion model in two stages
+(or, with a pixel-space profile, the diffusion model alone on the images), then optionally
+adapt it to a small subset."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 def _common(parser) -> None:
-    parser.add_argument("--profile", help="smoke, demo or full (default: params.yaml `profile`)")
+    parser.add_argument(
+        "--profile", help="smoke, demo, full, pixel... (default: params.yaml `profile`)"
+    )
     parser.add_argument("--params", help="params file (default: ./params.yaml, else the repo's)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,9 +51,15 @@ def register(sub) -> None:
     _common(ae)
     ae.set_defaults(func=run_autoencoder)
 
-    diff = stages.add_parser("diffusion", help="train the conditioned diffusion UNet on latents")
+    diff = stages.add_parser(
+        "diffusion", help="train the conditioned diffusion UNet on latents (or on pixels)"
+    )
     diff.add_argument("--data", required=True, help="dataset directory")
-    diff.add_argument("--autoencoder", required=True, help="autoencoder run directory")
+    diff.add_argument(
+        "--autoencoder",
+        help="autoencoder run directory: required in latent space, refused with a pixel-space "
+        "profile (diffusion: space: pixel, e.g. --profile pixel)",
+    )
     diff.add_argument("--out", required=True, help="model run directory to create")
     _common(diff)
     diff.set_defaults(func=run_diffusion)

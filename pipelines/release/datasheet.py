@@ -222,7 +222,7 @@ def _model_lines(lineage: dict[str, Any]) -> list[str]:
         "## By which model and parameters",
         f"- model weights: {', '.join(f'`{k}` {v[:16]}' for k, v in model.get('weights_sha256', {}).items()) or 'not recorded'}",
     ]
-    kept = ("params", "steps", "wall_time_s", "profile", "metrics", "parent")
+    kept = ("space", "params", "steps", "wall_time_s", "profile", "metrics", "parent")
     _flatten("", {k: v for k, v in card.items() if k in kept}, lines)
     code = lineage.get("code", {})
     return [
