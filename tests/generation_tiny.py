@@ -74,3 +74,19 @@ def touch_memory(mib: int) -> int:
     """Holds `mib` MiB of written (resident) memory for a moment: the speed bench's memory test."""
     block = b"\x01" * (mib * 2**20)
     return len(block) // 2**20
+
+
+def crash_in_training_step(monkeypatch, step: int) -> None:
+    """Make the diffusion trainer raise RuntimeError("simulated crash") in its step `step`
+    (counted from 0), after the checkpoints of the earlier steps; `monkeypatch.undo()` heals it."""
+    import generation.unet_trainer as trainer
+
+    original, calls = trainer.snr_weights, {"n": 0}
+
+    def crash(*args):
+        calls["n"] += 1
+        if calls["n"] == step + 1:
+            raise RuntimeError("simulated crash")
+        return original(*args)
+
+    monkeypatch.setattr(trainer, "snr_weights", crash)

@@ -17,7 +17,12 @@ from conditioning.dataset.pixels import read_png
 from generation.checkpoints import file_sha256, load_weights
 from pipelines.cli import main
 from tests.conftest import REPO, make_tiny_dataset
-from tests.generation_tiny import one_thread, tiny_settings, train_tiny_model
+from tests.generation_tiny import (
+    crash_in_training_step,
+    one_thread,
+    tiny_settings,
+    train_tiny_model,
+)
 
 PARAMS = """profile: px
 profiles:
@@ -92,19 +97,10 @@ def test_pixel_space_encodes_and_decodes_by_scaling_alone(pixel):
 def test_a_pixel_run_resumes_to_the_same_weights(pixel, tmp_path, monkeypatch):
     """Crashed after its step-4 checkpoint and resumed, it ends on the uninterrupted run's EMA
     weights and samples, bit for bit."""
-    import generation.unet_trainer as trainer
     from generation import load_model
 
     _, data, params, straight = pixel
-    original, calls = trainer.snr_weights, {"n": 0}
-
-    def crash_in_step_4(*args):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("simulated crash")
-        return original(*args)
-
-    monkeypatch.setattr(trainer, "snr_weights", crash_in_step_4)
+    crash_in_training_step(monkeypatch, 4)
     cut = ["train", "diffusion", "--data", str(data), "--out", str(tmp_path / "cut"),
            "--params", str(params)]  # fmt: skip
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -15,7 +15,12 @@ import generation.train_autoencoder as train_ae
 from generation.checkpoints import load_weights
 from generation.train_autoencoder import train_autoencoder
 from tests.conftest import make_tiny_dataset
-from tests.generation_tiny import one_thread, tiny_settings, train_tiny_model
+from tests.generation_tiny import (
+    crash_in_training_step,
+    one_thread,
+    tiny_settings,
+    train_tiny_model,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,21 +78,12 @@ def test_diffusion_resume_continues_the_same_ema(data, tmp_path, monkeypatch, co
     """A diffusion run crashed after a checkpoint and resumed ends on the same EMA weights as an
     uninterrupted one: the EMA's weights and its counters (the warmup's step) are in the
     checkpoint. A checkpoint of the hand-written EMA (no counters) resumes the same way."""
-    import generation.unet_trainer as trainer
     from generation.train_diffusion import train_diffusion
 
     settings = tiny_settings(diffusion__checkpoint_every=2)
     train_autoencoder(data, tmp_path / "ae", settings, show_progress=False)
     train_diffusion(data, tmp_path / "ae", tmp_path / "straight", settings, show_progress=False)
-    original, calls = trainer.snr_weights, {"n": 0}
-
-    def crash_in_step_4(*args):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("simulated crash")
-        return original(*args)
-
-    monkeypatch.setattr(trainer, "snr_weights", crash_in_step_4)
+    crash_in_training_step(monkeypatch, 4)
     with pytest.raises(RuntimeError):
         train_diffusion(data, tmp_path / "ae", tmp_path / "cut", settings, show_progress=False)
     monkeypatch.undo()
