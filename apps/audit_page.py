@@ -12,14 +12,15 @@ from pathlib import Path
 
 import streamlit as st
 
+from privacy_audit.errors import AuditError
+from privacy_audit.report import REPORT_HTML, REPORT_JSON, AuditReport, read_report
+
 from .audit_reports import (
-    REPORT_HTML,
     auditor_samples,
     copy_threshold,
     inline_html,
     public_checks,
     public_summary,
-    read_report,
     release_detectability,
     release_summary,
     report_summary,
@@ -84,26 +85,26 @@ def _release_details(config: AppConfig, release) -> None:
             st.json(json.loads(lineage.read_text(encoding="utf-8")))
 
 
-def _auditor_details(report: dict, report_dir) -> None:
+def _auditor_details(report: AuditReport, report_dir) -> None:
     st.subheader("Auditor view: per-sample matches and galleries")
     rows = auditor_samples(report)
     if rows:
         st.dataframe(rows, hide_index=True)
     with st.expander("Full report.json"):
-        st.json(report, expanded=False)
+        st.json(report.to_json(), expanded=False)
     if (report_dir / REPORT_HTML).is_file():
         st.iframe(inline_html(report_dir), height=900, alt="privacy audit report")
     else:
         st.info(f"{report_dir / REPORT_HTML} not found.")
 
 
-def _figures(report: dict, scores) -> None:
+def _figures(report: AuditReport, scores) -> None:
     """Summary figures drawn from the report's numbers: no image is involved."""
     histogram = score_histogram(scores)
     if histogram:
-        threshold = copy_threshold(report)
-        note = f"; flagged above {threshold:.3f}" if threshold is not None else ""
-        st.caption(f"Copy scores of the synthetic images{note}")
+        st.caption(
+            f"Copy scores of the synthetic images; flagged above {copy_threshold(report):.3f}"
+        )
         st.bar_chart(histogram, x="score", y="samples")
     roc = roc_curves(report)
     if roc:
@@ -121,7 +122,7 @@ def render(config: AppConfig) -> None:
         st.dataframe(rows, hide_index=True)
     st.subheader("Audit reports")
     if not found.reports:
-        st.info(f"No audit report (report.json) under {config.data_root}.")
+        st.info(f"No audit report ({REPORT_JSON}) under {config.data_root}.")
     else:
         rows = []
         for rel in found.reports:
@@ -132,10 +133,14 @@ def render(config: AppConfig) -> None:
     if path is None:
         return
     if path.is_dir():
-        path = inside_root(config.data_root, path / "report.json")
-    report = read_report(path)
+        path = inside_root(config.data_root, path / REPORT_JSON)
+    try:
+        report = read_report(path)
+    except AuditError as exc:  # names the file and the field at fault
+        st.error(f"Cannot read this audit report: {exc}")
+        return
     report_dir = inside_root(config.data_root, path.parent)  # report.html etc. stay inside
-    _verdict(str(report["verdict"]))
+    _verdict(report.verdict)
     scores, flagged = sample_scores(report)
     cols = st.columns(2)
     cols[0].metric("Samples audited", int(scores.size))

@@ -16,27 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from privacy_audit.report import REPORT_HTML, REPORT_JSON, AuditReport, read_report, to_json
+
 from .paths import PathRefused, inside_root
 
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
 _SRC = re.compile(r"""(src|href)=(["'])([^"']+)\2""", re.IGNORECASE)
 
 
-def read_report(path: Path) -> dict[str, Any]:
-    """report.json as a dict with at least a verdict; errors name the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: audit report missing") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or "verdict" not in data:
-        raise ValueError(f"{path}: not an audit report (no 'verdict')")
-    return data
-
-
-def public_summary(report: dict[str, Any]) -> dict[str, float | int | bool | str]:
+def public_summary(report: AuditReport) -> dict[str, float | int | bool | str]:
     """Numeric and yes/no summary values (nested keys joined by '.'; *_ci95 pairs as 'lo - hi'):
     safe for the clinician view, since no id, name or path is a number."""
     out: dict[str, float | int | bool | str] = {}
@@ -55,80 +42,56 @@ def public_summary(report: dict[str, Any]) -> dict[str, float | int | bool | str
             for key, item in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), item, depth + 1)
 
-    walk("", report.get("summary"), 0)
+    walk("", to_json(report.summary), 0)
     return out
 
 
-def public_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
+def public_checks(report: AuditReport) -> list[dict[str, Any]]:
     """Each check's name and result; details only for the statistical checks (the metadata
     check's detail quotes file names and found strings, which may name training images)."""
     rows = []
-    for check in report.get("checks") or []:
-        if not isinstance(check, dict):
-            continue
-        name = str(check.get("name", "?"))
-        detail = str(check.get("detail", ""))
-        if name == "metadata":
+    for check in report.checks:
+        detail = check.detail
+        if check.name == "metadata":
             detail = "see the metadata counts in the summary (details: auditor view)"
-        rows.append({"check": name, "passed": bool(check.get("passed")), "detail": detail})
+        rows.append({"check": check.name, "passed": check.passed, "detail": detail})
     return rows
 
 
-def sample_scores(report: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """The per-sample scores and how many samples were flagged."""
-    samples = report.get("samples")
-    if not isinstance(samples, list):
-        return np.zeros(0), 0
-    scores = [s.get("score") for s in samples if isinstance(s, dict)]
-    values = np.array([float(v) for v in scores if isinstance(v, int | float)], dtype=float)
-    flagged = sum(bool(s.get("flagged")) for s in samples if isinstance(s, dict))
-    return values[np.isfinite(values)], flagged
+def sample_scores(report: AuditReport) -> tuple[np.ndarray, int]:
+    """The per-sample scores (the finite ones) and how many samples were flagged."""
+    values = np.array([s.score for s in report.samples], dtype=float)
+    return values[np.isfinite(values)], len(report.flagged_files())
 
 
-def copy_threshold(report: dict[str, Any]) -> float | None:
-    try:
-        return float(report["thresholds"]["copy"]["threshold"])
-    except (KeyError, TypeError, ValueError):
-        return None
+def copy_threshold(report: AuditReport) -> float:
+    return float(report.thresholds.copy.threshold)
 
 
-def roc_curves(report: dict[str, Any]) -> list[dict[str, Any]]:
+def roc_curves(report: AuditReport) -> list[dict[str, Any]]:
     """Long-format rows (attack, fpr, tpr) of every attack's ROC curve in the summary."""
-    summary = report.get("summary") or {}
-    attacks = {"DOMIAS (set)": summary.get("domias")}
-    model = summary.get("model_membership")
-    if isinstance(model, dict) and isinstance(model.get("attacks"), dict):
-        attacks.update({f"model {k}": v for k, v in model["attacks"].items()})
-    rows = []
-    for name, entry in attacks.items():
-        roc = entry.get("roc") if isinstance(entry, dict) else None
-        if isinstance(roc, dict) and len(roc.get("fpr", [])) == len(roc.get("tpr", [])):
-            rows += [
-                {"attack": name, "false positive rate": float(f), "true positive rate": float(t)}
-                for f, t in zip(roc["fpr"], roc["tpr"], strict=True)
-            ]
-    return rows
+    summary = report.summary
+    attacks = {"DOMIAS (set)": summary.domias}
+    attacks.update({f"model {k}": v for k, v in (summary.model_membership.attacks or {}).items()})
+    return [
+        {"attack": name, "false positive rate": float(f), "true positive rate": float(t)}
+        for name, entry in attacks.items()
+        for f, t in zip(entry.roc.fpr, entry.roc.tpr, strict=True)
+    ]
 
 
-def auditor_samples(report: dict[str, Any]) -> list[dict[str, Any]]:
+def auditor_samples(report: AuditReport) -> list[dict[str, Any]]:
     """Per-sample rows with the nearest training ids flattened (auditor view only)."""
-    rows = []
-    for sample in report.get("samples") or []:
-        if not isinstance(sample, dict):
-            continue
-        nearest = sample.get("nearest") or []
-        rows.append(
-            {
-                "file": sample.get("file"),
-                "flagged": bool(sample.get("flagged")),
-                "score": sample.get("score"),
-                "p_value": sample.get("p_value"),
-                "nearest training ids": ", ".join(
-                    str(n.get("id")) for n in nearest if isinstance(n, dict)
-                ),
-            }
-        )
-    return rows
+    return [
+        {
+            "file": sample.file,
+            "flagged": sample.flagged,
+            "score": sample.score,
+            "p_value": sample.p_value,
+            "nearest training ids": ", ".join(n.id for n in sample.nearest),
+        }
+        for sample in report.samples
+    ]
 
 
 def score_histogram(scores: np.ndarray, bins: int = 20) -> list[dict[str, float]]:
@@ -184,8 +147,8 @@ def release_summary(release: Path) -> dict[str, Any]:
     verdict = "no audit report"
     if report.is_file():
         try:
-            verdict = str(read_report(report)["verdict"])
-        except (ValueError, FileNotFoundError) as exc:
+            verdict = read_report(report).verdict
+        except ValueError as exc:  # AuditError: names the file and the field
             verdict = f"unreadable ({exc})"
     images = None
     manifest = release / "manifest.csv"
@@ -206,13 +169,12 @@ def report_summary(path: Path) -> dict[str, Any]:
     """One row of the reports table: where, verdict, when, which set."""
     try:
         report = read_report(path)
-    except (ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:  # AuditError: names the file and the field
         return {"report": str(path), "verdict": f"unreadable ({exc})"}
-    target = report.get("set") if isinstance(report.get("set"), dict) else {}
     return {
         "report": str(path),
-        "verdict": str(report["verdict"]),
-        "created": report.get("created", ""),
-        "set": target.get("name", ""),
-        "images": target.get("images"),
+        "verdict": report.verdict,
+        "created": report.created,
+        "set": report.set.name,
+        "images": report.set.images,
     }

@@ -13,6 +13,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from privacy_audit.report import AuditReport
+
 
 log = logging.getLogger("radsynth.bench")
 ARMS = ("tiny", "full")
@@ -150,7 +155,9 @@ def _arm_samples(model: str, out: Path, settings: dict, config: MemorizationConf
     )
 
 
-def _arm_audit(out: Path, dataset_dir: Path, settings: dict, config: MemorizationConfig) -> dict:
+def _arm_audit(
+    out: Path, dataset_dir: Path, settings: dict, config: MemorizationConfig
+) -> AuditReport:
     """`radsynth audit` of OUT/set against the arm's training data, into OUT/audit."""
     from privacy_audit.audit import AuditConfig, run_audit
     from privacy_audit.encoder import EncoderParams
@@ -172,27 +179,26 @@ def _arm_audit(out: Path, dataset_dir: Path, settings: dict, config: Memorizatio
     )
 
 
-def _arm_row(arm: str, model: str, card: dict, report: dict, out: Path) -> dict:
+def _arm_row(arm: str, model: str, card: dict, report: AuditReport, out: Path) -> dict:
     """The arm's row of the table: its training, and the share of its samples flagged."""
     from privacy_audit.stats import wilson_interval
 
-    copy = report["summary"]["copy_detection"]
-    flagged = int(copy["flagged"])
+    copy = report.summary.copy_detection
     return {
         "arm": arm,
         "model": Path(model).name,
-        "train_images": report["dataset"]["train_images_deduplicated"],
-        "train_patients": report["dataset"]["train_patients"],
+        "train_images": report.dataset.train_images_deduplicated,
+        "train_patients": report.dataset.train_patients,
         "diffusion_steps": card.get("steps"),
         "stopped_by": card.get("stopped_by"),
-        "samples": int(copy["synthetic_images"]),
-        "flagged": flagged,
-        "flagged_rate": flagged / int(copy["synthetic_images"]),
-        "flagged_ci95": wilson_interval(flagged, int(copy["synthetic_images"])),
-        "distinct_training_patients_matched": copy["distinct_training_patients_matched"],
-        "threshold": report["thresholds"]["copy"]["threshold"],
-        "holdout_flag_rate_split_half": copy["holdout_flag_rate_split_half"],
-        "audit_seconds": report["timings"]["total_seconds"],
+        "samples": copy.synthetic_images,
+        "flagged": copy.flagged,
+        "flagged_rate": copy.flagged / copy.synthetic_images,
+        "flagged_ci95": wilson_interval(copy.flagged, copy.synthetic_images),
+        "distinct_training_patients_matched": copy.distinct_training_patients_matched,
+        "threshold": report.thresholds.copy.threshold,
+        "holdout_flag_rate_split_half": copy.holdout_flag_rate_split_half,
+        "audit_seconds": report.timings.total_seconds,
         "report": str(out / "audit"),
     }
 

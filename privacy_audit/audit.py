@@ -4,8 +4,6 @@ trained on, written atomically as REPORT_DIR/report.json + report.html + audit.l
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -33,13 +31,38 @@ from .encoder import EncoderParams, load_encoder, save_encoder, train_encoder, t
 from .errors import AuditError
 from .imageset import load_images, open_set, set_sha256, write_filtered_copy
 from .metadata import FAIL, Forbidden, scan_set
+from .report import (
+    AUDIT_LOG,
+    PUBLIC_HTML,
+    REPORT_HTML,
+    Attack,
+    AuditReport,
+    Check,
+    CopyDetection,
+    CopyThresholds,
+    DatasetInfo,
+    Dcr,
+    DcrThresholds,
+    EncoderInfo,
+    FilteredAudit,
+    MembershipThresholds,
+    MetadataFinding,
+    MetadataSummary,
+    MetadataThresholds,
+    ModelMembership,
+    Nearest,
+    ReportFiles,
+    Sample,
+    SetInfo,
+    Summary,
+    Thresholds,
+    Timings,
+    Transform,
+    section_from_json,
+    write_report,
+)
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"  # the auditor's page: shows training images, never released
-PUBLIC_HTML = "report-public.html"  # the same without any image: what a release may carry
 ENCODER_DIR = "encoder"
 
 
@@ -126,7 +149,8 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
     return model, meta, False
 
 
-def _nearest_json(reference, nb, combined, order, row: int, size: int, top: int = 3) -> list[dict]:
+def _nearest(reference, nb, combined, order, row: int, size: int, top: int = 3) -> list[Nearest]:
+    """A synthetic image's best candidates, one per training patient, best first."""
     out, patients = [], set()
     for j in order[row]:
         idx = int(nb.index[row, j])
@@ -135,19 +159,23 @@ def _nearest_json(reference, nb, combined, order, row: int, size: int, top: int 
         if len(out) == top:
             break
         patients.add(int(reference.groups[idx]))
-        entry = {
-            "id": reference.ids[idx],
-            "score": round(float(combined[row, j]), 4),
-            "embedding_cosine": round(float(nb.cosine[row, j]), 4),
-            "ncc": round(float(nb.ncc[row, j]), 4),
-        }
+        local = {}
         for name in ("patch", "detail", "detail_patch"):
             values = getattr(nb, name)
             value = None if values is None else float(values[row, j])
-            entry[name] = round(value, 4) if value is not None and np.isfinite(value) else None
+            local[name] = round(value, 4) if value is not None and np.isfinite(value) else None
         found = nb.transforms.get((row, int(j)))
+        transform = None
         if found is not None:  # registered finely: how the query sits on the training image
-            entry["transform"] = found.to_json(size)
+            transform = section_from_json(Transform, found.to_json(size), "the registration")
+        entry = Nearest(
+            id=reference.ids[idx],
+            score=round(float(combined[row, j]), 4),
+            embedding_cosine=round(float(nb.cosine[row, j]), 4),
+            ncc=round(float(nb.ncc[row, j]), 4),
+            **local,
+            transform=transform,
+        )
         out.append(entry)
     return out
 
@@ -193,7 +221,7 @@ class _ModelSide:
 
     probe: membership.DiffusionModelProbe | None = None
     info: dict | None = None
-    reused: dict | None = None
+    reused: ModelMembership | None = None
 
 
 @dataclass(frozen=True)
@@ -229,11 +257,10 @@ class _Results:
 
     images: _Images
     copies: _Copies
-    encoder_meta: dict
-    encoder_reused: bool
-    dcr: dict
-    domias: dict
-    model_mia: dict | None
+    encoder: EncoderInfo
+    dcr: Dcr
+    domias: Attack
+    model_mia: ModelMembership | None
     forbidden: Forbidden
     findings: list
 
@@ -255,12 +282,12 @@ def run_audit(
     model_info: dict | None = None,
     filtered_out: str | Path | None = None,
     filtered_report: str | Path | None = None,
-) -> dict:
-    """Audit the set; write the report directory atomically; return the report dict.
+) -> AuditReport:
+    """Audit the set; write the report directory atomically; return the report.
 
     `filtered_out` also writes the set without its flagged images; `filtered_report` then
     audits that copy at once (same encoder and calibration, the model attack reused: the
-    model has not changed) and the returned report holds its verdict under "filtered"."""
+    model has not changed) and the returned report holds its verdict in `filtered`."""
     if filtered_report is not None and filtered_out is None:
         raise ValueError("a filtered report needs filtered_out (--filtered-out DIR2)")
     config = config or AuditConfig()
@@ -268,21 +295,22 @@ def run_audit(
         set_dir, dataset_dir, out_dir, config, _ModelSide(probe, model_info)
     )
     if filtered_out is not None:
-        drop = {s["file"] for s in report["samples"] if s["flagged"]}
+        drop = set(report.flagged_files())
         write_filtered_copy(synthetic, drop, filtered_out)
         log.info("filtered copy without %d flagged image(s): %s", len(drop), filtered_out)
     if filtered_report is not None:
-        reused = report["summary"]["model_membership"] if probe is not None else None
+        reused = report.summary.model_membership if probe is not None else None
         again, _ = _audit_into(
             filtered_out, dataset_dir, filtered_report, config, _ModelSide(reused=reused)
         )
-        report["filtered"] = {
-            "set": str(filtered_out),
-            "report": str(filtered_report),
-            "verdict": again["verdict"],
-            "reasons": again["reasons"],
-            "images": again["set"]["images"],
-        }
+        filtered = FilteredAudit(
+            set=str(filtered_out),
+            report=str(filtered_report),
+            verdict=again.verdict,
+            reasons=again.reasons,
+            images=again.set.images,
+        )
+        report = replace(report, filtered=filtered)
     return report
 
 
@@ -318,18 +346,16 @@ def _audit_into(set_dir, dataset_dir, out_dir, config: AuditConfig, side: _Model
     inputs = _open_inputs(set_dir, dataset_dir, out_dir, config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = staging_dir(out_dir)
-    handler = attach_log_file(stage / "audit.log")
+    handler = attach_log_file(stage / AUDIT_LOG)
     try:
-        report, arrays = _audit(inputs, side, stage, out_dir, timings)
-        timings["total_seconds"] = round(time.perf_counter() - t0, 2)
-        report["timings"] = timings
-        from conditioning.dataset import write_json_atomic
-
-        write_json_atomic(stage / REPORT_JSON, report)
+        results = _audit(inputs, side, stage, out_dir, timings)
+        report = _report(inputs, results, timings, t0)
+        arrays = _arrays(inputs, results)
+        write_report(stage, report)
         write_html(stage / REPORT_HTML, report, arrays)
         scores = (arrays["holdout_scores"], arrays["synthetic_scores"])
         write_public_html(stage / PUBLIC_HTML, report, *scores)  # scores, no image
-        log.info("verdict %s; report written to %s", report["verdict"], out_dir)
+        log.info("verdict %s; report written to %s", report.verdict, out_dir)
     except BaseException:
         _detach(handler)
         shutil.rmtree(stage, ignore_errors=True)
@@ -350,12 +376,19 @@ def _load(dataset, records, progress: bool, desc: str) -> np.ndarray:
     return np.stack([dataset.load_image(r) for r in tqdm(records, desc=desc, disable=not progress)])
 
 
-def _audit(inputs: _Inputs, side: _ModelSide, stage: Path, out_dir: Path, timings: dict):
-    """Every measurement in turn, then the report and the arrays its pages draw."""
+def _audit(
+    inputs: _Inputs, side: _ModelSide, stage: Path, out_dir: Path, timings: dict
+) -> _Results:
+    """Every measurement in turn, for the report and its pages."""
     config, train = inputs.config, inputs.train
     images = _read_images(inputs, timings)
     with _timed(timings, "encoder_seconds"):
         model, encoder_meta, reused = _get_encoder(config, images.train, train, stage, out_dir)
+    encoder = section_from_json(
+        EncoderInfo,
+        {**encoder_meta, "reused_from_cache": reused, "stored_in": ENCODER_DIR},
+        "the copy encoder's record",
+    )
     copies = _detect_copies(inputs, model, images, timings)
     with _timed(timings, "data_attack_seconds"):
         dcr, domias = _data_attacks(copies, config)
@@ -364,10 +397,7 @@ def _audit(inputs: _Inputs, side: _ModelSide, stage: Path, out_dir: Path, timing
         forbidden = _forbidden(inputs.dataset, train, config.forbidden)
         synthetic = inputs.synthetic
         findings = scan_set(synthetic.root, forbidden, config.progress, synthetic.files)
-    results = _Results(
-        images, copies, encoder_meta, reused, dcr, domias, model_mia, forbidden, findings
-    )
-    return _report(inputs, results), _arrays(inputs, results)
+    return _Results(images, copies, encoder, dcr, domias, model_mia, forbidden, findings)
 
 
 def _read_images(inputs: _Inputs, timings: dict) -> _Images:
@@ -418,29 +448,34 @@ def _detect_copies(inputs: _Inputs, model, images: _Images, timings: dict) -> _C
     )
 
 
-def _data_attacks(copies: _Copies, config: AuditConfig) -> tuple[dict, dict]:
+def _data_attacks(copies: _Copies, config: AuditConfig) -> tuple[Dcr, Attack]:
     """DCR and DOMIAS on the released set, in the copy-detection embedding."""
     embeddings = (copies.syn_nb.embeddings, copies.reference.embeddings)
     held = copies.hold_nb.embeddings
     dcr = membership.dcr(*embeddings, held, seed=config.seed, n_boot=config.n_boot)
     domias = membership.domias(*embeddings, held, seed=config.seed, n_boot=config.n_boot)
-    return dcr, domias
+    return (
+        section_from_json(Dcr, dcr, "the DCR measure"),
+        section_from_json(Attack, domias, "the DOMIAS attack"),
+    )
 
 
-def _model_membership(inputs: _Inputs, side: _ModelSide, images: _Images, timings: dict):
+def _model_membership(
+    inputs: _Inputs, side: _ModelSide, images: _Images, timings: dict
+) -> ModelMembership | None:
     """The attack on the model: reused when given, run when there is a probe, else None."""
-    if side.reused is not None and "attacks" in side.reused:
-        return {**side.reused, "reused": "from the audit of the unfiltered set (same model)"}
+    if side.reused is not None and side.reused.ran:
+        return replace(side.reused, reused="from the audit of the unfiltered set (same model)")
     if side.probe is None:
         return None
     with _timed(timings, "model_mia_seconds"):
         model_mia = _model_mia(side.probe, inputs, images)
     if side.info:
         model_mia["model"] = side.info
-    return model_mia
+    return section_from_json(ModelMembership, model_mia, "the attack on the model")
 
 
-def _copy_summary(copies: _Copies, config: AuditConfig) -> dict:
+def _copy_summary(copies: _Copies, config: AuditConfig) -> CopyDetection:
     flagged, syn_nb, order = copies.flagged, copies.syn_nb, copies.order
     alpha = 1.0 - config.quantile
     n_flag, n_syn = int(flagged.sum()), len(copies.syn_scores)
@@ -448,99 +483,94 @@ def _copy_summary(copies: _Copies, config: AuditConfig) -> dict:
         int(copies.reference.groups[syn_nb.index[i, order[i, 0]]]) for i in np.nonzero(flagged)[0]
     }
     discoveries = int(stats.benjamini_hochberg(copies.pvalues, alpha).sum())
-    return {
-        "synthetic_images": n_syn,
-        "flagged": n_flag,
-        "flagged_rate": n_flag / n_syn,
-        "flagged_rate_ci95": stats.wilson_interval(n_flag, n_syn),
-        "expected_rate_without_copies": alpha,
-        "distinct_training_patients_matched": len(matched_patients),
-        "benjamini_hochberg_discoveries": discoveries,
-        "holdout_flag_rate_split_half": _split_half_fpr(
+    return CopyDetection(
+        synthetic_images=n_syn,
+        flagged=n_flag,
+        flagged_rate=n_flag / n_syn,
+        flagged_rate_ci95=stats.wilson_interval(n_flag, n_syn),
+        expected_rate_without_copies=alpha,
+        distinct_training_patients_matched=len(matched_patients),
+        benjamini_hochberg_discoveries=discoveries,
+        holdout_flag_rate_split_half=_split_half_fpr(
             copies.hold_scores, config.quantile, config.seed
         ),
-        "synthetic_score_quantiles": _quantiles(copies.syn_scores),
-        "holdout_score_quantiles": _quantiles(copies.hold_scores),
-    }
+        synthetic_score_quantiles=_quantiles(copies.syn_scores),
+        holdout_score_quantiles=_quantiles(copies.hold_scores),
+    )
 
 
-def _report(inputs: _Inputs, res: _Results) -> dict:
-    """The report.json dict, section by section (key order is the file's)."""
+def _report(inputs: _Inputs, res: _Results, timings: dict, t0: float) -> AuditReport:
+    """The report, section by section; `timings` gets the total seconds since `t0` last."""
     config, synthetic = inputs.config, inputs.synthetic
     copy_summary = _copy_summary(res.copies, config)
-    checks = _checks(
-        copy_summary,
-        res.copies.threshold,
-        config,
-        res.findings,
-        res.dcr,
-        res.domias,
-        res.model_mia,
+    checks = _checks(copy_summary, config, res)
+    failed = [c for c in checks if not c.passed]
+    set_info = SetInfo(
+        name=synthetic.root.name,
+        kind=synthetic.kind,
+        images=copy_summary.synthetic_images,
+        incomplete=synthetic.incomplete,
     )
-    failed = [c for c in checks if not c["passed"]]
+    dataset, thresholds = _dataset_section(inputs), _thresholds_section(inputs, res)
+    summary = _summary_section(inputs, res, copy_summary)
+    findings = tuple(MetadataFinding(**f.to_json()) for f in res.findings)
     samples = _samples(inputs, res.copies)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": "radsynth audit",
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "verdict": "fail" if failed else "pass",
-        "reasons": ([c["detail"] for c in failed] or ["all checks passed"])
-        + ([f"warning: {synthetic.incomplete}"] if synthetic.incomplete else []),
-        "checks": checks,
-        "set_sha256": res.images.set_hash,
-        "files": {"auditor_html": REPORT_HTML, "public_html": PUBLIC_HTML, "log": "audit.log"},
-        "set": {
-            "name": synthetic.root.name,
-            "kind": synthetic.kind,
-            "images": copy_summary["synthetic_images"],
-            "incomplete": synthetic.incomplete,
-        },
-        "dataset": _dataset_section(inputs),
-        "encoder": {
-            **res.encoder_meta,
-            "reused_from_cache": res.encoder_reused,
-            "stored_in": ENCODER_DIR,
-        },
-        "thresholds": _thresholds_section(inputs, res),
-        "summary": _summary_section(inputs, res, copy_summary),
-        "metadata_findings": [f.to_json() for f in res.findings],
-        "samples": samples,
-    }
+    timings["total_seconds"] = round(time.perf_counter() - t0, 2)
+    return AuditReport(
+        tool="radsynth audit",
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        verdict="fail" if failed else "pass",
+        reasons=tuple(
+            ([c.detail for c in failed] or ["all checks passed"])
+            + ([f"warning: {synthetic.incomplete}"] if synthetic.incomplete else [])
+        ),
+        checks=tuple(checks),
+        set_sha256=res.images.set_hash,
+        files=ReportFiles(auditor_html=REPORT_HTML, public_html=PUBLIC_HTML, log=AUDIT_LOG),
+        set=set_info,
+        dataset=dataset,
+        encoder=res.encoder,
+        thresholds=thresholds,
+        summary=summary,
+        metadata_findings=findings,
+        samples=samples,
+        timings=section_from_json(Timings, timings, "the audit's timings"),
+    )
 
 
-def _samples(inputs: _Inputs, copies: _Copies) -> list[dict]:
+def _samples(inputs: _Inputs, copies: _Copies) -> tuple[Sample, ...]:
     """Per synthetic image: its flag, score, p-value and nearest training images."""
     samples = []
     for i, rel in enumerate(inputs.synthetic.image_files):
-        nearest = _nearest_json(
+        nearest = _nearest(
             copies.reference, copies.syn_nb, copies.syn_combined, copies.order, i, inputs.shape[-1]
         )
         samples.append(
-            {
-                "file": rel,
-                "flagged": bool(copies.flagged[i]),
-                "score": round(float(copies.syn_scores[i]), 4),
-                "p_value": round(float(copies.pvalues[i]), 5),
-                "nearest": nearest,
-            }
+            Sample(
+                file=rel,
+                flagged=bool(copies.flagged[i]),
+                score=round(float(copies.syn_scores[i]), 4),
+                p_value=round(float(copies.pvalues[i]), 5),
+                nearest=tuple(nearest),
+            )
         )
-    return samples
+    return tuple(samples)
 
 
-def _dataset_section(inputs: _Inputs) -> dict:
+def _dataset_section(inputs: _Inputs) -> DatasetInfo:
     dataset, config, train, holdout = inputs.dataset, inputs.config, inputs.train, inputs.holdout
-    return {
-        "name": dataset.name,
-        "content_hash": dataset.content_hash(),
-        "image_size": list(inputs.shape),
-        "train_split": config.train_split,
-        "holdout_split": config.holdout_split,
-        "train_images": len(dataset.split(config.train_split)),
-        "train_images_deduplicated": len(train),
-        "train_patients": len({r.patient_id for r in train}),
-        "holdout_images": len(holdout),
-        "holdout_patients": len({r.patient_id for r in holdout}),
-    }
+    return DatasetInfo(
+        name=dataset.name,
+        content_hash=dataset.content_hash(),
+        image_size=tuple(inputs.shape),
+        train_split=config.train_split,
+        holdout_split=config.holdout_split,
+        train_images=len(dataset.split(config.train_split)),
+        train_images_deduplicated=len(train),
+        train_patients=len({r.patient_id for r in train}),
+        holdout_images=len(holdout),
+        holdout_patients=len({r.patient_id for r in holdout}),
+    )
 
 
 _COPY_SCORE = (
@@ -568,59 +598,59 @@ _COPY_DETAIL = (
 )
 
 
-def _thresholds_section(inputs: _Inputs, res: _Results) -> dict:
+def _thresholds_section(inputs: _Inputs, res: _Results) -> Thresholds:
     """Each check's rule and limit, and how it was set."""
     config, copies = inputs.config, res.copies
     alpha = 1.0 - config.quantile
-    copy = {
-        "score": _COPY_SCORE,
-        "alignment": _COPY_ALIGNMENT,
-        "detail": _COPY_DETAIL,
-        "rule": f"flag when the score exceeds the held-out images' conformal "
+    copy = CopyThresholds(
+        score=_COPY_SCORE,
+        alignment=_COPY_ALIGNMENT,
+        detail=_COPY_DETAIL,
+        rule=f"flag when the score exceeds the held-out images' conformal "
         f"{config.quantile} quantile (equivalently conformal p-value <= {alpha:.4g})",
-        "quantile": config.quantile,
-        "threshold": round(copies.threshold, 4),
-        "holdout_images": len(inputs.holdout),
-        "how_set": f"calibrated on split {config.holdout_split!r}: patients never "
+        quantile=config.quantile,
+        threshold=round(copies.threshold, 4),
+        holdout_images=len(inputs.holdout),
+        how_set=f"calibrated on split {config.holdout_split!r}: patients never "
         "used in training, each compared with the training split",
-        "standardiser": copies.std.to_json(),
-    }
-    return {
-        "copy": copy,
-        "dcr": {
-            "limit": config.dcr_limit,
-            "rule": "fail when the lower 95% bound of the share closer to train exceeds the limit",
-            "how_set": "policy default",
-        },
-        "membership": {
-            "auc_limit": config.auc_limit,
-            "tpr_at_1pct_fpr_limit": config.tpr_limit,
-            "rule": "fail when an attack's lower 95% bound exceeds a limit",
-            "how_set": "policy default",
-        },
-        "metadata": {
-            "rule": "any finding of severity 'fail' fails the verdict",
-            "forbidden_strings": len(res.forbidden),
-            "forbidden_strings_too_short_to_search": res.forbidden.too_short,
-        },
-    }
+        standardiser=copies.std.to_json(),
+    )
+    return Thresholds(
+        copy=copy,
+        dcr=DcrThresholds(
+            limit=config.dcr_limit,
+            rule="fail when the lower 95% bound of the share closer to train exceeds the limit",
+            how_set="policy default",
+        ),
+        membership=MembershipThresholds(
+            auc_limit=config.auc_limit,
+            tpr_at_1pct_fpr_limit=config.tpr_limit,
+            rule="fail when an attack's lower 95% bound exceeds a limit",
+            how_set="policy default",
+        ),
+        metadata=MetadataThresholds(
+            rule="any finding of severity 'fail' fails the verdict",
+            forbidden_strings=len(res.forbidden),
+            forbidden_strings_too_short_to_search=res.forbidden.too_short,
+        ),
+    )
 
 
-def _summary_section(inputs: _Inputs, res: _Results, copy_summary: dict) -> dict:
+def _summary_section(inputs: _Inputs, res: _Results, copy_summary: CopyDetection) -> Summary:
     findings = res.findings
-    return {
-        "copy_detection": copy_summary,
-        "dcr": res.dcr,
-        "domias": res.domias,
-        "model_membership": res.model_mia
+    return Summary(
+        copy_detection=copy_summary,
+        dcr=res.dcr,
+        domias=res.domias,
+        model_membership=res.model_mia
         if res.model_mia is not None
-        else {"skipped": "no --model given"},
-        "metadata": {
-            "files_scanned": len(inputs.synthetic.files),
-            "failures": sum(f.severity == FAIL for f in findings),
-            "warnings": sum(f.severity != FAIL for f in findings),
-        },
-    }
+        else ModelMembership(skipped="no --model given"),
+        metadata=MetadataSummary(
+            files_scanned=len(inputs.synthetic.files),
+            failures=sum(f.severity == FAIL for f in findings),
+            warnings=sum(f.severity != FAIL for f in findings),
+        ),
+    )
 
 
 def _arrays(inputs: _Inputs, res: _Results) -> dict:
@@ -666,15 +696,17 @@ def _model_mia(probe, inputs: _Inputs, images: _Images) -> dict:
     )
 
 
-def _checks(copy, threshold, config, findings, dcr, domias, model_mia) -> list[dict]:
-    checks = []
-    n, f = copy["synthetic_images"], copy["flagged"]
-    lo, hi = copy["flagged_rate_ci95"]
+def _checks(copy: CopyDetection, config: AuditConfig, res: _Results) -> list[Check]:
+    """Every check of the verdict, with its outcome in words."""
+    checks, threshold = [], res.copies.threshold
+
+    n, f = copy.synthetic_images, copy.flagged
+    lo, hi = copy.flagged_rate_ci95
     checks.append(
-        {
-            "name": "copy_detection",
-            "passed": f == 0,
-            "detail": (
+        Check(
+            name="copy_detection",
+            passed=f == 0,
+            detail=(
                 f"{f} of {n} synthetic images ({100 * f / n:.2f}%, 95% CI "
                 f"{100 * lo:.2f}-{100 * hi:.2f}%) are closer to a training image than the "
                 f"held-out {config.quantile} quantile (score > {threshold:.3f}); remove them "
@@ -682,64 +714,54 @@ def _checks(copy, threshold, config, findings, dcr, domias, model_mia) -> list[d
             )
             if f
             else f"no synthetic image exceeds the held-out {config.quantile} quantile ({threshold:.3f})",
-        }
+        )
     )
-    fails = [x for x in findings if x.severity == FAIL]
+    fails = [x for x in res.findings if x.severity == FAIL]
     checks.append(
-        {
-            "name": "metadata",
-            "passed": not fails,
-            "detail": (
+        Check(
+            name="metadata",
+            passed=not fails,
+            detail=(
                 "metadata leakage: "
                 + "; ".join(f"{x.file}: {x.detail}" for x in fails[:10])
                 + (f"; and {len(fails) - 10} more" if len(fails) > 10 else "")
             )
             if fails
             else "no identifying metadata or forbidden string found",
-        }
+        )
     )
-    share_lo = dcr["share_ci95"][0]
+    dcr = res.dcr
+    share_lo, share_hi = dcr.share_ci95
     checks.append(
-        {
-            "name": "dcr",
-            "passed": share_lo <= config.dcr_limit,
-            "detail": f"share of synthetic images closer to train than to holdout "
-            f"{dcr['share_closer_to_train']:.3f} (95% CI {share_lo:.3f}-{dcr['share_ci95'][1]:.3f}; "
+        Check(
+            name="dcr",
+            passed=share_lo <= config.dcr_limit,
+            detail=f"share of synthetic images closer to train than to holdout "
+            f"{dcr.share_closer_to_train:.3f} (95% CI {share_lo:.3f}-{share_hi:.3f}; "
             f"limit {config.dcr_limit})",
-        }
+        )
     )
+    return checks + _attack_checks(config, res.domias, res.model_mia)
+
+
+def _attack_checks(
+    config: AuditConfig, domias: Attack, model_mia: ModelMembership | None
+) -> list[Check]:
+    """The membership checks: DOMIAS on the set, and each attack on the model that ran."""
     attacks = [("domias", "DOMIAS density-ratio attack on the set", domias)]
-    if model_mia is not None:
-        attacks += [(f"model_{k}", f"model {k} attack", v) for k, v in model_mia["attacks"].items()]
+    if model_mia is not None and model_mia.attacks is not None:
+        attacks += [(f"model_{k}", f"model {k} attack", v) for k, v in model_mia.attacks.items()]
+    checks = []
     for name, label, entry in attacks:
-        auc_lo, tpr_lo = entry["auc_ci95"][0], entry["tpr_at_1pct_fpr_ci95"][0]
+        auc_lo, tpr_lo = entry.auc_ci95[0], entry.tpr_at_1pct_fpr_ci95[0]
         ok = auc_lo <= config.auc_limit and tpr_lo <= config.tpr_limit
         checks.append(
-            {
-                "name": f"membership_{name}",
-                "passed": ok,
-                "detail": f"{label}: AUC {entry['auc']:.3f} (95% CI {auc_lo:.3f}-"
-                f"{entry['auc_ci95'][1]:.3f}; limit {config.auc_limit}), TPR at 1% FPR "
-                f"{entry['tpr_at_1pct_fpr']:.3f} (lower bound {tpr_lo:.3f}; limit {config.tpr_limit})",
-            }
+            Check(
+                name=f"membership_{name}",
+                passed=ok,
+                detail=f"{label}: AUC {entry.auc:.3f} (95% CI {auc_lo:.3f}-"
+                f"{entry.auc_ci95[1]:.3f}; limit {config.auc_limit}), TPR at 1% FPR "
+                f"{entry.tpr_at_1pct_fpr:.3f} (lower bound {tpr_lo:.3f}; limit {config.tpr_limit})",
+            )
         )
     return checks
-
-
-def read_report(report_dir: str | Path) -> dict:
-    """The report.json of a report directory (AuditError naming the file if unusable)."""
-    path = Path(report_dir) / REPORT_JSON
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AuditError(path, "missing: not an audit report directory") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AuditError(path, f"unreadable report ({exc})") from None
-    if not isinstance(report, dict) or report.get("schema_version") != SCHEMA_VERSION:
-        raise AuditError(path, f"not an audit report of schema_version {SCHEMA_VERSION}")
-    return report
-
-
-def report_digest(report: dict) -> str:
-    """A short hash of a report, for lineage records."""
-    return hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import stats
+from .report import to_json
 
 
 def benchmark_search(
@@ -103,7 +104,7 @@ def measure_copy_detection(
     out_dir = Path(out_dir)
     truth = write_challenge_set(out_dir / "set", copies, fresh_images, seed=seed)
     report = run_audit(out_dir / "set", dataset_dir, out_dir / "report", config)
-    flagged = {s["file"]: s["flagged"] for s in report["samples"]}
+    flagged = {s.file: s.flagged for s in report.samples}
     copy_files = [f for f, (t, _) in truth.items() if t == "copy"]
     fresh_files = [f for f, (t, _) in truth.items() if t == "fresh"]
     n_copy_flagged = sum(flagged[f] for f in copy_files)
@@ -124,8 +125,8 @@ def measure_copy_detection(
         "flagged_rate_by_alteration": {
             k: round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())
         },
-        "threshold": report["thresholds"]["copy"]["threshold"],
-        "quantile": report["thresholds"]["copy"]["quantile"],
-        "timings": report["timings"],
+        "threshold": report.thresholds.copy.threshold,
+        "quantile": report.thresholds.copy.quantile,
+        "timings": to_json(report.timings),
         "report": str(out_dir / "report"),
     }

@@ -14,5 +14,14 @@ class AuditError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class ReportError(AuditError):
+    """A report.json cannot be used: `field` names the key at fault (`samples[3].score`), empty
+    when the whole file is (missing, not JSON)."""
+
+    def __init__(self, path: str | Path, field: str, problem: str):
+        self.field = field
+        super().__init__(path, f"{field}: {problem}" if field else problem)
+
+
 class GateError(RuntimeError):
     """A synthetic set may not be released: no passing audit report for it as it is now."""

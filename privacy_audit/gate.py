@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .audit import read_report
 from .errors import AuditError, GateError
 from .imageset import set_sha256
+from .report import read_report
 
 
 def check_release(set_dir: str | Path, report_dir: str | Path) -> None:
@@ -16,10 +16,10 @@ def check_release(set_dir: str | Path, report_dir: str | Path) -> None:
         report = read_report(report_dir)
     except AuditError as exc:
         raise GateError(f"release refused: {exc}") from None
-    if report.get("verdict") != "pass":
-        reasons = "; ".join(report.get("reasons") or ["no reason recorded"])
+    if not report.passed:
+        reasons = "; ".join(report.reasons or ["no reason recorded"])
         raise GateError(f"release refused: the audit in {report_dir} failed ({reasons})")
-    recorded = report.get("set_sha256")
+    recorded = report.set_sha256
     try:
         current = set_sha256(set_dir)
     except AuditError as exc:
@@ -27,5 +27,5 @@ def check_release(set_dir: str | Path, report_dir: str | Path) -> None:
     if recorded != current:
         raise GateError(
             f"release refused: {set_dir} changed since it was audited (content hash "
-            f"{current[:12]}... differs from the audited {str(recorded)[:12]}...): audit it again"
+            f"{current[:12]}... differs from the audited {recorded[:12]}...): audit it again"
         )

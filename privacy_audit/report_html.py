@@ -20,6 +20,7 @@ import numpy as np
 from conditioning.dataset import write_text_atomic
 
 from .register import align_for_display
+from .report import Attack, AuditReport, Sample
 
 MAX_GALLERY = 60
 
@@ -63,7 +64,7 @@ def _score_plot(holdout: np.ndarray, synthetic: np.ndarray, threshold: float) ->
     return _figure(fig)
 
 
-def _roc_plot(curves: dict[str, dict]) -> str:
+def _roc_plot(curves: dict[str, Attack]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,9 +72,9 @@ def _roc_plot(curves: dict[str, dict]) -> str:
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
     for name, entry in curves.items():
-        fpr, tpr = np.array(entry["roc"]["fpr"]), np.array(entry["roc"]["tpr"])
+        fpr, tpr = np.array(entry.roc.fpr), np.array(entry.roc.tpr)
         for ax in axes:
-            ax.plot(fpr, tpr, label=f"{name} (AUC {entry['auc']:.3f})")
+            ax.plot(fpr, tpr, label=f"{name} (AUC {entry.auc:.3f})")
     for ax, log in zip(axes, (False, True), strict=True):
         ax.plot([1e-3, 1], [1e-3, 1], color="grey", linestyle=":")
         ax.set_xlabel("false positive rate")
@@ -107,91 +108,88 @@ def _template(name: str):
     return env.get_template(name)
 
 
-def _page(report: dict, holdout_scores: np.ndarray, synthetic_scores: np.ndarray) -> dict:
+def _page(report: AuditReport, holdout_scores: np.ndarray, synthetic_scores: np.ndarray) -> dict:
     """What both pages show: the report's numbers and texts and two plots drawn from scores
     (no image of the set or of the training data)."""
-    summary, thresholds = report["summary"], report["thresholds"]["copy"]
-    mia = summary["model_membership"]
-    curves = {"DOMIAS (released set)": summary["domias"]}
-    curves.update({f"model {k}": v for k, v in mia.get("attacks", {}).items()})
+    summary, thresholds = report.summary, report.thresholds.copy
+    mia = summary.model_membership
+    curves = {"DOMIAS (released set)": summary.domias}
+    curves.update({f"model {k}": v for k, v in (mia.attacks or {}).items()})
     flagged = _by_score(report, True)
-    encoder = report["encoder"]
+    encoder = report.encoder
     return {
-        "passed": report["verdict"] == "pass",
-        "verdict": report["verdict"],
-        "reasons": report["reasons"],
-        "synthetic_set": report["set"],
-        "set_sha256": report["set_sha256"],
-        "dataset": report["dataset"],
-        "created": report["created"],
-        "checks": report["checks"],
-        "copy": summary["copy_detection"],
+        "passed": report.passed,
+        "verdict": report.verdict,
+        "reasons": report.reasons,
+        "synthetic_set": report.set,
+        "set_sha256": report.set_sha256,
+        "dataset": report.dataset,
+        "created": report.created,
+        "checks": report.checks,
+        "copy": summary.copy_detection,
         "thresholds": thresholds,
-        "score_plot": _score_plot(holdout_scores, synthetic_scores, thresholds["threshold"]),
+        "score_plot": _score_plot(holdout_scores, synthetic_scores, thresholds.threshold),
         "flagged": len(flagged),
         "shown": MAX_GALLERY,
-        "flag_rows": [_flag_row(report["samples"][i]) for i in flagged[:MAX_GALLERY]],
-        "dcr": summary["dcr"],
-        "attacks_skipped": None if "attacks" in mia else mia.get("skipped", "not run"),
-        "attacks": [{"name": name, **entry} for name, entry in curves.items()],
+        "flag_rows": [_flag_row(report.samples[i]) for i in flagged[:MAX_GALLERY]],
+        "dcr": summary.dcr,
+        "attacks_skipped": None if mia.ran else mia.skipped,
+        "attacks": list(curves.items()),
         "roc_plot": _roc_plot(curves),
-        "findings_total": len(report["metadata_findings"]),
-        "findings": report["metadata_findings"][:500],
+        "findings_total": len(report.metadata_findings),
+        "findings": report.metadata_findings[:500],
         "encoder": {
-            "trained_by": encoder.get("trained_by", ""),
-            "objective": encoder.get("objective", ""),
-            "train_seconds": encoder.get("train_seconds", "?"),
-            "final_loss": encoder.get("final_loss", "?"),
-            "reused_from_cache": encoder.get("reused_from_cache"),
+            "trained_by": encoder.trained_by,
+            "objective": encoder.objective,
+            "train_seconds": "?" if encoder.train_seconds is None else encoder.train_seconds,
+            "final_loss": "?" if encoder.final_loss is None else encoder.final_loss,
+            "reused_from_cache": encoder.reused_from_cache,
         },
     }
 
 
-def _flag_row(sample: dict) -> dict:
+def _flag_row(sample: Sample) -> dict:
     """A flagged image in the public table: its file, scores and nearest training id."""
-    near = sample["nearest"][0] if sample["nearest"] else {"id": "-", "ncc": float("nan")}
+    near = sample.nearest[0] if sample.nearest else None
     return {
-        "file": sample["file"],
-        "score": sample["score"],
-        "p_value": sample["p_value"],
-        "nearest_id": near["id"],
-        "nearest_ncc": near["ncc"],
+        "file": sample.file,
+        "score": sample.score,
+        "p_value": sample.p_value,
+        "nearest_id": near.id if near else "-",
+        "nearest_ncc": near.ncc if near else float("nan"),
     }
 
 
-def _by_score(report: dict, flagged: bool) -> list[int]:
+def _by_score(report: AuditReport, flagged: bool) -> list[int]:
     """Indices of the samples flagged (or not), highest score first."""
-    rows = [i for i, s in enumerate(report["samples"]) if bool(s["flagged"]) == flagged]
-    rows.sort(key=lambda i: -report["samples"][i]["score"])
+    rows = [i for i, s in enumerate(report.samples) if s.flagged == flagged]
+    rows.sort(key=lambda i: -report.samples[i].score)
     return rows
 
 
-def _gallery(report: dict, arrays: dict, rows: list[int]) -> list[dict]:
+def _gallery(report: AuditReport, arrays: dict, rows: list[int]) -> list[dict]:
     """The auditor's gallery rows: each synthetic image, its nearest training images and, for
     the first, that image aligned onto it by the transform registration found."""
     out = []
     for i in rows:
-        sample = report["samples"][i]
+        sample = report.samples[i]
         nearest = []
-        for n in sample["nearest"]:
-            image = arrays["train_images"][arrays["train_index"][n["id"]]]
-            names = [
-                name for name in ("patch", "detail", "detail_patch") if n.get(name) is not None
-            ]
-            extra = [(name.replace("_", " "), n[name]) for name in names]
-            found = arrays.get("transforms", {}).get((i, n["id"]))
+        for n in sample.nearest:
+            image = arrays["train_images"][arrays["train_index"][n.id]]
+            found = arrays.get("transforms", {}).get((i, n.id))
             aligned = None
-            if found is not None and n is sample["nearest"][0]:
-                aligned = {
-                    "src": _png(align_for_display(image, found)),
-                    "transform": n["transform"],
-                }
-            nearest.append({**n, "src": _png(image), "extra": extra, "aligned": aligned})
-        out.append({**sample, "src": _png(arrays["synthetic_images"][i]), "nearest": nearest})
+            if found is not None and n is sample.nearest[0]:
+                aligned = {"src": _png(align_for_display(image, found)), "transform": n.transform}
+            nearest.append(
+                {"match": n, "src": _png(image), "extra": n.local_scores(), "aligned": aligned}
+            )
+        out.append(
+            {"sample": sample, "src": _png(arrays["synthetic_images"][i]), "nearest": nearest}
+        )
     return out
 
 
-def render(report: dict, arrays: dict) -> str:
+def render(report: AuditReport, arrays: dict) -> str:
     """The auditor's page: the shared page, the flagged images beside their nearest training
     images and the closest images that were not flagged, to judge the threshold by."""
     page = _page(report, arrays["holdout_scores"], arrays["synthetic_scores"])
@@ -204,19 +202,24 @@ def render(report: dict, arrays: dict) -> str:
     )
 
 
-def render_public(report: dict, holdout_scores: np.ndarray, synthetic_scores: np.ndarray) -> str:
+def render_public(
+    report: AuditReport, holdout_scores: np.ndarray, synthetic_scores: np.ndarray
+) -> str:
     """The public page: built from the report and the scores alone, so it cannot show an image
     of the set or of the training data."""
     return _template(PUBLIC_TEMPLATE).render(**_page(report, holdout_scores, synthetic_scores))
 
 
-def write_html(path: str | Path, report: dict, arrays: dict) -> None:
+def write_html(path: str | Path, report: AuditReport, arrays: dict) -> None:
     """The auditor's page, written atomically."""
     write_text_atomic(path, render(report, arrays))
 
 
 def write_public_html(
-    path: str | Path, report: dict, holdout_scores: np.ndarray, synthetic_scores: np.ndarray
+    path: str | Path,
+    report: AuditReport,
+    holdout_scores: np.ndarray,
+    synthetic_scores: np.ndarray,
 ) -> None:
     """The public page (no image: see render_public), written atomically."""
     write_text_atomic(path, render_public(report, holdout_scores, synthetic_scores))

@@ -3,6 +3,7 @@ repeat visits and an exact duplicate, and helpers that build synthetic sets from
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,14 @@ def make_patient_dataset(
 def save_png(path: Path, image01: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.rint(np.clip(image01, 0, 1) * 255).astype(np.uint8), mode="L").save(path)
+
+
+REPORT_V1 = Path(__file__).parent / "fixtures" / "audit" / "report-v1.json"  # see its README
+
+
+def report_v1() -> dict:
+    """The version-1 report.json written by the audit before issue 17, as a fresh dict."""
+    return json.loads(REPORT_V1.read_text(encoding="utf-8"))
 
 
 ENCODER_STEPS = 40  # enough for the tiny data; the real default is larger

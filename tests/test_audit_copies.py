@@ -70,22 +70,22 @@ def test_copies_flagged_and_fresh_images_not(challenge):
     into the message: on this fixture they are wide, so no CPU's rounding (AVX2, AVX512, AMX)
     moves an image across the threshold."""
     _, _, truth, report, _ = challenge
-    threshold = report["thresholds"]["copy"]["threshold"]
-    samples = {s["file"]: s for s in report["samples"]}
+    threshold = report.thresholds.copy.threshold
+    samples = {s.file: s for s in report.samples}
     copies = sorted(f for f, (kind, _) in truth.items() if kind == "copy")
     fresh = sorted(f for f, (kind, _) in truth.items() if kind == "fresh")
-    copy_scores = sorted(samples[f]["score"] for f in copies)
-    fresh_scores = sorted(samples[f]["score"] for f in fresh)
-    missed = sum(not samples[f]["flagged"] for f in copies)
-    false = sum(samples[f]["flagged"] for f in fresh)
+    copy_scores = sorted(samples[f].score for f in copies)
+    fresh_scores = sorted(samples[f].score for f in fresh)
+    missed = sum(not samples[f].flagged for f in copies)
+    false = sum(samples[f].flagged for f in fresh)
     margins = (
         f"threshold {threshold:.3f}; lowest copy scores {copy_scores[:3]}, "
         f"highest fresh scores {fresh_scores[-3:]}"
     )
     assert missed <= len(copies) // 100, f"{missed} of {len(copies)} copies missed; {margins}"
     assert false <= len(fresh) // 100, f"{false} of {len(fresh)} fresh images flagged; {margins}"
-    assert report["verdict"] == "fail"
-    assert any("closer to a training image" in r for r in report["reasons"])
+    assert report.verdict == "fail"
+    assert any("closer to a training image" in r for r in report.reasons)
     assert len(ALTERATIONS) == 12  # every alteration appears alone among the copies
 
 
@@ -94,16 +94,14 @@ def test_flagged_copy_points_at_the_training_image_it_copies(challenge):
     ds = load_dataset(data)
     by_id = {r.id: r for r in ds.records}
     same_patient = 0
-    for sample in report["samples"]:
-        if truth[sample["file"]][0] == "copy":
-            nearest = sample["nearest"][0]
-            assert by_id[nearest["id"]].split == "train"
-            same_patient += (
-                by_id[nearest["id"]].patient_id == by_id[sources[sample["file"]]].patient_id
-            )
-            assert max(nearest["ncc"], nearest["patch"]) > 0.8
-            if sample["flagged"]:  # the report says how the copy was aligned
-                assert set(nearest["transform"]) == {"mirror", "rotation_deg", "scale", "shift_px"}
+    for sample in report.samples:
+        if truth[sample.file][0] == "copy":
+            nearest = sample.nearest[0]
+            assert by_id[nearest.id].split == "train"
+            same_patient += by_id[nearest.id].patient_id == by_id[sources[sample.file]].patient_id
+            assert max(nearest.ncc, nearest.patch) > 0.8
+            if sample.flagged:  # the report says how the copy was aligned
+                assert nearest.transform is not None and len(nearest.transform.shift_px) == 2
     assert same_patient == len(sources)
 
 
@@ -113,10 +111,11 @@ def test_filtered_copy_reaudits_clean_and_passes_the_gate(challenge):
         p.relative_to(root / "filtered").as_posix()
         for p in (root / "filtered" / "images").glob("*.png")
     )
-    assert kept == sorted(s["file"] for s in report["samples"] if not s["flagged"])
+    assert kept == sorted(s.file for s in report.samples if not s.flagged)
     manifest = (root / "filtered" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == len(kept) + 1
-    assert report["filtered"]["verdict"] == "pass", report["filtered"]["reasons"]
+    assert report.filtered.verdict == "pass", report.filtered.reasons
+    assert report.filtered.images == len(kept)
     again = json.loads((root / "report2" / "report.json").read_text())
     assert again["encoder"]["reused_from_cache"]
     assert again["summary"]["copy_detection"]["flagged"] == 0

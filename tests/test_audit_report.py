@@ -4,12 +4,12 @@ planted identifiers failing the verdict, and the `radsynth audit` command."""
 from __future__ import annotations
 
 import base64
-import copy
 import csv
 import io
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ from privacy_audit.encoder import EncoderParams
 from privacy_audit.errors import AuditError, GateError
 from privacy_audit.gate import check_release
 from privacy_audit.metadata import Forbidden, scan_set
+from privacy_audit.report import MetadataFinding, read_report
 
 from .audit_data import ENCODER_STEPS, encoder_cache, make_patient_dataset, save_png  # noqa: F401
 
@@ -85,6 +86,7 @@ def test_report_schema_html_and_log(world, clean_report):
     root, _, clean = world
     report = json.loads((root / "clean-report" / "report.json").read_text())
     assert REQUIRED <= set(report)
+    assert read_report(root / "clean-report") == clean_report  # what run_audit returned
     assert report["verdict"] == "pass", report["reasons"]
     assert len(report["samples"]) == 40
     sample = report["samples"][0]
@@ -138,23 +140,26 @@ def test_report_values_are_escaped_and_flagged_images_stay_off_the_public_page(c
     images is a gallery on the auditor's page and a row of text on the public one."""
     from privacy_audit.report_html import _png, render, render_public
 
-    report = copy.deepcopy(clean_report)
     attack = "<script>alert(1)</script>"
-    report["set"]["name"] = attack
-    report["reasons"] = [f"reason {attack}"]
-    report["checks"][0]["detail"] = attack
-    report["metadata_findings"] = [
-        {"file": "manifest.csv", "severity": "fail", "kind": attack, "detail": attack}
-    ]
-    sample = report["samples"][0]
-    sample.update(flagged=True, file=f"images/{attack}.png")
-    sample["nearest"][0]["id"] = f"img{attack}"
+    first = clean_report.samples[0]
+    nearest = (replace(first.nearest[0], id=f"img{attack}"), *first.nearest[1:])
+    sample = replace(first, flagged=True, file=f"images/{attack}.png", nearest=nearest)
+    report = replace(
+        clean_report,
+        set=replace(clean_report.set, name=attack),
+        reasons=(f"reason {attack}",),
+        checks=(replace(clean_report.checks[0], detail=attack), *clean_report.checks[1:]),
+        metadata_findings=(
+            MetadataFinding(file="manifest.csv", severity="fail", kind=attack, detail=attack),
+        ),
+        samples=(sample, *clean_report.samples[1:]),
+    )
     rng = np.random.default_rng(0)
-    ids = sorted({n["id"] for s in report["samples"] for n in s["nearest"]})
+    ids = sorted({n.id for s in report.samples for n in s.nearest})
     arrays = {
         "holdout_scores": rng.normal(size=50),
-        "synthetic_scores": rng.normal(size=len(report["samples"])),
-        "synthetic_images": rng.uniform(size=(len(report["samples"]), 8, 8)),
+        "synthetic_scores": rng.normal(size=len(report.samples)),
+        "synthetic_images": rng.uniform(size=(len(report.samples), 8, 8)),
         "train_images": rng.uniform(size=(len(ids), 8, 8)),
         "train_index": {k: i for i, k in enumerate(ids)},
     }
@@ -163,7 +168,7 @@ def test_report_values_are_escaped_and_flagged_images_stay_off_the_public_page(c
     for html in (page, public):
         assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
         assert "Flagged images" in html
-    nearest = arrays["train_images"][arrays["train_index"][sample["nearest"][0]["id"]]]
+    nearest = arrays["train_images"][arrays["train_index"][sample.nearest[0].id]]
     assert _png(nearest) in page and _png(nearest) not in public
     assert _png(arrays["synthetic_images"][0]) in page
     assert not any(_png(image) in public for image in arrays["train_images"])
@@ -226,17 +231,18 @@ def test_planted_identifiers_fail_the_verdict_and_are_named(world, tmp_path):
     (leaky / "export").mkdir()
     dcm.save_as(leaky / "export" / "syn000000.dcm", enforce_file_format=True)
     report = run_audit(leaky, data, tmp_path / "leaky-report", config(root))
-    assert report["verdict"] == "fail"
-    found = {(f["file"], f["severity"]): f["detail"] for f in report["metadata_findings"]}
+    assert report.verdict == "fail"
+    found = {(f.file, f.severity): f.detail for f in report.metadata_findings}
     assert "training image path" in found[("manifest.csv", "fail")] or any(
-        f["file"] == "manifest.csv" and "training image path" in f["detail"]
-        for f in report["metadata_findings"]
+        f.file == "manifest.csv" and "training image path" in f.detail
+        for f in report.metadata_findings
     )
-    details = " | ".join(f"{f['file']}: {f['detail']}" for f in report["metadata_findings"])
+    details = " | ".join(f"{f.file}: {f.detail}" for f in report.metadata_findings)
     assert "manifest.csv: content holds a patient_id of the dataset" in details
     assert "export/syn000000.dcm: identifying attribute (0010,0010) PatientName" in details
-    assert "Doe^Jane" not in json.dumps(report)  # the value itself is never echoed
-    reasons = " ".join(report["reasons"])
+    assert "Doe^Jane" not in json.dumps(report.to_json())  # the value itself is never echoed
+    assert "Doe^Jane" not in (tmp_path / "leaky-report" / "report.json").read_text()
+    reasons = " ".join(report.reasons)
     assert "metadata leakage" in reasons and "PatientName" in reasons
 
 

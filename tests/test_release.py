@@ -44,7 +44,7 @@ def audited(tmp_path_factory) -> dict[str, Path]:
     config = AuditConfig(encoder=EncoderParams(steps=20, batch=64), encoder_cache=str(root / "cache"),
                          n_boot=50, progress=False)  # fmt: skip
     report = run_audit(synthetic, data, root / "report", config)
-    assert report["verdict"] == "pass", report.get("reasons")
+    assert report.verdict == "pass", report.reasons
     return {"root": root, "data": data, "set": synthetic, "report": root / "report"}
 
 
@@ -259,8 +259,8 @@ def test_incomplete_folder_is_named_by_audit_and_release(audited, tmp_path, caps
     shutil.copytree(audited["set"] / "images", folder / "images")
     (folder / "generation.json").write_text(json.dumps({"n": 64}))
     report = run_audit(folder, audited["data"], tmp_path / "report", _audit_config(audited))
-    assert report["set"]["incomplete"] and "12 of 64 images" in report["set"]["incomplete"]
-    assert any("incomplete" in r for r in report["reasons"])
+    assert report.set.incomplete and "12 of 64 images" in report.set.incomplete
+    assert any("incomplete" in r for r in report.reasons)
     assert "incomplete" in (tmp_path / "report" / "report.html").read_text()
     code = _release({**audited, "set": folder, "report": tmp_path / "report"}, tmp_path / "out")
     assert code == 3 and "12 of 64 images" in capsys.readouterr().err

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from privacy_audit.report import AuditReport
 
 
 def register(sub) -> None:
@@ -156,22 +160,29 @@ def run(args) -> int:
         args.filtered_out,
         args.filtered_report,
     )
-    copy = report["summary"]["copy_detection"]
+    return _print_outcome(report, args)
+
+
+def _print_outcome(report: AuditReport, args) -> int:
+    """The verdict and its reasons (and the filtered copy's); the exit status they give."""
+    from privacy_audit.report import REPORT_HTML
+
+    copy = report.summary.copy_detection
     print(
-        f"verdict: {report['verdict']}  ({copy['flagged']} of {copy['synthetic_images']} "
-        f"images flagged; report {Path(args.out) / 'report.html'})"
+        f"verdict: {report.verdict}  ({copy.flagged} of {copy.synthetic_images} "
+        f"images flagged; report {Path(args.out) / REPORT_HTML})"
     )
-    for reason in report["reasons"]:
+    for reason in report.reasons:
         print(f"  - {reason}")
     if args.filtered_out:
         print(f"filtered copy without the flagged images: {args.filtered_out}")
-    if "filtered" in report:
-        again = report["filtered"]
+    again = report.filtered
+    if again is not None:
         print(
-            f"filtered copy audited: verdict {again['verdict']} ({again['images']} images; "
-            f"report {Path(args.filtered_report) / 'report.html'})"
+            f"filtered copy audited: verdict {again.verdict} ({again.images} images; "
+            f"report {Path(args.filtered_report) / REPORT_HTML})"
         )
-        for reason in again["reasons"]:
+        for reason in again.reasons:
             print(f"  - {reason}")
-        return 0 if again["verdict"] == "pass" else 1
-    return 0 if report["verdict"] == "pass" else 1
+        return 0 if again.verdict == "pass" else 1
+    return 0 if report.passed else 1

@@ -25,6 +25,7 @@ from conditioning.dataset import (
 from conditioning.dataset.atomic import publish_permissions
 from conditioning.dataset.pixels import read_png, to_unit_range
 from privacy_audit.gate import GateError, check_release
+from privacy_audit.report import PUBLIC_HTML, REPORT_JSON, read_report
 
 from .datasheet import render_datasheet
 from .exports import (
@@ -71,13 +72,13 @@ def make_release(inputs: ReleaseInputs) -> Path:
             f"unknown export(s) {', '.join(unknown)}; choose from {', '.join(EXPORTS)}"
         )
     check_release(inputs.set_dir, inputs.report_dir)  # raises GateError with the reason
-    report = json.loads((inputs.report_dir / "report.json").read_text(encoding="utf-8"))
+    report = read_report(inputs.report_dir)
     synthetic = load_synthetic_set(inputs.set_dir)
     if synthetic.incomplete:
         raise GateError(f"release refused: {inputs.set_dir}: {synthetic.incomplete}")
     # the bytes released are the bytes hashed here, compared with the audited hash once more
     content, digest = snapshot_set(inputs.set_dir)
-    if digest != report.get("set_sha256"):
+    if digest != report.set_sha256:
         raise GateError(f"release refused: {inputs.set_dir} changed since it was audited")
     target = inputs.out_root / inputs.name
     stage = staging_dir(target)  # also puts back a release left aside by a killed overwrite
@@ -90,8 +91,6 @@ def make_release(inputs: ReleaseInputs) -> Path:
         rows = _write_images(synthetic, content, stage, inputs)
         _write_audit(inputs.report_dir, stage / "audit")
         if inputs.screening_report_dir is not None:
-            from privacy_audit.audit import REPORT_JSON
-
             shutil.copyfile(
                 inputs.screening_report_dir / REPORT_JSON, stage / "audit" / "screening-report.json"
             )
@@ -256,8 +255,6 @@ def _datalist_meta(inputs: ReleaseInputs, rows: list[dict]) -> dict:
 def _write_audit(report_dir: Path, target: Path) -> None:
     """The report's JSON and its image-free HTML. The auditor's report.html shows training
     images beside flagged ones: it never leaves the building."""
-    from privacy_audit.audit import PUBLIC_HTML, REPORT_JSON
-
     target.mkdir()
     shutil.copyfile(report_dir / REPORT_JSON, target / REPORT_JSON)
     if (report_dir / PUBLIC_HTML).is_file():

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from privacy_audit.report import AuditReport, to_json
+
 AGE_BANDS = ((0, 12), (12, 36), (36, 72), (72, 144), (144, 240))
 
 
@@ -136,7 +138,7 @@ def render_datasheet(
     rows: list[dict],
     condition_names: list[str],
     lineage: dict[str, Any],
-    report: dict[str, Any],
+    report: AuditReport,
     metrics: dict[str, Any] | None = None,
     utility: dict[str, Any] | None = None,
 ) -> str:
@@ -232,9 +234,9 @@ def _model_lines(lineage: dict[str, Any]) -> list[str]:
     ]
 
 
-def _audit_lines(report: dict[str, Any], lineage: dict[str, Any]) -> list[str]:
+def _audit_lines(report: AuditReport, lineage: dict[str, Any]) -> list[str]:
     """The audit's verdict, the screening that came before it, and its summary."""
-    lines = ["## Privacy audit", f"- verdict: **{report.get('verdict', '?')}**"]
+    lines = ["## Privacy audit", f"- verdict: **{report.verdict}**"]
     screening = lineage.get("screening_audit")
     if screening:
         lines.append(
@@ -242,5 +244,6 @@ def _audit_lines(report: dict[str, Any], lineage: dict[str, Any]) -> list[str]:
             "generated images were closer to a training image than real new patients are, and were "
             "removed before this audit (`audit/screening-report.json`)."
         )
-    _flatten("", report.get("summary", {}), lines)
+    _flatten("", to_json(report.summary), lines)
+
     return [*lines, "- the full report is in `audit/report.html` and `audit/report.json`.", ""]

@@ -7,7 +7,11 @@ import hashlib
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from privacy_audit.report import AuditReport
+
 
 LINEAGE_VERSION = 1
 
@@ -69,31 +73,31 @@ def without_local_paths(value: Any) -> Any:
     return value
 
 
-def build_lineage(inputs, *, synthetic_sha256: str, report: dict[str, Any]) -> dict[str, Any]:
+def build_lineage(inputs, *, synthetic_sha256: str, report: AuditReport) -> dict[str, Any]:
     """Hashes of dataset, model, params and code, plus the audit it passed."""
+    from privacy_audit.report import REPORT_JSON, read_report
+
     lineage: dict[str, Any] = {
         "lineage_version": LINEAGE_VERSION,
         "release": inputs.name,
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "synthetic_set_sha256": synthetic_sha256,
         "audit": {
-            "verdict": report.get("verdict"),
-            "report_sha256": file_sha256(inputs.report_dir / "report.json"),
-            "schema_version": report.get("schema_version"),
+            "verdict": report.verdict,
+            "report_sha256": file_sha256(inputs.report_dir / REPORT_JSON),
+            "schema_version": report.schema_version,
         },
         "code": code_version(),
     }
     if inputs.screening_report_dir is not None:
-        from privacy_audit.audit import read_report
-
         screening = read_report(inputs.screening_report_dir)
-        copies = screening.get("summary", {}).get("copy_detection", {})
+        copies = screening.summary.copy_detection
         lineage["screening_audit"] = {
-            "verdict": screening.get("verdict"),
-            "report_sha256": file_sha256(inputs.screening_report_dir / "report.json"),
-            "generated_images": copies.get("synthetic_images"),
-            "flagged_and_removed": copies.get("flagged"),
-            "set_sha256": screening.get("set_sha256"),
+            "verdict": screening.verdict,
+            "report_sha256": file_sha256(inputs.screening_report_dir / REPORT_JSON),
+            "generated_images": copies.synthetic_images,
+            "flagged_and_removed": copies.flagged,
+            "set_sha256": screening.set_sha256,
         }
     if inputs.dataset_dir is not None:
         from conditioning.dataset import load_dataset
