@@ -349,7 +349,9 @@ def _fine_from_bases(moving, unit_refs, coarse_params, where, wide) -> tuple[tor
     pairs (n,) bool, from the others too: the better result per pair (the first on ties)."""
     fine, chosen = _fine_shift(moving, unit_refs, _coarse_transform(coarse_params, where[:, 0]))
     rows = torch.nonzero(wide).flatten()
-    for j in range(1, where.shape[1] if len(rows) else 1):
+    if len(rows) == 0:
+        return fine, chosen
+    for j in range(1, where.shape[1]):
         base = _coarse_transform(coarse_params, where[rows, j])
         other, at = _fine_shift(moving[rows], unit_refs[rows], base)
         better = other > fine[rows]
@@ -401,7 +403,10 @@ def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple[torch.T
     windows = tuple(w[refs] for w in index.fine_windows)
     local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs], PATCH, PATCH_STRIDE, windows)
     d_whole, d_patch = detail_scores(index.detail, queries01, refs, thetas)
-    rows = torch.nonzero(wide).flatten()
+    warped = (chosen[:, 1] != 0.0) | (chosen[:, 2] != 1.0)  # else the same alignment again
+    rows = torch.nonzero(wide & warped).flatten()
+    if len(rows) == 0:
+        return local, d_whole, d_patch
     plain = chosen[rows].clone()
     plain[:, 1], plain[:, 2] = 0.0, 1.0
     p_whole, p_patch = detail_scores(
