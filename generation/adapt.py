@@ -100,11 +100,13 @@ class Adaptation:
         return [r for r in records if any(r.conditions.get(k) != v for k, v in where)]
 
     def trainable(self, unet) -> list[torch.nn.Parameter]:
-        """Every weight, or LoRA on the UNet's linear layers plus the condition encoder."""
+        """Every weight, or LoRA (peft) on the UNet's linear layers plus the condition encoder;
+        with LoRA, `unet.unet` becomes peft's LoraModel until `merge_lora` unwraps it."""
         if self.rank is None:
             return list(unet.parameters())
         unet.requires_grad_(False)
-        params = add_lora(unet.unet, self.rank, skip=("class_embedding",))
+        unet.unet = add_lora(unet.unet, self.rank, skip=("class_embedding",))
+        params = [p for p in unet.parameters() if p.requires_grad]
         encoder = unet.unet.class_embedding.requires_grad_(True)
         return params + list(encoder.parameters())
 
