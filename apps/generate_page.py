@@ -179,14 +179,14 @@ def render(config: AppConfig) -> None:
     with right:
         n = st.number_input("Images", 1, 64, 16, key="gen_n")
         seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
-        steps = st.slider("Steps", 1, 100, int(defaults["steps"]), key="gen_steps")
+        steps = st.slider("Steps", 1, 100, int(defaults.steps), key="gen_steps")
         samplers = list(model.samplers)
-        default_sampler = defaults["sampler"]
+        default_sampler = defaults.sampler
         sampler = st.selectbox(
             "Sampler", samplers, index=samplers.index(default_sampler), key="gen_sampler"
         )
         guidance = st.slider(
-            "Guidance", 1.0, 10.0, float(defaults["guidance"]), 0.5, key="gen_guidance"
+            "Guidance", 1.0, 10.0, float(defaults.guidance), 0.5, key="gen_guidance"
         )
     from generation.sampling import Sampling
 
