@@ -56,12 +56,13 @@ def generate_batch(
     reader; returns the images, their manifest conditions and the set as zip bytes."""
     from dataclasses import replace
 
+    from generation.config import GenerateConfig
     from generation.generate_set import SetRequest, generate_set
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="radsynth-app-") as tmp:
         out = Path(tmp) / "samples"
-        how = replace(how, batch_size=min(n, 32))
+        how = replace(how, batch_size=min(n, GenerateConfig.batch_size))
         generate_set(model, out, SetRequest(n, request, seed), how, show_progress=False)
         synthetic = load_synthetic_set(out)
         images = synthetic.load_all()

@@ -71,9 +71,9 @@ def _checked(value: Any, hint: Any, choices: tuple[Any, ...] | None, where: str)
     for a list; otherwise a ValueError naming `where`, the expected type and the value."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a list (YAML, JSON) of X
-        if not isinstance(value, list | tuple):
+        if not isinstance(value, list | tuple) or not all(_is(v, args[0]) for v in value):
             raise ValueError(f"{where}: expected a list of {args[0].__name__}, got {value!r}")
-        return tuple(_checked(item, args[0], None, where) for item in value)
+        return tuple(value)
     options = [a for a in args if a is not type(None)] if args else [hint]
     if value is None and type(None) in args:
         return None
