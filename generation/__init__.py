@@ -45,6 +45,9 @@ _LAZY = {"LatentDiffusionModel": ".pipeline", "load_model": ".pipeline", "Sampli
 
 
 def __getattr__(name: str) -> Any:
+    """Loaded once, then an ordinary attribute (one deleted stays deleted, as an eager one)."""
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value = getattr(importlib.import_module(_LAZY.pop(name), __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
