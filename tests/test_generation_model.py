@@ -292,6 +292,10 @@ def test_adapt_exclude_skips_images_the_parent_already_saw(trained, tmp_path):
     assert lineage["method"] == "full fine-tuning"
     parent_lr = json.loads((trained[2] / "config.json").read_text())["settings"]["lr"]
     assert json.loads((out / "config.json").read_text())["settings"]["lr"] == parent_lr
+    from generation.config import RunSettings
+
+    saved = RunSettings.read(out)  # the adapted run's resolved settings, beside its weights
+    assert saved.trained == "adapt" and saved.config.lr == saved.settings.adapt.lr == parent_lr
     assert lineage["excluded_datasets"] == [
         {"name": seen.name, "hash": seen.content_hash(), "images": len(seen.records)}
     ]
