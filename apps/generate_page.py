@@ -56,12 +56,13 @@ def generate_batch(
     reader; returns the images, their manifest conditions and the set as zip bytes."""
     from dataclasses import replace
 
+    from generation.config import GenerateConfig
     from generation.generate_set import SetRequest, generate_set
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="radsynth-app-") as tmp:
         out = Path(tmp) / "samples"
-        how = replace(how, batch_size=min(n, 32))
+        how = replace(how, batch_size=min(n, GenerateConfig.batch_size))
         generate_set(model, out, SetRequest(n, request, seed), how, show_progress=False)
         synthetic = load_synthetic_set(out)
         images = synthetic.load_all()
@@ -179,14 +180,14 @@ def render(config: AppConfig) -> None:
     with right:
         n = st.number_input("Images", 1, 64, 16, key="gen_n")
         seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
-        steps = st.slider("Steps", 1, 100, int(defaults["steps"]), key="gen_steps")
+        steps = st.slider("Steps", 1, 100, int(defaults.steps), key="gen_steps")
         samplers = list(model.samplers)
-        default_sampler = defaults["sampler"]
+        default_sampler = defaults.sampler
         sampler = st.selectbox(
             "Sampler", samplers, index=samplers.index(default_sampler), key="gen_sampler"
         )
         guidance = st.slider(
-            "Guidance", 1.0, 10.0, float(defaults["guidance"]), 0.5, key="gen_guidance"
+            "Guidance", 1.0, 10.0, float(defaults.guidance), 0.5, key="gen_guidance"
         )
     from generation.sampling import Sampling
 

@@ -17,7 +17,7 @@ Public API (other parts call only these):
     model.denoising_error(images01, conditions, timesteps, seed)  # (N, len(timesteps))
     model.stepwise_error(images01, conditions, timesteps, seed)   # PIA-style, same shape
 
-Sampling's unset fields take the model's defaults: generation/config.py's `generate` section,
+Sampling's unset fields take the model's defaults: generation/config.py's GenerateConfig,
 overridden by the run's own. `conditions` is a list of dicts, one per image, e.g.
 {"pathology": "viral", "age_months": 30}; attributes left out are unconditioned; bad
 names/values raise ValueError listing what is allowed.
@@ -28,8 +28,26 @@ generation.generate_set.generate_set (a SetRequest, sampled as a Sampling); timi
 generation.bench.bench_sampling.
 """
 
-from .pipeline import LatentDiffusionModel, load_model
-from .sampling import Sampling
-from .schedulers import SAMPLERS
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pipeline import LatentDiffusionModel, load_model
+    from .sampling import Sampling
+
+from .config import SAMPLERS
 
 __all__ = ["SAMPLERS", "LatentDiffusionModel", "Sampling", "load_model"]
+# imported on first use, so `generation.config` (the CLI's help texts) does not load torch
+_LAZY = {"LatentDiffusionModel": ".pipeline", "load_model": ".pipeline", "Sampling": ".sampling"}
+
+
+def __getattr__(name: str) -> Any:
+    """Loaded once, then an ordinary attribute (one deleted stays deleted, as an eager one)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY.pop(name), __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,12 @@ import torch
 from conditioning.dataset import ConditionSchema, load_dataset
 
 from .checkpoints import load_into
+from .config import AdaptConfig, AdaptedConfig, DiffusionConfig, Profile, RunSettings
 from .data import load_training_data
 from .lora import add_lora, merge_lora
 from .model_card import write_model_card
 from .pipeline import AE_DIR, UNET_WEIGHTS, model_hash, read_config
 from .runs import make_accelerator, open_run
-from .schedulers import schedule_spec
 from .space import space_name
 from .train_diffusion import KIND, prepare_latents, prepare_pixels, run_config, save_run
 from .unet import ConditionedUNet
@@ -100,11 +100,13 @@ class Adaptation:
         return [r for r in records if any(r.conditions.get(k) != v for k, v in where)]
 
     def trainable(self, unet) -> list[torch.nn.Parameter]:
-        """Every weight, or LoRA on the UNet's linear layers plus the condition encoder."""
+        """Every weight, or LoRA (peft) on the UNet's linear layers plus the condition encoder;
+        with LoRA, `unet.unet` becomes peft's LoraModel until `merge_lora` unwraps it."""
         if self.rank is None:
             return list(unet.parameters())
         unet.requires_grad_(False)
-        params = add_lora(unet.unet, self.rank, skip=("class_embedding",))
+        unet.unet = add_lora(unet.unet, self.rank, skip=("class_embedding",))
+        params = [p for p in unet.parameters() if p.requires_grad]
         encoder = unet.unet.class_embedding.requires_grad_(True)
         return params + list(encoder.parameters())
 
@@ -133,7 +135,7 @@ def adapt_model(
     parent: str | Path,
     data: str | Path,
     out: str | Path,
-    settings: dict[str, Any],
+    settings: Profile,
     options: AdaptOptions | None = None,
     *,
     resume: bool = False,
@@ -146,22 +148,24 @@ def adapt_model(
     parent = Path(parent)
     config = parent_config(parent)
     selection = parse_where(ConditionSchema.from_json(config["schema"]), list(options.where))
-    cfg = dict(settings["adapt"])
+    cfg = settings.adapt
     rank = lora_rank_of(cfg, options.lora_rank, options.full)
-    parent_settings = config.get("settings") or settings["diffusion"]
+    trained = parent_training(parent, config, settings)
     for key in ("lr", "batch_size"):  # unset: continue with the parent's own setting
-        if cfg.get(key) is None:
-            cfg[key] = parent_settings[key]
+        if getattr(cfg, key) is None:
+            cfg = replace(cfg, **{key: getattr(trained, key)})
     skip, excluded = excluded_hashes(list(options.exclude))
     # chosen once, here, so an empty selection fails before the run directory exists
     train_records = load_dataset(data).split("train")
-    seed = int(cfg["seed"])
+    seed = int(cfg.seed)
     chosen_ids = [r.id for r in select_records(train_records, selection, limit, seed, skip)]
-    cfg.update({k: v for k, v in {"steps": steps, "replay": replay}.items() if v is not None})
+    cfg = cfg.updated("adapt options", **{
+        k: v for k, v in {"steps": steps, "replay": replay}.items() if v is not None
+    })  # fmt: skip
     if not selection:  # nothing lies outside the selection: the params default does not apply
         if replay:
             raise ValueError("--replay needs --where: replayed images are those outside it")
-        cfg["replay"] = 0.0
+        cfg = replace(cfg, replay=0.0)
     lineage = {
         "parent_model": str(parent.resolve()),
         "parent_model_hash": model_hash(parent),
@@ -169,14 +173,14 @@ def adapt_model(
         "where": selection,
         "limit": limit,
         "selection_seed": seed,
-        "replay_share": float(cfg.get("replay", 0.0)),
+        "replay_share": float(cfg.replay),
         "excluded_datasets": excluded,
         "images": len(chosen_ids),
         "image_ids_sha256": hashlib.sha256("\n".join(chosen_ids).encode()).hexdigest(),
         "image_ids": chosen_ids,
     }
     adaptation = Adaptation(parent, config, selection, chosen_ids, rank, lineage)
-    return train_adapted(adaptation, data, out, {**settings, "adapt": cfg}, resume, show_progress)
+    return train_adapted(adaptation, data, out, replace(settings, adapt=cfg), resume, show_progress)
 
 
 def parent_config(parent: Path) -> dict[str, Any]:
@@ -186,9 +190,23 @@ def parent_config(parent: Path) -> dict[str, Any]:
     return config
 
 
-def lora_rank_of(cfg: dict[str, Any], lora_rank: int | None, full: bool) -> int | None:
+def parent_training(parent: Path, config: dict[str, Any], settings: Profile):
+    """The settings the parent run trained with: its training_config.json, checked as a
+    profile is; for a run from before that file, its config.json `settings` (else the
+    profile's diffusion section)."""
+    saved = RunSettings.read(parent)
+    if saved is not None:
+        return saved.config
+    old = config.get("settings")
+    if not old:
+        return settings.diffusion
+    kind = AdaptedConfig if "warmup_steps" in old else DiffusionConfig
+    return kind.from_json(old, f"{parent / 'config.json'} settings")
+
+
+def lora_rank_of(cfg: AdaptConfig, lora_rank: int | None, full: bool) -> int | None:
     """The LoRA rank asked for (--lora, else params), or None for full fine-tuning."""
-    rank = int(lora_rank if lora_rank is not None else cfg["lora_rank"] or 0)
+    rank = int(lora_rank if lora_rank is not None else cfg.lora_rank or 0)
     rank = None if full or rank == 0 else rank
     if rank is not None and rank < 0:
         raise ValueError(f"--lora must be a positive rank, got {rank}")
@@ -199,37 +217,38 @@ def train_adapted(
     adaptation: Adaptation,
     data: str | Path,
     out: str | Path,
-    settings: dict[str, Any],
+    settings: Profile,
     resume: bool,
     show_progress: bool,
 ) -> dict[str, Any]:
     """Train (or resume) the adapted run in `out` from its parent; returns its model card."""
     parent = adaptation.parent_config
     # the parent's space, whatever the profile's diffusion section says
-    cfg = {**settings["diffusion"], **settings["adapt"], "space": space_name(parent)}
-    accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
+    settings = replace(settings, diffusion=replace(settings.diffusion, space=space_name(parent)))
+    cfg = AdaptedConfig.merge(settings.diffusion, settings.adapt, settings.diffusion.space)
+    accelerator = make_accelerator(cfg.mixed_precision, int(cfg.grad_accum))
     with open_run(out, resume, KIND, accelerator) as (run, resume):
-        place = RunPlace(run, resume, accelerator, cfg, "adapt", show_progress)
+        place = RunPlace(run, resume, accelerator, cfg, settings, "adapt", show_progress)
         main = accelerator.is_main_process
         train = load_training_data(
             data,
             limit_to=adaptation.limit_to,
             replay_from=adaptation.replay_from,
-            replay_share=float(cfg.get("replay", 0.0)),
+            replay_share=float(cfg.replay),
             show_progress=show_progress and main,
         )
-        if cfg["space"] == "pixel":
+        if cfg.space == "pixel":
             inputs = prepare_pixels(train, place)
         else:
             stats = (parent["latent_mean"], parent["latent_std"])
             inputs = prepare_latents(train, adaptation.parent / AE_DIR, place, stats)
-        schedule = schedule_spec(parent["schedule"])
+        schedule = dict(parent["schedule"])  # schedule_spec's, as the parent saved it
         config = run_config(inputs, settings, cfg, parent["unet"], schedule, parent.get("schema"))
         if parent["schema"] != train.schema.to_json():
             raise ValueError(
                 f"{data}: condition schema differs from the parent model's; adapt needs the same schema"
             )
-        torch.manual_seed(int(cfg["seed"]))
+        torch.manual_seed(int(cfg.seed))
         unet = ConditionedUNet(parent["unet"], train.schema, mask_input=train.has_masks)
         load_into(unet, adaptation.parent / UNET_WEIGHTS)
         params = adaptation.trainable(unet)

@@ -11,21 +11,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import AutoencoderConfig
 
-def autoencoder_spec(cfg: dict[str, Any], spatial_dims: int, in_channels: int) -> dict[str, Any]:
+
+def autoencoder_spec(cfg: AutoencoderConfig, spatial_dims: int, in_channels: int) -> dict[str, Any]:
     """The constructor arguments saved beside the weights (config.json 'network')."""
-    channels = list(cfg["channels"])
+    channels = list(cfg.channels)
     return {
         "spatial_dims": spatial_dims,
         "in_channels": in_channels,
         "out_channels": in_channels,
         "channels": channels,
-        "latent_channels": int(cfg["latent_channels"]),
-        "num_res_blocks": int(cfg["num_res_blocks"]),
-        "norm_num_groups": int(cfg["norm_num_groups"]),
-        "attention_levels": [False] * (len(channels) - 1) + [bool(cfg["attention"])],
-        "with_encoder_nonlocal_attn": bool(cfg["attention"]),
-        "with_decoder_nonlocal_attn": bool(cfg["attention"]),
+        "latent_channels": int(cfg.latent_channels),
+        "num_res_blocks": int(cfg.num_res_blocks),
+        "norm_num_groups": int(cfg.norm_num_groups),
+        "attention_levels": [False] * (len(channels) - 1) + [bool(cfg.attention)],
+        "with_encoder_nonlocal_attn": bool(cfg.attention),
+        "with_decoder_nonlocal_attn": bool(cfg.attention),
     }
 
 

@@ -67,7 +67,7 @@ class ClassBalance:
 
     @classmethod
     def from_settings(cls, cfg) -> ClassBalance | None:
-        by, power = cfg.get("balance_by") or "", float(cfg.get("balance_power", 0.0))
+        by, power = cfg.balance_by or "", float(cfg.balance_power)
         if not by or power == 0:
             return None
         if not 0 < power <= 1:

@@ -35,11 +35,11 @@ from conditioning.dataset import (
 from conditioning.dataset.pixels import read_stored, write_nifti, write_png
 from conditioning.dataset.synthetic_set import GENERATION_REQUEST
 
+from .config import BALANCED
 from .sampling import Sampling
 
 log = logging.getLogger("radsynth.generate")
 REQUEST = GENERATION_REQUEST
-BALANCED = ("grid", "match")
 
 
 def read_masks(directory: str | Path, image_size: list[int]) -> tuple[np.ndarray, str]:

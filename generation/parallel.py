@@ -49,10 +49,10 @@ class GlobalBatch:
 
 
 def global_batch(cfg: dict[str, Any], accelerator) -> GlobalBatch:
-    accum = int(cfg.get("grad_accum", 1))
+    accum = int(cfg.grad_accum)
     if accum < 1:
         raise ValueError(f"grad_accum must be at least 1, got {accum}")
-    return GlobalBatch(int(cfg["batch_size"]), accelerator.num_processes, accum)
+    return GlobalBatch(int(cfg.batch_size), accelerator.num_processes, accum)
 
 
 def mean_over_processes(accelerator, losses: list[dict[str, float]]) -> dict[str, float]:

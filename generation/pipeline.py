@@ -17,7 +17,7 @@ from conditioning.encoders import encode_conditions
 
 from .autoencoder import build_autoencoder
 from .checkpoints import file_sha256, load_into
-from .config import DEFAULTS
+from .config import GenerateConfig
 from .sampling import Sampling, autocast, image_generators, sample_latents
 from .schedulers import SAMPLERS, alphas_cumprod
 from .space import LatentSpace, PixelSpace, space_name
@@ -55,8 +55,8 @@ class LatentDiffusionModel:
         # what the UNet denoises: (latent channels, *latent size), or (C, *image_size) in pixels
         self.latent_shape: list[int] = list(config["latent_shape"])
         self.schedule: dict[str, Any] = dict(config["schedule"])
-        # generation defaults: the project's (generation/config.py), then the run's saved ones
-        self.defaults: dict[str, Any] = {**DEFAULTS["generate"], **config.get("generate", {})}
+        # generation defaults: the project's (GenerateConfig), under the run's saved ones
+        self.defaults = GenerateConfig.from_json(config.get("generate"), f"{CONFIG} generate")
         self.model_hash = model_hash
         self.samplers = SAMPLERS
 

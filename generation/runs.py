@@ -15,6 +15,7 @@ import torch
 from conditioning.logfile import attach_log_file
 
 from .checkpoints import CHECKPOINTS, LATEST
+from .config import MIXED_PRECISIONS, TRAINING_CONFIG, RunSettings
 
 log = logging.getLogger("radsynth.train")
 
@@ -89,8 +90,10 @@ def make_accelerator(mixed_precision: str, grad_accum: int = 1):
     micro-steps is accelerate's, so gradients are all-reduced once per optimizer step."""
     from accelerate import Accelerator
 
-    if mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {mixed_precision!r}")
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(
+            f"mixed_precision must be {', '.join(MIXED_PRECISIONS)}, got {mixed_precision!r}"
+        )
     from .precision import effective_mixed_precision
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -109,30 +112,50 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
-def check_resume(state: dict[str, Any], expected: dict[str, Any], run: Path) -> None:
+def check_resume(state: dict[str, Any], expected: dict[str, Any], run: Path, why: str = "") -> None:
     """A checkpoint must come from the same data and settings it is resumed with. Checkpoints
     from before data-parallel training record no global batch: they were one-process runs, whose
-    batch their settings hash covers."""
+    batch their settings hash covers. `why`: what changed in the settings, when known."""
     for key, value in expected.items():
         if key == "global_batch_size" and key not in state:
             continue
         if state.get(key) != value:
+            detail = f"; {why}" if key == "settings_hash" and why else ""
             raise ValueError(
                 f"{run}: checkpoint was written with a different {key} "
-                f"({state.get(key)!r} vs {value!r}); start a new --out instead of --resume"
+                f"({state.get(key)!r} vs {value!r}){detail}; start a new --out instead of --resume"
             )
 
 
+def settings_changes(run: Path, cfg) -> str:
+    """What differs between the settings `run` saved (training_config.json, read back with the
+    profile's checks) and `cfg`, in the keys a checkpoint depends on; "" when it saved none."""
+    from .train_autoencoder import hashed_settings
+
+    saved = RunSettings.read(run)
+    if saved is None or cfg is None:
+        return ""
+    before, after = hashed_settings(saved.config), hashed_settings(cfg)
+    changed = [
+        f"{key} {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+    return f"{run / TRAINING_CONFIG} differs: {', '.join(changed)}" if changed else ""
+
+
 def resume_run(
-    run: Path, modules, optimizers, identity, accelerator, desc: str
+    run: Path, modules, optimizers, identity, accelerator, desc: str, cfg=None
 ) -> tuple[int, float, dict[str, Any]]:
-    """Load the latest checkpoint (weights, optimizers, fp16 loss scale) after checking it fits;
+    """Load the latest checkpoint (weights, optimizers, fp16 loss scale) after checking it fits
+    (`cfg`: the settings resumed with, compared with those the run saved to say what changed);
     the step and wall seconds to continue from, and its whole state.json (for `extra`)."""
     from .checkpoints import load_checkpoint
     from .parallel import restore_scaler
 
+    why = settings_changes(run, cfg)  # read before anything rewrites the run's settings
     state = load_checkpoint(run, modules, optimizers)
-    check_resume(state, identity, run)
+    check_resume(state, identity, run, why)
     restore_scaler(accelerator, state)
     log.info("resuming %s at step %d", desc, int(state["step"]))
     return int(state["step"]), float(state["wall_seconds"]), state
@@ -157,10 +180,10 @@ def train_run(cfg, start: int, elapsed: float, train_step, checkpoint, desc: str
     from .train_loop import LoopPlan, run_loop
 
     plan = LoopPlan(
-        total_steps=int(cfg["steps"]),
+        total_steps=int(cfg.steps),
         start_step=start,
-        max_minutes=float(cfg["max_minutes"]),
-        checkpoint_every=int(cfg["checkpoint_every"]),
+        max_minutes=float(cfg.max_minutes),
+        checkpoint_every=int(cfg.checkpoint_every),
         elapsed_before=elapsed,
         desc=desc,
         show_progress=show and accelerator.is_main_process,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from .config import GenerateConfig
 from .precision import effective_bf16
 from .schedulers import SAMPLERS, make_sampler
 
@@ -39,7 +39,7 @@ class Sampling:
     """How images are sampled: the sampler's name, its steps, the guidance scale, images per
     batch and whether the UNet runs in bf16. A field left None takes the model's default
     (`resolve`), so callers name only what they change and the project's defaults stay in
-    generation/config.py alone."""
+    generation/config.py's GenerateConfig alone."""
 
     sampler: str | None = None
     steps: int | None = None
@@ -47,20 +47,20 @@ class Sampling:
     batch_size: int | None = None
     bf16: bool | None = None
 
-    def resolve(self, defaults: dict[str, Any], device: torch.device) -> Sampling:
+    def resolve(self, defaults: GenerateConfig, device: torch.device) -> Sampling:
         """Every field set: unset ones (and zero steps or batch size) from `defaults`; bf16 by
         default only where `device` runs it natively."""
         bf16 = self.bf16
         if bf16 is None:
-            bf16 = effective_bf16(bool(defaults["bf16"]), device)
-        sampler = self.sampler or defaults["sampler"]
+            bf16 = effective_bf16(bool(defaults.bf16), device)
+        sampler = self.sampler or defaults.sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; samplers are {', '.join(SAMPLERS)}")
         return Sampling(
             sampler=sampler,
-            steps=int(self.steps or defaults["steps"]),
-            guidance=float(defaults["guidance"] if self.guidance is None else self.guidance),
-            batch_size=int(self.batch_size or defaults["batch_size"]),
+            steps=int(self.steps or defaults.steps),
+            guidance=float(defaults.guidance if self.guidance is None else self.guidance),
+            batch_size=int(self.batch_size or defaults.batch_size),
             bf16=bf16,
         )
 

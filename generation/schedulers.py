@@ -7,16 +7,16 @@ from typing import Any
 
 import torch
 
-SAMPLERS = ("dpm++", "ddim", "euler", "ddpm")
+from .config import SAMPLERS, DiffusionConfig
 
 
-def schedule_spec(cfg: dict[str, Any]) -> dict[str, Any]:
+def schedule_spec(cfg: DiffusionConfig) -> dict[str, Any]:
     return {
-        "num_train_timesteps": int(cfg["num_train_timesteps"]),
-        "beta_schedule": str(cfg["beta_schedule"]),
-        "beta_start": float(cfg["beta_start"]),
-        "beta_end": float(cfg["beta_end"]),
-        "prediction_type": str(cfg["prediction_type"]),
+        "num_train_timesteps": int(cfg.num_train_timesteps),
+        "beta_schedule": str(cfg.beta_schedule),
+        "beta_start": float(cfg.beta_start),
+        "beta_end": float(cfg.beta_end),
+        "prediction_type": str(cfg.prediction_type),
     }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-SPACES = ("latent", "pixel")
+from .config import SPACES
 
 
 def space_name(section: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from .autoencoder import (
     latent_shape,
 )
 from .checkpoints import save_weights
+from .config import AutoencoderConfig, Profile, RunSettings, _Section
 from .data import load_training_data
 from .grids import save_grid
 from .model_card import write_model_card
@@ -55,26 +56,34 @@ EXTENDABLE = ("steps", "max_minutes", "checkpoint_every", "balance_by", "balance
 ADDED = {"grad_accum": 1, "space": "latent"}
 
 
-def settings_hash(cfg: dict[str, Any]) -> str:
-    """Identifies the settings a checkpoint depends on (not its length: `--resume` with more
-    steps or a longer cap continues training)."""
-    kept = {
-        k: v for k, v in cfg.items() if k not in EXTENDABLE and not (k in ADDED and v == ADDED[k])
+def hashed_settings(cfg: _Section | dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpoint depends on (not its length: `--resume` with more steps or a
+    longer cap continues training)."""
+    values = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    return {
+        k: v
+        for k, v in values.items()
+        if k not in EXTENDABLE and not (k in ADDED and v == ADDED[k])
     }
+
+
+def settings_hash(cfg: _Section | dict[str, Any]) -> str:
+    """Identifies the settings a checkpoint depends on (`hashed_settings`)."""
+    kept = hashed_settings(cfg)
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train_autoencoder(
     data: str | Path,
     out: str | Path,
-    settings: dict[str, Any],
+    settings: Profile,
     resume: bool = False,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) an autoencoder run in `out`; returns its model card. Under
     `accelerate launch` the processes train one model data-parallel (generation/parallel.py)."""
-    cfg = settings["autoencoder"]
-    accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
+    cfg = settings.autoencoder
+    accelerator = make_accelerator(cfg.mixed_precision, int(cfg.grad_accum))
     with open_run(out, resume, KIND, accelerator) as (run, resume):
         return _train(data, run, settings, cfg, accelerator, resume, show_progress)
 
@@ -87,7 +96,7 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
     config = _run_config(train, spec, settings, cfg, batch)
     if main:
         write_json_atomic(run / "config.json", config)
-    torch.manual_seed(int(cfg["seed"]))
+    torch.manual_seed(int(cfg.seed))
     parts = _Networks.build(cfg, train.spatial_dims, spec)
     identity = {
         "dataset_hash": config["dataset"]["hash"],
@@ -97,9 +106,11 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
     start, elapsed = 0, 0.0
     if resume:
         start, elapsed, _ = resume_run(
-            run, parts.modules, parts.optimizers, identity, accelerator, "autoencoder"
+            run, parts.modules, parts.optimizers, identity, accelerator, "autoencoder", cfg
         )
-    steps = _Steps(run, train, config, accelerator, batch, parts, identity)
+    if main:  # after the resume check, which compares with the settings saved before
+        RunSettings("autoencoder", settings).write(run)
+    steps = _Steps(run, train, config, cfg, accelerator, batch, parts, identity)
     result = train_run(
         cfg, start, elapsed, steps.train_step, steps.checkpoint, "autoencoder", show_progress,
         accelerator,
@@ -110,10 +121,10 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
     card = {
         "kind": KIND,
         "dataset": config["dataset"],
-        "profile": settings.get("profile"),
+        "profile": settings.profile,
         **card_basics(result, accelerator, batch, digests),
         "network": spec,
-        "params": cfg,
+        "params": cfg.to_dict(),
         "weights": WEIGHTS,
     }
     if main:
@@ -123,7 +134,9 @@ def _train(data, run: Path, settings, cfg, accelerator, resume: bool, show_progr
     return card
 
 
-def _run_config(train, spec: dict, settings: dict, cfg: dict, batch) -> dict[str, Any]:
+def _run_config(
+    train, spec: dict, settings: Profile, cfg: AutoencoderConfig, batch
+) -> dict[str, Any]:
     """The run's config.json: the network, what it was trained on and how."""
     image_size = train.dataset.image_size
     return {
@@ -135,8 +148,8 @@ def _run_config(train, spec: dict, settings: dict, cfg: dict, batch) -> dict[str
         "latent_shape": latent_shape(spec, image_size),
         "schema": train.schema.to_json(),
         "dataset": {"name": train.dataset.name, "hash": train.dataset.content_hash()},
-        "profile": settings.get("profile"),
-        "settings": cfg,
+        "profile": settings.profile,
+        "settings": cfg.to_dict(),
         "global_batch": batch.describe(),
     }
 
@@ -152,13 +165,13 @@ class _Networks:
     disc_opt: torch.optim.Optimizer | None
 
     @classmethod
-    def build(cls, cfg: dict[str, Any], spatial_dims: int, spec: dict) -> _Networks:
+    def build(cls, cfg: AutoencoderConfig, spatial_dims: int, spec: dict) -> _Networks:
         model = build_autoencoder(spec)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg.lr))
         disc = build_discriminator(cfg, spatial_dims, spec["in_channels"])
         disc_opt = None
         if disc is not None:
-            disc_opt = torch.optim.AdamW(disc.parameters(), lr=float(cfg["lr"]))
+            disc_opt = torch.optim.AdamW(disc.parameters(), lr=float(cfg.lr))
         return cls(model, optimizer, disc, disc_opt)
 
     @property
@@ -177,12 +190,12 @@ class _Networks:
 class _Steps:
     """One training step and one checkpoint, as the shared loop calls them."""
 
-    def __init__(self, run: Path, train, config: dict, accelerator, batch, parts: _Networks,
-                 identity: dict):  # fmt: skip
+    def __init__(self, run: Path, train, config: dict, cfg: AutoencoderConfig, accelerator, batch,
+                 parts: _Networks, identity: dict):  # fmt: skip
         from monai.losses import PatchAdversarialLoss, SSIMLoss
 
         self.run, self.train, self.accelerator, self.batch = run, train, accelerator, batch
-        self.parts, self.identity, self.cfg = parts, identity, config["settings"]
+        self.parts, self.identity, self.cfg = parts, identity, cfg
         if parts.disc is not None:
             self.adv_loss = PatchAdversarialLoss(criterion="least_squares")
         # prepared: DDP-wrapped under several processes, optimizers that step once per
@@ -190,10 +203,10 @@ class _Steps:
         self.recon_net, self.opt = accelerator.prepare(Reconstruction(parts.model), parts.optimizer)
         if parts.disc is not None:
             self.disc_net, self.d_opt = accelerator.prepare(parts.disc, parts.disc_opt)
-        win = int(self.cfg["ssim_kernel"])
+        win = int(self.cfg.ssim_kernel)
         self.ssim = SSIMLoss(train.spatial_dims, data_range=2.0, win_size=win)
         self.latent = config["latent_shape"]
-        self.seed = int(self.cfg["seed"])
+        self.seed = int(self.cfg.seed)
 
     def micro_step(self, x: torch.Tensor, eps: torch.Tensor, use_adv: bool) -> dict[str, float]:
         accelerator, cfg = self.accelerator, self.cfg
@@ -203,13 +216,13 @@ class _Steps:
         l1 = (recon - x).abs().mean()
         ssim_value = self.ssim(recon, x)
         kl = kl_loss(z_mu.float(), z_sigma.float())
-        loss = l1 + float(cfg["ssim_weight"]) * ssim_value + float(cfg["kl_weight"]) * kl
+        loss = l1 + float(cfg.ssim_weight) * ssim_value + float(cfg.kl_weight) * kl
         losses = {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
         if use_adv:
             with frozen(self.parts.disc), accelerator.autocast():
                 fake = self.parts.disc(recon.contiguous())[-1]  # the bare module: no DDP hook
             g_adv = self.adv_loss(fake.float(), target_is_real=True, for_discriminator=False)
-            loss = loss + float(cfg["adversarial_weight"]) * g_adv
+            loss = loss + float(cfg.adversarial_weight) * g_adv
             losses["g_adv"] = g_adv.item()
         accelerator.backward(loss)
         self.opt.step()
@@ -237,7 +250,7 @@ class _Steps:
         self.recon_net.train()
         idx = self.train.batch_indices(step, batch.size, seed)
         eps = torch.randn((batch.size, *self.latent), generator=step_generator(seed, step))
-        use_adv = disc is not None and step >= int(self.cfg["adversarial_start"])
+        use_adv = disc is not None and step >= int(self.cfg.adversarial_start)
         nets = (self.recon_net, self.disc_net) if disc is not None else (self.recon_net,)
         losses = []
         for part in batch.micro_slices(self.accelerator.process_index):
@@ -258,17 +271,17 @@ class _Steps:
         save_reconstructions(parts.model, preview, path)
 
 
-def build_discriminator(cfg: dict[str, Any], spatial_dims: int, in_channels: int):
+def build_discriminator(cfg: AutoencoderConfig, spatial_dims: int, in_channels: int):
     """The patch discriminator when the adversarial loss is on, else None. Instance norm, not
     MONAI's default batch norm: batch statistics would differ between one process's slice and
     the global batch, so N processes would no longer train the model one process does."""
-    if float(cfg["adversarial_weight"]) <= 0:
+    if float(cfg.adversarial_weight) <= 0:
         return None
     from monai.networks.nets import PatchDiscriminator
 
     return PatchDiscriminator(
         spatial_dims=spatial_dims,
-        channels=int(cfg["discriminator_channels"]),
+        channels=int(cfg.discriminator_channels),
         in_channels=in_channels,
         num_layers_d=2,
         norm="INSTANCE",

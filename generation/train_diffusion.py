@@ -19,6 +19,7 @@ import torch
 
 from .autoencoder import build_autoencoder
 from .checkpoints import file_sha256, load_into, save_weights
+from .config import DiffusionConfig, Profile
 from .data import TrainingData, load_training_data
 from .generate_set import training_distribution
 from .model_card import write_model_card
@@ -26,7 +27,7 @@ from .parallel import global_batch
 from .pipeline import AE_DIR, AE_WEIGHTS, CONFIG, UNET_WEIGHTS, model_hash
 from .runs import card_basics, make_accelerator, open_run
 from .schedulers import schedule_spec
-from .space import LatentSpace, PixelSpace, space_name
+from .space import LatentSpace, PixelSpace
 from .train_autoencoder import WEIGHTS as AE_RUN_WEIGHTS
 from .unet import ConditionedUNet, mask_to_input, unet_spec
 from .unet_trainer import AutoencoderSource, Latents, RunPlace, Trained, train_unet
@@ -75,11 +76,11 @@ def check_compatible(ae_config: dict[str, Any], train: TrainingData, ae_path: Pa
             )
 
 
-def check_space(settings: dict[str, Any], autoencoder_run: str | Path | None) -> str:
+def check_space(settings: Profile, autoencoder_run: str | Path | None) -> str:
     """The settings' space, refusing an autoencoder run where nothing is encoded with it and
     none where the latents come from it."""
-    space = space_name(settings["diffusion"])
-    profile = f"profile {settings['profile']!r}" if settings.get("profile") else "the settings"
+    space = settings.diffusion.space
+    profile = f"profile {settings.profile!r}" if settings.profile else "the settings"
     if space == "pixel" and autoencoder_run:
         raise ValueError(
             f"--autoencoder {autoencoder_run}: {profile} trains the diffusion model in pixel "
@@ -99,17 +100,17 @@ def train_diffusion(
     data: str | Path,
     autoencoder_run: str | Path | None,
     out: str | Path,
-    settings: dict[str, Any],
+    settings: Profile,
     resume: bool = False,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) a diffusion run in `out`; returns its model card. `autoencoder_run`:
     the autoencoder whose latents it learns, or None in pixel space."""
-    cfg = dict(settings["diffusion"])
+    cfg = settings.diffusion
     space = check_space(settings, autoencoder_run)
-    accelerator = make_accelerator(cfg["mixed_precision"], int(cfg.get("grad_accum", 1)))
+    accelerator = make_accelerator(cfg.mixed_precision, int(cfg.grad_accum))
     with open_run(out, resume, KIND, accelerator) as (run, resume):
-        place = RunPlace(run, resume, accelerator, cfg, "diffusion", show_progress)
+        place = RunPlace(run, resume, accelerator, cfg, settings, "diffusion", show_progress)
         main = accelerator.is_main_process
         train = load_training_data(data, show_progress=show_progress and main)
         if space == "pixel":
@@ -118,7 +119,7 @@ def train_diffusion(
             inputs = prepare_latents(train, autoencoder_run, place)
         spec = unet_spec(cfg, train.spatial_dims, inputs.latents.shape[1], train.has_masks)
         config = run_config(inputs, settings, cfg, spec, schedule_spec(cfg))
-        torch.manual_seed(int(cfg["seed"]))
+        torch.manual_seed(int(cfg.seed))
         unet = ConditionedUNet(spec, train.schema, mask_input=train.has_masks)
         trained = train_unet(place, inputs, config, unet, list(unet.parameters()), ema_warmup=True)
         card = save_run(place, config, trained, trained.ema.model, settings)
@@ -182,8 +183,8 @@ def latent_stats(latents: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def run_config(
     data: Latents,
-    settings: dict[str, Any],
-    cfg: dict[str, Any],
+    settings: Profile,
+    cfg: DiffusionConfig,
     spec: dict[str, Any],
     schedule: dict[str, Any],
     schema: dict[str, Any] | None = None,
@@ -203,13 +204,13 @@ def run_config(
         **_latent_entries(data),
         "unet": spec,
         "schedule": schedule,
-        "generate": settings["generate"],
+        "generate": settings.generate.to_dict(),
         "training_conditions": training_distribution(
             train.schema, [r.conditions for r in train.focus_records]
         ),
         "dataset": {"name": train.dataset.name, "hash": train.dataset.content_hash()},
-        "profile": settings.get("profile"),
-        "settings": cfg,
+        "profile": settings.profile,
+        "settings": cfg.to_dict(),
         "global_batch": data.batch.describe(),
     }
 
@@ -233,7 +234,7 @@ def _latent_entries(data: Latents) -> dict[str, Any]:
 
 
 def save_run(
-    place: RunPlace, config: dict[str, Any], trained: Trained, final, settings: dict[str, Any]
+    place: RunPlace, config: dict[str, Any], trained: Trained, final, settings: Profile
 ) -> dict[str, Any]:
     """Save the `final` UNet weights (the EMA's, made plain) and return the model card."""
     if place.accelerator.is_main_process:
@@ -249,13 +250,13 @@ def save_run(
         "model_hash": model_hash(place.run),
         "dataset": config["dataset"],
         "autoencoder": autoencoder,
-        "profile": settings.get("profile"),
+        "profile": settings.profile,
         **card_basics(trained.result, place.accelerator, trained.batch, trained.digests),
         "conditioning": "per-attribute embeddings summed into the UNet time embedding; "
         "classifier-free guidance by per-attribute dropout",
         "schema": config["schema"],
         "unet": config["unet"],
         "schedule": config["schedule"],
-        "params": place.cfg,
+        "params": place.cfg.to_dict(),
         "samples": "samples/",
     }

@@ -18,21 +18,23 @@ from torch import nn
 from conditioning.dataset import ConditionSchema
 from conditioning.encoders import ConditionEncoder
 
+from .config import DiffusionConfig
+
 MASK_CHANNELS = 2  # downsampled mask + presence flag
 
 
 def unet_spec(
-    cfg: dict[str, Any], spatial_dims: int, latent_channels: int, has_masks: bool
+    cfg: DiffusionConfig, spatial_dims: int, latent_channels: int, has_masks: bool
 ) -> dict[str, Any]:
     return {
         "spatial_dims": spatial_dims,
         "in_channels": latent_channels + (MASK_CHANNELS if has_masks else 0),
         "out_channels": latent_channels,
-        "channels": list(cfg["channels"]),
-        "attention_levels": [bool(a) for a in cfg["attention_levels"]],
-        "num_res_blocks": int(cfg["num_res_blocks"]),
-        "norm_num_groups": int(cfg["norm_num_groups"]),
-        "num_head_channels": int(cfg["num_head_channels"]),
+        "channels": list(cfg.channels),
+        "attention_levels": [bool(a) for a in cfg.attention_levels],
+        "num_res_blocks": int(cfg.num_res_blocks),
+        "norm_num_groups": int(cfg.norm_num_groups),
+        "num_head_channels": int(cfg.num_head_channels),
     }
 
 

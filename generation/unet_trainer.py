@@ -16,6 +16,7 @@ import torch
 from conditioning.dataset import write_json_atomic
 from conditioning.encoders import drop_conditions
 
+from .config import DiffusionConfig, Profile, RunSettings
 from .data import ClassBalance, TrainingData
 from .ema import EMA
 from .grids import grid_conditions, save_grid
@@ -33,12 +34,15 @@ log = logging.getLogger("radsynth.train")
 @dataclass(frozen=True)
 class RunPlace:
     """Where a run trains and how: its directory, whether it resumes, the accelerator, its
-    merged settings and the section they came from (the progress bar's name)."""
+    settings (`cfg`: the diffusion section, or for `train adapt` that section under the adapt
+    one's values), the whole profile they came from (saved beside the weights) and the section
+    that trains (the progress bar's name)."""
 
     run: Path
     resume: bool
     accelerator: Any
-    cfg: dict[str, Any]
+    cfg: DiffusionConfig
+    settings: Profile
     section: str
     show_progress: bool
 
@@ -84,9 +88,9 @@ def train_unet(
     """Train `params` of `unet` with AdamW from the run's step (or its checkpoint), writing the
     run's config.json and autoencoder copy first; returns the loop's result and the EMA."""
     cfg, accelerator = place.cfg, place.accelerator
-    optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]))
+    optimizer = torch.optim.AdamW(params, lr=float(cfg.lr))
     unet.to(accelerator.device)
-    ema = EMA(unet, float(cfg["ema_decay"]), warmup=ema_warmup)
+    ema = EMA(unet, float(cfg.ema_decay), warmup=ema_warmup)
     modules = {"unet": unet, "ema": ema.model}
     optimizers = {"optimizer": optimizer}
     identity = {
@@ -97,12 +101,12 @@ def train_unet(
     start, elapsed = 0, 0.0
     if place.resume:
         start, elapsed, state = resume_run(
-            place.run, modules, optimizers, identity, accelerator, place.section
+            place.run, modules, optimizers, identity, accelerator, place.section, cfg
         )
         ema.load_counters(state.get("ema"), start)
     net, opt = accelerator.prepare(unet, optimizer)
     if accelerator.is_main_process:
-        _write_run_files(place.run, data, config)
+        _write_run_files(place, data, config)
     steps = _Steps(place, data, config, unet, net, opt, optimizer, ema, modules, identity)
     result = train_run(
         cfg, start, elapsed, steps.train_step, steps.checkpoint, place.section,
@@ -111,14 +115,16 @@ def train_unet(
     return Trained(result, ema, replica_digests(accelerator, ema.model), data.batch)
 
 
-def _write_run_files(run: Path, data: Latents, config: dict[str, Any]) -> None:
+def _write_run_files(place: RunPlace, data: Latents, config: dict[str, Any]) -> None:
     """Everything generation needs lives in the run: the autoencoder (latent space) is copied
-    in."""
+    in; the settings it trains with are saved beside the weights (training_config.json)."""
+    run = place.run
     if data.autoencoder is not None:
         (run / AE_DIR).mkdir(exist_ok=True)
         shutil.copyfile(data.autoencoder.path / CONFIG, run / AE_DIR / CONFIG)
         shutil.copyfile(data.autoencoder.weights, run / AE_DIR / AE_WEIGHTS)
     write_json_atomic(run / CONFIG, config)
+    RunSettings(place.section, place.settings).write(run)
 
 
 @dataclass
@@ -142,7 +148,7 @@ class _Steps:
         self.table = self.noise_sched.alphas_cumprod
         self.horizon = schedule["num_train_timesteps"]
         self.v_pred = schedule["prediction_type"] == "v_prediction"
-        self.seed = int(self.place.cfg["seed"])
+        self.seed = int(self.place.cfg.seed)
         balance = ClassBalance.from_settings(self.place.cfg)
         self.balance = None if balance is None else balance.bind(self.data.train)
         if self.balance is not None:
@@ -158,7 +164,7 @@ class _Steps:
         with accelerator.autocast():
             pred = self.net(zt, t, cond, mask_in)
         per_image = ((pred.float() - target) ** 2).flatten(1).mean(1)
-        weights = snr_weights(t, self.config["schedule"], float(cfg["min_snr_gamma"]), self.table)
+        weights = snr_weights(t, self.config["schedule"], float(cfg.min_snr_gamma), self.table)
         loss = (weights * per_image).mean()
         accelerator.backward(loss)
         self.opt.step()
@@ -169,7 +175,7 @@ class _Steps:
         """Linear warmup, a function of the step alone so a resumed run gets the same rates: a
         fresh Adam moves every weight by about lr on its first steps, which jolts a trained
         model that is being fine-tuned."""
-        base_lr, warmup = float(self.place.cfg["lr"]), int(self.place.cfg.get("warmup_steps", 0))
+        base_lr, warmup = float(self.place.cfg.lr), int(self.place.cfg.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = base_lr * min(1.0, (step + 1) / warmup) if warmup else base_lr
 
@@ -186,12 +192,12 @@ class _Steps:
         z0 = latents[idx.to(latents.device)]
         noise = torch.randn(z0.shape, generator=gen).to(device)
         t = torch.randint(0, self.horizon, (len(idx),), generator=gen).to(device)
-        dropout = float(cfg["condition_dropout"])
+        dropout = float(cfg.condition_dropout)
         cond = drop_conditions(train.conditions[idx], dropout, gen).to(device)
         mask_in = None
         if self.data.mask_inputs is not None:
             chosen = self.data.mask_inputs[idx.to(device)]
-            mask_in = hide_masks(chosen, float(cfg["mask_dropout"]), gen)
+            mask_in = hide_masks(chosen, float(cfg.mask_dropout), gen)
         losses = []
         for part in self.data.batch.micro_slices(accelerator.process_index):
             with accelerator.accumulate(self.net):
@@ -215,7 +221,7 @@ class _Steps:
             self.config, self.ema.model, self.data.space, device=place.accelerator.device
         )
         grid = place.run / "samples" / f"grid_step{step:07d}.png"
-        save_sample_grid(model, grid, int(place.cfg["grid_columns"]), self.seed)
+        save_sample_grid(model, grid, int(place.cfg.grid_columns), self.seed)
         self.ema.model.eval()
 
 

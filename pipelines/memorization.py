@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from generation.config import Profile
     from privacy_audit.report import AuditReport
 
 
@@ -38,19 +39,21 @@ class MemorizationConfig:
     # arms (the memorising part is the diffusion model; its latents come from this autoencoder)
 
 
-def _settings(config: MemorizationConfig, arm: str) -> dict:
+def _settings(config: MemorizationConfig, arm: str) -> Profile:
     from generation.config import load_profile
     from pipelines.commands.train import REPO_PARAMS
 
     params = Path(config.params) if config.params else Path("params.yaml")
     settings = load_profile(params if params.is_file() else REPO_PARAMS, config.profile)
     if arm == "tiny":
-        diffusion = settings["diffusion"]
-        diffusion["steps"] = config.steps
-        diffusion["max_minutes"] = config.max_minutes
-        if config.batch_size:
-            diffusion["batch_size"] = config.batch_size
-        diffusion["checkpoint_every"] = min(diffusion.get("checkpoint_every", 500), config.steps)
+        diffusion = settings.diffusion
+        changes = {
+            "steps": config.steps,
+            "max_minutes": config.max_minutes,
+            "batch_size": config.batch_size or diffusion.batch_size,
+            "checkpoint_every": min(diffusion.checkpoint_every, config.steps),
+        }
+        settings = settings.updated(diffusion=changes)
     return settings
 
 
@@ -58,7 +61,7 @@ def _finished(run: Path) -> bool:
     return (run / "model_card.json").is_file()
 
 
-def _train(kind: str, run: Path, settings: dict, show: bool, **paths) -> None:
+def _train(kind: str, run: Path, settings: Profile, show: bool, **paths) -> None:
     """Train the run unless it finished; continue it when a checkpoint was left behind."""
     from generation.runs import CHECKPOINTS, LATEST
 
@@ -114,13 +117,11 @@ def _arm_data(arm: str, data: str | Path, out: Path, config: MemorizationConfig)
     return dataset_dir
 
 
-def _arm_model(out: Path, settings: dict, config: MemorizationConfig, dataset_dir: Path) -> str:
+def _arm_model(out: Path, settings: Profile, config: MemorizationConfig, dataset_dir: Path) -> str:
     """Train (or continue) the arm's autoencoder, unless a shared one is given or the profile
     is in pixel space (none: train_diffusion refuses a given one), and diffusion."""
-    from generation.space import space_name
-
     autoencoder = Path(config.autoencoder) if config.autoencoder else out / "autoencoder"
-    if space_name(settings["diffusion"]) == "pixel":
+    if settings.diffusion.space == "pixel":
         autoencoder = config.autoencoder
     elif not config.autoencoder:
         _train("autoencoder", autoencoder, settings, config.progress, data=dataset_dir)
@@ -135,43 +136,38 @@ def _arm_model(out: Path, settings: dict, config: MemorizationConfig, dataset_di
     return str(out / "model")
 
 
-def _arm_samples(model: str, out: Path, settings: dict, config: MemorizationConfig) -> None:
+def _arm_samples(model: str, out: Path, settings: Profile, config: MemorizationConfig) -> None:
     """The samples the audit checks, in OUT/set, drawn as the profile's `generate` says."""
     from generation import load_model
     from generation.generate_set import SetRequest, generate_set
     from generation.sampling import Sampling
 
-    generate = settings.get("generate", {})
+    generate = settings.generate
     generate_set(
         load_model(model),
         out / "set",
-        SetRequest(config.samples, {}, config.seed, generate.get("balanced")),
-        Sampling(
-            steps=generate.get("steps"),
-            sampler=generate.get("sampler"),
-            guidance=generate.get("guidance"),
-        ),
+        SetRequest(config.samples, {}, config.seed, generate.balanced),
+        Sampling(steps=generate.steps, sampler=generate.sampler, guidance=generate.guidance),
         show_progress=config.progress,
     )
 
 
 def _arm_audit(
-    out: Path, dataset_dir: Path, settings: dict, config: MemorizationConfig
+    out: Path, dataset_dir: Path, settings: Profile, config: MemorizationConfig
 ) -> AuditReport:
-    """`radsynth audit` of OUT/set against the arm's training data, into OUT/audit."""
+    """`radsynth audit` of OUT/set against the arm's training data, into OUT/audit. With the
+    audit's own defaults: the profile's `audit` section is not among the training settings
+    (generation.config.OTHER_SECTIONS), and never was, so it never reached this call."""
     from privacy_audit.audit import AuditConfig, run_audit
     from privacy_audit.encoder import EncoderParams
 
-    audit_settings = settings.get("audit", {})
     encoder = EncoderParams(seed=config.seed)
-    if audit_settings.get("encoder_steps"):
-        encoder.steps = int(audit_settings["encoder_steps"])
     return run_audit(
         out / "set",
         dataset_dir,
         out / "audit",
         AuditConfig(
-            quantile=float(audit_settings.get("quantile", 0.995)),
+            quantile=0.995,
             seed=config.seed,
             encoder=encoder,
             progress=config.progress,

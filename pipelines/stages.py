@@ -65,6 +65,17 @@ def as_flags(section: dict[str, Any] | None) -> list[str]:
     return flags
 
 
+def generate_flags(section: dict[str, Any], source: str) -> dict[str, Any]:
+    """The generate stage's flags: the profile's `generate` section, checked (GenerateConfig),
+    with the image count and seed the command requires taken from the defaults where the
+    profile is silent; what else it leaves out, the model's saved defaults decide."""
+    from generation.config import GenerateConfig
+
+    given = section.get("generate") or {}
+    checked = GenerateConfig.from_json(given, source)
+    return {"n": checked.n, "seed": checked.seed, **given}
+
+
 def pixel_space(section: dict[str, Any]) -> bool:
     """Whether a profile trains its diffusion model on pixels (no autoencoder)."""
     return (section.get("diffusion") or {}).get("space", "latent") == "pixel"
@@ -88,14 +99,8 @@ def stage_argv(name: str, params: dict[str, Any], params_file: str = "params.yam
         return ["train", "diffusion", "--data", p["dataset"], "--autoencoder", p["autoencoder"],
                 "--out", p["diffusion"], "--profile", profile, "--params", params_file]  # fmt: skip
     if name == "generate":
-        return [
-            "generate",
-            "--model",
-            p["diffusion"],
-            "--out",
-            p["synthetic"],
-            *as_flags(section.get("generate")),
-        ]
+        return ["generate", "--model", p["diffusion"], "--out", p["synthetic"],
+                *as_flags(generate_flags(section, f"{params_file} profiles.{profile}"))]  # fmt: skip
     if name == "audit":
         return ["audit", "--synthetic", p["synthetic"], "--data", p["dataset"], "--model", p["diffusion"],
                 "--out", p["audit"], "--filtered-out", p["released_set"],

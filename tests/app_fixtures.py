@@ -31,10 +31,11 @@ def train_tiny_model(dataset: Path, runs: Path) -> Path:
     from generation.train_diffusion import train_diffusion
 
     torch.set_num_threads(2)
-    settings = load_profile(REPO / "params.yaml", "smoke")
-    settings["autoencoder"].update(steps=1, checkpoint_every=1, mixed_precision="no")
-    settings["diffusion"].update(steps=1, checkpoint_every=1, mixed_precision="no")
-    settings["generate"].update(steps=1, bf16=False)
+    settings = load_profile(REPO / "params.yaml", "smoke").updated(
+        autoencoder={"steps": 1, "checkpoint_every": 1, "mixed_precision": "no"},
+        diffusion={"steps": 1, "checkpoint_every": 1, "mixed_precision": "no"},
+        generate={"steps": 1, "bf16": False},
+    )
     train_autoencoder(dataset, runs / "tiny-ae", settings, show_progress=False)
     train_diffusion(dataset, runs / "tiny-ae", runs / "tiny-model", settings, show_progress=False)
     return runs / "tiny-model"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from generation.config import merge_profile
+from generation.config import Profile, merge_profile
 from tests.conftest import make_tiny_dataset
 
 TINY = {
@@ -48,14 +49,12 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def tiny_settings(**overrides) -> dict:
+def tiny_settings(**overrides) -> Profile:
     profile = {section: dict(values) for section, values in TINY.items()}
     for key, value in overrides.items():
         section, name = key.split("__")
         profile[section][name] = value
-    settings = merge_profile(profile)
-    settings["profile"] = "tiny"
-    return settings
+    return replace(merge_profile(profile), profile="tiny")
 
 
 def train_tiny_model(root: Path, with_masks: bool = False) -> tuple[Path, Path, Path]:

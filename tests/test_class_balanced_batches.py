@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conditioning.dataset import CATEGORICAL, Attribute, ConditionSchema
+from generation.config import DiffusionConfig
 from generation.data import ClassBalance, TrainingData
 
 
@@ -47,9 +48,9 @@ def test_shares_follow_the_power_and_the_draw_replays():
 
 
 def test_settings_are_checked():
-    assert ClassBalance.from_settings({"balance_by": "", "balance_power": 0.5}) is None
-    assert ClassBalance.from_settings({"balance_by": "pathology", "balance_power": 0}) is None
+    assert ClassBalance.from_settings(DiffusionConfig(balance_by="", balance_power=0.5)) is None
+    assert ClassBalance.from_settings(DiffusionConfig(balance_by="pathology")) is None
     with pytest.raises(ValueError, match="balance_power"):
-        ClassBalance.from_settings({"balance_by": "pathology", "balance_power": 2})
+        ClassBalance.from_settings(DiffusionConfig(balance_by="pathology", balance_power=2))
     with pytest.raises(ValueError, match="not a condition"):
         ClassBalance("sex", 0.5).bind(_data({"a": 3, "b": 2}))

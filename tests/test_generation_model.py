@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
 from conditioning.dataset import load_dataset
@@ -196,6 +197,41 @@ def test_adapt_replay_mixes_the_rest_of_the_distribution_into_every_batch(traine
     assert [c["values"] for c in combos] == [[["pathology", "viral"]]]
 
 
+def test_lora_adapt_is_reproducible_resumes_and_saves_plain_weights(trained, tmp_path, monkeypatch):
+    """`--lora`: the same seed gives the same merged weights, under the parent's weight names (no
+    adapter left); a run crashed after its step-2 checkpoint resumes to them bit for bit."""
+    from generation.checkpoints import load_weights
+    from pipelines.cli import main
+    from tests.generation_tiny import crash_in_training_step
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "profile: t\nprofiles:\n  t:\n"
+        "    adapt: {steps: 4, batch_size: 2, lr: 0.002, warmup_steps: 1, ema_decay: 0.5,\n"
+        "            mixed_precision: 'no', checkpoint_every: 2}\n"
+    )
+
+    def adapt(out: str, *extra: str) -> list[str]:
+        return ["train", "adapt", "--model", str(trained[2]), "--data", str(trained[0]),
+                "--out", str(tmp_path / out), "--where", "pathology=viral", "--limit", "2",
+                "--lora", "2", "--params", str(params), "--no-progress", *extra]  # fmt: skip
+
+    assert main(adapt("a")) == 0 and main(adapt("b")) == 0
+    crash_in_training_step(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(adapt("cut"))
+    monkeypatch.undo()
+    assert main(adapt("cut", "--resume")) == 0
+    parent = load_weights(trained[2] / "unet.safetensors")
+    first = load_weights(tmp_path / "a" / "unet.safetensors")
+    assert first.keys() == parent.keys()
+    assert any(not torch.equal(first[k], parent[k]) for k in parent)
+    for other in ("b", "cut"):
+        again = load_weights(tmp_path / other / "unet.safetensors")
+        assert again.keys() == first.keys(), other
+        assert all(torch.equal(first[k], again[k]) for k in first), other
+
+
 def weights_moved_by_adapting(trained, tmp_path, setting: str, value) -> float:
     """Adapt the tiny model fully for two steps with one adapt setting; the L1 distance of the
     saved weights from the parent's."""
@@ -256,6 +292,10 @@ def test_adapt_exclude_skips_images_the_parent_already_saw(trained, tmp_path):
     assert lineage["method"] == "full fine-tuning"
     parent_lr = json.loads((trained[2] / "config.json").read_text())["settings"]["lr"]
     assert json.loads((out / "config.json").read_text())["settings"]["lr"] == parent_lr
+    from generation.config import RunSettings
+
+    saved = RunSettings.read(out)  # the adapted run's resolved settings, beside its weights
+    assert saved.trained == "adapt" and saved.config.lr == saved.settings.adapt.lr == parent_lr
     assert lineage["excluded_datasets"] == [
         {"name": seen.name, "hash": seen.content_hash(), "images": len(seen.records)}
     ]

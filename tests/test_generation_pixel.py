@@ -243,9 +243,9 @@ def test_the_pixel_profile_and_its_pipeline_stages():
     from pipelines.stages import load_params, stage_argv
 
     settings = load_profile(REPO / "params.yaml", "pixel")
-    diffusion = settings["diffusion"]
-    assert diffusion["space"] == "pixel" and diffusion["max_minutes"] == 60
-    assert diffusion["attention_levels"] == [False] * (len(diffusion["channels"]) - 1) + [True]
+    diffusion = settings.diffusion
+    assert diffusion.space == "pixel" and diffusion.max_minutes == 60
+    assert diffusion.attention_levels == (False,) * (len(diffusion.channels) - 1) + (True,)
     params = {**load_params(REPO / "params.yaml"), "profile": "pixel"}
     arms = params["profiles"]["pixel"]["utility"]["arms"]
     assert "balanced" in arms and "signature" not in arms  # no decoder to pass real images through
@@ -275,7 +275,7 @@ def test_a_latent_run_saved_without_space_reads_as_latent(tmp_path):
     assert before.space_name == "latent" and before.autoencoder is not None
     request = [{"pathology": "bacterial"}, {}]
     assert np.array_equal(model.generate(request, 2), before.generate(request, 2))
-    cfg = tiny_settings()["diffusion"]
-    without = {k: v for k, v in cfg.items() if k != "space"}
+    cfg = tiny_settings().diffusion
+    without = {k: v for k, v in cfg.to_dict().items() if k != "space"}
     assert settings_hash(cfg) == settings_hash(without)
-    assert settings_hash({**cfg, "space": "pixel"}) != settings_hash(cfg)
+    assert settings_hash(cfg.updated(space="pixel")) != settings_hash(cfg)

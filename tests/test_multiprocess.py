@@ -128,7 +128,7 @@ def test_two_processes_train_the_autoencoder_one_process_trains(runs):
     with one_thread():
         one, two = (_reconstructions(root / r, images) for r in ("ae1", "ae2"))
         settings = tiny_settings(**{f"autoencoder__{k}": v for k, v in AE.items()})
-        settings["autoencoder"]["batch_size"] = 2  # a global batch of 2: another trajectory
+        settings = settings.updated(autoencoder={"batch_size": 2})  # global batch 2: another path
         train_autoencoder(data, root / "other", settings, show_progress=False)
         other = _reconstructions(root / "other", images)
     assert (one - two).abs().max().item() < TOLERANCE

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from generation.config import BALANCED, SAMPLERS, GenerateConfig
+
+# Unset flags take the model's saved defaults (its config.json `generate`), which training took
+# from GenerateConfig: the help names those, and no default is repeated here.
+_D = GenerateConfig
+
 
 def register(sub) -> None:
     parser = sub.add_parser("generate", help="generate synthetic images from a trained model")
@@ -19,12 +25,21 @@ def register(sub) -> None:
     )
     parser.add_argument(
         "--balanced",
-        choices=("grid", "match"),
+        choices=BALANCED,
         help="spread N over the condition grid, or match the training distribution",
     )
-    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    parser.add_argument("--steps", type=int, help="sampling steps")
-    parser.add_argument("--sampler", help="dpm++ (default), ddim, euler or ddpm")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        help=f"classifier-free guidance scale (default: the model's, usually {_D.guidance:g})",
+    )
+    parser.add_argument(
+        "--steps", type=int, help=f"sampling steps (default: the model's, usually {_D.steps})"
+    )
+    parser.add_argument(
+        "--sampler",
+        help=f"{', '.join(SAMPLERS)} (default: the model's, usually {_D.sampler})",
+    )
     parser.add_argument("--seed", type=int, required=True, help="run seed (image i: seed + index)")
     parser.add_argument("--out", required=True, help="output directory (re-run completes it)")
     parser.add_argument(
@@ -33,7 +48,11 @@ def register(sub) -> None:
         help="masked models: fit these masks (.png/.nii.gz, image i gets mask i mod M) "
         "instead of drawing new ones",
     )
-    parser.add_argument("--batch-size", type=int, help="images per batch")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"images per batch (default: the model's, usually {_D.batch_size})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.set_defaults(func=run)

@@ -5,6 +5,10 @@ adapt it to a small subset."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from generation.config import Profile
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -105,7 +109,7 @@ def register(sub) -> None:
     adapt.set_defaults(func=run_adapt)
 
 
-def settings_from(args) -> dict:
+def settings_from(args) -> Profile:
     from generation.config import load_profile
 
     set_threads(args.threads)
@@ -116,7 +120,7 @@ def settings_from(args) -> dict:
     if args.grad_accum is not None:
         if args.grad_accum < 1:
             raise ValueError(f"--grad-accum must be at least 1, got {args.grad_accum}")
-        settings[args.stage]["grad_accum"] = args.grad_accum
+        settings = settings.updated(**{args.stage: {"grad_accum": args.grad_accum}})
     return settings
 
 
