@@ -136,6 +136,11 @@ class _ReversedGradient(torch.autograd.Function):
         return -ctx.scale * grad, None
 
 
+def reversed_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """`x` forward; backward, the gradient times -scale (the gradient reversal layer)."""
+    return _ReversedGradient.apply(x, scale)
+
+
 def domain_adversary(feature_dim: int, n_domains: int, seed: int) -> torch.nn.Module:
     """The origin classifier of domain-adversarial training, seeded apart from the model."""
     with torch.random.fork_rng():
@@ -355,7 +360,7 @@ class _Epochs:
                 features = self.model.features(batch)
                 outputs = self.model.heads(self.model.dropout(features))
                 strength = adversary_strength(self.targets.domain_weight, progress)
-                origin = self.adversary(_ReversedGradient.apply(features, strength))
+                origin = self.adversary(reversed_gradient(features, strength))
         rows = None if self.row_weights is None else self.row_weights[index]
         loss = loss_fn(outputs, self.targets.take(index), self.weights, rows)
         if self.adversary is not None:
@@ -372,8 +377,7 @@ class _Epochs:
         ce = F.cross_entropy(logits.float(), domains, reduction="none")
         rows = torch.ones_like(ce) if rows is None else rows
         per_origin = [
-            (ce * rows)[domains == d].sum() / rows[domains == d].sum()
-            for d in domains.unique()
+            (ce * rows)[domains == d].sum() / rows[domains == d].sum() for d in domains.unique()
         ]
         return torch.stack(per_origin).mean()
 
@@ -405,6 +409,9 @@ def _resume(work_dir, config, model, optimizer, adversary=None):
         log.warning("%s: unreadable, starting over", path)
         return None
     if progress.get("config") != config.to_json() or not progress.get("history"):
+        return None
+    if adversary is not None and not (work_dir / "adversary.safetensors").is_file():
+        log.warning("%s: no adversary checkpoint beside it, starting over", path)
         return None
     model.load_state_dict(load_weights(work_dir / "last.safetensors"))
     if adversary is not None:
