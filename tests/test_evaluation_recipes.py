@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from conditioning.dataset import load_dataset
-from generation.evaluation.fit import FitConfig
-from generation.evaluation.images import ImageSet, load_split
+from generation.evaluation.fit import (
+    FitConfig,
+    Targets,
+    adversary_strength,
+    encode_targets,
+    fit,
+    reversed_gradient,
+)
+from generation.evaluation.images import ImageSet, load_split, to_tensor
 from generation.evaluation.recipes import (
     RECIPES,
+    new_classifier,
     origin_class_weights,
     predict,
     screen,
@@ -107,3 +116,45 @@ def test_signature_recipe_needs_the_autoencoder(tiny):
     data, train, _, other = tiny
     with pytest.raises(ValueError, match="needs the generator's autoencoder"):
         train_with_recipe(RECIPES["signature"], train, other, data.schema, "pathology", FIT)
+
+
+def test_the_adversary_pushes_the_features_against_telling_the_origins_apart():
+    """The reversed gradient is the adversary's gradient turned round and scaled, and its scale
+    rises from 0 (the label heads learn first) to the recipe's weight."""
+    x = torch.randn(5, 3, requires_grad=True)
+    (reversed_gradient(x, 0.3) * torch.arange(3.0)).sum().backward()
+    assert torch.allclose(x.grad, -0.3 * torch.arange(3.0).expand(5, 3))
+    assert adversary_strength(0.3, 0.0) == 0.0
+    assert adversary_strength(0.3, 0.5) == pytest.approx(0.3 * 0.9866, abs=1e-4)
+    assert adversary_strength(0.3, 1.0) == pytest.approx(0.3, abs=1e-4)
+
+
+def test_an_adversary_of_weight_zero_changes_nothing_and_one_resumes(tiny, tmp_path):
+    """Origins with weight 0 train the very same classifier as none; with a weight, a run
+    interrupted after an epoch resumes (adversary included) to the uninterrupted weights."""
+    data, train, _, other = tiny
+    images = to_tensor(np.concatenate([train.images, other.images]))
+    conditions = train.conditions + other.conditions
+    origins = torch.tensor([0] * len(train) + [1] * len(other))
+
+    def trained(weight, work_dir=None, domains=origins, progress=None):
+        targets = encode_targets(conditions, data.schema, ["pathology"])
+        targets = Targets(targets.tensors, domains=domains, domain_weight=weight)
+        model = new_classifier(3, "pathology", FIT)
+        fit(model, images, targets, FIT, work_dir=work_dir, progress=progress)
+        return model.state_dict()
+
+    plain = trained(0.0, domains=None)
+    assert all(torch.equal(plain[k], v) for k, v in trained(0.0).items())
+    adversarial = trained(1.0)
+    assert not all(torch.equal(plain[k], v) for k, v in adversarial.items())
+
+    def crash_after_first_epoch(epoch, entry):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trained(1.0, tmp_path / "run", progress=crash_after_first_epoch)
+    assert (tmp_path / "run" / "adversary.safetensors").is_file()
+    resumed = trained(1.0, tmp_path / "run")
+    assert all(torch.equal(adversarial[k], v) for k, v in resumed.items())

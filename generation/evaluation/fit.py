@@ -64,6 +64,15 @@ class Targets:
 
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     row_weights: torch.Tensor | None = None
+    # origin index per row (e.g. 0 real, 1 synthetic): with `domain_weight` > 0 an adversary
+    # learns the origin from the pooled features through a reversed gradient, so the trunk
+    # unlearns whatever tells the origins apart (domain-adversarial training, Ganin et al. 2016)
+    domains: torch.Tensor | None = None
+    domain_weight: float = 0.0
+
+    @property
+    def adversarial(self) -> bool:
+        return self.domains is not None and self.domain_weight > 0
 
     def take(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: t[index] for n, t in self.tensors.items()}
@@ -112,6 +121,39 @@ def augment(images: torch.Tensor, config: FitConfig, generator: torch.Generator)
     contrast = 1 + uniform(config.intensity).view(n, 1, 1, 1)
     brightness = uniform(config.intensity / 2).view(n, 1, 1, 1)
     return ((moved - 0.5) * contrast + 0.5 + brightness).clamp(0.0, 1.0)
+
+
+class _ReversedGradient(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by -scale backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.scale * grad, None
+
+
+def reversed_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """`x` forward; backward, the gradient times -scale (the gradient reversal layer)."""
+    return _ReversedGradient.apply(x, scale)
+
+
+def domain_adversary(feature_dim: int, n_domains: int, seed: int) -> torch.nn.Module:
+    """The origin classifier of domain-adversarial training, seeded apart from the model."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed * 100_003 + 7)
+        return torch.nn.Sequential(
+            torch.nn.Linear(feature_dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, n_domains)
+        )
+
+
+def adversary_strength(weight: float, progress: float) -> float:
+    """DANN's schedule: the reversed gradient grows from 0 to `weight` over training, so the
+    adversary does not scramble the features before the label heads have any."""
+    return weight * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0)
 
 
 def class_weights(targets: Targets, classes: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -217,9 +259,13 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    adversary = None
+    parameters = list(model.parameters())
+    if targets.adversarial:
+        n_domains = int(targets.domains.max()) + 1
+        adversary = domain_adversary(model.feature_dim, n_domains, config.seed)
+        parameters += list(adversary.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     classes = dict(getattr(model, "categorical", {}))
     row_weights = targets.row_weights
     balance = config.balance_classes and row_weights is None
@@ -229,11 +275,11 @@ def fit(
     best_state = None
     start_epoch = 0
     if work_dir is not None:
-        resumed = _resume(work_dir, config, model, optimizer)
+        resumed = _resume(work_dir, config, model, optimizer, adversary)
         if resumed is not None:
             start_epoch, history, best, best_state = resumed
             log.info("%s: resuming after epoch %d of %d", desc, start_epoch, config.epochs)
-    epochs = _Epochs(model, optimizer, images, targets, config, weights, row_weights)
+    epochs = _Epochs(model, optimizer, images, targets, config, weights, row_weights, adversary)
     bar = tqdm(range(start_epoch, config.epochs), desc=desc, unit="epoch", leave=False)
     for epoch in bar:
         entry = {"epoch": epoch + 1, "train_loss": epochs.train(epoch)}
@@ -254,7 +300,7 @@ def fit(
             ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "epoch"),
         )
         if work_dir is not None:
-            _checkpoint(work_dir, config, model, optimizer, history, best, best_state)
+            _checkpoint(work_dir, config, (model, adversary), optimizer, history, best, best_state)
         if progress is not None:
             progress(epoch + 1, entry)
     if best_state is not None:
@@ -275,6 +321,7 @@ class _Epochs:
     config: FitConfig
     weights: dict[str, torch.Tensor] | None  # per-class weights of each categorical head
     row_weights: torch.Tensor | None
+    adversary: torch.nn.Module | None = None  # origin classifier (targets.domains)
 
     def train(self, epoch: int) -> float:
         """Train one epoch; the mean training loss."""
@@ -296,29 +343,52 @@ class _Epochs:
                 lr = config.lr * 0.5 * (1 + math.cos(math.pi * global_step / total_steps))
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                running += self.step(index, generator) * len(index)
+                progress = global_step / total_steps
+                running += self.step(index, generator, progress) * len(index)
                 seen += len(index)
         return running / max(seen, 1)
 
-    def step(self, index: torch.Tensor, generator: torch.Generator) -> float:
+    def step(self, index: torch.Tensor, generator: torch.Generator, progress: float) -> float:
         config = self.config
         batch = augment(self.images[index], config, generator)
         with torch.autocast(
             "cpu", dtype=torch.bfloat16, enabled=effective_bf16(config.bf16, "cpu")
         ):
-            outputs = self.model(batch)
+            if self.adversary is None:
+                outputs = self.model(batch)
+            else:
+                features = self.model.features(batch)
+                outputs = self.model.heads(self.model.dropout(features))
+                strength = adversary_strength(self.targets.domain_weight, progress)
+                origin = self.adversary(reversed_gradient(features, strength))
         rows = None if self.row_weights is None else self.row_weights[index]
         loss = loss_fn(outputs, self.targets.take(index), self.weights, rows)
+        if self.adversary is not None:
+            loss = loss + self._origin_loss(origin, index, rows)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
 
+    def _origin_loss(self, logits: torch.Tensor, index: torch.Tensor, rows) -> torch.Tensor:
+        """The adversary's cross-entropy, each origin weighing the same in every batch (and each
+        row its own weight within it), so that it cannot win by guessing the larger origin."""
+        domains = self.targets.domains[index]
+        ce = F.cross_entropy(logits.float(), domains, reduction="none")
+        rows = torch.ones_like(ce) if rows is None else rows
+        per_origin = [
+            (ce * rows)[domains == d].sum() / rows[domains == d].sum() for d in domains.unique()
+        ]
+        return torch.stack(per_origin).mean()
 
-def _checkpoint(work_dir, config, model, optimizer, history, best, best_state) -> None:
+
+def _checkpoint(work_dir, config, models, optimizer, history, best, best_state) -> None:
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    model, adversary = models
     save_weights(work_dir / "last.safetensors", model.state_dict())
+    if adversary is not None:
+        save_weights(work_dir / "adversary.safetensors", adversary.state_dict())
     save_weights(work_dir / "optimizer.safetensors", _optimizer_tensors(optimizer))
     if best_state is not None:
         save_weights(work_dir / "best.safetensors", best_state)
@@ -328,7 +398,7 @@ def _checkpoint(work_dir, config, model, optimizer, history, best, best_state) -
     )
 
 
-def _resume(work_dir, config, model, optimizer):
+def _resume(work_dir, config, model, optimizer, adversary=None):
     work_dir = Path(work_dir)
     path = work_dir / "progress.json"
     if not path.is_file():
@@ -340,7 +410,12 @@ def _resume(work_dir, config, model, optimizer):
         return None
     if progress.get("config") != config.to_json() or not progress.get("history"):
         return None
+    if adversary is not None and not (work_dir / "adversary.safetensors").is_file():
+        log.warning("%s: no adversary checkpoint beside it, starting over", path)
+        return None
     model.load_state_dict(load_weights(work_dir / "last.safetensors"))
+    if adversary is not None:
+        adversary.load_state_dict(load_weights(work_dir / "adversary.safetensors"))
     _restore_optimizer(optimizer, load_weights(work_dir / "optimizer.safetensors"))
     best_state = None
     if (work_dir / "best.safetensors").is_file():

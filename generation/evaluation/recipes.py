@@ -14,7 +14,10 @@ answer to that, and `radsynth bench utility` measures them side by side:
   class, then train as `balanced`; `filter-manifold` also drops those whose features fall
   outside the real images' manifold of their class;
 - `signature`: the real training images passed through the generator's own autoencoder, so real
-  and synthetic images share one look, then train as `balanced` (needs the autoencoder).
+  and synthetic images share one look, then train as `balanced` (needs the autoencoder);
+- `adversarial`: `balanced`, and an adversary learns real-vs-synthetic from the classifier's
+  features through a reversed gradient, so the features stop carrying the look (domain-adversarial
+  training) and what is learned from synthetic images transfers to real ones.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .networks import ConditionNet
 
 log = logging.getLogger(__name__)
 FINETUNE_LR = 0.3  # fine-tuning after synthetic pretraining: this share of the recipe's lr
+ADVERSARY_WEIGHT = 0.3  # `adversarial`: the reversed gradient's final scale (1.0 measured harmful)
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,15 @@ class Recipe:
     signature: bool = False  # real images through the generator's autoencoder first
     description: str = ""
     manifold: bool = False  # filter: also drop images outside their class's real manifold
+    adversary: float = 0.0  # > 0: an origin adversary through a reversed gradient of this scale
 
     def to_json(self) -> dict:
-        """The recipe's fields; `manifold` only where it is on, so that the records of recipes
-        measured before it existed still match (they are the same recipe)."""
+        """The recipe's fields; `manifold` and `adversary` only where they are on, so that the
+        records of recipes measured before they existed still match (they are the same recipe)."""
         out = asdict(self)
-        if not self.manifold:
-            del out["manifold"]
+        for late in ("manifold", "adversary"):
+            if not out[late]:
+                del out[late]
         return out
 
 
@@ -97,6 +103,13 @@ RECIPES = {
             signature=True,
             description="real images through the generator's autoencoder, then balanced",
         ),
+        Recipe(
+            "adversarial",
+            weighting="within-origin",
+            adversary=ADVERSARY_WEIGHT,
+            description="balanced, and an origin adversary through a reversed gradient "
+            "(domain-adversarial training)",
+        ),
     )
 }
 
@@ -122,15 +135,20 @@ def train_classifier(
     *,
     model: ConditionNet | None = None,
     row_weights: np.ndarray | None = None,
+    domains: tuple[np.ndarray, float] | None = None,
     desc: str = "classifier",
 ) -> ConditionNet:
-    """Fit (or continue fitting) a one-head classifier on the rows with a known label."""
+    """Fit (or continue fitting) a one-head classifier on the rows with a known label;
+    `domains` (origin index per row, adversary weight) adds a domain adversary."""
     known = [i for i, v in enumerate(images.values(attribute)) if v is not None]
     images = images.subset(known)
     model = model or new_classifier(len(schema[attribute].values), attribute, config)
     targets = encode_targets(images.conditions, schema, [attribute])
     if row_weights is not None:
         targets.row_weights = torch.as_tensor(row_weights[known]).float()
+    if domains is not None:
+        targets.domains = torch.as_tensor(domains[0][known]).long()
+        targets.domain_weight = float(domains[1])
     fit(model, to_tensor(images.images), targets, config, desc=desc)
     return model
 
@@ -252,7 +270,10 @@ def train_with_recipe(
         weights = origin_class_weights(both.values(attribute), origins)
     elif recipe.weighting != "class":
         raise ValueError(f"recipe {recipe.name}: unknown weighting {recipe.weighting!r}")
+    domains = None
+    if recipe.adversary > 0:
+        domains = (np.r_[np.zeros(len(real), int), np.ones(len(synthetic), int)], recipe.adversary)
     model = train_classifier(
-        both, schema, attribute, config, row_weights=weights, desc=f"{recipe.name}"
+        both, schema, attribute, config, row_weights=weights, domains=domains, desc=recipe.name
     )
     return Trained(model, info)

@@ -209,7 +209,8 @@ def utility_options(utility) -> None:
         nargs="+",
         action="extend",
         help="real, synthetic, and the recipes of real + synthetic (generation/evaluation/"
-        "recipes.py): mix, balanced, pretrain-finetune, filter, signature (needs --autoencoder); "
+        "recipes.py): mix, balanced, pretrain-finetune, filter, filter-manifold, signature (needs "
+        "--autoencoder), adversarial; "
         "default all",
     )
     utility.add_argument(
