@@ -59,7 +59,7 @@ def _ran(output: str) -> list[str]:
 def test_dvc_repro_smoke_profile(tmp_path: Path) -> None:
     repo = tmp_path / "project"
     repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, repo / name)
     for folder in CODE:
         shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -71,8 +71,12 @@ def test_dvc_repro_smoke_profile(tmp_path: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], repo)
     _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], repo)
 
     first = _run([sys.executable, "-m", "dvc", "repro"], repo)
+    # the chain writes only ignored outputs: no tracked file changes (params.yaml included)
+    assert _run(["git", "status", "--porcelain", "--untracked-files=no"], repo) == ""
     assert _ran(first) == ["ingest", "train_autoencoder", "train_diffusion", "generate", "audit",
                            "evaluate", "utility", "release"]  # fmt: skip
     release = repo / "releases" / "smoke"
