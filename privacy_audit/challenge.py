@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from conditioning.dataset import atomic_open
+
 ALTERATIONS = (
     "mirror",
     "shift",
@@ -157,7 +159,7 @@ def write_challenge_set(
     items += [("fresh", i, im) for i, im in enumerate(fresh)]
     order = rng.permutation(len(items))
     truth: dict[str, tuple[str, int]] = {}
-    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+    with atomic_open(out / "manifest.csv", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "seed"])
         for n, i in enumerate(order):

@@ -62,7 +62,8 @@ def run(args) -> int:
         result = measure_copy_detection(
             args.data, args.out, config, args.copies, args.fresh_split, args.seed
         )
-        path = Path(args.out) / "copy-detection.json"
-        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        from conditioning.dataset import write_json_atomic
+
+        write_json_atomic(Path(args.out) / "copy-detection.json", result)
     print(json.dumps(result, indent=2))
     return 0
