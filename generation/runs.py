@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import torch
 from conditioning.logfile import attach_log_file
 
 from .checkpoints import CHECKPOINTS, LATEST
-from .config import MIXED_PRECISIONS, TRAINING_CONFIG, RunSettings
+from .config import MIXED_PRECISIONS, TRAINING_CONFIG, RunSettings, _Section
 
 log = logging.getLogger("radsynth.train")
 
@@ -112,6 +113,31 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
+# Settings a resumed run may change: how long it trains, how often it checkpoints, and how its
+# batches are drawn (a rare class can be lifted for a run's later steps, a curriculum).
+EXTENDABLE = ("steps", "max_minutes", "checkpoint_every", "balance_by", "balance_power")
+# Settings added after runs existed, hashed only where they differ from the value that behaves as
+# those runs did: their checkpoints still resume.
+ADDED = {"grad_accum": 1, "space": "latent"}
+
+
+def hashed_settings(cfg: _Section | dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpoint depends on (not its length: `--resume` with more steps or a
+    longer cap continues training)."""
+    values = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    return {
+        k: v
+        for k, v in values.items()
+        if k not in EXTENDABLE and not (k in ADDED and v == ADDED[k])
+    }
+
+
+def settings_hash(cfg: _Section | dict[str, Any]) -> str:
+    """Identifies the settings a checkpoint depends on (`hashed_settings`)."""
+    kept = hashed_settings(cfg)
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def check_resume(state: dict[str, Any], expected: dict[str, Any], run: Path, why: str = "") -> None:
     """A checkpoint must come from the same data and settings it is resumed with. Checkpoints
     from before data-parallel training record no global batch: they were one-process runs, whose
@@ -130,8 +156,6 @@ def check_resume(state: dict[str, Any], expected: dict[str, Any], run: Path, why
 def settings_changes(run: Path, cfg) -> str:
     """What differs between the settings `run` saved (training_config.json, read back with the
     profile's checks) and `cfg`, in the keys a checkpoint depends on; "" when it saved none."""
-    from .train_autoencoder import hashed_settings
-
     saved = RunSettings.read(run)
     if saved is None or cfg is None:
         return ""

@@ -3,8 +3,6 @@ pretrained perceptual network: nothing is downloaded)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from .autoencoder import (
     latent_shape,
 )
 from .checkpoints import save_weights
-from .config import AutoencoderConfig, Profile, RunSettings, _Section
+from .config import AutoencoderConfig, Profile, RunSettings
 from .data import load_training_data
 from .grids import save_grid
 from .model_card import write_model_card
@@ -38,6 +36,7 @@ from .runs import (
     make_accelerator,
     open_run,
     resume_run,
+    settings_hash,
     step_generator,
     train_run,
     write_checkpoint,
@@ -46,31 +45,6 @@ from .runs import (
 log = logging.getLogger("radsynth.train")
 KIND = "autoencoder"
 WEIGHTS = "autoencoder.safetensors"
-
-
-# Settings a resumed run may change: how long it trains, how often it checkpoints, and how its
-# batches are drawn (a rare class can be lifted for a run's later steps, a curriculum).
-EXTENDABLE = ("steps", "max_minutes", "checkpoint_every", "balance_by", "balance_power")
-# Settings added after runs existed, hashed only where they differ from the value that behaves as
-# those runs did: their checkpoints still resume.
-ADDED = {"grad_accum": 1, "space": "latent"}
-
-
-def hashed_settings(cfg: _Section | dict[str, Any]) -> dict[str, Any]:
-    """The settings a checkpoint depends on (not its length: `--resume` with more steps or a
-    longer cap continues training)."""
-    values = cfg if isinstance(cfg, dict) else cfg.to_dict()
-    return {
-        k: v
-        for k, v in values.items()
-        if k not in EXTENDABLE and not (k in ADDED and v == ADDED[k])
-    }
-
-
-def settings_hash(cfg: _Section | dict[str, Any]) -> str:
-    """Identifies the settings a checkpoint depends on (`hashed_settings`)."""
-    kept = hashed_settings(cfg)
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train_autoencoder(

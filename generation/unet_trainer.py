@@ -22,10 +22,9 @@ from .ema import EMA
 from .grids import grid_conditions, save_grid
 from .parallel import GlobalBatch, mean_over_processes, replica_digests
 from .pipeline import AE_DIR, AE_WEIGHTS, CONFIG, LatentDiffusionModel
-from .runs import resume_run, step_generator, train_run, write_checkpoint
+from .runs import resume_run, settings_hash, step_generator, train_run, write_checkpoint
 from .schedulers import snr_weights, training_scheduler
 from .space import LatentSpace, PixelSpace
-from .train_autoencoder import settings_hash
 from .unet import hide_masks
 
 log = logging.getLogger("radsynth.train")

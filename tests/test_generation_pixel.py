@@ -262,7 +262,7 @@ def test_a_latent_run_saved_without_space_reads_as_latent(tmp_path):
     """Runs made before the option: their config.json names no space, their checkpoints'
     settings hashes do not cover one, and both still mean latent space."""
     from generation import load_model
-    from generation.train_autoencoder import settings_hash
+    from generation.runs import settings_hash
 
     _, _, run = train_tiny_model(tmp_path)
     config = json.loads((run / "config.json").read_text())
