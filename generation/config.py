@@ -1,7 +1,9 @@
 """Training and generation settings as typed, frozen dataclasses: the field defaults ARE the
-project's defaults, and the `profiles:` section of params.yaml is mapped onto them here alone.
-A profile only names what it changes; an unknown section or key, or a value of the wrong type,
-is an error naming the file, section and key rather than something silently ignored.
+project's defaults, and a params.yaml profile's training and generation sections are mapped
+onto them here alone (the whole profile, with the audit, evaluate and utility sections typed by
+their own packages, in pipelines/profile.py). A profile only names what it changes; an unknown
+section or key, or a value of the wrong type, is an error naming the file, section and key
+rather than something silently ignored (conditioning/settings.py's checks).
 
 A training run writes its resolved settings beside its weights (training_config.json, as
 diffusers saves its configs) and whatever reads them back (resume, `train adapt`'s parent) goes
@@ -11,10 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from conditioning.settings import Section
+
+# the checked-section base (conditioning/settings.py), by the name this module always gave it
+_Section = Section
 
 SPACES = ("latent", "pixel")  # generation/space.py
 SAMPLERS = ("dpm++", "ddim", "euler", "ddpm")  # generation/schedulers.py
@@ -23,83 +29,8 @@ BALANCED = ("grid", "match")  # generation/generate_set.py
 TRAINING_CONFIG = "training_config.json"
 
 
-class _Section:
-    """What every settings section shares: its name in params.yaml, the values some fields are
-    limited to, and checked construction from a mapping (a profile's section, a saved JSON)."""
-
-    section: ClassVar[str]
-    choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
-
-    @classmethod
-    def from_json(cls, values: dict[str, Any] | None, source: str = "params.yaml"):
-        """The defaults overlaid with `values`, each checked against its field's type."""
-        if values is not None and not isinstance(values, dict):
-            raise ValueError(f"{source}: section {cls.section} must be a mapping, got {values!r}")
-        hints = typing.get_type_hints(cls)
-        known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(values or {}) - set(known))
-        if unknown:
-            raise ValueError(
-                f"{source}: unknown key(s) {', '.join(unknown)} in {cls.section}; "
-                f"known: {', '.join(known)}"
-            )
-        checked = {
-            key: _checked(value, hints[key], cls.choices.get(key), f"{source}: {cls.section}.{key}")
-            for key, value in (values or {}).items()
-        }
-        return cls(**checked)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (lists for tuples), in field order: config.json's `settings`, the
-        card's `params` and the checkpoint's settings hash are made from it."""
-        return {
-            f.name: _plain(getattr(self, f.name))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-        }
-
-    def updated(self, source: str = "override", **values):
-        """A copy with `values` changed, checked as a profile's are."""
-        return type(self).from_json({**self.to_dict(), **values}, source)
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _checked(value: Any, hint: Any, choices: tuple[Any, ...] | None, where: str) -> Any:
-    """`value` if it has type `hint` (ints pass for floats, bools never for numbers), a tuple
-    for a list; otherwise a ValueError naming `where`, the expected type and the value."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a list (YAML, JSON) of X
-        if not isinstance(value, list | tuple) or not all(_is(v, args[0]) for v in value):
-            raise ValueError(f"{where}: expected a list of {args[0].__name__}, got {value!r}")
-        return tuple(value)
-    options = [a for a in args if a is not type(None)] if args else [hint]
-    if value is None and type(None) in args:
-        return None
-    if not any(_is(value, option) for option in options):
-        expected = " or ".join(o.__name__ for o in options)
-        if type(None) in args:
-            expected += " or null"
-        hint_text = ""
-        if isinstance(value, str) and float in options:
-            hint_text = " (YAML reads 1e-3 as a string: write 1.0e-3)"
-        raise ValueError(f"{where}: expected {expected}, got {value!r}{hint_text}")
-    if choices is not None and value not in choices:
-        raise ValueError(f"{where}: expected one of {', '.join(map(str, choices))}, got {value!r}")
-    return value
-
-
-def _is(value: Any, kind: type) -> bool:
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
 @dataclass(frozen=True)
-class AutoencoderConfig(_Section):
+class AutoencoderConfig(Section):
     """`train autoencoder`: the KL autoencoder's network and training."""
 
     section: ClassVar[str] = "autoencoder"
@@ -127,7 +58,7 @@ class AutoencoderConfig(_Section):
 
 
 @dataclass(frozen=True)
-class DiffusionConfig(_Section):
+class DiffusionConfig(Section):
     """`train diffusion`: the conditioned UNet, its noise schedule and its training."""
 
     section: ClassVar[str] = "diffusion"
@@ -174,7 +105,7 @@ class DiffusionConfig(_Section):
 
 
 @dataclass(frozen=True)
-class GenerateConfig(_Section):
+class GenerateConfig(Section):
     """Sampling: the one home of the generation defaults. The pipeline's generate stage
     (pipelines/stages.py) passes a profile's values as flags; a model run saves its own (its
     config.json `generate`), which `Sampling.resolve` falls back to."""
@@ -193,7 +124,7 @@ class GenerateConfig(_Section):
 
 
 @dataclass(frozen=True)
-class AdaptConfig(_Section):
+class AdaptConfig(Section):
     """`train adapt`: fine-tuning a trained model on a subset.
 
     Defaults measured on Kermany (docs/generation.md#measured): full fine-tuning that continues
@@ -241,9 +172,10 @@ class AdaptedConfig(DiffusionConfig):
         return self.warmup_steps
 
 
-# Profile sections of other stages: their own commands check them (pipelines/stages.py).
+# Profile sections of the other stages, typed by the packages that run them and checked with
+# these when a whole profile is loaded (pipelines/profile.py); skipped here.
 OTHER_SECTIONS = ("audit", "evaluate", "utility")
-SECTIONS: dict[str, type[_Section]] = {
+SECTIONS: dict[str, type[Section]] = {
     "autoencoder": AutoencoderConfig,
     "diffusion": DiffusionConfig,
     "generate": GenerateConfig,
@@ -271,7 +203,8 @@ class Profile:
                 continue
             if section not in SECTIONS:
                 raise ValueError(
-                    f"{source}: unknown section {section!r}; sections are {', '.join(SECTIONS)}"
+                    f"{source}: unknown section {section!r}; sections are "
+                    f"{', '.join([*SECTIONS, *OTHER_SECTIONS])}"
                 )
             sections[section] = SECTIONS[section].from_json(values, source)
         return cls(**sections)
@@ -362,8 +295,11 @@ def merge_profile(profile: dict[str, Any] | None, source: str = "params.yaml") -
     return Profile.from_json(profile, source)
 
 
-def load_profile(params: str | Path = "params.yaml", profile: str | None = None) -> Profile:
-    """Read params.yaml and return the checked settings of `profile` (default: its `profile:`)."""
+def read_profile(
+    params: str | Path = "params.yaml", profile: str | None = None
+) -> tuple[str, Any, str]:
+    """One profile of params.yaml as written, unchecked: its name (`profile`, default the
+    file's `profile:`), its mapping of sections and the source its errors name."""
     import yaml
 
     path = Path(params)
@@ -376,5 +312,10 @@ def load_profile(params: str | Path = "params.yaml", profile: str | None = None)
         raise ValueError(
             f"{path}: profile {name!r} not found; profiles are {', '.join(profiles) or 'none'}"
         )
-    settings = merge_profile(profiles[name], f"{path} profiles.{name}")
-    return dataclasses.replace(settings, profile=name)
+    return name, profiles[name], f"{path} profiles.{name}"
+
+
+def load_profile(params: str | Path = "params.yaml", profile: str | None = None) -> Profile:
+    """Read params.yaml and return the checked settings of `profile` (default: its `profile:`)."""
+    name, sections, source = read_profile(params, profile)
+    return dataclasses.replace(merge_profile(sections, source), profile=name)
