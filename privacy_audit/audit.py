@@ -19,6 +19,7 @@ from conditioning.dataset import SyntheticSet, replace_directory, staging_dir
 from conditioning.logfile import attach_log_file
 
 from . import membership, stats
+from .config import AuditSettings
 from .copies import (
     Neighbours,
     Reference,
@@ -66,23 +67,27 @@ log = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"
 
 
+_SETTINGS = AuditSettings()  # the defaults' home (privacy_audit/config.py, the fields' notes)
+
+
 @dataclass
 class AuditConfig:
-    """Everything that decides an audit's outcome besides its inputs."""
+    """Everything that decides an audit's outcome besides its inputs: the settings a profile
+    or `radsynth audit` gives (`AuditSettings.audit_config`) and those only code sets."""
 
-    train_split: str = "train"
-    holdout_split: str = "val"
-    quantile: float = 0.995  # flag above the holdout's conformal q-quantile
+    train_split: str = _SETTINGS.train_split
+    holdout_split: str = _SETTINGS.holdout_split
+    quantile: float = _SETTINGS.quantile
     neighbours: int = 5  # nearest training patients re-scored by aligned NCC
-    seed: int = 0
+    seed: int = _SETTINGS.seed
     encoder: EncoderParams = field(default_factory=EncoderParams)
-    encoder_cache: str | None = None  # directory; default: ~/.cache/radsynth/audit-encoders/KEY
+    encoder_cache: str | None = _SETTINGS.encoder_cache
     forbidden: list[str] = field(default_factory=list)  # extra strings, e.g. source file names
-    mia_samples: int = 500
+    mia_samples: int = _SETTINGS.mia_samples
     mia_timesteps: list[int] | None = None
-    dcr_limit: float = 0.6  # fail if the lower 95% bound of the share closer to train exceeds
-    auc_limit: float = 0.6  # fail if an attack's lower 95% bound of AUC exceeds
-    tpr_limit: float = 0.05  # fail if an attack's lower 95% bound of TPR at 1% FPR exceeds
+    dcr_limit: float = _SETTINGS.dcr_limit
+    auc_limit: float = _SETTINGS.auc_limit
+    tpr_limit: float = _SETTINGS.tpr_limit
     n_boot: int = 500
     progress: bool = True
 

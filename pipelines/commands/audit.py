@@ -10,6 +10,9 @@ if TYPE_CHECKING:
 
 
 def register(sub) -> None:
+    from privacy_audit.config import AuditSettings
+
+    d = AuditSettings()  # the defaults' home: a profile's `audit:` section sets the same fields
     parser = sub.add_parser(
         "audit",
         help="privacy audit of a synthetic set: copies, membership inference, metadata leaks",
@@ -25,11 +28,11 @@ def register(sub) -> None:
     )
     parser.add_argument("--data", required=True, metavar="DATASET", help="training dataset")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="report directory")
-    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--train-split", default=d.train_split)
     parser.add_argument(
         "--holdout-split",
-        default="val",
-        help="real images never trained on, to calibrate against (default val)",
+        default=d.holdout_split,
+        help=f"real images never trained on, to calibrate against (default {d.holdout_split})",
     )
     parser.add_argument("--model", metavar="RUN", help="trained model run: also attack the model")
     parser.add_argument(
@@ -46,37 +49,41 @@ def register(sub) -> None:
     parser.add_argument(
         "--quantile",
         type=float,
-        default=0.995,
+        default=d.quantile,
         help="flag above this conformal quantile of held-out scores",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
         "--encoder-cache",
         metavar="DIR",
+        default=d.encoder_cache,
         help="where the copy encoder is cached (default ~/.cache/radsynth)",
     )
-    parser.add_argument("--encoder-steps", type=int, help="copy-encoder training steps")
+    parser.add_argument(
+        "--encoder-steps", type=int, default=d.encoder_steps, help="copy-encoder training steps"
+    )
     parser.add_argument(
         "--forbid",
         action="append",
-        default=[],
+        default=list(d.forbid),
         metavar="STRING",
         help="a string that must not appear in the set (repeatable)",
     )
     parser.add_argument(
         "--forbid-file",
         metavar="FILE",
+        default=d.forbid_file,
         help="file of forbidden strings, one a line (e.g. source file names)",
     )
     parser.add_argument(
         "--mia-samples",
         type=int,
-        default=500,
+        default=d.mia_samples,
         help="train and held-out images each for the model attack",
     )
-    parser.add_argument("--dcr-limit", type=float, default=0.6)
-    parser.add_argument("--auc-limit", type=float, default=0.6)
-    parser.add_argument("--tpr-limit", type=float, default=0.05)
+    parser.add_argument("--dcr-limit", type=float, default=d.dcr_limit)
+    parser.add_argument("--auc-limit", type=float, default=d.auc_limit)
+    parser.add_argument("--tpr-limit", type=float, default=d.tpr_limit)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -104,34 +111,12 @@ def load_probe(run_dir: str):
 def run(args) -> int:
     import torch
 
-    from privacy_audit.audit import AuditConfig, run_audit
-    from privacy_audit.encoder import EncoderParams
+    from privacy_audit.audit import run_audit
+    from privacy_audit.config import AuditSettings
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    forbidden = list(args.forbid)
-    if args.forbid_file:
-        path = Path(args.forbid_file)
-        try:
-            forbidden += [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read forbidden strings ({exc})") from None
-    encoder = EncoderParams(seed=args.seed)
-    if args.encoder_steps:
-        encoder.steps = args.encoder_steps
-    config = AuditConfig(
-        train_split=args.train_split,
-        holdout_split=args.holdout_split,
-        quantile=args.quantile,
-        seed=args.seed,
-        encoder=encoder,
-        encoder_cache=args.encoder_cache,
-        forbidden=forbidden,
-        mia_samples=args.mia_samples,
-        dcr_limit=args.dcr_limit,
-        auc_limit=args.auc_limit,
-        tpr_limit=args.tpr_limit,
-        progress=not args.no_progress,
-    )
+    settings = AuditSettings.from_namespace(args, "radsynth audit")
+    config = settings.audit_config(progress=not args.no_progress)
     probe, model_info = None, None
     if args.model:
         probe = load_probe(args.model)

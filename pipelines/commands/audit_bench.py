@@ -8,6 +8,9 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from privacy_audit.config import AuditSettings
+
+    d = AuditSettings()
     parser = sub.add_parser("audit-bench", help="benchmarks of the privacy audit")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     search = actions.add_parser("search", help="time embedding, top-k search and NCC re-scoring")
@@ -27,11 +30,11 @@ def register(sub) -> None:
         default="test",
         help="real images mixed in: never trained on, not the calibration split",
     )
-    copies.add_argument("--holdout-split", default="val")
-    copies.add_argument("--quantile", type=float, default=0.995)
-    copies.add_argument("--encoder-cache", metavar="DIR")
-    copies.add_argument("--encoder-steps", type=int)
-    copies.add_argument("--seed", type=int, default=0)
+    copies.add_argument("--holdout-split", default=d.holdout_split)
+    copies.add_argument("--quantile", type=float, default=d.quantile)
+    copies.add_argument("--encoder-cache", metavar="DIR", default=d.encoder_cache)
+    copies.add_argument("--encoder-steps", type=int, default=d.encoder_steps)
+    copies.add_argument("--seed", type=int, default=d.seed)
     copies.add_argument("--threads", type=int, default=2)
     parser.set_defaults(func=run)
 
@@ -45,20 +48,10 @@ def run(args) -> int:
 
         result = benchmark_search(args.queries, args.train, args.size, with_ncc=not args.no_ncc)
     else:
-        from privacy_audit.audit import AuditConfig
         from privacy_audit.bench import measure_copy_detection
-        from privacy_audit.encoder import EncoderParams
+        from privacy_audit.config import AuditSettings
 
-        encoder = EncoderParams(seed=args.seed)
-        if args.encoder_steps:
-            encoder.steps = args.encoder_steps
-        config = AuditConfig(
-            holdout_split=args.holdout_split,
-            quantile=args.quantile,
-            seed=args.seed,
-            encoder=encoder,
-            encoder_cache=args.encoder_cache,
-        )
+        config = AuditSettings.from_namespace(args, "radsynth audit-bench copies").audit_config()
         result = measure_copy_detection(
             args.data, args.out, config, args.copies, args.fresh_split, args.seed
         )
