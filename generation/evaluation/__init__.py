@@ -1,31 +1,54 @@
 """Evaluation of synthetic images: domain models the project trains on its own real data,
 distribution / diversity / adherence metrics, and the downstream utility benchmark.
 
-Reads datasets through `conditioning.dataset`; never imports `pipelines`."""
+Reads datasets through `conditioning.dataset`; never imports `pipelines`. The names below are
+imported on first use, so the commands' settings (`generation.evaluation.config`, read to build
+the CLI's help) do not load torch."""
 
-from .baseline import compare_with_baseline
-from .detectability import DetectabilityConfig, detect_synthetic_set, detectability
-from .domain_models import (
-    DomainModels,
-    Predictions,
-    load_domain_models,
-    score_predictions,
-    train_domain_models,
-)
-from .evaluate import Evaluation, evaluate_synthetic_set
-from .fit import FitConfig
-from .images import ImageSet, load_split, load_synthetic_set
-from .metrics import (
-    classification_metrics,
-    frechet_distance,
-    ms_ssim,
-    ms_ssim_diversity,
-    precision_recall,
-    regression_metrics,
-)
-from .report import write_evaluation
-from .utility import UtilityConfig, run_utility_benchmark, utility_markdown
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .baseline import compare_with_baseline
+    from .detectability import DetectabilityConfig, detect_synthetic_set, detectability
+    from .domain_models import (
+        DomainModels,
+        Predictions,
+        load_domain_models,
+        score_predictions,
+        train_domain_models,
+    )
+    from .evaluate import Evaluation, evaluate_synthetic_set
+    from .fit import FitConfig
+    from .images import ImageSet, load_split, load_synthetic_set
+    from .metrics import (
+        classification_metrics,
+        frechet_distance,
+        ms_ssim,
+        ms_ssim_diversity,
+        precision_recall,
+        regression_metrics,
+    )
+    from .report import write_evaluation
+    from .utility import UtilityConfig, run_utility_benchmark, utility_markdown
+
+# imported on first use: the module of each public name
+_MODULES = {
+    ".baseline": ("compare_with_baseline",),
+    ".detectability": ("DetectabilityConfig", "detect_synthetic_set", "detectability"),
+    ".domain_models": ("DomainModels", "Predictions", "load_domain_models", "score_predictions",
+                       "train_domain_models"),
+    ".evaluate": ("Evaluation", "evaluate_synthetic_set"),
+    ".fit": ("FitConfig",),
+    ".images": ("ImageSet", "load_split", "load_synthetic_set"),
+    ".metrics": ("classification_metrics", "frechet_distance", "ms_ssim", "ms_ssim_diversity",
+                 "precision_recall", "regression_metrics"),
+    ".report": ("write_evaluation",),
+    ".utility": ("UtilityConfig", "run_utility_benchmark", "utility_markdown"),
+}  # fmt: skip
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = [
     "DetectabilityConfig",
     "detect_synthetic_set",
@@ -53,3 +76,12 @@ __all__ = [
     "utility_markdown",
     "write_evaluation",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Loaded once, then an ordinary attribute (as generation/__init__.py's)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY.pop(name), __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

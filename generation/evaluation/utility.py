@@ -21,6 +21,7 @@ import numpy as np
 from conditioning.bootstrap import resample
 from conditioning.dataset import CATEGORICAL, ConditionSchema, Dataset, DatasetError, choose_kept
 
+from .config import UtilitySettings
 from .fit import FitConfig
 from .images import ImageSet, load_split
 from .metrics import classification_metrics, label_indices
@@ -30,16 +31,20 @@ log = logging.getLogger(__name__)
 ARMS = ("real", "synthetic", *RECIPES)
 
 
+_SETTINGS = UtilitySettings()  # the protocol's defaults (config.py)
+
+
 @dataclass
 class UtilityConfig:
-    """What the benchmark runs; the defaults are the issue's protocol."""
+    """What the benchmark runs; the defaults are the issue's protocol (Kermany's classes, every
+    arm; `UtilitySettings.utility_config` gives the command's)."""
 
     attribute: str = "pathology"
     scarce_class: str = "viral"
-    keep_fractions: tuple[float, ...] = (1.0, 0.10, 0.05)
+    keep_fractions: tuple[float, ...] = _SETTINGS.fractions
     arms: tuple[str, ...] = ARMS
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=8))
+    seeds: tuple[int, ...] = _SETTINGS.seeds
+    fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=_SETTINGS.epochs))
     # None: each seed draws its own scarce subset; an int: one subset for every seed, the same
     # one `radsynth subset --seed N` writes, so a generator can be trained on exactly those images
     subset_seed: int | None = None

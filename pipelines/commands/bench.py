@@ -159,10 +159,24 @@ def run_memorization(args) -> int:
 
 
 def utility_options(utility) -> None:
+    """The benchmark's inputs and outputs, then its protocol (`_protocol_options`)."""
     utility.add_argument("--data", required=True, help="the real dataset (RadSynth format)")
     utility.add_argument(
         "--synthetic",
         help="synthetic set (images/ + manifest.csv); without it only the real arm runs",
+    )
+    utility.add_argument(
+        "--scarce-synthetic",
+        action="append",
+        default=[],
+        metavar="FRACTION=DIR",
+        help="synthetic set for one scarce regime, from a generator trained on that regime's "
+        "real images (`radsynth subset --fraction FRACTION --seed S` with --subset-seed S)",
+    )
+    utility.add_argument(
+        "--autoencoder",
+        help="autoencoder run (or diffusion run) of the generator of the evaluated synthetic set: "
+        "enables the `signature` recipe",
     )
     utility.add_argument("--out", default="runs/bench/utility", help="results directory")
     utility.add_argument(
@@ -174,11 +188,23 @@ def utility_options(utility) -> None:
         help="name of the --doc section to replace (default utility; another name keeps "
         "several protocols side by side, e.g. one per scarce generator)",
     )
+    _protocol_options(utility)
+
+
+def _protocol_options(utility) -> None:
+    """The flags of the protocol: the fields of a profile's `utility:` section, defaults and
+    all (generation/evaluation/config.py's UtilitySettings)."""
+    from generation.evaluation.config import UtilitySettings
+
+    d = UtilitySettings()
     utility.add_argument(
-        "--attribute", help="categorical attribute to classify (default: the dataset's first)"
+        "--attribute",
+        default=d.attribute,
+        help="categorical attribute to classify (default: the dataset's first)",
     )
     utility.add_argument(
         "--scarce-class",
+        default=d.scarce_class,
         help="class kept only in part in scarce regimes (default: the rarest in the train split; "
         "required with --scarce-synthetic)",
     )
@@ -187,20 +213,13 @@ def utility_options(utility) -> None:
         type=float,
         nargs="+",
         action="extend",
-        help="share of the scarce class's training images kept (1 = full regime; default 1 0.1 "
-        "0.05)",
-    )
-    utility.add_argument(
-        "--scarce-synthetic",
-        action="append",
-        default=[],
-        metavar="FRACTION=DIR",
-        help="synthetic set for one scarce regime, from a generator trained on that regime's "
-        "real images (`radsynth subset --fraction FRACTION --seed S` with --subset-seed S)",
+        help="share of the scarce class's training images kept (1 = full regime; default "
+        f"{' '.join(f'{f:g}' for f in d.fractions)})",
     )
     utility.add_argument(
         "--subset-seed",
         type=int,
+        default=d.subset_seed,
         help="one scarce subset for every seed, drawn like `radsynth subset --seed N` "
         "(default: each seed draws its own)",
     )
@@ -210,29 +229,35 @@ def utility_options(utility) -> None:
         action="extend",
         help="real, synthetic, and the recipes of real + synthetic (generation/evaluation/"
         "recipes.py): mix, balanced, pretrain-finetune, filter, filter-manifold, signature (needs "
-        "--autoencoder), adversarial; "
-        "default all",
-    )
-    utility.add_argument(
-        "--autoencoder",
-        help="autoencoder run (or diffusion run) of the generator of the evaluated synthetic set: "
-        "enables the `signature` recipe",
+        f"--autoencoder), adversarial; default {' '.join(d.arms)}",
     )
     utility.add_argument(
         "--synthetic-ratio",
         type=float,
+        default=d.synthetic_ratio,
         help="at most this many synthetic images per real training image (default: all)",
     )
-    utility.add_argument("--seeds", type=int, nargs="+", action="extend", help="default 0 1 2 3 4")
+    utility.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        action="extend",
+        help=f"default {' '.join(map(str, d.seeds))}",
+    )
     utility.add_argument(
         "--detect-epochs",
         type=int,
-        default=4,
+        default=d.detect_epochs,
         help="epochs of the real-vs-synthetic classifier scoring each set's detectability (0 skips)",
     )
-    utility.add_argument("--epochs", type=int, default=8, help="epochs of the downstream CNN")
     utility.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: torch's choice, OMP_NUM_THREADS)"
+        "--epochs", type=int, default=d.epochs, help="epochs of the downstream CNN"
+    )
+    utility.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch CPU threads (default: torch's choice, OMP_NUM_THREADS)",
     )
 
 
@@ -260,11 +285,6 @@ def speed_options(parser, standalone: bool = True) -> None:
         help="image counts of the audit timing (0 0 skips it)",
     )
     parser.add_argument("--speed-out", default="runs/bench/speed", help="speed results directory")
-
-
-UTILITY_FRACTIONS = (1.0, 0.10, 0.05)
-UTILITY_ARMS = ("real", "synthetic", "mix", "balanced", "pretrain-finetune", "filter", "signature")
-UTILITY_SEEDS = (0, 1, 2, 3, 4)
 
 
 def run_speed(args) -> int:
@@ -356,10 +376,13 @@ def run_utility(args) -> int:
 
 def _utility_flags(args) -> None:
     """Fill the protocol's defaults and refuse flags that would make the gains meaningless."""
+    from generation.evaluation.config import UtilitySettings
+
     # lists extend (a params file's list becomes repeated flags); unset means the protocol's
-    args.fractions = args.fractions or list(UTILITY_FRACTIONS)
-    args.arms = args.arms or list(UTILITY_ARMS)
-    args.seeds = args.seeds or list(UTILITY_SEEDS)
+    d = UtilitySettings()
+    args.fractions = args.fractions or list(d.fractions)
+    args.arms = args.arms or list(d.arms)
+    args.seeds = args.seeds or list(d.seeds)
     if args.epochs < 1 or not args.seeds or not args.fractions:
         raise ValueError("--epochs must be positive and --seeds / --fractions non-empty")
     if any(not 0 < f <= 1 for f in args.fractions):
@@ -386,19 +409,10 @@ def _no_classifier(dataset, out: Path) -> int:
 
 
 def _utility_config(args):
-    from generation.evaluation import FitConfig
-    from generation.evaluation.utility import UtilityConfig
+    """The benchmark's configuration from the flags, checked (attribute and class resolved)."""
+    from generation.evaluation.config import UtilitySettings
 
-    return UtilityConfig(
-        attribute=args.attribute,
-        scarce_class=args.scarce_class,
-        keep_fractions=tuple(args.fractions),
-        arms=tuple(args.arms),
-        seeds=tuple(args.seeds),
-        fit=FitConfig(epochs=args.epochs),
-        subset_seed=args.subset_seed,
-        synthetic_ratio=args.synthetic_ratio,
-    )
+    return UtilitySettings.from_namespace(args, "radsynth bench utility").utility_config()
 
 
 def _synthetic_sets(args, dataset, config) -> tuple:

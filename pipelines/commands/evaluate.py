@@ -17,6 +17,9 @@ log = logging.getLogger("radsynth.evaluate")
 
 
 def register(sub) -> None:
+    from generation.evaluation.config import REAL_SPLITS, EvaluateSettings
+
+    d = EvaluateSettings()  # the defaults' home: a profile's `evaluate:` sets the same fields
     parser = sub.add_parser(
         "evaluate",
         help="metrics of a synthetic set: Frechet distance, precision/recall, diversity, adherence",
@@ -32,33 +35,40 @@ def register(sub) -> None:
     parser.add_argument("--out", required=True, help="output directory (replaced when done)")
     parser.add_argument(
         "--real-split",
-        default="test",
-        choices=("train", "val", "test"),
+        default=d.real_split,
+        choices=REAL_SPLITS,
         help="real images to compare with",
     )
     parser.add_argument(
         "--domain-models",
+        default=d.domain_models,
         help="domain-model directory (default runs/domain-models/<dataset>-<hash>); trained "
         "there when missing or trained on other data",
     )
-    parser.add_argument("--epochs", type=int, default=10, help="domain-model training epochs")
-    parser.add_argument("--retrain", action="store_true", help="train the domain models again")
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="domain-model training epochs")
+    parser.add_argument(
+        "--retrain", action="store_true", default=d.retrain, help="train the domain models again"
+    )
     parser.add_argument(
         "--detect-epochs",
         type=int,
-        default=6,
+        default=d.detect_epochs,
         help="epochs of the real-vs-synthetic classifier (detectability AUROC); 0 skips it",
     )
     parser.add_argument(
         "--bf16",
         action="store_true",
+        default=d.bf16,
         help="bf16 autocast for domain-model training (faster where the CPU has native bf16; ignored elsewhere)",
     )
-    parser.add_argument("--k", type=int, default=3, help="neighbours for precision/recall radii")
-    parser.add_argument("--pairs", type=int, default=200, help="random pairs per MS-SSIM group")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--k", type=int, default=d.k, help="neighbours for precision/recall radii")
+    parser.add_argument("--pairs", type=int, default=d.pairs, help="random pairs per MS-SSIM group")
+    parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: torch's choice, OMP_NUM_THREADS)"
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch CPU threads (default: torch's choice, OMP_NUM_THREADS)",
     )
     parser.set_defaults(func=run)
 
