@@ -1,14 +1,17 @@
 """The DVC pipeline's stages (dvc.yaml runs `radsynth stage NAME`).
 
-Each stage reads params.yaml, picks the active profile's section and calls the same
-sub-command a user would, with the pipeline's fixed paths. So the pipeline and the CLI can
-never drift apart, and every path lives here once.
+Each stage reads params.yaml, checks the whole active profile (pipelines/profile.py: a wrong
+key or type in any section fails before any stage runs), and calls the same sub-command a user
+would with the values the profile names in its section as flags and the pipeline's fixed paths.
+So the pipeline and the CLI can never drift apart, and every path lives here once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from pipelines.profile import PipelineProfile
 
 PATHS = {
     "dataset": "data/dataset",
@@ -35,6 +38,7 @@ STAGES = (
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """params.yaml as written, once its active profile has been checked, every section."""
     import yaml
 
     path = Path(path)
@@ -45,7 +49,14 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     if profile not in (params.get("profiles") or {}):
         known = ", ".join(params.get("profiles") or {}) or "none"
         raise ValueError(f"{path}: profile {profile!r} is not defined under 'profiles' ({known})")
+    active_profile(params, str(path))
     return params
+
+
+def active_profile(params: dict[str, Any], params_file: str = "params.yaml") -> PipelineProfile:
+    """The active profile of `params`, every section typed and checked."""
+    name = params["profile"]
+    return PipelineProfile.from_json(params["profiles"][name], f"{params_file} profiles.{name}")
 
 
 def as_flags(section: dict[str, Any] | None) -> list[str]:
@@ -65,29 +76,23 @@ def as_flags(section: dict[str, Any] | None) -> list[str]:
     return flags
 
 
-def generate_flags(section: dict[str, Any], source: str) -> dict[str, Any]:
-    """The generate stage's flags: the profile's `generate` section, checked (GenerateConfig),
-    with the image count and seed the command requires taken from the defaults where the
-    profile is silent; what else it leaves out, the model's saved defaults decide."""
-    from generation.config import GenerateConfig
-
-    given = section.get("generate") or {}
-    checked = GenerateConfig.from_json(given, source)
-    return {"n": checked.n, "seed": checked.seed, **given}
-
-
-def pixel_space(section: dict[str, Any]) -> bool:
-    """Whether a profile trains its diffusion model on pixels (no autoencoder)."""
-    return (section.get("diffusion") or {}).get("space", "latent") == "pixel"
+def generate_flags(settings: PipelineProfile) -> dict[str, Any]:
+    """The generate stage's flags: the profile's `generate` section, with the image count and
+    seed the command requires taken from the defaults where the profile is silent; what else it
+    leaves out, the model's saved defaults decide."""
+    generate = settings.training.generate
+    return {"n": generate.n, "seed": generate.seed, **settings.given("generate")}
 
 
 def stage_argv(name: str, params: dict[str, Any], params_file: str = "params.yaml") -> list[str]:
     """The `radsynth` arguments a stage runs."""
     profile = params["profile"]
-    section = params["profiles"][profile]
+    settings = active_profile(params, params_file)
     p = PATHS
-    if pixel_space(section) and name in ("train_autoencoder", "train_diffusion", "utility"):
-        return _pixel_stage_argv(name, profile, section, params_file)
+    if settings.training.diffusion.space == "pixel" and name in (
+        "train_autoencoder", "train_diffusion", "utility",
+    ):  # fmt: skip
+        return _pixel_stage_argv(name, profile, settings, params_file)
     if name == "ingest":
         ingest = dict(params.get("ingest") or {})
         source = ingest.pop("source")
@@ -100,18 +105,18 @@ def stage_argv(name: str, params: dict[str, Any], params_file: str = "params.yam
                 "--out", p["diffusion"], "--profile", profile, "--params", params_file]  # fmt: skip
     if name == "generate":
         return ["generate", "--model", p["diffusion"], "--out", p["synthetic"],
-                *as_flags(generate_flags(section, f"{params_file} profiles.{profile}"))]  # fmt: skip
+                *as_flags(generate_flags(settings))]  # fmt: skip
     if name == "audit":
         return ["audit", "--synthetic", p["synthetic"], "--data", p["dataset"], "--model", p["diffusion"],
                 "--out", p["audit"], "--filtered-out", p["released_set"],
-                "--filtered-report", p["released_audit"], *as_flags(section.get("audit"))]  # fmt: skip
+                "--filtered-report", p["released_audit"], *as_flags(settings.given("audit"))]  # fmt: skip
     if name == "evaluate":
         return ["evaluate", "--synthetic", p["released_set"], "--data", p["dataset"], "--out", p["evaluation"],
-                *as_flags(section.get("evaluate"))]  # fmt: skip
+                *as_flags(settings.given("evaluate"))]  # fmt: skip
     if name == "utility":
         return ["bench", "utility", "--data", p["dataset"], "--synthetic", p["released_set"],
                 "--autoencoder", p["diffusion"], "--fractions", "1", "--out", p["utility"],
-                "--doc", f"{p['utility']}/UTILITY.md", *as_flags(section.get("utility"))]  # fmt: skip
+                "--doc", f"{p['utility']}/UTILITY.md", *as_flags(settings.given("utility"))]  # fmt: skip
     if name == "release":
         release = params.get("release") or {}
         return ["release", "--set", p["released_set"], "--report", p["released_audit"],
@@ -123,7 +128,7 @@ def stage_argv(name: str, params: dict[str, Any], params_file: str = "params.yam
     raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
 
 
-def _pixel_stage_argv(name: str, profile: str, section: dict[str, Any], params_file: str):
+def _pixel_stage_argv(name: str, profile: str, settings: PipelineProfile, params_file: str):
     """A pixel-space profile's training and utility stages: the diffusion model learns the
     images with no autoencoder, so no stage may pass one. The chain's autoencoder stage has
     nothing to train: it is refused (dvc.yaml's graph would need an autoencoder run)."""
@@ -142,4 +147,4 @@ def _pixel_stage_argv(name: str, profile: str, section: dict[str, Any], params_f
     # utility: the `signature` recipe needs the generator's decoder, which this model lacks
     return ["bench", "utility", "--data", p["dataset"], "--synthetic", p["released_set"],
             "--fractions", "1", "--out", p["utility"], "--doc", f"{p['utility']}/UTILITY.md",
-            *as_flags(section.get("utility"))]  # fmt: skip
+            *as_flags(settings.given("utility"))]  # fmt: skip

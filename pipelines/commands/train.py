@@ -110,13 +110,14 @@ def register(sub) -> None:
 
 
 def settings_from(args) -> Profile:
-    from generation.config import load_profile
+    """The profile's training settings; the whole profile is checked, every section."""
+    from pipelines.profile import load_pipeline_profile
 
     set_threads(args.threads)
     params = Path(args.params) if args.params else Path("params.yaml")
     if not args.params and not params.is_file():
         params = REPO_PARAMS
-    settings = load_profile(params, args.profile)
+    settings = load_pipeline_profile(params, args.profile).training
     if args.grad_accum is not None:
         if args.grad_accum < 1:
             raise ValueError(f"--grad-accum must be at least 1, got {args.grad_accum}")
