@@ -1,8 +1,9 @@
 """The audit's positive control behind `radsynth bench memorization`: a planted set only shows
 that the detector finds the copies someone thought of; a model that really memorises shows what
 it finds in practice. The demo model is trained on a tiny subset (a few dozen images, many
-steps) until it reproduces them, and the audit of its samples reports the share flagged; the
-same on a model trained on the full split gives the share a normal model has.
+steps) until it reproduces them, and the audit of its samples (with the profile's `audit`
+settings, as the pipeline's audit stage runs it) reports the share flagged; the same on a model
+trained on the full split gives the share a normal model has.
 
 Every arm keeps its work in OUT/ARM (subset dataset, autoencoder, model, samples, audit) and a
 re-run reuses whatever finished, so only the audit is redone after a detector change.
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from generation.config import Profile
+    from pipelines.profile import PipelineProfile
+    from privacy_audit.config import AuditSettings
     from privacy_audit.report import AuditReport
 
 
@@ -39,12 +42,21 @@ class MemorizationConfig:
     # arms (the memorising part is the diffusion model; its latents come from this autoencoder)
 
 
-def _settings(config: MemorizationConfig, arm: str) -> Profile:
-    from generation.config import load_profile
+def _profile(config: MemorizationConfig) -> PipelineProfile:
+    """The profile the arms use, every section checked (./params.yaml, else the repo's)."""
     from pipelines.commands.train import REPO_PARAMS
+    from pipelines.profile import load_pipeline_profile
 
     params = Path(config.params) if config.params else Path("params.yaml")
-    settings = load_profile(params if params.is_file() else REPO_PARAMS, config.profile)
+    return load_pipeline_profile(params if params.is_file() else REPO_PARAMS, config.profile)
+
+
+def _settings(
+    config: MemorizationConfig, arm: str, profile: PipelineProfile | None = None
+) -> Profile:
+    """The arm's training and generation settings: the profile's, the tiny arm's diffusion
+    training changed as the bench's flags say."""
+    settings = (profile or _profile(config)).training
     if arm == "tiny":
         diffusion = settings.diffusion
         changes = {
@@ -89,13 +101,14 @@ def run_arm(
 
     out = Path(out) / arm
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings(config, arm)
+    profile = _profile(config)
+    settings = _settings(config, arm, profile)
     dataset_dir = _arm_data(arm, data, out, config)
     if model is None:
         model = _arm_model(out, settings, config, dataset_dir)
     card = json.loads((Path(model) / "model_card.json").read_text(encoding="utf-8"))
     _arm_samples(model, out, settings, config)
-    report = _arm_audit(out, dataset_dir, settings, config)
+    report = _arm_audit(out, dataset_dir, _audit_settings(profile, config), config)
     return _arm_row(arm, model, card, report, out)
 
 
@@ -152,26 +165,21 @@ def _arm_samples(model: str, out: Path, settings: Profile, config: MemorizationC
     )
 
 
-def _arm_audit(
-    out: Path, dataset_dir: Path, settings: Profile, config: MemorizationConfig
-) -> AuditReport:
-    """`radsynth audit` of OUT/set against the arm's training data, into OUT/audit. With the
-    audit's own defaults: the profile's `audit` section is not among the training settings
-    (generation.config.OTHER_SECTIONS), and never was, so it never reached this call."""
-    from privacy_audit.audit import AuditConfig, run_audit
-    from privacy_audit.encoder import EncoderParams
+def _audit_settings(profile: PipelineProfile, config: MemorizationConfig) -> AuditSettings:
+    """The profile's `audit` section (its quantile, copy-encoder steps, limits), as the
+    pipeline's audit stage runs it, seeded by the bench's --seed."""
+    return profile.audit.updated("radsynth bench memorization --seed", seed=config.seed)
 
-    encoder = EncoderParams(seed=config.seed)
+
+def _arm_audit(
+    out: Path, dataset_dir: Path, audit: AuditSettings, config: MemorizationConfig
+) -> AuditReport:
+    """`radsynth audit` of OUT/set against the arm's training data, into OUT/audit, with the
+    profile's audit settings (no model attack: the control measures copy detection)."""
+    from privacy_audit.audit import run_audit
+
     return run_audit(
-        out / "set",
-        dataset_dir,
-        out / "audit",
-        AuditConfig(
-            quantile=0.995,
-            seed=config.seed,
-            encoder=encoder,
-            progress=config.progress,
-        ),
+        out / "set", dataset_dir, out / "audit", audit.audit_config(progress=config.progress)
     )
 
 

@@ -149,9 +149,9 @@ def run_memorization(args) -> int:
         f"{'an existing run' if args.full_model else 'the same model'} trained on the full "
         "training split (full arm)"
         f"{'; both on one autoencoder trained on the full split' if args.autoencoder else ''}. "
-        "Each arm generates images that `radsynth audit` checks against the split its model "
-        "was trained on (held-out calibration: the `val` split). Earlier stages are reused on "
-        "a re-run, the audit is redone."
+        "Each arm generates images that `radsynth audit` checks, with the profile's `audit` "
+        "settings, against the split its model was trained on (held-out calibration: the "
+        "`val` split). Earlier stages are reused on a re-run, the audit is redone."
     )
     _publish(args.doc, "memorization", "## Memorization control of the privacy audit", intro,
              result, memorization_markdown(result), [out / "memorization.json"], shared=True)  # fmt: skip
