@@ -30,24 +30,16 @@ generation.bench.bench_sampling.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .pipeline import LatentDiffusionModel, load_model
     from .sampling import Sampling
 
 from .config import SAMPLERS
+from .lazy import lazy_getattr
 
 __all__ = ["SAMPLERS", "LatentDiffusionModel", "Sampling", "load_model"]
 # imported on first use, so `generation.config` (the CLI's help texts) does not load torch
 _LAZY = {"LatentDiffusionModel": ".pipeline", "load_model": ".pipeline", "Sampling": ".sampling"}
-
-
-def __getattr__(name: str) -> Any:
-    """Loaded once, then an ordinary attribute (one deleted stays deleted, as an eager one)."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY.pop(name), __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -7,8 +7,9 @@ the CLI's help) do not load torch."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from generation.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .baseline import compare_with_baseline
@@ -78,10 +79,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Loaded once, then an ordinary attribute (as generation/__init__.py's)."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY.pop(name), __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
