@@ -16,6 +16,15 @@ from conditioning.dataset import Attribute, ConditionSchema, DatasetSpec, Datase
 REPO = Path(__file__).resolve().parent.parent
 
 
+def write_params(tmp_path: Path, profile: dict) -> Path:
+    """A params.yaml whose one profile, `p` (the active one), has the given sections."""
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"profile": "p", "profiles": {"p": profile}}))
+    return path
+
+
 def shared_data_dir() -> Path | None:
     """`RADSYNTH_SHARED_DATA`, else `../shared/data` beside the repository, if present."""
     candidate = Path(os.environ.get("RADSYNTH_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import yaml
@@ -22,15 +21,8 @@ from generation.config import (
     load_profile,
     merge_profile,
 )
+from tests.conftest import REPO, write_params
 from tests.generation_tiny import one_thread, tiny_settings
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _params(tmp_path: Path, profile: dict) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"profile": "p", "profiles": {"p": profile}}))
-    return path
 
 
 @pytest.mark.parametrize(
@@ -51,7 +43,7 @@ def _params(tmp_path: Path, profile: dict) -> Path:
 def test_a_wrong_type_in_a_profile_names_file_section_key_type_and_value(
     tmp_path, section, key, value, expected
 ):
-    params = _params(tmp_path, {section: {key: value}})
+    params = write_params(tmp_path, {section: {key: value}})
     with pytest.raises(ValueError) as caught:
         load_profile(params)
     message = str(caught.value)
@@ -61,13 +53,13 @@ def test_a_wrong_type_in_a_profile_names_file_section_key_type_and_value(
 
 
 def test_ints_pass_for_floats_and_unknown_keys_and_sections_are_errors(tmp_path):
-    settings = load_profile(_params(tmp_path, {"diffusion": {"lr": 1, "max_minutes": 3}}))
+    settings = load_profile(write_params(tmp_path, {"diffusion": {"lr": 1, "max_minutes": 3}}))
     assert settings.diffusion.lr == 1 and settings.diffusion.max_minutes == 3
     assert settings.profile == "p" and settings.adapt.lr is None  # null: the parent's
     with pytest.raises(ValueError, match="unknown key\\(s\\) chanels in autoencoder"):
-        load_profile(_params(tmp_path, {"autoencoder": {"chanels": [8]}}))
+        load_profile(write_params(tmp_path, {"autoencoder": {"chanels": [8]}}))
     with pytest.raises(ValueError, match="params.yaml profiles.p: unknown section 'difusion'"):
-        load_profile(_params(tmp_path, {"difusion": {}}))
+        load_profile(write_params(tmp_path, {"difusion": {}}))
     assert merge_profile({"audit": {"quantile": 0.9}}) == Profile()  # other stages' sections
 
 
