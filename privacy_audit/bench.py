@@ -84,11 +84,14 @@ def measure_copy_detection(
     seed: int = 0,
 ) -> dict:
     """Audit a set of `n_copies` altered training copies plus every `fresh_split` image (real,
-    never trained on, not the calibration split); return the flag rates with 95% intervals."""
+    never trained on, not the calibration split); return the flag rates with 95% intervals,
+    overall, per alteration and per alteration strength. The truth, with what each alteration
+    drew and each image's score, goes to OUT_DIR/planted.csv (beside the set, not in it: the
+    set must look like any other)."""
     from conditioning.dataset import load_dataset
 
     from .audit import run_audit
-    from .challenge import planted_copies, write_challenge_set
+    from .challenge import planted_copies, write_challenge_set, write_planted
 
     if fresh_split in (config.train_split, config.holdout_split):
         raise ValueError(f"fresh split {fresh_split!r} must differ from train and holdout splits")
@@ -98,35 +101,51 @@ def measure_copy_detection(
         raise ValueError(f"{dataset.root}: split {fresh_split!r} holds no image")
     rng = np.random.default_rng(seed)
     fresh_images = [dataset.load_image(r) for r in fresh]
-    copies, kinds, _ = planted_copies(
+    planted = planted_copies(
         lambda i: dataset.load_image(train[i]), len(train), fresh_images, n_copies, rng
     )
     out_dir = Path(out_dir)
-    truth = write_challenge_set(out_dir / "set", copies, fresh_images, seed=seed)
+    truth = write_challenge_set(out_dir / "set", planted.copies, fresh_images, seed=seed)
     report = run_audit(out_dir / "set", dataset_dir, out_dir / "report", config)
-    flagged = {s.file: s.flagged for s in report.samples}
-    copy_files = [f for f, (t, _) in truth.items() if t == "copy"]
-    fresh_files = [f for f, (t, _) in truth.items() if t == "fresh"]
-    n_copy_flagged = sum(flagged[f] for f in copy_files)
-    n_fresh_flagged = sum(flagged[f] for f in fresh_files)
-    by_kind: dict[str, list[bool]] = defaultdict(list)
-    for f in copy_files:
-        for name in kinds[truth[f][1]]:
-            by_kind[name].append(flagged[f])
+    samples = {s.file: (s.score, s.flagged) for s in report.samples}
+    sources = [train[i].id for i in planted.sources]
+    write_planted(out_dir / "planted.csv", truth, planted, sources, samples)
     return {
-        "copies": len(copy_files),
-        "copies_flagged": n_copy_flagged,
-        "copies_flagged_rate": n_copy_flagged / len(copy_files),
-        "copies_flagged_ci95": stats.wilson_interval(n_copy_flagged, len(copy_files)),
-        "fresh": len(fresh_files),
-        "fresh_flagged": n_fresh_flagged,
-        "fresh_flagged_rate": n_fresh_flagged / len(fresh_files),
-        "fresh_flagged_ci95": stats.wilson_interval(n_fresh_flagged, len(fresh_files)),
-        "flagged_rate_by_alteration": {
-            k: round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())
-        },
+        **_flag_rates(truth, planted, {f: flag for f, (_, flag) in samples.items()}),
         "threshold": report.thresholds.copy.threshold,
         "quantile": report.thresholds.copy.quantile,
         "timings": to_json(report.timings),
         "report": str(out_dir / "report"),
+        "planted": str(out_dir / "planted.csv"),
+    }
+
+
+def _flag_rates(truth: dict[str, tuple[str, int]], planted, flagged: dict[str, bool]) -> dict:
+    """Copies and fresh images flagged (with Wilson intervals), per alteration and per
+    alteration strength."""
+    from .challenge import flagged_by_strength
+
+    copies = sorted((i, f) for f, (t, i) in truth.items() if t == "copy")
+    copy_flags = [flagged[f] for _, f in copies]
+    fresh_flags = [flagged[f] for f, (t, _) in truth.items() if t == "fresh"]
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    for (i, _), flag in zip(copies, copy_flags, strict=True):
+        for name in planted.kinds[i]:
+            by_kind[name].append(flag)
+    n_copy, n_fresh = sum(copy_flags), sum(fresh_flags)
+    return {
+        "copies": len(copy_flags),
+        "copies_flagged": n_copy,
+        "copies_flagged_rate": n_copy / len(copy_flags),
+        "copies_flagged_ci95": stats.wilson_interval(n_copy, len(copy_flags)),
+        "fresh": len(fresh_flags),
+        "fresh_flagged": n_fresh,
+        "fresh_flagged_rate": n_fresh / len(fresh_flags),
+        "fresh_flagged_ci95": stats.wilson_interval(n_fresh, len(fresh_flags)),
+        "flagged_rate_by_alteration": {
+            k: round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())
+        },
+        "flagged_by_strength": flagged_by_strength(
+            copy_flags, [planted.drawn[i] for i, _ in copies]
+        ),
     }

@@ -157,10 +157,12 @@ def find_neighbours(
             views=len(DESCRIPTOR_CROPS),
         )
         routes.append(found)
+    band = []  # the band-passed route, as is and mirrored: (index, cosine) each
     if not legacy:
         detail = reference.registration.route
         for query in band_pass_descriptors(images01, reference.registration.route_anatomy):
-            routes.append(topk_by_patient(query, detail, reference.groups, k)[0])
+            band.append(topk_by_patient(query, detail, reference.groups, k))
+            routes.append(band[-1][0])
     index = _union(*routes)
     safe = np.where(index >= 0, index, 0)
     cosine = (emb[:, None, :] * reference.embeddings[torch.as_tensor(safe)]).sum(-1).numpy()
@@ -176,7 +178,7 @@ def find_neighbours(
         reference.registration,
         images01,
         index,
-        also=np.argmax(cosine, axis=1),
+        also=np.stack([np.argmax(cosine, axis=1), _column_of(index, _nearest_of(band))], 1),
         progress=progress,
         desc=f"register {label}",
     )
@@ -190,6 +192,17 @@ def find_neighbours(
         found.detail,
         found.detail_patch,
     )
+
+
+def _nearest_of(route: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(Q,) the nearest training image by a route searched as is and mirrored."""
+    (a, sim_a), (b, sim_b) = route
+    return np.where(sim_a[:, 0] >= sim_b[:, 0], a[:, 0], b[:, 0])
+
+
+def _column_of(index: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """(Q,) the column of each row of `index` holding that row's `images` entry."""
+    return np.argmax(index == images[:, None], axis=1)
 
 
 @dataclass(frozen=True)

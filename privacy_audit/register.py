@@ -43,7 +43,7 @@ PATCH = 12  # px at FIELD: the window of the patch-level score
 PATCH_STRIDE = 4
 BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
 ROUTE_ANATOMY = 20  # components projected out of the coarse windows for the candidate route
-REFINE = 2  # candidates per query (by coarse NCC; and the encoder's nearest) finely registered
+REFINE = 1  # candidates per query by coarse NCC finely registered (and each route's nearest)
 BASES = 2  # coarse transforms the fine search starts from, for the pairs _wide_pairs names
 
 
@@ -221,6 +221,10 @@ FINE_DELTAS = torch.tensor(  # around the coarse transform: angle, zoom factor (
         for dz in (-FINE_ZOOM_STEP, 0.0, FINE_ZOOM_STEP)
     ]
 )
+PLAIN_ZOOMS = (1.0, 1.06, 1.12, 1.18)  # crop+resize zooms in without rotating
+PLAIN = torch.tensor(  # unrotated transforms every wide pair is tried at (mirror, zoom)
+    [[m, 0.0, z, 0.0, 0.0] for m in (0.0, 1.0) for z in PLAIN_ZOOMS]
+)
 HALF_PIXEL = torch.tensor(  # then around the best of those: half-pixel offsets
     [[0.0, 0.0, 0.0, hy, hx] for hy in (-0.5, 0.0, 0.5) for hx in (-0.5, 0.0, 0.5)]
 )
@@ -252,11 +256,12 @@ def register(
     desc: str = "register",
 ) -> Registered:
     """Coarse NCC over every transform for every candidate (-1: none); then, for the `refine`
-    best candidates of each query and its `also` column (Q,) if given (the encoder's nearest:
-    a copy whose coarse NCC a sub-pixel shift spoiled is still refined), the fine search at
-    FIELD around the best coarse transform (around the BASES best for the pairs _wide_pairs
-    names; half-pixel steps) and the patch and detail scores there. Unrefined candidates keep
-    their coarse NCC and -inf for the other scores."""
+    best candidates of each query and its `also` columns (Q,) or (Q, A) if given (each
+    candidate route's nearest: a copy whose coarse NCC a sub-pixel shift spoiled is still
+    refined), the fine search at FIELD around the best coarse transform (for the pairs
+    _wide_pairs names, around the BASES best and at the unrotated PLAIN transforms too;
+    half-pixel steps) and the patch and detail scores there. Unrefined candidates keep their
+    coarse NCC and -inf for the other scores."""
     from tqdm import tqdm
 
     q_n, k = candidates.shape
@@ -269,6 +274,7 @@ def register(
         best, where = _coarse_ncc(index, search, bp, safe, valid)
         out.ncc[start : start + len(cand)] = best.numpy()
         extra = None if also is None else torch.as_tensor(also[start : start + block])
+        extra = extra if extra is None or extra.dim() == 2 else extra[:, None]
         rows, cols = _refined_pairs(best, valid, refine, extra)
         if len(rows) == 0:
             continue
@@ -312,12 +318,12 @@ def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Te
 
 def _refined_pairs(best, valid, refine: int, also=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) of each query's `refine` best candidates that exist, and of its `also`
-    column (B,) when given and not among them."""
+    columns (B, A) when given and not among the earlier ones."""
     top = best.argsort(1, descending=True)[:, :refine]
     keep = torch.ones_like(top, dtype=torch.bool)
-    if also is not None:
-        top = torch.cat([top, also[:, None]], 1)
-        keep = torch.cat([keep, ~(top[:, :-1] == also[:, None]).any(1, keepdim=True)], 1)
+    for col in () if also is None else also.T:
+        keep = torch.cat([keep, ~(top == col[:, None]).any(1, keepdim=True)], 1)
+        top = torch.cat([top, col[:, None]], 1)
     rows = torch.arange(len(best))[:, None].expand_as(top).reshape(-1)
     cols = top.reshape(-1)
     keep = keep.reshape(-1) & valid[rows, cols]
@@ -325,11 +331,12 @@ def _refined_pairs(best, valid, refine: int, also=None) -> tuple[torch.Tensor, t
 
 
 def _wide_pairs(best, rows, cols, also) -> torch.Tensor:
-    """Which refined pairs are refined from every one of the BASES coarse transforms: each
-    query's best candidate by coarse NCC and its `also` column (the encoder's nearest)."""
+    """Which refined pairs are refined from every one of the BASES coarse transforms and from
+    PLAIN: each query's best candidate by coarse NCC and its `also` columns (B, A) (each
+    candidate route's nearest)."""
     wide = cols == best.argmax(1)[rows]
     if also is not None:
-        wide |= cols == also[rows]
+        wide |= (cols[:, None] == also[rows]).any(1)
     return wide
 
 
@@ -346,28 +353,45 @@ def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch
 
 def _fine_from_bases(moving, unit_refs, coarse_params, where, wide) -> tuple[torch.Tensor, ...]:
     """_fine_shift from the best coarse transform (`where` (n, BASES)) and, for the `wide`
-    pairs (n,) bool, from the others too: the better result per pair (the first on ties)."""
+    pairs (n,) bool, from the others too and at every whole-pixel shift of the PLAIN
+    transforms: at 16x16, a copy shifted by part of a pixel, or cropped and resized, can rank
+    a wrong mirror, rotation or zoom above its own at every coarse transform, and a memorised
+    sample is mostly unrotated. The better result per pair (the first on ties)."""
     fine, chosen = _fine_shift(moving, unit_refs, _coarse_transform(coarse_params, where[:, 0]))
     rows = torch.nonzero(wide).flatten()
     if len(rows) == 0:
         return fine, chosen
-    for j in range(1, where.shape[1]):
-        base = _coarse_transform(coarse_params, where[rows, j])
-        other, at = _fine_shift(moving[rows], unit_refs[rows], base)
+    bases = [
+        _around(_coarse_transform(coarse_params, where[rows, j])) for j in range(1, where.shape[1])
+    ]
+    bases.append(PLAIN.expand(len(rows), -1, -1))
+    for near in bases:
+        other, at = _best_shift(moving[rows], unit_refs[rows], near)
         better = other > fine[rows]
         fine[rows] = torch.where(better, other, fine[rows])
         chosen[rows] = torch.where(better[:, None], at, chosen[rows])
     return fine, chosen
 
 
-def _fine_shift(moving, unit_refs, base) -> tuple[torch.Tensor, torch.Tensor]:
-    """At FIELD, angle and zoom steps around `base` at every whole-pixel shift: the best NCC of
-    each pair and the (n, 5) transform it was found at."""
-    n = len(moving)
+def _around(base: torch.Tensor) -> torch.Tensor:
+    """(n, T, 5): the FINE_DELTAS angle and zoom steps around each (n, 5) transform."""
     near = base[:, None].repeat(1, len(FINE_DELTAS), 1)
     near[..., 1] += FINE_DELTAS[:, 1]
     near[..., 2] *= 1 + FINE_DELTAS[:, 2]
-    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(FINE_DELTAS), 2, 3)
+    return near
+
+
+def _fine_shift(moving, unit_refs, base) -> tuple[torch.Tensor, torch.Tensor]:
+    """At FIELD, angle and zoom steps around `base` at every whole-pixel shift: the best NCC of
+    each pair and the (n, 5) transform it was found at."""
+    return _best_shift(moving, unit_refs, _around(base))
+
+
+def _best_shift(moving, unit_refs, near) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pair's transforms `near` (n, T, 5) at every whole-pixel shift: the best NCC of each
+    pair and the (n, 5) transform it was found at."""
+    n, t = near.shape[:2]
+    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, t, 2, 3)
     side = FIELD - 2 * FINE_SHIFT
     fine_best, fine_where = _shift_ncc(
         _warp_pairs(moving, thetas, FIELD), unit_refs.view(n, 1, side, side), FINE_SHIFT

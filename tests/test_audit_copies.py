@@ -48,11 +48,9 @@ def challenge(tmp_path_factory, one_thread, encoder_cache):  # noqa: F811
     train, test = ds.split("train"), ds.split("test")
     rng = np.random.default_rng(5)
     fresh = [ds.load_image(r) for r in test]
-    copies, _, picks = planted_copies(
-        lambda i: ds.load_image(train[i]), len(train), fresh, 120, rng
-    )
-    truth = write_challenge_set(root / "set", copies, fresh, seed=1)
-    sources = {f: train[picks[i]].id for f, (kind, i) in truth.items() if kind == "copy"}
+    planted = planted_copies(lambda i: ds.load_image(train[i]), len(train), fresh, 120, rng)
+    truth = write_challenge_set(root / "set", planted.copies, fresh, seed=1)
+    sources = {f: train[planted.sources[i]].id for f, (kind, i) in truth.items() if kind == "copy"}
     report = run_audit(
         root / "set",
         data,

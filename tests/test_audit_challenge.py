@@ -1,0 +1,91 @@
+"""The planted copies of the copy-detection benchmark record what each alteration drew, so the
+flag rate can be read per strength (privacy_audit/challenge.py)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from privacy_audit.challenge import (
+    ALTERATIONS,
+    PARAMETERS,
+    STRENGTH_BINS,
+    Planted,
+    alter,
+    altered,
+    flagged_by_strength,
+    planted_copies,
+    write_planted,
+)
+
+RANGES = {  # what a reviewer still calls the same image (the ranges challenge.py draws from)
+    "rotate_deg": (2.0, 6.0),
+    "crop_frac": (0.82, 0.95),
+    "blend_share": (0.6, 0.75),
+    "patch_area": (0.7**2 - 0.02, 0.85**2 + 0.02),  # rounded to whole pixels
+    "jpeg_quality": (40, 85),
+}
+
+
+def _images(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.random((32, 32)).astype(np.float32) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ALTERATIONS)
+def test_each_alteration_records_what_it_drew(kind):
+    image, other = _images(2)
+    x, drawn = altered(image, (kind,), np.random.default_rng(1), other)
+    assert set(drawn) == set(PARAMETERS.get(kind, ()))
+    for key, (lo, hi) in RANGES.items():
+        if key in drawn:
+            assert lo <= abs(drawn[key]) <= hi, (key, drawn[key])
+    # recording draws nothing more: alter() gives the same image from the same generator
+    assert np.array_equal(x, alter(image, (kind,), np.random.default_rng(1), other))
+
+
+def test_planted_copies_keep_every_copy_s_draws():
+    train, donors = _images(20), _images(3, seed=1)
+    planted = planted_copies(lambda i: train[i], len(train), donors, 15, np.random.default_rng(2))
+    assert len(planted.copies) == len(planted.kinds) == len(planted.sources) == 15
+    assert len(planted.drawn) == 15
+    for kinds, drawn in zip(planted.kinds, planted.drawn, strict=True):
+        assert set(drawn) == {p for k in kinds for p in PARAMETERS.get(k, ())}
+        assert all(isinstance(v, float) for v in drawn.values())
+
+
+def test_flag_rate_per_strength_bin():
+    drawn = [{"blend_share": 0.61}, {"blend_share": 0.62}, {"blend_share": 0.75}, {"scale": 0.97}]
+    out = flagged_by_strength([True, False, True, True], drawn)
+    assert set(out) == set(STRENGTH_BINS)
+    blend = [(b["from"], b["copies"], b["flagged"]) for b in out["blend_share"]]
+    assert blend == [(0.60, 2, 1), (0.65, 0, 0), (0.70, 1, 1)]  # the last edge is inside
+    assert [b["copies"] for b in out["scale"]] == [0, 1, 0, 0]  # |0.97 - 1| = 0.03
+    assert sum(b["copies"] for b in out["crop_frac"]) == 0
+
+
+def test_the_truth_file_names_source_alterations_and_draws(tmp_path):
+    planted = Planted(
+        copies=_images(2),
+        kinds=[("blend",), ("mirror", "shift")],
+        sources=[4, 7],
+        drawn=[{"blend_share": 0.7}, {"shift_dy": -2.0, "shift_dx": 1.0}],
+    )
+    truth = {"images/a.png": ("copy", 1), "images/b.png": ("fresh", 0), "images/c.png": ("copy", 0)}
+    samples = {
+        "images/a.png": (3.5, True),
+        "images/b.png": (0.2, False),
+        "images/c.png": (1.0, False),
+    }
+    write_planted(tmp_path / "planted.csv", truth, planted, ["img4", "img7"], samples)
+    with open(tmp_path / "planted.csv", newline="") as handle:
+        rows = {r["file"]: r for r in csv.DictReader(handle)}
+    assert rows["images/a.png"]["source"] == "img7"
+    assert rows["images/a.png"]["alterations"] == "mirror+shift"
+    assert (
+        float(rows["images/a.png"]["shift_dy"]) == -2.0 and rows["images/a.png"]["flagged"] == "1"
+    )
+    assert rows["images/c.png"]["blend_share"] == "0.7" and rows["images/c.png"]["shift_dx"] == ""
+    assert rows["images/b.png"]["truth"] == "fresh" and rows["images/b.png"]["source"] == ""
