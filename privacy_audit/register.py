@@ -225,17 +225,31 @@ def _affine_grid(thetas: torch.Tensor, size: int) -> torch.Tensor:
 def _shift_ncc(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Tensor:
     """(N, T, S, S) warped queries, (N, K, S-2s, S-2s) zero-mean unit-norm references ->
     (N, K, T * (2s+1)^2): the NCC of each reference with its query's window at every transform
-    and shift (transform-major, then shift row-major), as a grouped convolution and running sums: nothing
-    of size windows x shifts is materialised."""
+    and shift (transform-major, then shift row-major): see _shift_ncc_by_transform."""
+    ncc = _shift_ncc_by_transform(warped, refs, shift)
+    return ncc.permute(1, 2, 0, 3).reshape(len(warped), refs.shape[1], -1)
+
+
+def _shift_ncc_by_transform(
+    warped: torch.Tensor, refs: torch.Tensor, shift: int, per_query: bool = False
+) -> torch.Tensor:
+    """_shift_ncc as (T, N, K, (2s+1)^2): a grouped convolution and running sums (nothing of
+    size windows x shifts is materialised). `per_query`: one plain convolution per query
+    instead of one grouped one (the same sums; with many references per query and one thread,
+    the grouped one is the slower by half)."""
     n, t, size = warped.shape[:3]
     k, side = refs.shape[1], size - 2 * shift
+    lags = 2 * shift + 1
     x = warped.transpose(0, 1).contiguous()  # (T, N, S, S): query n is group n
-    num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
+    if per_query:
+        num = torch.empty(t, n, k, lags, lags, dtype=x.dtype)
+        for i in range(n):
+            num[:, i] = F.conv2d(x[:, i : i + 1], refs[i, :, None])
+    else:
+        num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
     mean, power = box_mean(x, side), box_mean(x * x, side)
     norm = ((power - mean * mean).clamp(min=0) * (side * side)).sqrt().clamp(min=1e-8)
-    lags = 2 * shift + 1
-    ncc = num.view(t, n, k, lags, lags) / norm[:, :, None]
-    return ncc.permute(1, 2, 0, 3, 4).reshape(n, k, t * lags * lags)
+    return (num.view(t, n, k, lags, lags) / norm[:, :, None]).view(t, n, k, lags * lags)
 
 
 FINE_DELTAS = torch.tensor(  # around the coarse transform: angle, zoom factor (whole-pixel shifts)
@@ -378,9 +392,9 @@ def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Te
     warped = _warp_shared(small, search.grid)
     side = COARSE - 2 * COARSE_SHIFT
     refs = index.coarse[safe].view(b, k, side, side)
-    ncc = _shift_ncc(warped, refs, COARSE_SHIFT)
+    ncc = _shift_ncc_by_transform(warped, refs, COARSE_SHIFT, per_query=True)  # (T, b, k, L)
     lags2 = (2 * COARSE_SHIFT + 1) ** 2
-    per_t, per_shift = ncc.view(b, k, -1, lags2).max(3)
+    per_t, per_shift = (m.permute(1, 2, 0).contiguous() for m in ncc.max(3))
     best = per_t.max(2).values
     top_t = per_t.topk(BASES, dim=2).indices
     where = top_t * lags2 + per_shift.gather(2, top_t)
