@@ -121,11 +121,8 @@ def detail_scores(
     n, side = len(refs_w), refs_w.shape[-1]
     lags = 2 * SHIFT + 1
     where = _shift_ncc(warped[:, None], index.bands[refs][:, None], SHIFT)[:, 0].argmax(1)
-    dy, dx = where // lags, where % lags
-    rows = torch.arange(side)
-    ys = (dy[:, None] + rows)[:, :, None].expand(n, side, side)
-    xs = (dx[:, None] + rows)[:, None, :].expand(n, side, side)
-    aligned = warped[torch.arange(n)[:, None, None], ys, xs]
+    windows = warped.unfold(1, side, 1).unfold(2, side, 1)  # (n, lags, lags, side, side) view
+    aligned = windows[torch.arange(n), where // lags, where % lags]
     q_res = remove(aligned, index.basis)
     whole = F.cosine_similarity(q_res.flatten(1), refs_w.flatten(1), dim=1)
     stats = tuple(w[refs] for w in index.window_stats)

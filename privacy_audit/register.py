@@ -14,7 +14,9 @@ is one centre window, correlated with every shifted window of every warped query
 convolution (window norms from running sums), coarse-to-fine: 16x16 over the whole search, then
 for the best few candidates 32x32 around the best coarse transform (angle and zoom steps at
 whole-pixel shifts, then half-pixel offsets around the best of those); for each query's best
-candidate and the encoder's nearest, around the second-best coarse transform too.
+candidate and the encoder's nearest, around the second-best coarse transform too. Blocks of
+queries run one per thread, each with one intra-op thread (_map_blocks): these are thousands of
+small operations, which split across threads wait at a barrier each.
 """
 
 from __future__ import annotations
@@ -178,40 +180,78 @@ def _warp_pairs(
     x: torch.Tensor, thetas: torch.Tensor, size: int, grid: torch.Tensor | None = None
 ) -> torch.Tensor:
     """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, size, size): image n under its own maps
-    (`grid`: their sampling grids, (N*T, size, size, 2), when computed already)."""
+    (`grid`: their sampling grids, (N*T, size, size, 2), when computed already). The T grids of
+    an image are stacked along the output's height, so the image is sampled as is: no T copies
+    of it are made."""
     n, t = thetas.shape[:2]
     if grid is None:
         grid = _affine_grid(thetas.reshape(n * t, 2, 3), size)
-    src = x[:, None].expand(n, t, *x.shape[-2:]).reshape(n * t, 1, *x.shape[-2:])
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = grid.view(n, t * size, size, 2)
+    out = F.grid_sample(
+        x[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
     return out.view(n, t, size, size)
+
+
+def _warp_shared(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """x (N, H, W) under the same T maps each, `grid` (T, size, size, 2) -> (N, T, size, size):
+    the images as the channels of one sample, so neither the grid nor the images are copied N
+    (or T) times."""
+    t, size = grid.shape[:2]
+    out = F.grid_sample(
+        x[None],
+        grid.reshape(1, t * size, size, 2),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )
+    return out.view(len(x), t, size, size)
 
 
 def _affine_grid(thetas: torch.Tensor, size: int) -> torch.Tensor:
     """F.affine_grid(thetas, [N, 1, size, size], align_corners=False) elementwise: the batched
-    (size^2 x 3) @ (3 x 2) products of the library call are slow for thousands of small maps."""
+    (size^2 x 3) @ (3 x 2) products of the library call are slow for thousands of small maps.
+    Each coordinate is written in place (a*x + b*y, then + c): the grid is the largest tensor
+    of the fine search, and full-size temporaries stacked afterwards cost more than the
+    arithmetic (the same operations in the same order: the same grid, bit for bit)."""
     axis = (torch.arange(size, dtype=thetas.dtype) * 2 + 1) / size - 1
     xs, ys = axis[None, None, :], axis[None, :, None]
     t = thetas[:, :, :, None, None]
-    gx = t[:, 0, 0] * xs + t[:, 0, 1] * ys + t[:, 0, 2]
-    gy = t[:, 1, 0] * xs + t[:, 1, 1] * ys + t[:, 1, 2]
-    return torch.stack([gx, gy], -1)
+    grid = torch.empty(len(thetas), size, size, 2, dtype=thetas.dtype)
+    for c in range(2):
+        torch.add(t[:, c, 0] * xs, t[:, c, 1] * ys, out=grid[..., c])
+        grid[..., c].add_(t[:, c, 2])
+    return grid
 
 
 def _shift_ncc(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Tensor:
     """(N, T, S, S) warped queries, (N, K, S-2s, S-2s) zero-mean unit-norm references ->
     (N, K, T * (2s+1)^2): the NCC of each reference with its query's window at every transform
-    and shift (transform-major, then shift row-major), as a grouped convolution and running sums: nothing
-    of size windows x shifts is materialised."""
+    and shift (transform-major, then shift row-major): see _shift_ncc_by_transform."""
+    ncc = _shift_ncc_by_transform(warped, refs, shift)
+    return ncc.permute(1, 2, 0, 3).reshape(len(warped), refs.shape[1], -1)
+
+
+def _shift_ncc_by_transform(
+    warped: torch.Tensor, refs: torch.Tensor, shift: int, per_query: bool = False
+) -> torch.Tensor:
+    """_shift_ncc as (T, N, K, (2s+1)^2): a grouped convolution and running sums (nothing of
+    size windows x shifts is materialised). `per_query`: one plain convolution per query
+    instead of one grouped one (the same sums; with many references per query and one thread,
+    the grouped one is the slower by half)."""
     n, t, size = warped.shape[:3]
     k, side = refs.shape[1], size - 2 * shift
+    lags = 2 * shift + 1
     x = warped.transpose(0, 1).contiguous()  # (T, N, S, S): query n is group n
-    num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
+    if per_query:
+        num = torch.empty(t, n, k, lags, lags, dtype=x.dtype)
+        for i in range(n):
+            num[:, i] = F.conv2d(x[:, i : i + 1], refs[i, :, None])
+    else:
+        num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
     mean, power = box_mean(x, side), box_mean(x * x, side)
     norm = ((power - mean * mean).clamp(min=0) * (side * side)).sqrt().clamp(min=1e-8)
-    lags = 2 * shift + 1
-    ncc = num.view(t, n, k, lags, lags) / norm[:, :, None]
-    return ncc.permute(1, 2, 0, 3, 4).reshape(n, k, t * lags * lags)
+    return (num.view(t, n, k, lags, lags) / norm[:, :, None]).view(t, n, k, lags * lags)
 
 
 FINE_DELTAS = torch.tensor(  # around the coarse transform: angle, zoom factor (whole-pixel shifts)
@@ -261,40 +301,88 @@ def register(
     refined), the fine search at FIELD around the best coarse transform (for the pairs
     _wide_pairs names, around the BASES best and at the unrotated PLAIN transforms too;
     half-pixel steps) and the patch and detail scores there. Unrefined candidates keep their
-    coarse NCC and -inf for the other scores."""
-    from tqdm import tqdm
-
+    coarse NCC and -inf for the other scores. Blocks of `block` queries run on torch's threads
+    one block per thread (see _map_blocks)."""
     q_n, k = candidates.shape
     out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(4)), {})
     search = _CoarseSearch.build()
-    for start in tqdm(range(0, q_n, block), desc=desc, disable=not progress):
-        cand = torch.as_tensor(candidates[start : start + block])
-        valid, safe = cand >= 0, cand.clamp(min=0)
-        bp = band_pass(queries01[start : start + block])
-        best, where = _coarse_ncc(index, search, bp, safe, valid)
-        out.ncc[start : start + len(cand)] = best.numpy()
-        extra = None if also is None else torch.as_tensor(also[start : start + block])
-        extra = extra if extra is None or extra.dim() == 2 else extra[:, None]
-        rows, cols = _refined_pairs(best, valid, refine, extra)
-        if len(rows) == 0:
-            continue
-        refs, moving = safe[rows, cols], bp[rows]
-        unit_refs = index.fine_unit[refs]
-        wide = _wide_pairs(best, rows, cols, extra)
-        fine_best, chosen = _fine_from_bases(
-            moving, unit_refs, search.params, where[rows, cols], wide
+    if also is not None and also.ndim == 1:
+        also = also[:, None]
+
+    def one(start: int) -> dict[tuple[int, int], Transform]:
+        rows = slice(start, start + block)
+        extra = None if also is None else also[rows]
+        return _register_block(
+            index, search, queries01[rows], candidates[rows], refine, extra, out, start
         )
-        half_best, chosen = _half_pixel(moving, unit_refs, chosen)
-        whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
-        r_np, c_np = (rows + start).numpy(), cols.numpy()
-        local, d_whole, d_patch = _local_scores(index, moving, queries01[r_np], refs, chosen, wide)
-        out.ncc[r_np, c_np] = whole.numpy()
-        out.patch[r_np, c_np] = local.numpy()
-        out.detail[r_np, c_np] = d_whole.numpy()
-        out.detail_patch[r_np, c_np] = d_patch.numpy()
-        for r, c, prm in zip(r_np.tolist(), c_np.tolist(), chosen.tolist(), strict=True):
-            out.transforms[(r, c)] = Transform(bool(prm[0]), prm[1], prm[2], prm[3], prm[4])
+
+    for found in _map_blocks(one, range(0, q_n, block), progress, desc):
+        out.transforms.update(found)  # in query order, whatever order blocks finished in
     return out
+
+
+def _map_blocks(work, starts, progress: bool, desc: str) -> list:
+    """[work(start) for start in starts] on torch.get_num_threads() threads, each running one
+    block with one intra-op thread. The registration is thousands of small tensor operations: split
+    across threads inside each, they wait at a barrier per operation (and for a descheduled
+    thread when other jobs share the cores: several times slower); whole blocks per thread
+    need no barrier. Blocks write disjoint rows, so the results are those of one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    starts, before = list(starts), torch.get_num_threads()
+    threads = min(before, len(starts))
+    bar = tqdm(total=len(starts), desc=desc, disable=not progress)
+    results = []
+    if threads <= 1:
+        for start in starts:
+            results.append(work(start))
+            bar.update()
+        bar.close()
+        return results
+    torch.set_num_threads(1)  # what new threads start with
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for result in pool.map(work, starts):
+                results.append(result)
+                bar.update()
+    finally:
+        torch.set_num_threads(before)
+        bar.close()
+    return results
+
+
+def _register_block(index, search, queries01, cand_np, refine, also, out, start) -> dict:
+    """register() for the queries from row `start` on: their scores written into `out`, the
+    transforms found returned."""
+    cand = torch.as_tensor(cand_np)
+    valid, safe = cand >= 0, cand.clamp(min=0)
+    bp = band_pass(queries01)
+    best, where = _coarse_ncc(index, search, bp, safe, valid)
+    out.ncc[start : start + len(cand)] = best.numpy()
+    extra = None if also is None else torch.as_tensor(also)
+    rows, cols = _refined_pairs(best, valid, refine, extra)
+    if len(rows) == 0:
+        return {}
+    refs, moving = safe[rows, cols], bp[rows]
+    unit_refs = index.fine_unit[refs]
+    wide = _wide_pairs(best, rows, cols, extra)
+    fine_best, chosen = _fine_from_bases(moving, unit_refs, search.params, where[rows, cols], wide)
+    half_best, chosen = _half_pixel(moving, unit_refs, chosen)
+    whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
+    local, d_whole, d_patch = _local_scores(
+        index, moving, queries01[rows.numpy()], refs, chosen, wide
+    )
+    r_np, c_np = (rows + start).numpy(), cols.numpy()
+    out.ncc[r_np, c_np] = whole.numpy()
+    out.patch[r_np, c_np] = local.numpy()
+    out.detail[r_np, c_np] = d_whole.numpy()
+    out.detail_patch[r_np, c_np] = d_patch.numpy()
+    return {
+        (r, c): Transform(bool(prm[0]), prm[1], prm[2], prm[3], prm[4])
+        for r, c, prm in zip(r_np.tolist(), c_np.tolist(), chosen.tolist(), strict=True)
+    }
 
 
 def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Tensor, ...]:
@@ -303,13 +391,12 @@ def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Te
     shift): a copy shifted by half a coarse pixel can score a wrong rotation or zoom best."""
     b, k = safe.shape
     small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
-    thetas = search.thetas.expand(b, -1, -1, -1)
-    warped = _warp_pairs(small, thetas, COARSE, search.grid.repeat(b, 1, 1, 1))
+    warped = _warp_shared(small, search.grid)
     side = COARSE - 2 * COARSE_SHIFT
     refs = index.coarse[safe].view(b, k, side, side)
-    ncc = _shift_ncc(warped, refs, COARSE_SHIFT)
+    ncc = _shift_ncc_by_transform(warped, refs, COARSE_SHIFT, per_query=True)  # (T, b, k, L)
     lags2 = (2 * COARSE_SHIFT + 1) ** 2
-    per_t, per_shift = ncc.view(b, k, -1, lags2).max(3)
+    per_t, per_shift = (m.permute(1, 2, 0).contiguous() for m in ncc.max(3))
     best = per_t.max(2).values
     top_t = per_t.topk(BASES, dim=2).indices
     where = top_t * lags2 + per_shift.gather(2, top_t)
