@@ -33,16 +33,6 @@ ALTERATIONS = (
 PARTIAL = ("blend", "patch")  # need an image of another patient; at most one per copy
 
 
-def alter(
-    image01: np.ndarray,
-    kinds: tuple[str, ...],
-    rng: np.random.Generator,
-    other: np.ndarray | None = None,
-) -> np.ndarray:
-    """`altered` without the record of what was drawn."""
-    return altered(image01, kinds, rng, other)[0]
-
-
 def altered(
     image01: np.ndarray,
     kinds: tuple[str, ...],
