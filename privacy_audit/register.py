@@ -15,7 +15,7 @@ convolution (window norms from running sums), coarse-to-fine: 16x16 over the who
 for the best few candidates 32x32 around the best coarse transform (angle and zoom steps at
 whole-pixel shifts, then half-pixel offsets around the best of those); for each query's best
 candidate and the encoder's nearest, around the second-best coarse transform too. Blocks of
-queries run one per thread, each with one intra-op thread (_map_blocks): these are thousands of
+queries run one per thread, each with one intra-op thread (blocks.map_blocks): these are thousands of
 small operations, which split across threads wait at a barrier each.
 """
 
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import gaussian_blur
+from .blocks import map_blocks
 from .detail import DetailIndex, anatomy_basis, detail_scores
 from .detail import remove as remove_anatomy
 from .windows import box_mean, patch_ncc, window_stats
@@ -302,7 +303,7 @@ def register(
     _wide_pairs names, around the BASES best and at the unrotated PLAIN transforms too;
     half-pixel steps) and the patch and detail scores there. Unrefined candidates keep their
     coarse NCC and -inf for the other scores. Blocks of `block` queries run on torch's threads
-    one block per thread (see _map_blocks)."""
+    one block per thread (see blocks.map_blocks)."""
     q_n, k = candidates.shape
     out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(4)), {})
     search = _CoarseSearch.build()
@@ -316,41 +317,9 @@ def register(
             index, search, queries01[rows], candidates[rows], refine, extra, out, start
         )
 
-    for found in _map_blocks(one, range(0, q_n, block), progress, desc):
+    for found in map_blocks(one, range(0, q_n, block), progress, desc):
         out.transforms.update(found)  # in query order, whatever order blocks finished in
     return out
-
-
-def _map_blocks(work, starts, progress: bool, desc: str) -> list:
-    """[work(start) for start in starts] on torch.get_num_threads() threads, each running one
-    block with one intra-op thread. The registration is thousands of small tensor operations: split
-    across threads inside each, they wait at a barrier per operation (and for a descheduled
-    thread when other jobs share the cores: several times slower); whole blocks per thread
-    need no barrier. Blocks write disjoint rows, so the results are those of one thread."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    starts, before = list(starts), torch.get_num_threads()
-    threads = min(before, len(starts))
-    bar = tqdm(total=len(starts), desc=desc, disable=not progress)
-    results = []
-    if threads <= 1:
-        for start in starts:
-            results.append(work(start))
-            bar.update()
-        bar.close()
-        return results
-    torch.set_num_threads(1)  # what new threads start with
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            for result in pool.map(work, starts):
-                results.append(result)
-                bar.update()
-    finally:
-        torch.set_num_threads(before)
-        bar.close()
-    return results
 
 
 def _register_block(index, search, queries01, cand_np, refine, also, out, start) -> dict:
