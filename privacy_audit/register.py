@@ -15,8 +15,8 @@ convolution (window norms from running sums), coarse-to-fine: 16x16 over the who
 for the best few candidates 32x32 around the best coarse transform (angle and zoom steps at
 whole-pixel shifts, then half-pixel offsets around the best of those); for each query's best
 candidate and the encoder's nearest, around the second-best coarse transform too. Blocks of
-queries run one per thread, each with one intra-op thread (blocks.map_blocks): these are thousands of
-small operations, which split across threads wait at a barrier each.
+queries run one per thread, each with one intra-op thread (blocks.map_blocks): these are
+thousands of small operations, which split across threads wait at a barrier each.
 """
 
 from __future__ import annotations
