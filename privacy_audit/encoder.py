@@ -20,6 +20,7 @@ from torch import nn
 from conditioning.dataset import atomic_path, write_json_atomic
 
 from .augment import copy_augment
+from .blocks import map_blocks
 from .errors import AuditError
 
 log = logging.getLogger(__name__)
@@ -190,8 +191,6 @@ def embed(
     """Unit-norm embeddings (N, dim) of (N, H, W) images, a batch per thread (blocks.py: a
     small CNN's layers split across threads spend more time waiting than computing; batches of
     a few hundred 64x64 images stay in cache)."""
-    from .blocks import map_blocks
-
     model.eval()
 
     def one(start: int) -> torch.Tensor:

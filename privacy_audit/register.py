@@ -408,12 +408,13 @@ def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch
 
 
 def _fine_from_bases(moving, unit_refs, coarse_params, where, wide) -> tuple[torch.Tensor, ...]:
-    """_fine_shift from the best coarse transform (`where` (n, BASES)) and, for the `wide`
+    """_best_shift around the best coarse transform (`where` (n, BASES)) and, for the `wide`
     pairs (n,) bool, from the others too and at every whole-pixel shift of the PLAIN
     transforms: at 16x16, a copy shifted by part of a pixel, or cropped and resized, can rank
     a wrong mirror, rotation or zoom above its own at every coarse transform, and a memorised
     sample is mostly unrotated. The better result per pair (the first on ties)."""
-    fine, chosen = _fine_shift(moving, unit_refs, _coarse_transform(coarse_params, where[:, 0]))
+    first = _around(_coarse_transform(coarse_params, where[:, 0]))
+    fine, chosen = _best_shift(moving, unit_refs, first)
     rows = torch.nonzero(wide).flatten()
     if len(rows) == 0:
         return fine, chosen
@@ -435,12 +436,6 @@ def _around(base: torch.Tensor) -> torch.Tensor:
     near[..., 1] += FINE_DELTAS[:, 1]
     near[..., 2] *= 1 + FINE_DELTAS[:, 2]
     return near
-
-
-def _fine_shift(moving, unit_refs, base) -> tuple[torch.Tensor, torch.Tensor]:
-    """At FIELD, angle and zoom steps around `base` at every whole-pixel shift: the best NCC of
-    each pair and the (n, 5) transform it was found at."""
-    return _best_shift(moving, unit_refs, _around(base))
 
 
 def _best_shift(moving, unit_refs, near) -> tuple[torch.Tensor, torch.Tensor]:
