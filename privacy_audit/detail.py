@@ -110,11 +110,44 @@ def detail_scores(
     normalised coordinates, as register.py finds it) against training image refs[i], at the best
     whole-pixel shift within SHIFT (by band-passed NCC: a shift chosen on the residual alone
     would chase the anatomy the residual's norm leaves out)."""
-    from .register import _shift_ncc, _warp_pairs
+    from .register import _warp_pairs
 
     size = index.size
     q = _resize(queries01, size)
     warped = _band(_warp_pairs(q, thetas[:, None], size)[:, 0])
+    return _scores_at(index, warped, refs)
+
+
+def best_detail_scores(
+    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(whole, patch) per pair at the one of A alignments thetas (n, A, 2, 3) of query i
+    against refs[i] whose whole-window detail NCC is the largest (the patch score, the costly
+    one, only there). The query is band-passed once and then warped: for the small steps of
+    angle and zoom this is for, nearly the same as warping first (the filter is isotropic),
+    for A warps instead of A band-passes."""
+    from .register import _warp_pairs
+
+    size = index.size
+    banded = _band(_resize(queries01, size))
+    n = len(refs)
+    best, at = torch.full((n,), -2.0), torch.zeros(n, size, size)
+    for j in range(thetas.shape[1]):  # one alignment at a time: the windows stay in cache
+        warped = _warp_pairs(banded, thetas[:, j : j + 1], size)[:, 0]
+        whole = _scores_at(index, warped, refs, patch=False)[0]
+        better = whole > best
+        best = torch.where(better, whole, best)
+        at[better] = warped[better]
+    return _scores_at(index, at, refs)
+
+
+def _scores_at(
+    index: DetailIndex, warped: torch.Tensor, refs: torch.Tensor, patch: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """detail_scores of band-passed, warped queries (n, size, size) against refs (n,)."""
+    from .register import _shift_ncc
+
+    size = index.size
     inner = _margin(size) - SHIFT
     warped = warped[:, inner : size - inner, inner : size - inner]
     refs_w = index.windows[refs]
@@ -125,6 +158,8 @@ def detail_scores(
     aligned = windows[torch.arange(n), where // lags, where % lags]
     q_res = remove(aligned, index.basis)
     whole = F.cosine_similarity(q_res.flatten(1), refs_w.flatten(1), dim=1)
+    if not patch:
+        return whole.clamp(-1, 1), None
     stats = tuple(w[refs] for w in index.window_stats)
     local = patch_ncc(q_res, refs_w, _patch_side(size), STRIDE, stats)
     return whole.clamp(-1, 1), local

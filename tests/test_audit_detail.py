@@ -76,3 +76,23 @@ def test_blends_and_pasted_regions_score_above_every_new_patient(one_thread):
     # the films share their anatomy: a plain band-passed NCC finds every new patient close
     plain = (_unit(band_pass(fresh)) @ _unit(band_pass(train)).T).max(1).values
     assert plain.median() > 0.8, plain.median()
+
+
+def test_best_detail_scores_take_the_alignment_that_fits_best(one_thread):
+    """Over several candidate alignments, the scores are those of the one whose whole-window
+    detail NCC is highest (band-passed once, then warped: nearly what warping first gives)."""
+    from privacy_audit.detail import best_detail_scores
+    from privacy_audit.register import FIELD, Transform
+
+    rng = np.random.default_rng(2)
+    train = _films(rng, 40)
+    index = DetailIndex.build(train)
+    query = ndimage.rotate(train[5], 3.0, reshape=False, order=1, mode="nearest")[None]
+    angles = (-6.0, -3.0, 0.0, 3.0)  # the copy's own alignment is -3 degrees
+    thetas = torch.stack([Transform(False, a, 1.0).theta(FIELD) for a in angles])
+    each = [detail_scores(index, query, torch.tensor([5]), t[None]) for t in thetas]
+    whole = [float(w[0]) for w, _ in each]
+    assert int(np.argmax(whole)) == 1 and whole[1] > 0.9 and max(whole[2:]) < whole[1] - 0.2
+    best_whole, best_patch = best_detail_scores(index, query, torch.tensor([5]), thetas[None])
+    assert float(best_whole[0]) == pytest.approx(whole[1], abs=0.02)
+    assert float(best_patch[0]) == pytest.approx(float(each[1][1][0]), abs=0.02)

@@ -9,11 +9,18 @@ import pytest
 import torch
 from scipy import ndimage
 
+from privacy_audit.detail import detail_scores
 from privacy_audit.register import (
+    FIELD,
+    FINE_ANGLE_STEP,
+    FINE_ZOOM_STEP,
     RegistrationIndex,
+    _local_scores,
     _shift_ncc,
+    _theta_batch,
     _unit,
     align_for_display,
+    band_pass,
     register,
 )
 
@@ -137,3 +144,31 @@ def test_off_centre_crops_resized_by_up_to_1_2x_register(one_thread):
     assert (scores > 0.85).mean() >= 0.95
     assert (scores > 0.9).mean() >= 0.85
     assert (details > 0.8).mean() >= 0.9
+
+
+def test_detail_scores_of_a_wide_pair_recover_an_alignment_one_step_off(one_thread):
+    """When part of a query is another patient's film, the registration can land one fine step
+    of angle or zoom off the copy's true alignment, where the detail scores (sharp within a
+    step) fall; for the wide pairs they are also taken one step around it."""
+    rng = np.random.default_rng(8)
+    train = np.stack([_patient_image(rng, 64) for _ in range(20)]).astype(np.float32)
+    index = RegistrationIndex.build(train)
+    copy = _copy(train[2], 4.5, 0, 0, 1.0).astype(np.float32)[None]
+    true = register(index, copy, np.array([[2]]), refine=1).transforms[(0, 0)]
+    at_true = detail_scores(index.detail, copy, torch.tensor([2]), _theta_batch(_row(true), FIELD))
+    off = _row(true)
+    off[0, 1] += FINE_ANGLE_STEP
+    off[0, 2] *= 1 + FINE_ZOOM_STEP
+    moving = band_pass(copy)
+    scores = {
+        wide: _local_scores(index, moving, copy, torch.tensor([2]), off, torch.tensor([wide]))
+        for wide in (False, True)
+    }
+    narrow_whole, wide_whole = float(scores[False][1][0]), float(scores[True][1][0])
+    assert wide_whole == pytest.approx(float(at_true[0][0]), abs=2e-3)  # 1.03 * 0.97 != 1
+    assert wide_whole > narrow_whole + 0.1  # one step off, the detail NCC falls by 0.2 here
+    assert float(scores[True][2][0]) >= float(scores[False][2][0])  # and the patch detail
+
+
+def _row(t) -> torch.Tensor:
+    return torch.tensor([[float(t.mirror), t.angle, t.zoom, t.dy, t.dx]])
