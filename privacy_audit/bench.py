@@ -23,11 +23,14 @@ def benchmark_search(
     dim: int = 128,
     seed: int = 0,
     with_ncc: bool = True,
+    copy_share: float = 0.1,
 ) -> dict:
     """Seconds for: embedding (an untrained encoder of the audit's shape, images/s), the
     blockwise top-k search by patient alone, and the whole copy-detection pass of the queries
-    (embedding, search, coarse and fine alignment). Content hardly changes these costs, so
-    random images stand in for real ones."""
+    (embedding, search, coarse and fine alignment). Random images stand in for real ones, and
+    `copy_share` of the queries are training images shifted by a pixel, with noise: what runs
+    only for pairs that look like copies (register._detail_near) is in the figure too (on the
+    Kermany films it runs for about 7% of the `val` images; docs/privacy-audit.md)."""
     from .encoder import CopyEncoder, embed
     from .search import topk_by_patient
 
@@ -58,6 +61,11 @@ def benchmark_search(
 
         train_images = rng.random((n_train, size, size), dtype=np.float32)
         query_images = rng.random((n_query, size, size), dtype=np.float32)
+        copies = round(copy_share * n_query)
+        sources = train_images[rng.integers(0, n_train, copies)]
+        noise = rng.normal(0, 0.02, sources.shape).astype(np.float32)
+        query_images[:copies] = np.roll(sources, 1, axis=-1) + noise
+        out["copy_queries"] = copies
         groups_str = [f"p{g}" for g in groups]
         for name, legacy in (("", False), ("legacy_", True)):  # registration, former FFT-NCC
             tick, cpu = time.perf_counter(), time.process_time()

@@ -501,10 +501,11 @@ def _detail_near(index, queries01, refs, chosen, wide, d_whole, d_patch) -> None
     angle and zoom around the alignment found (DETAIL_NEAR), the larger kept (in place). When
     part of a query is another patient's film, that part pulls the whole-window band-passed NCC
     the registration maximises one such step off the copied part, and the detail scores are
-    sharp within a step (on the planted set, 910 of 1,000 copies flagged without this, 935
-    with it; the 25 gained had a best-window detail NCC of 0.50-0.73 before). The gate keeps
-    the cost to the pairs that already show a training film's own structure (about 6% of the
-    `val` images' refined pairs on the Kermany films: docs/privacy-audit.md)."""
+    sharp within a step (on the planted set, 910 of 1,000 copies flagged without this, 933
+    with it; those gained had a best-window detail NCC of 0.50-0.73 before). The gate keeps
+    the cost to the pairs that already show a training film's own structure: on the Kermany
+    films 40 of the 1,514 refined pairs of the 536 `val` images, 962 of the 1,652 of 1,000
+    planted copies (docs/privacy-audit.md)."""
     rows = torch.nonzero(wide & (torch.maximum(d_whole, d_patch) >= DETAIL_GATE)).flatten()
     if len(rows) == 0:
         return

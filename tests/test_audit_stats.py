@@ -98,6 +98,7 @@ def test_search_benchmark_reports_every_stage():
         torch.set_num_threads(threads)
     for key in ("embed_images_per_second", "search_seconds", "copy_detection_seconds"):
         assert result[key] > 0
+    assert result["copy_queries"] == 4  # a tenth of the queries copy a training image
     for method in ("", "legacy_"):  # registration and, in the same run, the former method
         assert result[f"{method}copy_detection_cpu_seconds"] > 0
     # k per candidate route: encoder, pixel thumbnail (as is, mirrored), and for registration
