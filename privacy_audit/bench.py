@@ -30,7 +30,7 @@ def benchmark_search(
     (embedding, search, coarse and fine alignment). Random images stand in for real ones, and
     `copy_share` of the queries are training images shifted by a pixel, with noise: what runs
     only for pairs that look like copies (register._detail_near) is in the figure too (on the
-    Kermany films it runs for about 7% of the `val` images; docs/privacy-audit.md)."""
+    Kermany films it runs for 40 pairs of the 536 `val` images; docs/privacy-audit.md)."""
     from .encoder import CopyEncoder, embed
     from .search import topk_by_patient
 
