@@ -37,8 +37,8 @@ class EncoderParams:
     input_size: int = 64
     width: int = 16
     dim: int = 128
-    steps: int = 1600  # on the planted set, 905-910 of 1,000 copies flagged against 896 at
-    # 400 (two seeds each): the source found among the candidates of 21-28 more copies
+    steps: int = 3200  # on the planted set, 941-942 of 1,000 copies flagged against 925-933 at
+    # 1,600 and 896 at 400 (two seeds each; docs/privacy-audit.md); trained once per training set
     batch: int = 128
     lr: float = 2e-3
     temperature: float = 0.1
