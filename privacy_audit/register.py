@@ -492,7 +492,7 @@ def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple[torch.T
     return local, d_whole, d_patch
 
 
-DETAIL_NEAR = FINE_DELTAS[(FINE_DELTAS[:, 1] != 0) | (FINE_DELTAS[:, 2] != 0)]  # (8, 5)
+DETAIL_NEAR = (FINE_DELTAS[:, 1] != 0) | (FINE_DELTAS[:, 2] != 0)  # _around's 8 off-centre steps
 DETAIL_GATE = 0.45  # detail NCC (whole or best window) a pair needs to be scored DETAIL_NEAR
 
 
@@ -509,9 +509,7 @@ def _detail_near(index, queries01, refs, chosen, wide, d_whole, d_patch) -> None
     rows = torch.nonzero(wide & (torch.maximum(d_whole, d_patch) >= DETAIL_GATE)).flatten()
     if len(rows) == 0:
         return
-    near = chosen[rows][:, None].repeat(1, len(DETAIL_NEAR), 1)
-    near[..., 1] += DETAIL_NEAR[:, 1]
-    near[..., 2] *= 1 + DETAIL_NEAR[:, 2]
+    near = _around(chosen[rows])[:, DETAIL_NEAR]
     thetas = _theta_batch(near.flatten(0, 1), FIELD).view(*near.shape[:2], 2, 3)
     n_whole, n_patch = best_detail_scores(index.detail, queries01[rows.numpy()], refs[rows], thetas)
     d_whole[rows] = torch.maximum(d_whole[rows], n_whole)
