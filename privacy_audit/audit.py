@@ -154,10 +154,12 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
     return model, meta, False
 
 
-def _nearest(reference, nb, combined, order, row: int, size: int, top: int = 3) -> list[Nearest]:
-    """A synthetic image's best candidates, one per training patient, best first."""
+def _nearest(copies: _Copies, row: int, size: int, top: int = 3) -> list[Nearest]:
+    """A synthetic image's best candidates, one per training patient, best first; each with the
+    score that decided its combined score and the alignment that score was measured at."""
+    reference, nb = copies.reference, copies.syn_nb
     out, patients = [], set()
-    for j in order[row]:
+    for j in copies.order[row]:
         idx = int(nb.index[row, j])
         if idx < 0 or int(reference.groups[idx]) in patients:
             continue  # one image per training patient: the best one
@@ -169,16 +171,18 @@ def _nearest(reference, nb, combined, order, row: int, size: int, top: int = 3) 
             values = getattr(nb, name)
             value = None if values is None else float(values[row, j])
             local[name] = round(value, 4) if value is not None and np.isfinite(value) else None
-        found = nb.transforms.get((row, int(j)))
+        decided_by = copies.decided_by(row, int(j))
+        found = nb.alignment(row, int(j), decided_by)
         transform = None
         if found is not None:  # registered finely: how the query sits on the training image
             transform = section_from_json(Transform, found.to_json(size), "the registration")
         entry = Nearest(
             id=reference.ids[idx],
-            score=round(float(combined[row, j]), 4),
+            score=round(float(copies.syn_combined[row, j]), 4),
             embedding_cosine=round(float(nb.cosine[row, j]), 4),
             ncc=round(float(nb.ncc[row, j]), 4),
             **local,
+            decided_by=decided_by,
             transform=transform,
         )
         out.append(entry)
@@ -251,9 +255,14 @@ class _Copies:
     syn_scores: np.ndarray
     order: np.ndarray  # per synthetic image, its candidates best first
     syn_combined: np.ndarray
+    syn_deciding: np.ndarray  # (Q, k) index into Standardiser.COMPONENTS
     threshold: float
     flagged: np.ndarray
     pvalues: np.ndarray
+
+    def decided_by(self, row: int, col: int) -> str:
+        """The name of the term that gives a synthetic image's candidate its combined score."""
+        return Standardiser.COMPONENTS[int(self.syn_deciding[row, col])]
 
 
 @dataclass(frozen=True)
@@ -435,6 +444,7 @@ def _detect_copies(inputs: _Inputs, model, images: _Images, timings: dict) -> _C
     hold_scores, _ = query_scores(std, hold_nb)
     syn_scores, order = query_scores(std, syn_nb)
     syn_combined = std.combined(syn_nb)
+    syn_deciding = std.deciding(syn_nb)
     threshold = stats.conformal_threshold(hold_scores, config.quantile)
     flagged = syn_scores > threshold
     pvalues = stats.conformal_pvalues(hold_scores, syn_scores)
@@ -447,6 +457,7 @@ def _detect_copies(inputs: _Inputs, model, images: _Images, timings: dict) -> _C
         syn_scores,
         order,
         syn_combined,
+        syn_deciding,
         threshold,
         flagged,
         pvalues,
@@ -547,9 +558,7 @@ def _samples(inputs: _Inputs, copies: _Copies) -> tuple[Sample, ...]:
     """Per synthetic image: its flag, score, p-value and nearest training images."""
     samples = []
     for i, rel in enumerate(inputs.synthetic.image_files):
-        nearest = _nearest(
-            copies.reference, copies.syn_nb, copies.syn_combined, copies.order, i, inputs.shape[-1]
-        )
+        nearest = _nearest(copies, i, inputs.shape[-1])
         samples.append(
             Sample(
                 file=rel,
@@ -667,9 +676,11 @@ def _arrays(inputs: _Inputs, res: _Results) -> dict:
         "synthetic_images": res.images.synthetic,
         "train_images": res.images.train,
         "train_index": {r.id: i for i, r in enumerate(inputs.train)},
-        "transforms": {  # (sample, training id) -> the transform registration found
-            (i, copies.reference.ids[syn_nb.index[i, j]]): found
-            for (i, j), found in syn_nb.transforms.items()
+        "transforms": {  # (sample, training id) -> where its deciding score was measured
+            (i, copies.reference.ids[syn_nb.index[i, j]]): syn_nb.alignment(
+                i, j, copies.decided_by(i, j)
+            )
+            for i, j in syn_nb.transforms
         },
     }
 

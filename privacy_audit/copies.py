@@ -43,6 +43,18 @@ class Neighbours:
     transforms: dict[tuple[int, int], Transform] | None = None  # (query, column) -> found
     detail: np.ndarray | None = None  # (Q, k) NCC with the shared anatomy projected out
     detail_patch: np.ndarray | None = None  # (Q, k) the same, best window
+    detail_at: dict[tuple[int, int], tuple[Transform, Transform]] | None = None  # where the
+    # two detail scores were taken (query, column) -> (whole, best window)
+
+    def alignment(self, row: int, col: int, decided_by: str) -> Transform | None:
+        """The alignment the score `decided_by` (a Standardiser.COMPONENTS name) of a pair was
+        measured at: the detail scores' own for them, the registration's otherwise (None: the
+        pair was not finely registered)."""
+        if decided_by in ("detail", "detail_patch") and self.detail_at:
+            found = self.detail_at.get((row, col))
+            if found is not None:
+                return found[decided_by == "detail_patch"]
+        return (self.transforms or {}).get((row, col))
 
 
 COARSE_SIZE = 32  # every candidate is aligned at (at most) 32x32: cheap, spectra precomputed
@@ -191,6 +203,7 @@ def find_neighbours(
         found.transforms,
         found.detail,
         found.detail_patch,
+        found.detail_at,
     )
 
 
@@ -289,20 +302,35 @@ class Standardiser:
                 local[name] = tail(_closeness(values.max(1)))
         return cls(c[0], c[1], n[0], n[1], local)
 
+    COMPONENTS = ("embedding", "ncc", "embedding+ncc", *LOCAL_SCORES)  # combined's terms
+
+    def components(self, nb: Neighbours) -> np.ndarray:
+        """(C, Q, k): the COMPONENTS' standardised scores per candidate (-inf: not measured)."""
+        zc = (_closeness(nb.cosine) - self.cos_centre) / self.cos_scale
+        zn = (_closeness(nb.ncc) - self.ncc_centre) / self.ncc_scale
+        out = [zc, zn, (zc + zn) / np.sqrt(2)]
+        for name in LOCAL_SCORES:
+            values = getattr(nb, name)
+            if name not in self.local or values is None:
+                out.append(np.full(zc.shape, -np.inf))
+                continue
+            centre, scale = self.local[name]
+            z = (_closeness(values) - centre) / scale
+            out.append(np.where(np.isfinite(values), z, -np.inf))
+        return np.stack(out)
+
     def combined(self, nb: Neighbours) -> np.ndarray:
         """(Q, k) combined score per candidate: the largest of z(embedding), z(registered NCC),
         their normalised sum, z(patch NCC) and the two detail z-scores (anatomy projected out),
         so a copy extreme in any (or moderately in both whole-image measures) stands out."""
-        zc = (_closeness(nb.cosine) - self.cos_centre) / self.cos_scale
-        zn = (_closeness(nb.ncc) - self.ncc_centre) / self.ncc_scale
-        out = np.maximum(np.maximum(zc, zn), (zc + zn) / np.sqrt(2))
-        for name, (centre, scale) in self.local.items():
-            values = getattr(nb, name)
-            if values is not None:
-                z = (_closeness(values) - centre) / scale
-                out = np.maximum(out, np.where(np.isfinite(values), z, -np.inf))
+        out = self.components(nb).max(0)
         out[nb.index < 0] = -np.inf
         return out
+
+    def deciding(self, nb: Neighbours) -> np.ndarray:
+        """(Q, k) the index into COMPONENTS of the term that gives each candidate's combined
+        score (the report names it, and shows the pair at the alignment it was measured at)."""
+        return self.components(nb).argmax(0)
 
     def to_json(self) -> dict:
         out = {

@@ -12,6 +12,7 @@ DETAIL_PATCH-sided windows (a region pasted into another image).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -103,13 +104,22 @@ def _margin(size: int) -> int:
     return max(SHIFT + 1, round(MARGIN * size / DETAIL_SIZE))
 
 
+class DetailMatch(NamedTuple):
+    """Detail scores of n pairs and where they were taken (the report shows that alignment)."""
+
+    whole: torch.Tensor  # (n,) NCC of the whole window
+    patch: torch.Tensor  # (n,) best NCC of a window of the patch score's side
+    shift: torch.Tensor  # (n, 2) dy, dx within SHIFT added to the alignment, px at index.size
+    at: torch.Tensor  # (n,) which of the alignments given (0 for detail_scores)
+
+
 def detail_scores(
     index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(whole, patch) NCC per pair: query i warped by thetas[i] (an affine_grid map in
-    normalised coordinates, as register.py finds it) against training image refs[i], at the best
-    whole-pixel shift within SHIFT (by band-passed NCC: a shift chosen on the residual alone
-    would chase the anatomy the residual's norm leaves out)."""
+) -> DetailMatch:
+    """Per pair: query i warped by thetas[i] (an affine_grid map in normalised coordinates, as
+    register.py finds it) against training image refs[i], at the best whole-pixel shift within
+    SHIFT (by band-passed NCC: a shift chosen on the residual alone would chase the anatomy the
+    residual's norm leaves out)."""
     from .register import _warp_pairs
 
     size = index.size
@@ -120,31 +130,34 @@ def detail_scores(
 
 def best_detail_scores(
     index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(whole, patch) per pair at the one of A alignments thetas (n, A, 2, 3) of query i
-    against refs[i] whose whole-window detail NCC is the largest (the patch score, the costly
-    one, only there). The query is band-passed once and then warped: for the small steps of
-    angle and zoom this is for, nearly the same as warping first (the filter is isotropic),
-    for A warps instead of A band-passes."""
+) -> DetailMatch:
+    """Per pair, at the one of A alignments thetas (n, A, 2, 3) of query i against refs[i] whose
+    whole-window detail NCC is the largest (the patch score, the costly one, only there). The
+    query is band-passed once and then warped: for the small steps of angle and zoom this is
+    for, nearly the same as warping first (the filter is isotropic), for A warps instead of A
+    band-passes."""
     from .register import _warp_pairs
 
     size = index.size
     banded = _band(_resize(queries01, size))
     n = len(refs)
     best, at = torch.full((n,), -2.0), torch.zeros(n, size, size)
+    which = torch.zeros(n, dtype=torch.long)
     for j in range(thetas.shape[1]):  # one alignment at a time: the windows stay in cache
         warped = _warp_pairs(banded, thetas[:, j : j + 1], size)[:, 0]
-        whole = _scores_at(index, warped, refs, patch=False)[0]
+        whole = _scores_at(index, warped, refs, patch=False).whole
         better = whole > best
         best = torch.where(better, whole, best)
         at[better] = warped[better]
-    return _scores_at(index, at, refs)
+        which[better] = j
+    return _scores_at(index, at, refs)._replace(at=which)
 
 
 def _scores_at(
     index: DetailIndex, warped: torch.Tensor, refs: torch.Tensor, patch: bool = True
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """detail_scores of band-passed, warped queries (n, size, size) against refs (n,)."""
+) -> DetailMatch:
+    """detail_scores of band-passed, warped queries (n, size, size) against refs (n,); the
+    patch score only if `patch` (else NaN)."""
     from .register import _shift_ncc
 
     size = index.size
@@ -156,10 +169,11 @@ def _scores_at(
     where = _shift_ncc(warped[:, None], index.bands[refs][:, None], SHIFT)[:, 0].argmax(1)
     windows = warped.unfold(1, side, 1).unfold(2, side, 1)  # (n, lags, lags, side, side) view
     aligned = windows[torch.arange(n), where // lags, where % lags]
+    shift = SHIFT - torch.stack([where // lags, where % lags], 1).float()  # as register's
     q_res = remove(aligned, index.basis)
-    whole = F.cosine_similarity(q_res.flatten(1), refs_w.flatten(1), dim=1)
-    if not patch:
-        return whole.clamp(-1, 1), None
-    stats = tuple(w[refs] for w in index.window_stats)
-    local = patch_ncc(q_res, refs_w, _patch_side(size), STRIDE, stats)
-    return whole.clamp(-1, 1), local
+    whole = F.cosine_similarity(q_res.flatten(1), refs_w.flatten(1), dim=1).clamp(-1, 1)
+    local = torch.full_like(whole, float("nan"))
+    if patch:
+        stats = tuple(w[refs] for w in index.window_stats)
+        local = patch_ncc(q_res, refs_w, _patch_side(size), STRIDE, stats)
+    return DetailMatch(whole, local, shift, torch.zeros(n, dtype=torch.long))

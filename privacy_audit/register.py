@@ -159,6 +159,8 @@ class Registered:
     detail: np.ndarray  # (Q, k) whole-window NCC with the shared anatomy projected out
     detail_patch: np.ndarray  # (Q, k) the same over DETAIL_PATCH windows
     transforms: dict[tuple[int, int], Transform]  # for the finely registered pairs
+    detail_at: dict[tuple[int, int], tuple[Transform, Transform]]  # where detail, detail_patch
+    # were taken (the alignment around the registration's that scored them best)
 
 
 def _params(transforms: list[Transform]) -> torch.Tensor:
@@ -305,7 +307,7 @@ def register(
     coarse NCC and -inf for the other scores. Blocks of `block` queries run on torch's threads
     one block per thread (see blocks.map_blocks)."""
     q_n, k = candidates.shape
-    out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(4)), {})
+    out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(4)), {}, {})
     search = _CoarseSearch.build()
     if also is not None and also.ndim == 1:
         also = also[:, None]
@@ -317,14 +319,15 @@ def register(
             index, search, queries01[rows], candidates[rows], refine, extra, out, start
         )
 
-    for found in map_blocks(one, range(0, q_n, block), progress, desc):
+    for found, detail_at in map_blocks(one, range(0, q_n, block), progress, desc):
         out.transforms.update(found)  # in query order, whatever order blocks finished in
+        out.detail_at.update(detail_at)
     return out
 
 
-def _register_block(index, search, queries01, cand_np, refine, also, out, start) -> dict:
+def _register_block(index, search, queries01, cand_np, refine, also, out, start) -> tuple:
     """register() for the queries from row `start` on: their scores written into `out`, the
-    transforms found returned."""
+    transforms found and the detail scores' alignments returned."""
     cand = torch.as_tensor(cand_np)
     valid, safe = cand >= 0, cand.clamp(min=0)
     bp = band_pass(queries01)
@@ -333,7 +336,7 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     extra = None if also is None else torch.as_tensor(also)
     rows, cols = _refined_pairs(best, valid, refine, extra)
     if len(rows) == 0:
-        return {}
+        return {}, {}
     refs, moving = safe[rows, cols], bp[rows]
     unit_refs = index.fine_unit[refs]
     wide = _wide_pairs(best, rows, cols, extra)
@@ -346,12 +349,19 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     r_np, c_np = (rows + start).numpy(), cols.numpy()
     out.ncc[r_np, c_np] = whole.numpy()
     out.patch[r_np, c_np] = local.numpy()
-    out.detail[r_np, c_np] = d_whole.numpy()
-    out.detail_patch[r_np, c_np] = d_patch.numpy()
-    return {
-        (r, c): Transform(bool(prm[0]), prm[1], prm[2], prm[3], prm[4])
-        for r, c, prm in zip(r_np.tolist(), c_np.tolist(), chosen.tolist(), strict=True)
-    }
+    out.detail[r_np, c_np] = d_whole.score.numpy()
+    out.detail_patch[r_np, c_np] = d_patch.score.numpy()
+    pairs = list(zip(r_np.tolist(), c_np.tolist(), strict=True))
+    at_whole, at_patch = (_transforms(d.at) for d in (d_whole, d_patch))
+    return (
+        dict(zip(pairs, _transforms(chosen), strict=True)),
+        dict(zip(pairs, zip(at_whole, at_patch, strict=True), strict=True)),
+    )
+
+
+def _transforms(params: torch.Tensor) -> list[Transform]:
+    """(n, 5) transform parameters (as _params) -> Transforms."""
+    return [Transform(bool(p[0]), p[1], p[2], p[3], p[4]) for p in params.tolist()]
 
 
 def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Tensor, ...]:
@@ -466,28 +476,54 @@ def _half_pixel(moving, unit_refs, chosen) -> tuple[torch.Tensor, torch.Tensor]:
     return half_best, near[torch.arange(n), half_where]
 
 
-def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple[torch.Tensor, ...]:
+@dataclass
+class _Best:
+    """A detail score per pair and the alignment (n, 5) it was taken at, kept at the best."""
+
+    score: torch.Tensor
+    at: torch.Tensor
+
+    def offer(self, rows: torch.Tensor, score: torch.Tensor, at: torch.Tensor) -> None:
+        better = score > self.score[rows]
+        self.score[rows] = torch.where(better, score, self.score[rows])
+        self.at[rows] = torch.where(better[:, None], at, self.at[rows])
+
+
+def _with_shift(params: torch.Tensor, match, size: int) -> torch.Tensor:
+    """The alignments (n, 5) the detail scores `match` were taken at: `params` and the detail
+    field's shift, in px of FIELD."""
+    out = params.clone()
+    out[:, 3:] += match.shift * (FIELD / size)
+    return out
+
+
+def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
     """At the alignment found: the patch NCC of the band-passed pair and the two detail scores
-    (the shared anatomy projected out). For the `wide` pairs the detail scores are the larger
-    of those at the alignment found and at the same shift and mirror without rotation or zoom
-    (a memorised sample mostly sits where its training image did, and when part of the query
-    is another patient's film, the whole-window NCC the registration maximises can prefer a
-    slight zoom to the true identity), and then _detail_near's."""
+    (the shared anatomy projected out), each a _Best with the alignment it was taken at. For the
+    `wide` pairs the detail scores are the larger of those at the alignment found and at the
+    same shift and mirror without rotation or zoom (a memorised sample mostly sits where its
+    training image did, and when part of the query is another patient's film, the whole-window
+    NCC the registration maximises can prefer a slight zoom to the true identity), and then
+    _detail_near's."""
     thetas = _theta_batch(chosen, FIELD)
     aligned = _warp_pairs(moving, thetas[:, None], FIELD)[:, 0]
     windows = tuple(w[refs] for w in index.fine_windows)
     local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs], PATCH, PATCH_STRIDE, windows)
-    d_whole, d_patch = detail_scores(index.detail, queries01, refs, thetas)
+    size = index.detail.size
+    match = detail_scores(index.detail, queries01, refs, thetas)
+    at = _with_shift(chosen, match, size)
+    d_whole, d_patch = _Best(match.whole, at), _Best(match.patch, at.clone())
     warped = (chosen[:, 1] != 0.0) | (chosen[:, 2] != 1.0)  # else the same alignment again
     rows = torch.nonzero(wide & warped).flatten()
     if len(rows):
         plain = chosen[rows].clone()
         plain[:, 1], plain[:, 2] = 0.0, 1.0
-        p_whole, p_patch = detail_scores(
+        match = detail_scores(
             index.detail, queries01[rows.numpy()], refs[rows], _theta_batch(plain, FIELD)
         )
-        d_whole[rows] = torch.maximum(d_whole[rows], p_whole)
-        d_patch[rows] = torch.maximum(d_patch[rows], p_patch)
+        at = _with_shift(plain, match, size)
+        d_whole.offer(rows, match.whole, at)
+        d_patch.offer(rows, match.patch, at)
     _detail_near(index, queries01, refs, chosen, wide, d_whole, d_patch)
     return local, d_whole, d_patch
 
@@ -496,7 +532,7 @@ DETAIL_NEAR = (FINE_DELTAS[:, 1] != 0) | (FINE_DELTAS[:, 2] != 0)  # _around's 8
 DETAIL_GATE = 0.45  # detail NCC (whole or best window) a pair needs to be scored DETAIL_NEAR
 
 
-def _detail_near(index, queries01, refs, chosen, wide, d_whole, d_patch) -> None:
+def _detail_near(index, queries01, refs, chosen, wide, d_whole: _Best, d_patch: _Best) -> None:
     """The detail scores of the `wide` pairs at least DETAIL_GATE also taken one fine step of
     angle and zoom around the alignment found (DETAIL_NEAR), the larger kept (in place). When
     part of a query is another patient's film, that part pulls the whole-window band-passed NCC
@@ -506,14 +542,16 @@ def _detail_near(index, queries01, refs, chosen, wide, d_whole, d_patch) -> None
     the cost to the pairs that already show a training film's own structure: on the Kermany
     films 40 of the 1,514 refined pairs of the 536 `val` images, 962 of the 1,652 of 1,000
     planted copies (docs/privacy-audit.md)."""
-    rows = torch.nonzero(wide & (torch.maximum(d_whole, d_patch) >= DETAIL_GATE)).flatten()
+    gate = torch.maximum(d_whole.score, d_patch.score) >= DETAIL_GATE
+    rows = torch.nonzero(wide & gate).flatten()
     if len(rows) == 0:
         return
     near = _around(chosen[rows])[:, DETAIL_NEAR]
     thetas = _theta_batch(near.flatten(0, 1), FIELD).view(*near.shape[:2], 2, 3)
-    n_whole, n_patch = best_detail_scores(index.detail, queries01[rows.numpy()], refs[rows], thetas)
-    d_whole[rows] = torch.maximum(d_whole[rows], n_whole)
-    d_patch[rows] = torch.maximum(d_patch[rows], n_patch)
+    match = best_detail_scores(index.detail, queries01[rows.numpy()], refs[rows], thetas)
+    at = _with_shift(near[torch.arange(len(rows)), match.at], match, index.detail.size)
+    d_whole.offer(rows, match.whole, at)
+    d_patch.offer(rows, match.patch, at)
 
 
 def align_for_display(reference01: np.ndarray, transform: Transform) -> np.ndarray:

@@ -4,6 +4,7 @@ fresh images of new patients are not, and the filtered set re-audits clean."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from conditioning.dataset import load_dataset
 from privacy_audit.audit import AuditConfig, run_audit
 from privacy_audit.challenge import ALTERATIONS, planted_copies, write_challenge_set
+from privacy_audit.copies import Standardiser
 from privacy_audit.encoder import EncoderParams
 from privacy_audit.errors import GateError
 from privacy_audit.gate import check_release
@@ -91,16 +93,20 @@ def test_flagged_copy_points_at_the_training_image_it_copies(challenge):
     _, data, truth, report, sources = challenge
     ds = load_dataset(data)
     by_id = {r.id: r for r in ds.records}
-    same_patient = 0
+    same_patient, deciding = 0, Counter()
     for sample in report.samples:
         if truth[sample.file][0] == "copy":
             nearest = sample.nearest[0]
             assert by_id[nearest.id].split == "train"
             same_patient += by_id[nearest.id].patient_id == by_id[sources[sample.file]].patient_id
             assert max(nearest.ncc, nearest.patch) > 0.8
-            if sample.flagged:  # the report says how the copy was aligned
+            if sample.flagged:  # the report says why, and how the copy was aligned
                 assert nearest.transform is not None and len(nearest.transform.shift_px) == 2
+                assert nearest.decided_by in Standardiser.COMPONENTS
+                deciding[nearest.decided_by] += 1
     assert same_patient == len(sources)
+    assert deciding["detail"] + deciding["detail_patch"] > 0, deciding  # both alignments shown
+    assert deciding["ncc"] + deciding["patch"] + deciding["embedding"] > 0, deciding
 
 
 def test_filtered_copy_reaudits_clean_and_passes_the_gate(challenge):
@@ -164,3 +170,37 @@ def test_encoder_training_is_deterministic():
     second, _ = train_encoder(images, groups, params, progress=False)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_the_report_shows_the_alignment_the_deciding_score_was_measured_at():
+    """The combined score is its largest term; the report names that term and aligns the pair
+    where it was measured: the detail scores' own alignment for them (they may be taken a step
+    around the registration's), the registration's for the others."""
+    import torch
+
+    from privacy_audit.copies import Neighbours
+    from privacy_audit.register import Transform
+
+    registration, whole, window = (Transform(False, a, 1.0) for a in (3.0, 0.0, 1.5))
+    typical = np.full((2, 1), 0.2, dtype=np.float32)  # the calibration's median
+    nb = Neighbours(
+        index=np.zeros((2, 1), dtype=np.int64),
+        cosine=typical,
+        ncc=np.array([[0.99], [0.2]], dtype=np.float32),  # query 0: a registered copy
+        embeddings=torch.zeros(2, 4),
+        patch=typical,
+        transforms={(0, 0): registration, (1, 0): registration},
+        detail=np.array([[0.1], [0.3]], dtype=np.float32),
+        detail_patch=np.array([[0.1], [0.9]], dtype=np.float32),  # query 1: a pasted region
+        detail_at={(0, 0): (whole, window), (1, 0): (whole, window)},
+    )
+    spread = np.array([[0.1], [0.2], [0.3]], dtype=np.float32)  # held-out images' best
+    fit = Neighbours(np.zeros((3, 1), dtype=np.int64), spread, spread, torch.zeros(3, 4))
+    fit.patch = fit.detail = fit.detail_patch = spread
+    std = Standardiser.fit(fit)
+    names = [Standardiser.COMPONENTS[i] for i in std.deciding(nb)[:, 0]]
+    assert names == ["ncc", "detail_patch"]
+    assert np.array_equal(std.combined(nb), std.components(nb).max(0))
+    assert nb.alignment(0, 0, names[0]) == registration
+    assert nb.alignment(1, 0, names[1]) == window
+    assert nb.alignment(1, 0, "detail") == whole

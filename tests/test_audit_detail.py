@@ -57,8 +57,8 @@ def test_blends_and_pasted_regions_score_above_every_new_patient(one_thread):
 
     def scores(queries: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         thetas = identity.expand(len(refs), 2, 3)
-        whole, patch = detail_scores(index, queries, torch.as_tensor(refs), thetas)
-        return whole.numpy(), patch.numpy()
+        match = detail_scores(index, queries, torch.as_tensor(refs), thetas)
+        return match.whole.numpy(), match.patch.numpy()
 
     blend_whole, blend_patch = scores(blends, src)
     paste_whole, paste_patch = scores(pasted, src)
@@ -91,8 +91,22 @@ def test_best_detail_scores_take_the_alignment_that_fits_best(one_thread):
     angles = (-6.0, -3.0, 0.0, 3.0)  # the copy's own alignment is -3 degrees
     thetas = torch.stack([Transform(False, a, 1.0).theta(FIELD) for a in angles])
     each = [detail_scores(index, query, torch.tensor([5]), t[None]) for t in thetas]
-    whole = [float(w[0]) for w, _ in each]
+    whole = [float(m.whole[0]) for m in each]
     assert int(np.argmax(whole)) == 1 and whole[1] > 0.9 and max(whole[2:]) < whole[1] - 0.2
-    best_whole, best_patch = best_detail_scores(index, query, torch.tensor([5]), thetas[None])
-    assert float(best_whole[0]) == pytest.approx(whole[1], abs=0.02)
-    assert float(best_patch[0]) == pytest.approx(float(each[1][1][0]), abs=0.02)
+    best = best_detail_scores(index, query, torch.tensor([5]), thetas[None])
+    assert int(best.at[0]) == 1  # where they were taken: the report shows that alignment
+    assert float(best.whole[0]) == pytest.approx(whole[1], abs=0.02)
+    assert float(best.patch[0]) == pytest.approx(float(each[1].patch[0]), abs=0.02)
+
+
+def test_detail_scores_report_the_shift_they_were_taken_at(one_thread):
+    """A copy shifted within the detail search's reach scores as the copy it is, and the shift
+    it was found at is the copy's: the report aligns the pair where the score was measured."""
+    rng = np.random.default_rng(3)
+    train = _films(rng, 40)
+    index = DetailIndex.build(train)
+    query = np.roll(train[7], (1, -2), axis=(0, 1))[None]  # down 1 px, left 2 px
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    match = detail_scores(index, query, torch.tensor([7]), identity)
+    assert float(match.whole[0]) > 0.9
+    assert match.shift[0].tolist() == [-1.0, 2.0]  # undone: the query is moved back

@@ -164,10 +164,16 @@ def test_detail_scores_of_a_wide_pair_recover_an_alignment_one_step_off(one_thre
         wide: _local_scores(index, moving, copy, torch.tensor([2]), off, torch.tensor([wide]))
         for wide in (False, True)
     }
-    narrow_whole, wide_whole = float(scores[False][1][0]), float(scores[True][1][0])
-    assert wide_whole == pytest.approx(float(at_true[0][0]), abs=2e-3)  # 1.03 * 0.97 != 1
+    narrow_whole = float(scores[False][1].score[0])
+    wide_whole = float(scores[True][1].score[0])
+    assert wide_whole == pytest.approx(float(at_true.whole[0]), abs=2e-3)  # 1.03 * 0.97 != 1
     assert wide_whole > narrow_whole + 0.1  # one step off, the detail NCC falls by 0.2 here
-    assert float(scores[True][2][0]) >= float(scores[False][2][0])  # and the patch detail
+    assert float(scores[True][2].score[0]) >= float(scores[False][2].score[0])  # and the patch
+    # the alignment the wide pair's detail score was taken at is the copy's, not the one off
+    at = scores[True][1].at[0]
+    assert float(at[1]) == pytest.approx(true.angle, abs=1e-4)
+    assert float(at[2]) == pytest.approx(true.zoom * (1 - FINE_ZOOM_STEP**2), abs=1e-4)
+    assert torch.equal(scores[False][1].at[0, 1:3], off[0, 1:3])
 
 
 def _row(t) -> torch.Tensor:
