@@ -21,6 +21,7 @@ from conditioning.logfile import attach_log_file
 from . import membership, stats
 from .config import AuditSettings
 from .copies import (
+    LOCAL_SCORES,
     Neighbours,
     Reference,
     Standardiser,
@@ -167,7 +168,7 @@ def _nearest(copies: _Copies, row: int, size: int, top: int = 3) -> list[Nearest
             break
         patients.add(int(reference.groups[idx]))
         local = {}
-        for name in ("patch", "detail", "detail_patch"):
+        for name in LOCAL_SCORES:
             values = getattr(nb, name)
             value = None if values is None else float(values[row, j])
             local[name] = round(value, 4) if value is not None and np.isfinite(value) else None
@@ -608,7 +609,9 @@ _COPY_DETAIL = (
     "difference of Gaussians (sigma 1 and 3 px), the training windows' leading "
     "principal components (the anatomy chest films share) projected out, best "
     "whole-pixel shift within 2 px; detail = NCC of the whole window, detail_patch "
-    "= the best NCC of 36x36 windows; each enters the score as z(-log(1-NCC))"
+    "= the best NCC of 36x36 windows, detail_local = the same with the leading 60 "
+    "components projected out of each of 9 windows alone; each enters the score as "
+    "z(-log(1-NCC))"
 )
 
 

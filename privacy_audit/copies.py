@@ -45,15 +45,16 @@ class Neighbours:
     detail_patch: np.ndarray | None = None  # (Q, k) the same, best window
     detail_at: dict[tuple[int, int], tuple[Transform, Transform]] | None = None  # where the
     # two detail scores were taken (query, column) -> (whole, best window)
+    detail_local: np.ndarray | None = None  # (Q, k) best window, anatomy projected out of each
 
     def alignment(self, row: int, col: int, decided_by: str) -> Transform | None:
         """The alignment the score `decided_by` (a Standardiser.COMPONENTS name) of a pair was
         measured at: the detail scores' own for them, the registration's otherwise (None: the
         pair was not finely registered)."""
-        if decided_by in ("detail", "detail_patch") and self.detail_at:
+        if decided_by in ("detail", "detail_patch", "detail_local") and self.detail_at:
             found = self.detail_at.get((row, col))
-            if found is not None:
-                return found[decided_by == "detail_patch"]
+            if found is not None:  # the local score is taken where the patch one was
+                return found[decided_by != "detail"]
         return (self.transforms or {}).get((row, col))
 
 
@@ -204,6 +205,7 @@ def find_neighbours(
         found.detail,
         found.detail_patch,
         found.detail_at,
+        found.detail_local,
     )
 
 
@@ -269,7 +271,8 @@ def _closeness(x: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(1.0 - x, 1e-6, None))
 
 
-LOCAL_SCORES = ("patch", "detail", "detail_patch")  # per refined candidate (-inf: not refined)
+LOCAL_SCORES = ("patch", "detail", "detail_patch", "detail_local")  # per refined candidate
+# (-inf: not refined)
 
 
 @dataclass

@@ -6,11 +6,15 @@ At the alignment the registration found, query and training image are compared a
 principal components of the training windows. Two patients share those components (heart,
 diaphragm, rib cage at their usual places); a blend or a pasted region keeps the training
 image's own residual detail. Scores: the NCC of the whole window and the best NCC of
-DETAIL_PATCH-sided windows (a region pasted into another image).
+DETAIL_PATCH-sided windows (a region pasted into another image), and the best NCC of the same
+windows with the anatomy projected out of each window alone (local_detail_scores: projected out
+of the whole window, the other film's part of a partial copy sets the projection and distorts
+the copied part's residual).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,6 +32,8 @@ SHIFT = 2  # px searched either side of the registration's alignment
 ANATOMY = 150  # principal components of the training windows projected out
 PATCH = 36  # px: the window of the patch score
 STRIDE = 4
+LOCAL_ANATOMY = 60  # leading components projected out of each window alone (the local score)
+LOCAL_STRIDE = 8  # px between the local score's windows: 9 at 64x64
 
 
 def _resize(images01: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
@@ -78,6 +84,8 @@ class DetailIndex:
     bands: torch.Tensor  # (N, side, side) band-passed, unit norm (the shift search)
     windows: torch.Tensor  # (N, side, side), anatomy removed
     window_stats: tuple[torch.Tensor, torch.Tensor]  # of `windows`' patch-score windows
+    local_bases: torch.Tensor  # (P, w*w, m+1) per local window: its anatomy and its mean
+    local_refs: torch.Tensor  # (N, P, w*w) float16, each training window without those, unit norm
 
     @classmethod
     def build(cls, images01: np.ndarray, block: int = 2048) -> DetailIndex:
@@ -92,7 +100,39 @@ class DetailIndex:
         unit = F.normalize(_flat_zero_mean(windows), dim=1).view_as(windows)
         residual = remove(windows, basis)
         stats = window_stats(residual, _patch_side(size), STRIDE)
-        return cls(size, basis, unit, residual, stats)
+        bases = _local_bases(basis, windows.shape[-1], _patch_side(size))
+        refs = torch.stack([_local_residual(unit, p, q).half() for p, q in enumerate(bases)], 1)
+        return cls(size, basis, unit, residual, stats, bases, refs)
+
+
+def _local_positions(side: int, window: int) -> list[tuple[int, int]]:
+    """The (top, left) corners of the local score's windows in a side x side field."""
+    starts = range(0, side - window + 1, LOCAL_STRIDE)
+    return [(t, left) for t in starts for left in starts]
+
+
+def _local_bases(basis: torch.Tensor, side: int, window: int) -> torch.Tensor:
+    """(P, window^2, m+1): per local window, an orthonormal basis of the leading LOCAL_ANATOMY
+    components restricted to it and of a constant (at most a quarter of its pixels' dimensions,
+    so a small test image keeps a residual)."""
+    m = min(LOCAL_ANATOMY, len(basis), window * window // 4)
+    full = basis[:m].view(m, side, side)
+    out = []
+    for t, left in _local_positions(side, window):
+        part = full[:, t : t + window, left : left + window].reshape(m, window * window).T
+        part = torch.cat([part, torch.ones(len(part), 1)], 1)
+        out.append(torch.linalg.qr(part).Q)
+    return torch.stack(out)
+
+
+def _local_residual(windows: torch.Tensor, position: int, basis: torch.Tensor) -> torch.Tensor:
+    """(n, w*w): local window `position` of (n, side, side) windows without `basis`, unit norm."""
+    side = windows.shape[-1]
+    window = math.isqrt(basis.shape[0])
+    t, left = _local_positions(side, window)[position]
+    x = windows[:, t : t + window, left : left + window].reshape(len(windows), -1)
+    x = x - (x @ basis) @ basis.T
+    return F.normalize(x, dim=1)
 
 
 def _patch_side(size: int) -> int:
@@ -151,6 +191,24 @@ def best_detail_scores(
         at[better] = warped[better]
         which[better] = j
     return _scores_at(index, at, refs)._replace(at=which)
+
+
+def local_detail_scores(
+    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+) -> torch.Tensor:
+    """(n,) per pair: query i warped by thetas[i] (the alignment, shift included, that the
+    patch score was taken at) against refs[i], the best NCC of the local windows, each with the
+    anatomy projected out of it alone."""
+    from .register import _warp_pairs
+
+    size, margin = index.size, _margin(index.size)
+    q = _band(_warp_pairs(_resize(queries01, size), thetas[:, None], size)[:, 0])
+    q = q[:, margin : size - margin, margin : size - margin]
+    best = torch.full((len(refs),), -1.0)
+    for p, basis in enumerate(index.local_bases):
+        ncc = (_local_residual(q, p, basis) * index.local_refs[refs, p].float()).sum(1)
+        best = torch.maximum(best, ncc)
+    return best.clamp(-1, 1)
 
 
 def _scores_at(

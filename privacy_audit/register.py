@@ -30,7 +30,13 @@ import torch.nn.functional as F
 
 from .augment import gaussian_blur
 from .blocks import map_blocks
-from .detail import DetailIndex, anatomy_basis, best_detail_scores, detail_scores
+from .detail import (
+    DetailIndex,
+    anatomy_basis,
+    best_detail_scores,
+    detail_scores,
+    local_detail_scores,
+)
 from .detail import remove as remove_anatomy
 from .windows import box_mean, patch_ncc, window_stats
 
@@ -158,6 +164,7 @@ class Registered:
     patch: np.ndarray  # (Q, k)
     detail: np.ndarray  # (Q, k) whole-window NCC with the shared anatomy projected out
     detail_patch: np.ndarray  # (Q, k) the same over DETAIL_PATCH windows
+    detail_local: np.ndarray  # (Q, k) the same windows, the anatomy projected out of each alone
     transforms: dict[tuple[int, int], Transform]  # for the finely registered pairs
     detail_at: dict[tuple[int, int], tuple[Transform, Transform]]  # where detail, detail_patch
     # were taken (the alignment around the registration's that scored them best)
@@ -307,7 +314,7 @@ def register(
     coarse NCC and -inf for the other scores. Blocks of `block` queries run on torch's threads
     one block per thread (see blocks.map_blocks)."""
     q_n, k = candidates.shape
-    out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(4)), {}, {})
+    out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(5)), {}, {})
     search = _CoarseSearch.build()
     if also is not None and also.ndim == 1:
         also = also[:, None]
@@ -343,7 +350,7 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     fine_best, chosen = _fine_from_bases(moving, unit_refs, search.params, where[rows, cols], wide)
     half_best, chosen = _half_pixel(moving, unit_refs, chosen)
     whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
-    local, d_whole, d_patch = _local_scores(
+    local, d_whole, d_patch, d_local = _local_scores(
         index, moving, queries01[rows.numpy()], refs, chosen, wide
     )
     r_np, c_np = (rows + start).numpy(), cols.numpy()
@@ -351,6 +358,7 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     out.patch[r_np, c_np] = local.numpy()
     out.detail[r_np, c_np] = d_whole.score.numpy()
     out.detail_patch[r_np, c_np] = d_patch.score.numpy()
+    out.detail_local[r_np, c_np] = d_local.numpy()
     pairs = list(zip(r_np.tolist(), c_np.tolist(), strict=True))
     at_whole, at_patch = (_transforms(d.at) for d in (d_whole, d_patch))
     return (
@@ -499,7 +507,8 @@ def _with_shift(params: torch.Tensor, match, size: int) -> torch.Tensor:
 
 def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
     """At the alignment found: the patch NCC of the band-passed pair and the two detail scores
-    (the shared anatomy projected out), each a _Best with the alignment it was taken at. For the
+    (the shared anatomy projected out), each a _Best with the alignment it was taken at, and the
+    local detail score where the patch one was taken (detail.local_detail_scores). For the
     `wide` pairs the detail scores are the larger of those at the alignment found and at the
     same shift and mirror without rotation or zoom (a memorised sample mostly sits where its
     training image did, and when part of the query is another patient's film, the whole-window
@@ -525,7 +534,8 @@ def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
         d_whole.offer(rows, match.whole, at)
         d_patch.offer(rows, match.patch, at)
     _detail_near(index, queries01, refs, chosen, wide, d_whole, d_patch)
-    return local, d_whole, d_patch
+    d_local = local_detail_scores(index.detail, queries01, refs, _theta_batch(d_patch.at, FIELD))
+    return local, d_whole, d_patch, d_local
 
 
 DETAIL_NEAR = (FINE_DELTAS[:, 1] != 0) | (FINE_DELTAS[:, 2] != 0)  # _around's 8 off-centre steps

@@ -12,8 +12,9 @@ Version rule: SCHEMA_VERSION is the layout this code writes. A change that renam
 retypes a key, or adds a required one, raises it, and `read_report` keeps reading every earlier
 version (converting it to the current types); a file of a newer version is refused with a
 message saying so. Keys added to version 1 after its first files (`files`, `set.incomplete`,
-`thresholds.copy.detail`, the nearest images' `patch`, `detail`, `detail_patch`, `decided_by`
-and `transform`) are optional when read, so every version-1 report written so far reads."""
+`thresholds.copy.detail`, the nearest images' `patch`, `detail`, `detail_patch`,
+`detail_local`, `decided_by` and `transform`) are optional when read, so every version-1 report
+written so far reads."""
 
 from __future__ import annotations
 
@@ -264,6 +265,7 @@ class Nearest:
     patch: float | None = None
     detail: float | None = None
     detail_patch: float | None = None
+    detail_local: float | None = _optional()  # the same windows, anatomy projected out of each
     decided_by: str | None = _optional()  # the score the combined score is (Standardiser)
     transform: Transform | None = _optional()  # where that score was measured
 
@@ -273,6 +275,7 @@ class Nearest:
             ("patch", self.patch),
             ("detail", self.detail),
             ("detail patch", self.detail_patch),
+            ("detail local", self.detail_local),
         )
         return [(label, value) for label, value in named if value is not None]
 
