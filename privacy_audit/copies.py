@@ -51,13 +51,16 @@ class Neighbours:
         """The alignment the score `decided_by` (a Standardiser.COMPONENTS name) of a pair was
         measured at: the detail scores' own for them, the registration's otherwise (None: the
         pair was not finely registered)."""
-        if decided_by in ("detail", "detail_patch", "detail_local") and self.detail_at:
+        which = DETAIL_ALIGNMENT.get(decided_by)
+        if which is not None and self.detail_at:
             found = self.detail_at.get((row, col))
-            if found is not None:  # the local score is taken where the patch one was
-                return found[decided_by != "detail"]
+            if found is not None:
+                return found[which]
         return (self.transforms or {}).get((row, col))
 
 
+DETAIL_ALIGNMENT = {"detail": 0, "detail_patch": 1, "detail_local": 1}  # which of detail_at's
+# alignments each detail score was taken at (the local one on the patch score's window)
 COARSE_SIZE = 32  # every candidate is aligned at (at most) 32x32: cheap, spectra precomputed
 FINE_SIZE = 64  # the best few candidates again at (at most) 64x64: sub-pixel shifts at 32x32
 # cost a copy a few hundredths of NCC, which is all that separates it from a new patient

@@ -151,6 +151,7 @@ class DetailMatch(NamedTuple):
     patch: torch.Tensor  # (n,) best NCC of a window of the patch score's side
     shift: torch.Tensor  # (n, 2) dy, dx within SHIFT added to the alignment, px at index.size
     at: torch.Tensor  # (n,) which of the alignments given (0 for detail_scores)
+    window: torch.Tensor  # (n, side, side) the query's band-passed window they were taken on
 
 
 def detail_scores(
@@ -194,19 +195,14 @@ def best_detail_scores(
 
 
 def local_detail_scores(
-    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+    index: DetailIndex, windows: torch.Tensor, refs: torch.Tensor
 ) -> torch.Tensor:
-    """(n,) per pair: query i warped by thetas[i] (the alignment, shift included, that the
-    patch score was taken at) against refs[i], the best NCC of the local windows, each with the
+    """(n,) per pair: the query's aligned band-passed window (DetailMatch.window, the one the
+    patch score was taken on) against refs[i], the best NCC of the local windows, each with the
     anatomy projected out of it alone."""
-    from .register import _warp_pairs
-
-    size, margin = index.size, _margin(index.size)
-    q = _band(_warp_pairs(_resize(queries01, size), thetas[:, None], size)[:, 0])
-    q = q[:, margin : size - margin, margin : size - margin]
     best = torch.full((len(refs),), -1.0)
     for p, basis in enumerate(index.local_bases):
-        ncc = (_local_residual(q, p, basis) * index.local_refs[refs, p].float()).sum(1)
+        ncc = (_local_residual(windows, p, basis) * index.local_refs[refs, p].float()).sum(1)
         best = torch.maximum(best, ncc)
     return best.clamp(-1, 1)
 
@@ -234,4 +230,4 @@ def _scores_at(
     if patch:
         stats = tuple(w[refs] for w in index.window_stats)
         local = patch_ncc(q_res, refs_w, _patch_side(size), STRIDE, stats)
-    return DetailMatch(whole, local, shift, torch.zeros(n, dtype=torch.long))
+    return DetailMatch(whole, local, shift, torch.zeros(n, dtype=torch.long), aligned)

@@ -486,15 +486,18 @@ def _half_pixel(moving, unit_refs, chosen) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class _Best:
-    """A detail score per pair and the alignment (n, 5) it was taken at, kept at the best."""
+    """A detail score per pair, the alignment (n, 5) and the query's window it was taken at,
+    kept at the best."""
 
     score: torch.Tensor
     at: torch.Tensor
+    window: torch.Tensor
 
-    def offer(self, rows: torch.Tensor, score: torch.Tensor, at: torch.Tensor) -> None:
+    def offer(self, rows: torch.Tensor, score: torch.Tensor, at: torch.Tensor, window) -> None:
         better = score > self.score[rows]
         self.score[rows] = torch.where(better, score, self.score[rows])
         self.at[rows] = torch.where(better[:, None], at, self.at[rows])
+        self.window[rows] = torch.where(better[:, None, None], window, self.window[rows])
 
 
 def _with_shift(params: torch.Tensor, match, size: int) -> torch.Tensor:
@@ -521,7 +524,8 @@ def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
     size = index.detail.size
     match = detail_scores(index.detail, queries01, refs, thetas)
     at = _with_shift(chosen, match, size)
-    d_whole, d_patch = _Best(match.whole, at), _Best(match.patch, at.clone())
+    d_whole = _Best(match.whole, at, match.window)
+    d_patch = _Best(match.patch, at.clone(), match.window.clone())
     warped = (chosen[:, 1] != 0.0) | (chosen[:, 2] != 1.0)  # else the same alignment again
     rows = torch.nonzero(wide & warped).flatten()
     if len(rows):
@@ -531,10 +535,10 @@ def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
             index.detail, queries01[rows.numpy()], refs[rows], _theta_batch(plain, FIELD)
         )
         at = _with_shift(plain, match, size)
-        d_whole.offer(rows, match.whole, at)
-        d_patch.offer(rows, match.patch, at)
+        d_whole.offer(rows, match.whole, at, match.window)
+        d_patch.offer(rows, match.patch, at, match.window)
     _detail_near(index, queries01, refs, chosen, wide, d_whole, d_patch)
-    d_local = local_detail_scores(index.detail, queries01, refs, _theta_batch(d_patch.at, FIELD))
+    d_local = local_detail_scores(index.detail, d_patch.window, refs)
     return local, d_whole, d_patch, d_local
 
 
@@ -560,8 +564,8 @@ def _detail_near(index, queries01, refs, chosen, wide, d_whole: _Best, d_patch: 
     thetas = _theta_batch(near.flatten(0, 1), FIELD).view(*near.shape[:2], 2, 3)
     match = best_detail_scores(index.detail, queries01[rows.numpy()], refs[rows], thetas)
     at = _with_shift(near[torch.arange(len(rows)), match.at], match, index.detail.size)
-    d_whole.offer(rows, match.whole, at)
-    d_patch.offer(rows, match.patch, at)
+    d_whole.offer(rows, match.whole, at, match.window)
+    d_patch.offer(rows, match.patch, at, match.window)
 
 
 def align_for_display(reference01: np.ndarray, transform: Transform) -> np.ndarray:

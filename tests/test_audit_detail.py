@@ -131,8 +131,9 @@ def test_the_local_score_separates_a_pasted_region_from_every_new_patient(one_th
     def scores(queries: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         thetas = identity.expand(len(refs), 2, 3)
         refs_t = torch.as_tensor(refs)
-        local = local_detail_scores(index, queries, refs_t, thetas)
-        return local.numpy(), detail_scores(index, queries, refs_t, thetas).patch.numpy()
+        match = detail_scores(index, queries, refs_t, thetas)
+        local = local_detail_scores(index, match.window, refs_t)
+        return local.numpy(), match.patch.numpy()
 
     paste_local, paste_patch = scores(pasted, src)
     pairs = np.stack(np.meshgrid(np.arange(20, 40), np.arange(len(train)), indexing="ij"), -1)
