@@ -610,7 +610,9 @@ _COPY_DETAIL = (
     "principal components (the anatomy chest films share) projected out, best "
     "whole-pixel shift within 2 px; detail = NCC of the whole window, detail_patch "
     "= the best NCC of 36x36 windows, detail_local = the same with the leading 60 "
-    "components projected out of each of 9 windows alone; each enters the score as "
+    "components projected out of each of 9 windows alone, for each query's candidate with "
+    "the strongest detail score also at the similarity transform its 16x16 blocks agree on "
+    "(each block found within 6 px, RANSAC), the larger kept; each enters the score as "
     "z(-log(1-NCC))"
 )
 

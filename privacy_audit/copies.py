@@ -43,8 +43,8 @@ class Neighbours:
     transforms: dict[tuple[int, int], Transform] | None = None  # (query, column) -> found
     detail: np.ndarray | None = None  # (Q, k) NCC with the shared anatomy projected out
     detail_patch: np.ndarray | None = None  # (Q, k) the same, best window
-    detail_at: dict[tuple[int, int], tuple[Transform, Transform]] | None = None  # where the
-    # two detail scores were taken (query, column) -> (whole, best window)
+    detail_at: dict[tuple[int, int], tuple[Transform, Transform, Transform]] | None = None  # where
+    # the detail scores were taken (query, column) -> (whole, best window, local)
     detail_local: np.ndarray | None = None  # (Q, k) best window, anatomy projected out of each
 
     def alignment(self, row: int, col: int, decided_by: str) -> Transform | None:
@@ -59,8 +59,8 @@ class Neighbours:
         return (self.transforms or {}).get((row, col))
 
 
-DETAIL_ALIGNMENT = {"detail": 0, "detail_patch": 1, "detail_local": 1}  # which of detail_at's
-# alignments each detail score was taken at (the local one on the patch score's window)
+DETAIL_ALIGNMENT = {"detail": 0, "detail_patch": 1, "detail_local": 2}  # which of detail_at's
+# alignments each detail score was taken at
 COARSE_SIZE = 32  # every candidate is aligned at (at most) 32x32: cheap, spectra precomputed
 FINE_SIZE = 64  # the best few candidates again at (at most) 64x64: sub-pixel shifts at 32x32
 # cost a copy a few hundredths of NCC, which is all that separates it from a new patient

@@ -207,6 +207,20 @@ def local_detail_scores(
     return best.clamp(-1, 1)
 
 
+def local_detail_scores_at(
+    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+) -> torch.Tensor:
+    """local_detail_scores with query i warped by thetas[i] (n, 2, 3), as detail_scores warps it,
+    taken there (no shift search: the alignment is the one to score)."""
+    from .register import _warp_pairs
+
+    size, margin = index.size, _margin(index.size)
+    warped = _band(_warp_pairs(_resize(queries01, size), thetas[:, None], size)[:, 0])
+    return local_detail_scores(
+        index, warped[:, margin : size - margin, margin : size - margin], refs
+    )
+
+
 def _scores_at(
     index: DetailIndex, warped: torch.Tensor, refs: torch.Tensor, patch: bool = True
 ) -> DetailMatch:

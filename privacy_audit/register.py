@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import gaussian_blur
+from .blockmatch import MIN_AGREE, realign
 from .blocks import map_blocks
 from .detail import (
     DetailIndex,
@@ -36,6 +37,7 @@ from .detail import (
     best_detail_scores,
     detail_scores,
     local_detail_scores,
+    local_detail_scores_at,
 )
 from .detail import remove as remove_anatomy
 from .windows import box_mean, patch_ncc, window_stats
@@ -166,8 +168,8 @@ class Registered:
     detail_patch: np.ndarray  # (Q, k) the same over DETAIL_PATCH windows
     detail_local: np.ndarray  # (Q, k) the same windows, the anatomy projected out of each alone
     transforms: dict[tuple[int, int], Transform]  # for the finely registered pairs
-    detail_at: dict[tuple[int, int], tuple[Transform, Transform]]  # where detail, detail_patch
-    # were taken (the alignment around the registration's that scored them best)
+    detail_at: dict[tuple[int, int], tuple[Transform, Transform, Transform]]  # where detail,
+    # detail_patch and detail_local were taken (the alignment that scored each best)
 
 
 def _params(transforms: list[Transform]) -> torch.Tensor:
@@ -353,23 +355,36 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     local, d_whole, d_patch, d_local = _local_scores(
         index, moving, queries01[rows.numpy()], refs, chosen, wide
     )
+    strongest = _first_per_row(rows, torch.maximum(d_patch.score, d_local.score))
+    _detail_realigned(index, moving, queries01[rows.numpy()], refs, d_local, strongest)
     r_np, c_np = (rows + start).numpy(), cols.numpy()
     out.ncc[r_np, c_np] = whole.numpy()
     out.patch[r_np, c_np] = local.numpy()
     out.detail[r_np, c_np] = d_whole.score.numpy()
     out.detail_patch[r_np, c_np] = d_patch.score.numpy()
-    out.detail_local[r_np, c_np] = d_local.numpy()
+    out.detail_local[r_np, c_np] = d_local.score.numpy()
     pairs = list(zip(r_np.tolist(), c_np.tolist(), strict=True))
-    at_whole, at_patch = (_transforms(d.at) for d in (d_whole, d_patch))
+    at = zip(*(_transforms(d.at) for d in (d_whole, d_patch, d_local)), strict=True)
     return (
         dict(zip(pairs, _transforms(chosen), strict=True)),
-        dict(zip(pairs, zip(at_whole, at_patch, strict=True), strict=True)),
+        dict(zip(pairs, at, strict=True)),
     )
 
 
 def _transforms(params: torch.Tensor) -> list[Transform]:
     """(n, 5) transform parameters (as _params) -> Transforms."""
     return [Transform(bool(p[0]), p[1], p[2], p[3], p[4]) for p in params.tolist()]
+
+
+def _params_of(thetas: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, 2, 3) affine_grid maps of similarity transforms (mirrored or not) -> (n, 5) transform
+    parameters (as _params, the shift in px of an image of `size`): _theta_batch's inverse."""
+    linear, offset = thetas[:, :, :2], thetas[:, :, 2]
+    mirror = torch.linalg.det(linear) < 0
+    c, s = linear[:, 1, 1], linear[:, 1, 0] * torch.where(mirror, -1.0, 1.0)
+    shift = -torch.linalg.solve(linear, offset) * (size / 2)  # (dx, dy): theta's t = -L d
+    angle, zoom = torch.rad2deg(torch.atan2(s, c)), torch.hypot(c, s)
+    return torch.stack([mirror.float(), angle, zoom, shift[:, 1], shift[:, 0]], 1)
 
 
 def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Tensor, ...]:
@@ -491,13 +506,14 @@ class _Best:
 
     score: torch.Tensor
     at: torch.Tensor
-    window: torch.Tensor
+    window: torch.Tensor | None  # None: not kept (the local score's)
 
     def offer(self, rows: torch.Tensor, score: torch.Tensor, at: torch.Tensor, window) -> None:
         better = score > self.score[rows]
         self.score[rows] = torch.where(better, score, self.score[rows])
         self.at[rows] = torch.where(better[:, None], at, self.at[rows])
-        self.window[rows] = torch.where(better[:, None, None], window, self.window[rows])
+        if self.window is not None:
+            self.window[rows] = torch.where(better[:, None, None], window, self.window[rows])
 
 
 def _with_shift(params: torch.Tensor, match, size: int) -> torch.Tensor:
@@ -538,8 +554,39 @@ def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
         d_whole.offer(rows, match.whole, at, match.window)
         d_patch.offer(rows, match.patch, at, match.window)
     _detail_near(index, queries01, refs, chosen, wide, d_whole, d_patch)
-    d_local = local_detail_scores(index.detail, d_patch.window, refs)
+    d_local = _Best(
+        local_detail_scores(index.detail, d_patch.window, refs), d_patch.at.clone(), None
+    )
     return local, d_whole, d_patch, d_local
+
+
+def _first_per_row(rows: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: the pair of each query (`rows`) with the largest `score` (the first on ties)."""
+    order = torch.argsort(score, descending=True, stable=True)
+    _, first = np.unique(rows[order].numpy(), return_index=True)
+    out = torch.zeros(len(rows), dtype=torch.bool)
+    out[order[torch.as_tensor(first)]] = True
+    return out
+
+
+def _detail_realigned(index, moving, queries01, refs, d_local: _Best, which) -> None:
+    """For the pairs `which` (n,) bool: the local detail score also taken at the alignment the
+    pair's blocks agree on (blockmatch.realign, from where the score was taken), the larger kept
+    (in place). The registration aligns whole windows, and the other patient's part of a
+    partial copy pulls that alignment off the copied part (on the planted set, 963 of 1,000
+    copies flagged with this against 950 without; docs/privacy-audit.md). Only each query's
+    pair with the strongest detail score so far: realigning every refined pair costs 2.5 times
+    as much for one copy more."""
+    pairs = torch.nonzero(which).flatten()
+    thetas = _theta_batch(d_local.at[pairs], FIELD)
+    warped = _warp_pairs(moving[pairs], thetas[:, None], FIELD)[:, 0]
+    found, agree = realign(warped, index.fine[refs[pairs]], thetas)
+    moved = agree >= MIN_AGREE
+    pairs, found = pairs[moved], found[moved]
+    if len(pairs) == 0:
+        return
+    score = local_detail_scores_at(index.detail, queries01[pairs.numpy()], refs[pairs], found)
+    d_local.offer(pairs, score, _params_of(found, FIELD), None)
 
 
 DETAIL_NEAR = (FINE_DELTAS[:, 1] != 0) | (FINE_DELTAS[:, 2] != 0)  # _around's 8 off-centre steps

@@ -175,13 +175,14 @@ def test_encoder_training_is_deterministic():
 def test_the_report_shows_the_alignment_the_deciding_score_was_measured_at():
     """The combined score is its largest term; the report names that term and aligns the pair
     where it was measured: the detail scores' own alignment for them (they may be taken a step
-    around the registration's), the registration's for the others."""
+    around the registration's, the local one where the pair's blocks agree), the
+    registration's for the others."""
     import torch
 
     from privacy_audit.copies import Neighbours
     from privacy_audit.register import Transform
 
-    registration, whole, window = (Transform(False, a, 1.0) for a in (3.0, 0.0, 1.5))
+    registration, whole, window, blocks = (Transform(False, a, 1.0) for a in (3.0, 0.0, 1.5, 2.2))
     typical = np.full((2, 1), 0.2, dtype=np.float32)  # the calibration's median
     nb = Neighbours(
         index=np.zeros((2, 1), dtype=np.int64),
@@ -192,7 +193,7 @@ def test_the_report_shows_the_alignment_the_deciding_score_was_measured_at():
         transforms={(0, 0): registration, (1, 0): registration},
         detail=np.array([[0.1], [0.3]], dtype=np.float32),
         detail_patch=np.array([[0.1], [0.9]], dtype=np.float32),  # query 1: a pasted region
-        detail_at={(0, 0): (whole, window), (1, 0): (whole, window)},
+        detail_at={(0, 0): (whole, window, blocks), (1, 0): (whole, window, blocks)},
     )
     spread = np.array([[0.1], [0.2], [0.3]], dtype=np.float32)  # held-out images' best
     fit = Neighbours(np.zeros((3, 1), dtype=np.int64), spread, spread, torch.zeros(3, 4))
@@ -204,3 +205,4 @@ def test_the_report_shows_the_alignment_the_deciding_score_was_measured_at():
     assert nb.alignment(0, 0, names[0]) == registration
     assert nb.alignment(1, 0, names[1]) == window
     assert nb.alignment(1, 0, "detail") == whole
+    assert nb.alignment(1, 0, "detail_local") == blocks  # where the blocks agreed (blockmatch)
