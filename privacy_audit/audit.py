@@ -589,10 +589,11 @@ def _dataset_section(inputs: _Inputs) -> DatasetInfo:
 
 
 _COPY_SCORE = (
-    "max over candidate training images (nearest patients by the encoder "
-    "and by coarse pixels) of max(zE, zN, (zE+zN)/sqrt 2, zP, zD, zDP), zE = "
-    "z(-log(1-embedding cosine)), zN = z(-log(1-aligned NCC)), zP, zD, zDP the same "
-    "of the patch, detail and detail-patch NCC; z scaled so 0 is the held-out "
+    "max over candidate training images (nearest patients by the encoder, "
+    "by coarse pixels and by band-passed detail) of max(zE, zN, (zE+zN)/sqrt 2, zP, "
+    "zD, zDP, zDL), zE = z(-log(1-embedding cosine)), zN = z(-log(1-aligned NCC)), "
+    "zP, zD, zDP, zDL the same of the patch, detail, detail-patch and detail-local "
+    "NCC; z scaled so 0 is the held-out "
     "images' median best match and 1 their 95th percentile"
 )
 _COPY_ALIGNMENT = (
