@@ -573,7 +573,7 @@ def _detail_realigned(index, moving, queries01, refs, d_local: _Best, which) -> 
     """For the pairs `which` (n,) bool: the local detail score also taken at the alignment the
     pair's blocks agree on (blockmatch.realign, from where the score was taken), the larger kept
     (in place). The registration aligns whole windows, and the other patient's part of a
-    partial copy pulls that alignment off the copied part (on the planted set, 963 of 1,000
+    partial copy pulls that alignment off the copied part (on the planted set, 962 of 1,000
     copies flagged with this against 950 without; docs/privacy-audit.md). Only each query's
     pair with the strongest detail score so far: realigning every refined pair costs 2.5 times
     as much for one copy more."""
