@@ -442,9 +442,9 @@ def _detect_copies(inputs: _Inputs, model, images: _Images, timings: dict) -> _C
         hold_nb = find_neighbours(model, reference, images.holdout, size, k, progress, "holdout")
         syn_nb = find_neighbours(model, reference, images.synthetic, size, k, progress, "synthetic")
     std = Standardiser.fit(hold_nb)
-    hold_scores, _ = query_scores(std, hold_nb)
-    syn_scores, order = query_scores(std, syn_nb)
+    hold_scores, _ = query_scores(std.combined(hold_nb))
     syn_combined = std.combined(syn_nb)
+    syn_scores, order = query_scores(syn_combined)
     syn_deciding = std.deciding(syn_nb)
     threshold = stats.conformal_threshold(hold_scores, config.quantile)
     flagged = syn_scores > threshold

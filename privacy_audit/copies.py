@@ -327,7 +327,7 @@ class Standardiser:
 
     def combined(self, nb: Neighbours) -> np.ndarray:
         """(Q, k) combined score per candidate: the largest of z(embedding), z(registered NCC),
-        their normalised sum, z(patch NCC) and the two detail z-scores (anatomy projected out),
+        their normalised sum, z(patch NCC) and the three detail z-scores (anatomy projected out),
         so a copy extreme in any (or moderately in both whole-image measures) stands out."""
         out = self.components(nb).max(0)
         out[nb.index < 0] = -np.inf
@@ -348,8 +348,8 @@ class Standardiser:
         return out
 
 
-def query_scores(std: Standardiser, nb: Neighbours) -> tuple[np.ndarray, np.ndarray]:
-    """Per query: the best combined score and the order of its candidates (best first)."""
-    combined = std.combined(nb)
+def query_scores(combined: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, from its candidates' combined scores (Q, k) (Standardiser.combined): the best
+    one and the order of its candidates (best first)."""
     order = np.argsort(-combined, axis=1, kind="stable")
     return combined.max(1), order

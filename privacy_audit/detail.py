@@ -161,12 +161,15 @@ def detail_scores(
     register.py finds it) against training image refs[i], at the best whole-pixel shift within
     SHIFT (by band-passed NCC: a shift chosen on the residual alone would chase the anatomy the
     residual's norm leaves out)."""
+    return _scores_at(index, _warped_band(index, queries01, thetas), refs)
+
+
+def _warped_band(index: DetailIndex, queries01: np.ndarray, thetas: torch.Tensor) -> torch.Tensor:
+    """(n, size, size): query i resized to the index's size, warped by thetas[i], band-passed."""
     from .register import _warp_pairs
 
     size = index.size
-    q = _resize(queries01, size)
-    warped = _band(_warp_pairs(q, thetas[:, None], size)[:, 0])
-    return _scores_at(index, warped, refs)
+    return _band(_warp_pairs(_resize(queries01, size), thetas[:, None], size)[:, 0])
 
 
 def best_detail_scores(
@@ -212,10 +215,8 @@ def local_detail_scores_at(
 ) -> torch.Tensor:
     """local_detail_scores with query i warped by thetas[i] (n, 2, 3), as detail_scores warps it,
     taken there (no shift search: the alignment is the one to score)."""
-    from .register import _warp_pairs
-
     size, margin = index.size, _margin(index.size)
-    warped = _band(_warp_pairs(_resize(queries01, size), thetas[:, None], size)[:, 0])
+    warped = _warped_band(index, queries01, thetas)
     return local_detail_scores(
         index, warped[:, margin : size - margin, margin : size - margin], refs
     )

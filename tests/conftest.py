@@ -116,3 +116,15 @@ def debian_package_or_skip(package: str, paths: list[str], flag: str) -> None:
             f"no {package} ({', '.join(paths)}): as root, set {flag}=1 or CI=1 to let this test "
             f"`apt-get install {package}`"
         )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: tiny tensors run fastest on one, and two spinning
+    threads on a shared 2-core machine are much slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

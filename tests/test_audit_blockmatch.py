@@ -6,7 +6,6 @@ a pair's result does not depend on the pairs computed with it."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from privacy_audit.blockmatch import MIN_AGREE, realign
@@ -26,14 +25,6 @@ from privacy_audit.register import (
 from .audit_data import _patient_image
 
 TRUE = Transform(False, 4.0, 1.08, dy=1.0, dx=-1.5)  # px of FIELD
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _pasted_copies(rng: np.random.Generator, train: np.ndarray, truth: Transform) -> np.ndarray:

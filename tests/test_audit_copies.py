@@ -20,17 +20,6 @@ from privacy_audit.gate import check_release
 from .audit_data import ENCODER_STEPS, encoder_cache, make_patient_dataset  # noqa: F401
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two spinning threads are much slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def audit_config(cache) -> AuditConfig:
     return AuditConfig(
         quantile=0.995,

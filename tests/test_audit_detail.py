@@ -16,14 +16,6 @@ from privacy_audit.register import _unit, band_pass
 SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _films(rng: np.random.Generator, n: int) -> np.ndarray:
     """One anatomy (smooth shapes, a little moved and re-scaled per patient) plus each
     patient's own fine texture."""

@@ -27,14 +27,6 @@ from privacy_audit.register import (
 from .audit_data import _patient_image
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_shift_ncc_is_the_ncc_of_every_shifted_window(one_thread):
     g = torch.Generator().manual_seed(0)
     warped = torch.randn(3, 2, 12, 12, generator=g)
