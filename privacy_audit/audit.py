@@ -63,6 +63,15 @@ from .report import (
     section_from_json,
     write_report,
 )
+from .verifier import (
+    VerifierParams,
+    load_verifier,
+    make_pairs,
+    save_verifier,
+    score_pairs,
+    train_verifier,
+    verifier_key,
+)
 
 log = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"
@@ -82,6 +91,7 @@ class AuditConfig:
     neighbours: int = 5  # nearest training patients re-scored by aligned NCC
     seed: int = _SETTINGS.seed
     encoder: EncoderParams = field(default_factory=EncoderParams)
+    verifier: VerifierParams = field(default_factory=VerifierParams)
     encoder_cache: str | None = _SETTINGS.encoder_cache
     forbidden: list[str] = field(default_factory=list)  # extra strings, e.g. source file names
     mia_samples: int = _SETTINGS.mia_samples
@@ -122,11 +132,17 @@ def _forbidden(dataset, train, extra: list[str]) -> Forbidden:
     return forbidden
 
 
+def _cache_places(config: AuditConfig, encoder_key: str, old_report: Path) -> list[Path]:
+    """Where a trained encoder (and the verifier beside it) may be found: the cache, where it
+    is also written, then the previous report in the output folder."""
+    cache = Path(config.encoder_cache) if config.encoder_cache else _default_cache(encoder_key)
+    return [cache, old_report / ENCODER_DIR]
+
+
 def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, old_report: Path):
     params = config.encoder
     key = training_key([r.sha256 for r in train], params)
-    places = [Path(config.encoder_cache)] if config.encoder_cache else [_default_cache(key)]
-    places.append(old_report / ENCODER_DIR)
+    places = _cache_places(config, key, old_report)
     for place in places:
         found = load_encoder(place, key)
         if found is not None:
@@ -152,6 +168,42 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
         save_encoder(model, places[0], meta)
     except OSError as exc:
         log.warning("could not cache the encoder in %s (%s)", places[0], exc)
+    return model, meta, False
+
+
+def _get_verifier(config: AuditConfig, train_images, train, encoder, encoder_key: str, paths):
+    """The pair verifier for this encoder and training set: from the cache beside the encoder,
+    else trained (verifier.py) and cached there. `paths`: the report's stage and old folder."""
+    report_stage, old_report = paths
+    params = config.verifier
+    key = verifier_key(encoder_key, params)
+    places = _cache_places(config, encoder_key, old_report)
+    for place in places:
+        found = load_verifier(place, key)
+        if found is not None:
+            log.info("pair verifier reused from cache (key %s)", key[:12])
+            save_verifier(found[0], report_stage / ENCODER_DIR, found[1])
+            return (*found, True)
+    patients = [r.patient_id for r in train]
+    size, progress = config.encoder.input_size, config.progress
+    pairs = make_pairs(encoder, train_images, patients, size, params, progress)
+    model, train_stats = train_verifier(pairs, params, progress)
+    meta = {
+        "key": key,
+        "params": asdict(params),
+        "trained_by": "this project (radsynth audit), on pairs made from the deduplicated "
+        "training split only (its patients in two halves, each in turn the reference); no "
+        "pretrained weights",
+        "objective": "binary cross-entropy: an altered copy (the encoder's augmentations, most "
+        "blended or pasted into the other half's films) registered against its source, against "
+        "the other half's films registered against their nearest candidates",
+        **train_stats,
+    }
+    save_verifier(model, report_stage / ENCODER_DIR, meta)
+    try:
+        save_verifier(model, places[0], meta)
+    except OSError as exc:
+        log.warning("could not cache the verifier in %s (%s)", places[0], exc)
     return model, meta, False
 
 
@@ -399,12 +451,17 @@ def _audit(
     images = _read_images(inputs, timings)
     with _timed(timings, "encoder_seconds"):
         model, encoder_meta, reused = _get_encoder(config, images.train, train, stage, out_dir)
+    with _timed(timings, "verifier_seconds"):
+        verifier, verifier_meta, verifier_reused = _get_verifier(
+            config, images.train, train, model, encoder_meta["key"], (stage, out_dir)
+        )
+    record = {**verifier_meta, "reused_from_cache": verifier_reused}
     encoder = section_from_json(
         EncoderInfo,
-        {**encoder_meta, "reused_from_cache": reused, "stored_in": ENCODER_DIR},
+        {**encoder_meta, "verifier": record, "reused_from_cache": reused, "stored_in": ENCODER_DIR},
         "the copy encoder's record",
     )
-    copies = _detect_copies(inputs, model, images, timings)
+    copies = _detect_copies(inputs, (model, verifier), images, timings)
     with _timed(timings, "data_attack_seconds"):
         dcr, domias = _data_attacks(copies, config)
     model_mia = _model_membership(inputs, side, images, timings)
@@ -431,16 +488,20 @@ def _read_images(inputs: _Inputs, timings: dict) -> _Images:
     return _Images(set_hash, syn_images, train_images, holdout_images)
 
 
-def _detect_copies(inputs: _Inputs, model, images: _Images, timings: dict) -> _Copies:
-    """Neighbours of the held-out and the synthetic images; the held-out ones calibrate the
-    score and the conformal threshold the set is flagged by."""
+def _detect_copies(inputs: _Inputs, models, images: _Images, timings: dict) -> _Copies:
+    """Neighbours of the held-out and the synthetic images (`models`: the encoder and the pair
+    verifier); the held-out ones calibrate the score and the conformal threshold the set is
+    flagged by."""
     config, train = inputs.config, inputs.train
     size, k, progress = config.encoder.input_size, config.neighbours, config.progress
+    model, verifier = models
     with _timed(timings, "copy_detection_seconds"):
         ids, patients = [r.id for r in train], [r.patient_id for r in train]
         reference = build_reference(model, images.train, ids, patients, size, progress)
         hold_nb = find_neighbours(model, reference, images.holdout, size, k, progress, "holdout")
+        hold_nb.verifier = score_pairs(verifier, reference, images.holdout, hold_nb)
         syn_nb = find_neighbours(model, reference, images.synthetic, size, k, progress, "synthetic")
+        syn_nb.verifier = score_pairs(verifier, reference, images.synthetic, syn_nb)
     std = Standardiser.fit(hold_nb)
     hold_scores, _ = query_scores(std.combined(hold_nb))
     syn_combined = std.combined(syn_nb)
@@ -591,9 +652,11 @@ def _dataset_section(inputs: _Inputs) -> DatasetInfo:
 _COPY_SCORE = (
     "max over candidate training images (nearest patients by the encoder, "
     "by coarse pixels and by band-passed detail) of max(zE, zN, (zE+zN)/sqrt 2, zP, "
-    "zD, zDP, zDL), zE = z(-log(1-embedding cosine)), zN = z(-log(1-aligned NCC)), "
+    "zD, zDP, zDL, zV), zE = z(-log(1-embedding cosine)), zN = z(-log(1-aligned NCC)), "
     "zP, zD, zDP, zDL the same of the patch, detail, detail-patch and detail-local "
-    "NCC; z scaled so 0 is the held-out "
+    "NCC, zV = z(the pair verifier's logit) for each image's candidate with the strongest "
+    "detail score (a small CNN the audit trains on pairs made from the training split); "
+    "z scaled so 0 is the held-out "
     "images' median best match and 1 their 95th percentile"
 )
 _COPY_ALIGNMENT = (

@@ -27,7 +27,8 @@ def benchmark_search(
 ) -> dict:
     """Seconds for: embedding (an untrained encoder of the audit's shape, images/s), the
     blockwise top-k search by patient alone, and the whole copy-detection pass of the queries
-    (embedding, search, coarse and fine alignment). Random images stand in for real ones, and
+    (embedding, search, coarse and fine alignment, the pair verifier on each query's strongest
+    pair; untrained networks of the audit's shapes). Random images stand in for real ones, and
     `copy_share` of the queries are training images shifted by a pixel, with noise: what runs
     only for pairs that look like copies (register._detail_near) is in the figure too (on the
     Kermany films it runs for 40 pairs of the 536 `val` images; docs/privacy-audit.md)."""
@@ -58,6 +59,7 @@ def benchmark_search(
     out["search_seconds"] = round(time.perf_counter() - tick, 4)
     if with_ncc:  # the whole copy-detection pass: embedding, search, alignment; both methods
         from .copies import build_reference, find_neighbours
+        from .verifier import PairVerifier, score_pairs
 
         train_images = rng.random((n_train, size, size), dtype=np.float32)
         query_images = rng.random((n_query, size, size), dtype=np.float32)
@@ -76,6 +78,8 @@ def benchmark_search(
             out[f"{name}reference_prepare_cpu_seconds"] = round(time.process_time() - cpu, 2)
             tick, cpu = time.perf_counter(), time.process_time()
             nb = find_neighbours(model, reference, query_images, min(size, 64), k, legacy=legacy)
+            if not legacy:  # the former method had no verifier
+                score_pairs(PairVerifier().eval(), reference, query_images, nb)
             out[f"{name}copy_detection_seconds"] = round(time.perf_counter() - tick, 2)
             # CPU seconds of this process: on a shared machine, what the pass costs uncontended
             out[f"{name}copy_detection_cpu_seconds"] = round(time.process_time() - cpu, 2)

@@ -27,6 +27,7 @@ class AuditSettings(Section):
     seed: int = 0
     encoder_cache: str | None = None  # None: ~/.cache/radsynth/audit-encoders/KEY
     encoder_steps: int | None = None  # copy-encoder training steps; None: EncoderParams'
+    verifier_steps: int | None = None  # pair-verifier training steps; None: VerifierParams'
     forbid: tuple[str, ...] = ()  # strings that must not appear in the set
     forbid_file: str | None = None  # a file of more, one a line (e.g. source file names)
     mia_samples: int = 500  # train and held-out images each for the model attack
@@ -50,16 +51,21 @@ class AuditSettings(Section):
         """The `run_audit` configuration these settings give (the copy encoder seeded alike)."""
         from .audit import AuditConfig
         from .encoder import EncoderParams
+        from .verifier import VerifierParams
 
         encoder = EncoderParams(seed=self.seed)
         if self.encoder_steps:
             encoder.steps = self.encoder_steps
+        verifier = VerifierParams(seed=self.seed)
+        if self.verifier_steps:
+            verifier.steps = self.verifier_steps
         return AuditConfig(
             train_split=self.train_split,
             holdout_split=self.holdout_split,
             quantile=self.quantile,
             seed=self.seed,
             encoder=encoder,
+            verifier=verifier,
             encoder_cache=self.encoder_cache,
             forbidden=self.forbidden(),
             mia_samples=self.mia_samples,

@@ -46,6 +46,8 @@ class Neighbours:
     detail_at: dict[tuple[int, int], tuple[Transform, Transform, Transform]] | None = None  # where
     # the detail scores were taken (query, column) -> (whole, best window, local)
     detail_local: np.ndarray | None = None  # (Q, k) best window, anatomy projected out of each
+    verifier: np.ndarray | None = None  # (Q, k) the pair verifier's logit (verifier.py; -inf:
+    # not scored: only each query's strongest pair is)
 
     def alignment(self, row: int, col: int, decided_by: str) -> Transform | None:
         """The alignment the score `decided_by` (a Standardiser.COMPONENTS name) of a pair was
@@ -59,8 +61,8 @@ class Neighbours:
         return (self.transforms or {}).get((row, col))
 
 
-DETAIL_ALIGNMENT = {"detail": 0, "detail_patch": 1, "detail_local": 2}  # which of detail_at's
-# alignments each detail score was taken at
+DETAIL_ALIGNMENT = {"detail": 0, "detail_patch": 1, "detail_local": 2, "verifier": 2}  # which of
+# detail_at's alignments each detail score (and the verifier) was taken at
 COARSE_SIZE = 32  # every candidate is aligned at (at most) 32x32: cheap, spectra precomputed
 FINE_SIZE = 64  # the best few candidates again at (at most) 64x64: sub-pixel shifts at 32x32
 # cost a copy a few hundredths of NCC, which is all that separates it from a new patient
@@ -274,8 +276,15 @@ def _closeness(x: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(1.0 - x, 1e-6, None))
 
 
-LOCAL_SCORES = ("patch", "detail", "detail_patch", "detail_local")  # per refined candidate
-# (-inf: not refined)
+LOCAL_SCORES = ("patch", "detail", "detail_patch", "detail_local", "verifier")  # per refined
+# candidate (-inf: not refined)
+
+
+def _closeness_of(name: str, values: np.ndarray) -> np.ndarray:
+    """A local score on the scale it is calibrated on: the verifier's logit as it is (already
+    spread out near certainty: on the planted set 971 of 1,000 copies flagged with the logit
+    against 968 with -log(1 - p)), the NCCs by _closeness."""
+    return values if name == "verifier" else _closeness(values)
 
 
 @dataclass
@@ -305,7 +314,7 @@ class Standardiser:
         for name in LOCAL_SCORES:
             values = getattr(holdout, name)
             if values is not None and np.isfinite(values).any():
-                local[name] = tail(_closeness(values.max(1)))
+                local[name] = tail(_closeness_of(name, values.max(1)))
         return cls(c[0], c[1], n[0], n[1], local)
 
     COMPONENTS = ("embedding", "ncc", "embedding+ncc", *LOCAL_SCORES)  # combined's terms
@@ -321,14 +330,15 @@ class Standardiser:
                 out.append(np.full(zc.shape, -np.inf))
                 continue
             centre, scale = self.local[name]
-            z = (_closeness(values) - centre) / scale
+            z = (_closeness_of(name, values) - centre) / scale
             out.append(np.where(np.isfinite(values), z, -np.inf))
         return np.stack(out)
 
     def combined(self, nb: Neighbours) -> np.ndarray:
         """(Q, k) combined score per candidate: the largest of z(embedding), z(registered NCC),
-        their normalised sum, z(patch NCC) and the three detail z-scores (anatomy projected out),
-        so a copy extreme in any (or moderately in both whole-image measures) stands out."""
+        their normalised sum, z(patch NCC), the three detail z-scores (anatomy projected out) and
+        the pair verifier's, so a copy extreme in any (or moderately in both whole-image
+        measures) stands out."""
         out = self.components(nb).max(0)
         out[nb.index < 0] = -np.inf
         return out

@@ -215,11 +215,20 @@ def local_detail_scores_at(
 ) -> torch.Tensor:
     """local_detail_scores with query i warped by thetas[i] (n, 2, 3), as detail_scores warps it,
     taken there (no shift search: the alignment is the one to score)."""
+    return local_detail_scores(index, pair_windows(index, queries01, refs, thetas)[0], refs)
+
+
+def pair_windows(
+    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows the local detail score compares, for the pair verifier: query i warped by
+    thetas[i] (n, 2, 3) and band-passed, and training image refs[i]'s band-passed window (zero
+    mean, unit norm); each (n, side, side)."""
     size, margin = index.size, _margin(index.size)
-    warped = _warped_band(index, queries01, thetas)
-    return local_detail_scores(
-        index, warped[:, margin : size - margin, margin : size - margin], refs
-    )
+    warped = _warped_band(index, queries01, thetas)[
+        :, margin : size - margin, margin : size - margin
+    ]
+    return warped, index.bands[refs]
 
 
 def _scores_at(

@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conditioning.dataset import atomic_path, write_json_atomic
-
 from .augment import copy_augment
 from .blocks import map_blocks
 from .errors import AuditError
+from .weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -204,34 +203,14 @@ def embed(
 
 def save_encoder(model: CopyEncoder, directory: str | Path, meta: dict) -> None:
     """safetensors weights + JSON config, each written atomically."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    with atomic_path(directory / WEIGHTS) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-    write_json_atomic(directory / CONFIG, meta)
+    save_weights(model, directory, (WEIGHTS, CONFIG), meta)
 
 
 def load_encoder(directory: str | Path, key: str) -> tuple[CopyEncoder, dict] | None:
     """The cached encoder in `directory` if it was trained for `key`, else None."""
-    from safetensors.torch import load_file
 
-    directory = Path(directory)
-    if not (directory / WEIGHTS).is_file() or not (directory / CONFIG).is_file():
-        return None
-    try:
-        meta = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        log.warning("%s: unreadable encoder config; retraining", directory / CONFIG)
-        return None
-    if meta.get("key") != key:
-        return None
-    params = EncoderParams(**meta["params"])
-    model = CopyEncoder(params.width, params.dim)
-    try:
-        model.load_state_dict(load_file(directory / WEIGHTS))
-    except Exception as exc:  # a damaged or foreign weights file: retrain rather than fail
-        log.warning("%s: cannot load (%s); retraining", directory / WEIGHTS, exc)
-        return None
-    model.eval()
-    return model, meta
+    def build(meta: dict) -> CopyEncoder:
+        params = EncoderParams(**meta["params"])
+        return CopyEncoder(params.width, params.dim)
+
+    return load_weights(directory, (WEIGHTS, CONFIG), key, build)

@@ -50,6 +50,7 @@ def write_audited_release(root: Path) -> tuple[Path, Path]:
     from conditioning.dataset import load_dataset
     from privacy_audit.audit import AuditConfig, run_audit
     from privacy_audit.encoder import EncoderParams
+    from privacy_audit.verifier import VerifierParams
     from tests.audit_data import make_patient_dataset, save_png
 
     data = make_patient_dataset(root / AUDIT_DATASET, train=100, val=100, test=10)
@@ -74,6 +75,7 @@ def write_audited_release(root: Path) -> tuple[Path, Path]:
             AuditConfig(
                 quantile=0.98,
                 encoder=EncoderParams(steps=20),
+                verifier=VerifierParams(steps=40),
                 encoder_cache=str(root / ".audit-cache"),
                 n_boot=50,
                 progress=False,

@@ -16,14 +16,21 @@ from privacy_audit.copies import Standardiser
 from privacy_audit.encoder import EncoderParams
 from privacy_audit.errors import GateError
 from privacy_audit.gate import check_release
+from privacy_audit.verifier import VerifierParams
 
-from .audit_data import ENCODER_STEPS, encoder_cache, make_patient_dataset  # noqa: F401
+from .audit_data import (  # noqa: F401
+    ENCODER_STEPS,
+    VERIFIER_STEPS,
+    encoder_cache,
+    make_patient_dataset,
+)
 
 
 def audit_config(cache) -> AuditConfig:
     return AuditConfig(
         quantile=0.995,
         encoder=EncoderParams(steps=ENCODER_STEPS),
+        verifier=VerifierParams(steps=VERIFIER_STEPS),
         encoder_cache=str(cache),
         n_boot=100,
         progress=False,
@@ -133,6 +140,8 @@ def test_audit_bench_copies_measures_flag_rates(challenge, tmp_path, capsys):
             "30",
             "--encoder-steps",
             str(ENCODER_STEPS),
+            "--verifier-steps",
+            str(VERIFIER_STEPS),
             "--encoder-cache",
             str(root / "cache"),
             "--threads",

@@ -22,8 +22,15 @@ from privacy_audit.errors import AuditError, GateError
 from privacy_audit.gate import check_release
 from privacy_audit.metadata import Forbidden, scan_set
 from privacy_audit.report import MetadataFinding, read_report
+from privacy_audit.verifier import VerifierParams
 
-from .audit_data import ENCODER_STEPS, encoder_cache, make_patient_dataset, save_png  # noqa: F401
+from .audit_data import (  # noqa: F401
+    ENCODER_STEPS,
+    VERIFIER_STEPS,
+    encoder_cache,
+    make_patient_dataset,
+    save_png,
+)
 
 REQUIRED = {
     "schema_version",
@@ -69,6 +76,7 @@ def config(root, **kw) -> AuditConfig:
     return AuditConfig(
         quantile=0.99,
         encoder=EncoderParams(steps=ENCODER_STEPS),
+        verifier=VerifierParams(steps=VERIFIER_STEPS),
         encoder_cache=str(root / "cache"),
         n_boot=100,
         progress=False,
@@ -307,6 +315,8 @@ def test_cli_audit_and_clear_errors(world, tmp_path, capsys, monkeypatch):
         "0.99",
         "--encoder-steps",
         str(ENCODER_STEPS),
+        "--verifier-steps",
+        str(VERIFIER_STEPS),
         "--encoder-cache",
         str(root / "cache"),
         "--no-progress",
@@ -355,6 +365,8 @@ def test_cli_attacks_the_model_given_and_fails_a_memorising_one(
             "0.99",
             "--encoder-steps",
             str(ENCODER_STEPS),
+            "--verifier-steps",
+            str(VERIFIER_STEPS),
             "--encoder-cache",
             str(root / "cache"),
             "--model",

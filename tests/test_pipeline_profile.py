@@ -91,7 +91,9 @@ def test_every_repository_profile_loads_whole():
         profile = load_pipeline_profile(REPO / "params.yaml", name)
         assert profile.name == name and profile.training.profile == name
     demo = load_pipeline_profile(REPO / "params.yaml", "demo")
-    assert demo.audit == AuditSettings(quantile=0.995, encoder_steps=300, mia_samples=300)
+    assert demo.audit == AuditSettings(
+        quantile=0.995, encoder_steps=300, verifier_steps=300, mia_samples=300
+    )
     assert demo.evaluate == EvaluateSettings(epochs=5, detect_epochs=4)
     assert demo.utility == UtilitySettings(
         arms=("real", "mix", "balanced"), seeds=(0, 1, 2), epochs=3, detect_epochs=0
@@ -117,7 +119,12 @@ def test_a_whole_profile_round_trips_and_names_what_it_sets():
     assert tuple(profile.to_json()) == ALL_SECTIONS
     again = PipelineProfile.from_json(json.loads(json.dumps(profile.to_json())))
     assert all(again.section(name) == profile.section(name) for name in ALL_SECTIONS)
-    assert profile.given("audit") == {"quantile": 0.95, "encoder_steps": 30, "mia_samples": 40}
+    assert profile.given("audit") == {
+        "quantile": 0.95,
+        "encoder_steps": 30,
+        "verifier_steps": 30,
+        "mia_samples": 40,
+    }
     assert profile.given("utility")["arms"] == ["real", "balanced"]  # lists, as flags want
     assert PipelineProfile().given("audit") == {}
     with pytest.raises(ValueError, match="unknown section 'release'"):
@@ -131,7 +138,8 @@ def test_the_demo_profiles_audit_evaluate_and_utility_stages_run_as_before():
         "audit", "--synthetic", "runs/synthetic", "--data", "data/dataset",
         "--model", "runs/diffusion", "--out", "runs/audit",
         "--filtered-out", "runs/released-set", "--filtered-report", "runs/audit-released",
-        "--quantile", "0.995", "--encoder-steps", "300", "--mia-samples", "300",
+        "--quantile", "0.995", "--encoder-steps", "300", "--verifier-steps", "300",
+        "--mia-samples", "300",
     ]  # fmt: skip
     assert stage_argv("evaluate", params) == [
         "evaluate", "--synthetic", "runs/released-set", "--data", "data/dataset",
@@ -178,9 +186,15 @@ def test_audit_settings_map_onto_the_audits_configuration(tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("x.dcm\n\n  \ny.dcm\n")
     config = AuditSettings(
-        seed=3, encoder_steps=12, forbid=("a",), forbid_file=str(names), holdout_split="test"
+        seed=3,
+        encoder_steps=12,
+        verifier_steps=7,
+        forbid=("a",),
+        forbid_file=str(names),
+        holdout_split="test",
     ).audit_config(progress=False)
     assert (config.encoder.seed, config.encoder.steps, config.seed) == (3, 12, 3)
+    assert (config.verifier.seed, config.verifier.steps) == (3, 7)
     assert config.forbidden == ["a", "x.dcm", "y.dcm"] and config.holdout_split == "test"
     assert not config.progress
     with pytest.raises(ValueError, match="cannot read forbidden strings"):
@@ -206,12 +220,15 @@ def test_the_memorization_bench_audits_with_the_profiles_audit_settings(tmp_path
         profile="demo", params=str(REPO / "params.yaml"), seed=4, progress=False
     )
     audit = memorization._audit_settings(memorization._profile(config), config)
-    assert audit == AuditSettings(quantile=0.995, encoder_steps=300, mia_samples=300, seed=4)
+    assert audit == AuditSettings(
+        quantile=0.995, encoder_steps=300, verifier_steps=300, mia_samples=300, seed=4
+    )
     calls = []
     monkeypatch.setattr(privacy_audit.audit, "run_audit", lambda *a: calls.append(a))
     memorization._arm_audit(tmp_path, tmp_path / "data", audit, config)
     ran = calls[0][3]
     assert (ran.encoder.steps, ran.encoder.seed, ran.quantile, ran.seed) == (300, 4, 0.995, 4)
+    assert (ran.verifier.steps, ran.verifier.seed) == (300, 4)
     assert not ran.progress
     bad = write_params(tmp_path, {"audit": {"quantil": 0.9}})
     with pytest.raises(ValueError, match="unknown key\\(s\\) quantil in audit"):

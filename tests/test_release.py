@@ -19,6 +19,7 @@ from pipelines.release.exports import WRITTEN_ON_PURPOSE
 from privacy_audit.audit import AuditConfig, run_audit
 from privacy_audit.encoder import EncoderParams
 from privacy_audit.phi import identifying_elements
+from privacy_audit.verifier import VerifierParams
 from tests.audit_data import _patient_image, make_patient_dataset
 from tests.conftest import make_tiny_dataset
 from tests.synthetic_sets import write_synthetic_set
@@ -41,7 +42,8 @@ def audited(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("release")
     data = make_patient_dataset(root / "data", train=200, val=200, test=10)
     synthetic = _fresh_set(root / "set")
-    config = AuditConfig(encoder=EncoderParams(steps=20, batch=64), encoder_cache=str(root / "cache"),
+    config = AuditConfig(encoder=EncoderParams(steps=20, batch=64), verifier=VerifierParams(steps=40),
+                         encoder_cache=str(root / "cache"),
                          n_boot=50, progress=False)  # fmt: skip
     report = run_audit(synthetic, data, root / "report", config)
     assert report.verdict == "pass", report.reasons
@@ -206,7 +208,8 @@ def _copy_set(audited, out: Path) -> Path:
 
 
 def _audit_config(audited) -> AuditConfig:
-    return AuditConfig(encoder=EncoderParams(steps=20, batch=64), n_boot=50, progress=False,
+    return AuditConfig(encoder=EncoderParams(steps=20, batch=64), verifier=VerifierParams(steps=40),
+                       n_boot=50, progress=False,
                        encoder_cache=str(audited["root"] / "cache"))  # fmt: skip
 
 

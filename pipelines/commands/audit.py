@@ -63,6 +63,9 @@ def register(sub) -> None:
         "--encoder-steps", type=int, default=d.encoder_steps, help="copy-encoder training steps"
     )
     parser.add_argument(
+        "--verifier-steps", type=int, default=d.verifier_steps, help="pair-verifier training steps"
+    )
+    parser.add_argument(
         "--forbid",
         action="append",
         default=list(d.forbid),

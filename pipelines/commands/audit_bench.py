@@ -34,6 +34,7 @@ def register(sub) -> None:
     copies.add_argument("--quantile", type=float, default=d.quantile)
     copies.add_argument("--encoder-cache", metavar="DIR", default=d.encoder_cache)
     copies.add_argument("--encoder-steps", type=int, default=d.encoder_steps)
+    copies.add_argument("--verifier-steps", type=int, default=d.verifier_steps)
     copies.add_argument("--seed", type=int, default=d.seed)
     copies.add_argument("--threads", type=int, default=2)
     parser.set_defaults(func=run)

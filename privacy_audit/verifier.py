@@ -1,0 +1,293 @@
+"""A learned pair verifier: is this registered pair a copy and its source?
+
+The hand-built scores compare a registered pair through fixed windows and a fixed projection of
+the anatomy every chest film shares; a blend keeps only part of the training film's detail in
+every window, and they stop short of it (docs/privacy-audit.md). The verifier is a small CNN
+that looks at the pair itself: the query's band-passed window at the alignment the local detail
+score was taken at, the training image's window, and their product. It is trained by the
+project per training set, on pairs made from the training split alone (no held-out image, no
+pretrained weights): the training patients split in two halves, each in turn the reference;
+positives are copies of a reference image altered by the encoder's copy augmentations (most of
+them blended or pasted into a film of the other half) and registered against their source;
+negatives are the other half's films registered against their nearest candidates, the pairs
+the audit meets on every real image. Its logit becomes one more term of the combined score,
+calibrated on the held-out images like the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import geometric, partial, photometric
+from .blocks import map_blocks
+from .copies import Neighbours, Reference, build_reference, find_neighbours
+from .detail import DetailIndex, pair_windows
+from .errors import AuditError
+from .register import FIELD, Transform
+from .weights import load_weights, save_weights
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "verifier.safetensors"
+CONFIG = "verifier.json"
+VERIFIER_VERSION = 1
+COPIES_PER_IMAGE = 4  # positives per training image at most: a small training set needs fewer
+
+
+@dataclass
+class VerifierParams:
+    """What decides the verifier (besides the encoder it shares candidates with): changing any
+    of these retrains it."""
+
+    steps: int = 3000  # about 4 min on 2 threads (docs/privacy-audit.md)
+    batch: int = 128
+    lr: float = 2e-3
+    copies: int = 8000  # positives per half of the training patients (at most 4 per image)
+    partial_share: float = 0.75  # of them blended into or pasted into another patient's film
+    width: int = 16
+    seed: int = 0
+
+
+class PairVerifier(nn.Module):
+    """Five 3x3 convolutions (a stride of 2 in the first and third), max- and mean-pooled, then
+    a small head: about 4 s per 10,000 pairs of 52x52 windows on 2 threads."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = width
+
+        def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
+            return [
+                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
+
+        self.features = nn.Sequential(
+            *block(3, w, 2),
+            *block(w, 2 * w, 1),
+            *block(2 * w, 2 * w, 2),
+            *block(2 * w, 4 * w, 1),
+            *block(4 * w, 4 * w, 1),
+        )
+        self.head = nn.Sequential(
+            nn.Linear(8 * w, 4 * w), nn.ReLU(inplace=True), nn.Linear(4 * w, 1)
+        )
+
+    def forward(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(n,) logits of (n, S, S) query and training windows (any scale: each is standardised)."""
+        q, r = _standardised(query), _standardised(reference)
+        x = self.features(torch.stack([q, r, q * r], 1))
+        pooled = torch.cat([x.amax((2, 3)), x.mean((2, 3))], 1)
+        return self.head(pooled)[:, 0]
+
+
+def _standardised(x: torch.Tensor) -> torch.Tensor:
+    flat = x.flatten(1)
+    flat = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp(min=1e-6)
+    return flat.view_as(x)
+
+
+def verifier_key(encoder_key: str, params: VerifierParams) -> str:
+    """Identifies a verifier: the encoder's key (the training set and how candidates are found)
+    and the params."""
+    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
+    digest.update(f"v{VERIFIER_VERSION}:{encoder_key}".encode())
+    return digest.hexdigest()
+
+
+def thetas_of(transforms: list[Transform]) -> torch.Tensor:
+    """(n, 2, 3) the affine_grid maps of the alignments (as register.py finds them)."""
+    if not transforms:
+        return torch.zeros(0, 2, 3)
+    return torch.stack([t.theta(FIELD) for t in transforms])
+
+
+def verify(
+    model: PairVerifier,
+    index: DetailIndex,
+    queries01: np.ndarray,
+    refs: torch.Tensor,
+    thetas: torch.Tensor,
+    block: int = 512,
+) -> np.ndarray:
+    """(n,) logits of the pairs: query i, warped by thetas[i], against training image refs[i];
+    a block of pairs per thread (blocks.map_blocks)."""
+    model.eval()
+
+    def one(start: int) -> torch.Tensor:
+        end = start + block
+        q, r = pair_windows(index, queries01[start:end], refs[start:end], thetas[start:end])
+        with torch.no_grad():
+            return model(q, r)
+
+    out = map_blocks(one, range(0, len(refs), block), False, "verify")
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def strongest_pairs(nb: Neighbours) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of each query's finely registered pair with the largest detail score (best
+    window or local): the one the verifier scores. Scoring every refined pair flags a few more
+    copies for 2-3 times the cost (docs/privacy-audit.md)."""
+    if nb.detail_local is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    strength = np.maximum(nb.detail_patch, nb.detail_local)
+    rows = np.flatnonzero(np.isfinite(strength).any(1))
+    return rows, np.argmax(strength[rows], axis=1)
+
+
+def score_pairs(
+    model: PairVerifier, reference: Reference, queries01: np.ndarray, nb: Neighbours
+) -> np.ndarray:
+    """(Q, k) the verifier's logit for each query's strongest pair (strongest_pairs) at the
+    alignment its local detail score was taken at; -inf for the other candidates."""
+    out = np.full(nb.index.shape, -np.inf, dtype=np.float32)
+    rows, cols = strongest_pairs(nb)
+    if len(rows) == 0:
+        return out
+    thetas = thetas_of([nb.detail_at[(r, c)][2] for r, c in zip(rows, cols, strict=True)])
+    refs = torch.as_tensor(nb.index[rows, cols])
+    out[rows, cols] = verify(model, reference.registration.detail, queries01[rows], refs, thetas)
+    return out
+
+
+@dataclass(frozen=True)
+class TrainingPairs:
+    """Windows of registered pairs (n, S, S) and their labels (1: a copy and its source)."""
+
+    queries: torch.Tensor
+    references: torch.Tensor
+    labels: torch.Tensor
+
+
+def make_pairs(
+    encoder,
+    images01: np.ndarray,
+    groups: list[str],
+    size: int,
+    params: VerifierParams,
+    progress: bool = False,
+) -> TrainingPairs:
+    """The training pairs, from the training images (N, H, W) and their patients alone (see the
+    module's docstring). `encoder` and `size` find the negatives' candidates as the audit does."""
+    from .register import register
+
+    patients = np.unique(np.asarray(groups))
+    if len(patients) < 4:
+        raise AuditError("training split", f"{len(patients)} patients: too few for the verifier")
+    rng = np.random.default_rng(params.seed)
+    generator = torch.Generator().manual_seed(params.seed)
+    first = set(rng.permutation(patients)[: len(patients) // 2].tolist())
+    in_first = np.array([g in first for g in groups])
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for ref_mask in (in_first, ~in_first):
+        ref_idx, other_idx = np.flatnonzero(ref_mask), np.flatnonzero(~ref_mask)
+        refs_img, others_img = images01[ref_idx], images01[other_idx]
+        ref_groups = [groups[i] for i in ref_idx]
+        reference = build_reference(encoder, refs_img, [str(i) for i in ref_idx], ref_groups, size)
+        index = reference.registration.detail
+        # positives: altered copies of reference images, registered against their source
+        n_copies = min(params.copies, COPIES_PER_IMAGE * len(ref_idx))
+        source = rng.integers(0, len(ref_idx), n_copies)
+        donors = rng.integers(0, len(other_idx), n_copies)
+        copies = _altered_copies(refs_img[source], others_img[donors], params, generator)
+        found = register(reference.registration, copies, source[:, None], progress=progress)
+        pairs = [(i, 0) for i in range(len(copies)) if (i, 0) in found.detail_at]
+        rows = np.array([i for i, _ in pairs], dtype=np.int64)
+        thetas = thetas_of([found.detail_at[p][2] for p in pairs])
+        q, r = pair_windows(index, copies[rows], torch.as_tensor(source[rows]), thetas)
+        parts.append((q, r, torch.ones(len(q))))
+        # negatives: the other half's films against the candidates the audit would refine
+        nb = find_neighbours(encoder, reference, others_img, size)
+        keys = sorted(nb.detail_at)
+        rows = np.array([row for row, _ in keys], dtype=np.int64)
+        cands = torch.as_tensor(np.array([nb.index[row, col] for row, col in keys], np.int64))
+        thetas = thetas_of([nb.detail_at[key][2] for key in keys])
+        q, r = pair_windows(index, others_img[rows], cands, thetas)
+        parts.append((q, r, torch.zeros(len(q))))
+    queries, references, labels = (torch.cat(p) for p in zip(*parts, strict=True))
+    return TrainingPairs(queries, references, labels)
+
+
+def _altered_copies(sources01, donors01, params: VerifierParams, generator) -> np.ndarray:
+    """Copies altered as the encoder's augmentations alter them, `partial_share` of them mixed
+    into a donor film (another patient's)."""
+    out = []
+    for start in range(0, len(sources01), 512):
+        x = torch.as_tensor(sources01[start : start + 512], dtype=torch.float32)[:, None]
+        donors = torch.as_tensor(donors01[start : start + 512], dtype=torch.float32)[:, None]
+        x = geometric(x, generator)
+        x = partial(x, geometric(donors, generator), generator, share=params.partial_share)
+        out.append(photometric(x, generator)[:, 0])
+    return torch.cat(out).numpy()
+
+
+def train_verifier(
+    pairs: TrainingPairs, params: VerifierParams, progress: bool = True
+) -> tuple[PairVerifier, dict]:
+    """Binary cross-entropy on the pairs, each batch flipped left-right at random (both windows
+    alike); AdamW with a linear warm-up and a cosine decay."""
+    from tqdm import tqdm
+
+    n = len(pairs.labels)
+    if n < 2 or pairs.labels.min() == pairs.labels.max():
+        raise AuditError("training split", "too few pairs of both kinds to train the verifier")
+    torch.manual_seed(params.seed)
+    generator = torch.Generator().manual_seed(params.seed)
+    model = PairVerifier(params.width)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
+    warm = max(1, params.steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + np.cos(np.pi * i / params.steps)),
+    )
+    positive = float(pairs.labels.mean())
+    weight = torch.tensor([0.5 / (1 - positive), 0.5 / positive])  # both kinds count alike
+    model.train()
+    start, losses = time.perf_counter(), []
+    bar = tqdm(range(params.steps), desc="train pair verifier", disable=not progress)
+    for step in bar:
+        batch = torch.randint(0, n, (min(params.batch, n),), generator=generator)
+        q, r, y = pairs.queries[batch], pairs.references[batch], pairs.labels[batch]
+        flip = torch.rand(len(batch), generator=generator) < 0.5
+        q = torch.where(flip[:, None, None], q.flip(-1), q)
+        r = torch.where(flip[:, None, None], r.flip(-1), r)
+        loss = F.binary_cross_entropy_with_logits(model(q, r), y, weight=weight[y.long()])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    model.eval()
+    seconds = time.perf_counter() - start
+    stats = {
+        "train_seconds": round(seconds, 1),
+        "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
+        "pairs": n,
+        "copy_pairs": int(pairs.labels.sum()),
+    }
+    log.info("pair verifier trained: %d steps on %d pairs in %.1f s", params.steps, n, seconds)
+    return model, stats
+
+
+def save_verifier(model: PairVerifier, directory, meta: dict) -> None:
+    """safetensors weights + JSON record (weights.py)."""
+    save_weights(model, directory, (WEIGHTS, CONFIG), meta)
+
+
+def load_verifier(directory, key: str) -> tuple[PairVerifier, dict] | None:
+    """The cached verifier in `directory` if it was trained for `key`, else None."""
+    return load_weights(
+        directory, (WEIGHTS, CONFIG), key, lambda meta: PairVerifier(meta["params"]["width"])
+    )
