@@ -66,6 +66,9 @@ DETAIL_ALIGNMENT = {"detail": 0, "detail_patch": 1, "detail_local": 2, "verifier
 COARSE_SIZE = 32  # every candidate is aligned at (at most) 32x32: cheap, spectra precomputed
 FINE_SIZE = 64  # the best few candidates again at (at most) 64x64: sub-pixel shifts at 32x32
 # cost a copy a few hundredths of NCC, which is all that separates it from a new patient
+ENCODER_DEPTH = 2  # the encoder route gives this many times k patients: a blend of a cropped
+# film often ranks its source 6th-10th by the embedding (on the planted set, 969 of 1,000 copies
+# flagged with 10 against 963 with 5, 0 of 618 fresh either way; docs/privacy-audit.md)
 REFINED = 3  # candidates per query re-aligned at the fine size
 NCC_SMOOTHING = 1.0  # px: a light blur (when not downsampled) so pixel noise hides no copy
 # Crops (side, offset of the crop's centre as a fraction of the room left) that candidate
@@ -157,12 +160,18 @@ def find_neighbours(
     label: str = "",
     legacy: bool = False,
 ) -> Neighbours:
-    """Candidates from the encoder, from coarse pixels and from band-passed detail (each as is
-    and mirrored, k patients per route); then embedding cosine and registration of every
-    candidate (`legacy`: the former FFT-NCC alignment instead, for the speed bench)."""
+    """Candidates from the encoder (ENCODER_DEPTH * k patients), from coarse pixels and from
+    band-passed detail (each as is and mirrored, k patients per route); then embedding cosine
+    and registration of every candidate (`legacy`: the former method, for the speed bench:
+    k patients by the encoder and FFT-NCC alignment)."""
     emb = embed(model, images01, size, progress=progress, desc=f"embed {label}")
     idx_emb, _ = topk_by_patient(
-        emb, reference.embeddings, reference.groups, k, progress=progress, desc=f"search {label}"
+        emb,
+        reference.embeddings,
+        reference.groups,
+        k if legacy else ENCODER_DEPTH * k,
+        progress=progress,
+        desc=f"search {label}",
     )
     pixels = ncc_pixels(images01)
     routes = [idx_emb]

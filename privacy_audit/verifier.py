@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "verifier.safetensors"
 CONFIG = "verifier.json"
-VERIFIER_VERSION = 1
+VERIFIER_VERSION = 2  # 2: negatives from the encoder route's 10 nearest patients (was 5)
 COPIES_PER_IMAGE = 4  # positives per training image at most: a small training set needs fewer
 
 
