@@ -10,7 +10,9 @@ pretrained weights): the training patients split in two halves, each in turn the
 positives are copies of a reference image altered by the encoder's copy augmentations (most of
 them blended or pasted into a film of the other half) and registered against their source;
 negatives are the other half's films registered against their nearest candidates, the pairs
-the audit meets on every real image. Its logit becomes one more term of the combined score,
+the audit meets on every real image, as they are and altered by the same augmentations (mixed
+among themselves): trained on clean negatives alone, it learned that a blurred or recompressed
+film is a copy, and flagged the smooth samples of a barely trained generator. Its logit becomes one more term of the combined score,
 calibrated on the held-out images like the others.
 """
 
@@ -39,7 +41,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "verifier.safetensors"
 CONFIG = "verifier.json"
-VERIFIER_VERSION = 2  # 2: negatives from the encoder route's 10 nearest patients (was 5)
+VERIFIER_VERSION = 3  # 2: negatives from the encoder route's 10 nearest patients (was 5); 3:
+# and the other half's films altered as the copies are, among the negatives
 COPIES_PER_IMAGE = 4  # positives per training image at most: a small training set needs fewer
 
 
@@ -206,16 +209,26 @@ def make_pairs(
         thetas = thetas_of([found.detail_at[p][2] for p in pairs])
         q, r = pair_windows(index, copies[rows], torch.as_tensor(source[rows]), thetas)
         parts.append((q, r, torch.ones(len(q))))
-        # negatives: the other half's films against the candidates the audit would refine
-        nb = find_neighbours(encoder, reference, others_img, size)
-        keys = sorted(nb.detail_at)
-        rows = np.array([row for row, _ in keys], dtype=np.int64)
-        cands = torch.as_tensor(np.array([nb.index[row, col] for row, col in keys], np.int64))
-        thetas = thetas_of([nb.detail_at[key][2] for key in keys])
-        q, r = pair_windows(index, others_img[rows], cands, thetas)
-        parts.append((q, r, torch.zeros(len(q))))
+        # negatives: the other half's films against the candidates the audit would refine, as
+        # they are and altered alike (mixed among themselves): no alteration is a sign of a copy
+        donors = rng.integers(0, len(other_idx), len(other_idx))
+        altered = _altered_copies(others_img, others_img[donors], params, generator)
+        for queries01 in (others_img, altered):
+            parts.append(_negatives(encoder, reference, queries01, size))
     queries, references, labels = (torch.cat(p) for p in zip(*parts, strict=True))
     return TrainingPairs(queries, references, labels)
+
+
+def _negatives(encoder, reference: Reference, queries01: np.ndarray, size: int) -> tuple:
+    """Films of patients not in `reference` against every candidate the audit refines for
+    them: (query windows, training windows, zero labels)."""
+    nb = find_neighbours(encoder, reference, queries01, size)
+    keys = sorted(nb.detail_at)
+    rows = np.array([row for row, _ in keys], dtype=np.int64)
+    cands = torch.as_tensor(np.array([nb.index[row, col] for row, col in keys], np.int64))
+    thetas = thetas_of([nb.detail_at[key][2] for key in keys])
+    q, r = pair_windows(reference.registration.detail, queries01[rows], cands, thetas)
+    return q, r, torch.zeros(len(q))
 
 
 def _altered_copies(sources01, donors01, params: VerifierParams, generator) -> np.ndarray:

@@ -89,6 +89,7 @@ def test_topk_by_patient_takes_each_image_best_view():
 
 def test_search_benchmark_reports_every_stage():
     from privacy_audit.bench import benchmark_search
+    from privacy_audit.copies import ENCODER_DEPTH
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -101,7 +102,7 @@ def test_search_benchmark_reports_every_stage():
     assert result["copy_queries"] == 4  # a tenth of the queries copy a training image
     for method in ("", "legacy_"):  # registration and, in the same run, the former method
         assert result[f"{method}copy_detection_cpu_seconds"] > 0
-    # k per candidate route: encoder, pixel thumbnail (as is, mirrored), and for registration
-    # band-passed detail (as is, mirrored)
-    assert 3 <= result["candidates_per_query"] <= 15
+    # ENCODER_DEPTH * k by the encoder, k per other route: pixel thumbnail (as is, mirrored) and,
+    # for registration, band-passed detail (as is, mirrored); the former method k by the encoder
+    assert 3 <= result["candidates_per_query"] <= (ENCODER_DEPTH + 4) * 3
     assert 3 <= result["legacy_candidates_per_query"] <= 9
