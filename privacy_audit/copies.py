@@ -67,8 +67,9 @@ COARSE_SIZE = 32  # every candidate is aligned at (at most) 32x32: cheap, spectr
 FINE_SIZE = 64  # the best few candidates again at (at most) 64x64: sub-pixel shifts at 32x32
 # cost a copy a few hundredths of NCC, which is all that separates it from a new patient
 ENCODER_DEPTH = 2  # the encoder route gives this many times k patients: a blend of a cropped
-# film often ranks its source 6th-10th by the embedding (on the planted set, 969 of 1,000 copies
-# flagged with 10 against 963 with 5, 0 of 618 fresh either way; docs/privacy-audit.md)
+# film often ranks its source 6th-10th by the embedding (on the planted set, scratch harness:
+# 959 of 1,000 copies flagged with 10 against 956 with 5 without the verifier, 969 against 963
+# with its version 2; 0 of 618 fresh each time; docs/privacy-audit.md)
 REFINED = 3  # candidates per query re-aligned at the fine size
 NCC_SMOOTHING = 1.0  # px: a light blur (when not downsampled) so pixel noise hides no copy
 # Crops (side, offset of the crop's centre as a fraction of the room left) that candidate
