@@ -139,36 +139,47 @@ def _cache_places(config: AuditConfig, encoder_key: str, old_report: Path) -> li
     return [cache, old_report / ENCODER_DIR]
 
 
+def _cached_or_trained(what: str, places: list[Path], load, save, train, report_stage: Path):
+    """The network `what` from the first of `places` holding it for its key (`load(place)`),
+    else `train()`ed and cached in the first; either way a copy goes into the report. Returns
+    (model, record, reused)."""
+    for place in places:
+        found = load(place)
+        if found is not None:
+            log.info("%s reused from cache (key %s)", what, found[1]["key"][:12])
+            save(found[0], report_stage / ENCODER_DIR, found[1])
+            return (*found, True)
+    model, meta = train()
+    save(model, report_stage / ENCODER_DIR, meta)
+    try:
+        save(model, places[0], meta)
+    except OSError as exc:
+        log.warning("could not cache the %s in %s (%s)", what, places[0], exc)
+    return model, meta, False
+
+
 def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, old_report: Path):
     params = config.encoder
     key = training_key([r.sha256 for r in train], params)
+
+    def train_it():
+        model, train_stats = train_encoder(
+            train_images, [r.patient_id for r in train], params, progress=config.progress
+        )
+        return model, {
+            "key": key,
+            "params": asdict(params),
+            "trained_by": "this project (radsynth audit), on the deduplicated training split "
+            "only; no pretrained weights",
+            "objective": "SimCLR NT-Xent over copy augmentations (mirror, shift, crop+resize, "
+            "rotation, gamma/contrast/brightness, blur, JPEG-like recompression, noise; in one "
+            "of the two views, half the images blended or pasted into another patient's image)",
+            **train_stats,
+        }
+
     places = _cache_places(config, key, old_report)
-    for place in places:
-        found = load_encoder(place, key)
-        if found is not None:
-            model, meta = found
-            log.info("copy encoder reused from cache (key %s)", key[:12])
-            save_encoder(model, report_stage / ENCODER_DIR, meta)
-            return model, meta, True
-    model, train_stats = train_encoder(
-        train_images, [r.patient_id for r in train], params, progress=config.progress
-    )
-    meta = {
-        "key": key,
-        "params": asdict(params),
-        "trained_by": "this project (radsynth audit), on the deduplicated training split only; "
-        "no pretrained weights",
-        "objective": "SimCLR NT-Xent over copy augmentations (mirror, shift, crop+resize, "
-        "rotation, gamma/contrast/brightness, blur, JPEG-like recompression, noise; in one "
-        "of the two views, half the images blended or pasted into another patient's image)",
-        **train_stats,
-    }
-    save_encoder(model, report_stage / ENCODER_DIR, meta)
-    try:
-        save_encoder(model, places[0], meta)
-    except OSError as exc:
-        log.warning("could not cache the encoder in %s (%s)", places[0], exc)
-    return model, meta, False
+    load = lambda place: load_encoder(place, key)  # noqa: E731
+    return _cached_or_trained("copy encoder", places, load, save_encoder, train_it, report_stage)
 
 
 def _get_verifier(config: AuditConfig, train_images, train, encoder, encoder_key: str, paths):
@@ -177,34 +188,28 @@ def _get_verifier(config: AuditConfig, train_images, train, encoder, encoder_key
     report_stage, old_report = paths
     params = config.verifier
     key = verifier_key(encoder_key, params)
+
+    def train_it():
+        patients = [r.patient_id for r in train]
+        size, progress = config.encoder.input_size, config.progress
+        pairs = make_pairs(encoder, train_images, patients, size, params, progress)
+        model, train_stats = train_verifier(pairs, params, progress)
+        return model, {
+            "key": key,
+            "params": asdict(params),
+            "trained_by": "this project (radsynth audit), on pairs made from the deduplicated "
+            "training split only (its patients in two halves, each in turn the reference); no "
+            "pretrained weights",
+            "objective": "binary cross-entropy: an altered copy (the encoder's augmentations, "
+            "most blended or pasted into the other half's films) registered against its source, "
+            "against the other half's films, as they are and altered alike, registered against "
+            "their nearest candidates",
+            **train_stats,
+        }
+
     places = _cache_places(config, encoder_key, old_report)
-    for place in places:
-        found = load_verifier(place, key)
-        if found is not None:
-            log.info("pair verifier reused from cache (key %s)", key[:12])
-            save_verifier(found[0], report_stage / ENCODER_DIR, found[1])
-            return (*found, True)
-    patients = [r.patient_id for r in train]
-    size, progress = config.encoder.input_size, config.progress
-    pairs = make_pairs(encoder, train_images, patients, size, params, progress)
-    model, train_stats = train_verifier(pairs, params, progress)
-    meta = {
-        "key": key,
-        "params": asdict(params),
-        "trained_by": "this project (radsynth audit), on pairs made from the deduplicated "
-        "training split only (its patients in two halves, each in turn the reference); no "
-        "pretrained weights",
-        "objective": "binary cross-entropy: an altered copy (the encoder's augmentations, most "
-        "blended or pasted into the other half's films) registered against its source, against "
-        "the other half's films registered against their nearest candidates",
-        **train_stats,
-    }
-    save_verifier(model, report_stage / ENCODER_DIR, meta)
-    try:
-        save_verifier(model, places[0], meta)
-    except OSError as exc:
-        log.warning("could not cache the verifier in %s (%s)", places[0], exc)
-    return model, meta, False
+    load = lambda place: load_verifier(place, key)  # noqa: E731
+    return _cached_or_trained("pair verifier", places, load, save_verifier, train_it, report_stage)
 
 
 def _nearest(copies: _Copies, row: int, size: int, top: int = 3) -> list[Nearest]:

@@ -20,6 +20,7 @@ from torch import nn
 from .augment import copy_augment
 from .blocks import map_blocks
 from .errors import AuditError
+from .nets import conv_block, warmup_cosine
 from .weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
@@ -52,20 +53,13 @@ class CopyEncoder(nn.Module):
         super().__init__()
         w = width
 
-        def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
-            return [
-                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            ]
-
         self.features = nn.Sequential(
-            *block(1, w, 2),
-            *block(w, 2 * w, 2),
-            *block(2 * w, 2 * w, 1),
-            *block(2 * w, 4 * w, 2),
-            *block(4 * w, 4 * w, 1),
-            *block(4 * w, 8 * w, 2),
+            *conv_block(1, w, 2),
+            *conv_block(w, 2 * w, 2),
+            *conv_block(2 * w, 2 * w, 1),
+            *conv_block(2 * w, 4 * w, 2),
+            *conv_block(4 * w, 4 * w, 1),
+            *conv_block(4 * w, 8 * w, 2),
         )
         self.pool = nn.AdaptiveAvgPool2d(4)
         self.head = nn.Sequential(
@@ -141,11 +135,7 @@ def train_encoder(
     data = to_input(images01, params.input_size)
     model = CopyEncoder(params.width, params.dim)
     optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
-    warm = max(1, params.steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
-        optimiser,
-        lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + np.cos(np.pi * i / params.steps)),
-    )
+    schedule = warmup_cosine(optimiser, params.steps)
     model.train()
     start, losses = time.perf_counter(), []
     bar = tqdm(range(params.steps), desc="train copy encoder", disable=not progress)

@@ -34,6 +34,7 @@ from .blocks import map_blocks
 from .copies import Neighbours, Reference, build_reference, find_neighbours
 from .detail import DetailIndex, pair_windows
 from .errors import AuditError
+from .nets import conv_block, warmup_cosine
 from .register import FIELD, Transform
 from .weights import load_weights, save_weights
 
@@ -68,19 +69,12 @@ class PairVerifier(nn.Module):
         super().__init__()
         w = width
 
-        def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
-            return [
-                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            ]
-
         self.features = nn.Sequential(
-            *block(3, w, 2),
-            *block(w, 2 * w, 1),
-            *block(2 * w, 2 * w, 2),
-            *block(2 * w, 4 * w, 1),
-            *block(4 * w, 4 * w, 1),
+            *conv_block(3, w, 2),
+            *conv_block(w, 2 * w, 1),
+            *conv_block(2 * w, 2 * w, 2),
+            *conv_block(2 * w, 4 * w, 1),
+            *conv_block(4 * w, 4 * w, 1),
         )
         self.head = nn.Sequential(
             nn.Linear(8 * w, 4 * w), nn.ReLU(inplace=True), nn.Linear(4 * w, 1)
@@ -258,11 +252,7 @@ def train_verifier(
     generator = torch.Generator().manual_seed(params.seed)
     model = PairVerifier(params.width)
     optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
-    warm = max(1, params.steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser,
-        lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + np.cos(np.pi * i / params.steps)),
-    )
+    schedule = warmup_cosine(optimiser, params.steps)
     positive = float(pairs.labels.mean())
     weight = torch.tensor([0.5 / (1 - positive), 0.5 / positive])  # both kinds count alike
     model.train()
