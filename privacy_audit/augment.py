@@ -142,11 +142,15 @@ def partial(
 
 
 def copy_augment(
-    x: torch.Tensor, generator: torch.Generator, others: torch.Tensor | None = None
+    x: torch.Tensor,
+    generator: torch.Generator,
+    others: torch.Tensor | None = None,
+    share: float = 0.5,
 ) -> torch.Tensor:
     """One random 'altered copy' of every image in the batch (B, 1, H, W) in [0, 1]; with
-    `others` (one image of another patient per row), some are partial copies mixed into them."""
+    `others` (one image of another patient per row), about `share` of them are partial copies
+    mixed into them."""
     x = geometric(x, generator)
     if others is not None:
-        x = partial(x, geometric(others, generator), generator)
+        x = partial(x, geometric(others, generator), generator, share=share)
     return photometric(x, generator)

@@ -215,7 +215,7 @@ def local_detail_scores_at(
 ) -> torch.Tensor:
     """local_detail_scores with query i warped by thetas[i] (n, 2, 3), as detail_scores warps it,
     taken there (no shift search: the alignment is the one to score)."""
-    return local_detail_scores(index, pair_windows(index, queries01, refs, thetas)[0], refs)
+    return local_detail_scores(index, _query_window(index, queries01, thetas), refs)
 
 
 def pair_windows(
@@ -224,11 +224,13 @@ def pair_windows(
     """The windows the local detail score compares, for the pair verifier: query i warped by
     thetas[i] (n, 2, 3) and band-passed, and training image refs[i]'s band-passed window (zero
     mean, unit norm); each (n, side, side)."""
+    return _query_window(index, queries01, thetas), index.bands[refs]
+
+
+def _query_window(index: DetailIndex, queries01: np.ndarray, thetas: torch.Tensor) -> torch.Tensor:
+    """(n, side, side): query i warped by thetas[i], band-passed, the margin cut."""
     size, margin = index.size, _margin(index.size)
-    warped = _warped_band(index, queries01, thetas)[
-        :, margin : size - margin, margin : size - margin
-    ]
-    return warped, index.bands[refs]
+    return _warped_band(index, queries01, thetas)[:, margin : size - margin, margin : size - margin]
 
 
 def _scores_at(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from torch import nn
 from .augment import copy_augment
 from .blocks import map_blocks
 from .errors import AuditError
-from .nets import conv_block, warmup_cosine
+from .nets import conv_block, fit
 from .weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
@@ -125,8 +124,6 @@ def train_encoder(
     progress: bool = True,
 ) -> tuple[CopyEncoder, dict]:
     """Train on the training images (N, H, W); `groups` are their patient ids."""
-    from tqdm import tqdm
-
     if len(images01) < 8:
         raise AuditError("training split", f"{len(images01)} images: too few to train the encoder")
     torch.manual_seed(params.seed)
@@ -134,37 +131,21 @@ def train_encoder(
     generator = torch.Generator().manual_seed(params.seed)
     data = to_input(images01, params.input_size)
     model = CopyEncoder(params.width, params.dim)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
-    schedule = warmup_cosine(optimiser, params.steps)
-    model.train()
-    start, losses = time.perf_counter(), []
-    bar = tqdm(range(params.steps), desc="train copy encoder", disable=not progress)
-    for step in bar:
+
+    def loss_at() -> torch.Tensor:
         index = torch.from_numpy(_one_per_patient(groups, rng, params.batch))
         x = data[index]
         with torch.no_grad():
             others = data[torch.from_numpy(_others(groups, index.numpy(), rng))]
             v1, v2 = copy_augment(x, generator), copy_augment(x, generator, others)
-        loss = nt_xent(model(v1), model(v2), params.temperature)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    model.eval()
-    seconds = time.perf_counter() - start
-    stats = {
-        "train_seconds": round(seconds, 1),
-        "final_loss": round(float(np.mean(losses[-20:])), 4),
-        "train_images": len(images01),
-        "train_patients": len(set(groups)),
-    }
+        return nt_xent(model(v1), model(v2), params.temperature)
+
+    stats = fit(model, loss_at, params.steps, params.lr, "train copy encoder", progress)
+    stats.update(train_images=len(images01), train_patients=len(set(groups)))
     log.info(
         "copy encoder trained: %d steps in %.1f s, loss %.3f",
         params.steps,
-        seconds,
+        stats["train_seconds"],
         stats["final_loss"],
     )
     return model, stats

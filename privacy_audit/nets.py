@@ -1,7 +1,10 @@
 """What the audit's own small networks (the copy encoder, the pair verifier) share: their
-convolution block and their learning-rate schedule."""
+convolution block and their training loop (AdamW, a linear warm-up, a cosine decay)."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -17,10 +20,37 @@ def conv_block(cin: int, cout: int, stride: int) -> list[nn.Module]:
     ]
 
 
-def warmup_cosine(optimiser: torch.optim.Optimizer, steps: int):
-    """A linear warm-up over the first tenth of `steps`, then a cosine decay to zero."""
+def fit(
+    model: nn.Module,
+    loss_at: Callable[[], torch.Tensor],
+    steps: int,
+    lr: float,
+    desc: str,
+    progress: bool,
+) -> dict:
+    """`steps` AdamW steps (weight decay 1e-4) on `loss_at()` (which draws its own batch), the
+    learning rate warmed up linearly over the first tenth and then decayed by a cosine; the
+    model is left in eval mode. Returns train_seconds and final_loss (of the last 20 steps)."""
+    from tqdm import tqdm
+
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, steps // 10)
-    return torch.optim.lr_scheduler.LambdaLR(
+    schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
         lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + np.cos(np.pi * i / steps)),
     )
+    model.train()
+    start, losses = time.perf_counter(), []
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for step in bar:
+        loss = loss_at()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    model.eval()
+    final = round(float(np.mean(losses[-20:])), 4) if losses else None
+    return {"train_seconds": round(time.perf_counter() - start, 1), "final_loss": final}

@@ -12,8 +12,8 @@ them blended or pasted into a film of the other half) and registered against the
 negatives are the other half's films registered against their nearest candidates, the pairs
 the audit meets on every real image, as they are and altered by the same augmentations (mixed
 among themselves): trained on clean negatives alone, it learned that a blurred or recompressed
-film is a copy, and flagged the smooth samples of a barely trained generator. Its logit becomes one more term of the combined score,
-calibrated on the held-out images like the others.
+film is a copy, and flagged the smooth samples of a barely trained generator. Its logit becomes
+one more term of the combined score, calibrated on the held-out images like the others.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,12 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import geometric, partial, photometric
+from .augment import copy_augment
 from .blocks import map_blocks
-from .copies import Neighbours, Reference, build_reference, find_neighbours
+from .copies import (
+    DETAIL_ALIGNMENT,
+    Neighbours,
+    Reference,
+    build_reference,
+    find_neighbours,
+)
 from .detail import DetailIndex, pair_windows
 from .errors import AuditError
-from .nets import conv_block, warmup_cosine
+from .nets import conv_block, fit
 from .register import FIELD, Transform
 from .weights import load_weights, save_weights
 
@@ -52,7 +57,7 @@ class VerifierParams:
     """What decides the verifier (besides the encoder it shares candidates with): changing any
     of these retrains it."""
 
-    steps: int = 3000  # about 4 min on 2 threads (docs/privacy-audit.md)
+    steps: int = 3000  # 4-7 min on 2 threads (docs/privacy-audit.md)
     batch: int = 128
     lr: float = 2e-3
     copies: int = 8000  # positives per half of the training patients (at most 4 per image)
@@ -102,11 +107,13 @@ def verifier_key(encoder_key: str, params: VerifierParams) -> str:
     return digest.hexdigest()
 
 
-def thetas_of(transforms: list[Transform]) -> torch.Tensor:
-    """(n, 2, 3) the affine_grid maps of the alignments (as register.py finds them)."""
-    if not transforms:
+def local_thetas(detail_at: dict[tuple[int, int], tuple[Transform, ...]], keys) -> torch.Tensor:
+    """(n, 2, 3) the affine_grid maps of the alignments the pairs `keys` ((query, column) of
+    register.py's detail_at) had their local detail score taken at: where the verifier looks."""
+    which = DETAIL_ALIGNMENT["verifier"]
+    if not len(keys):
         return torch.zeros(0, 2, 3)
-    return torch.stack([t.theta(FIELD) for t in transforms])
+    return torch.stack([detail_at[key][which].theta(FIELD) for key in keys])
 
 
 def verify(
@@ -133,8 +140,8 @@ def verify(
 
 def strongest_pairs(nb: Neighbours) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of each query's finely registered pair with the largest detail score (best
-    window or local): the one the verifier scores. Scoring every refined pair flags a few more
-    copies for 2-3 times the cost (docs/privacy-audit.md)."""
+    window or local): the one the verifier scores. Scoring every refined pair costs 2-3 times as
+    much and flagged no more copies of the planted set (docs/privacy-audit.md)."""
     if nb.detail_local is None:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     strength = np.maximum(nb.detail_patch, nb.detail_local)
@@ -151,7 +158,7 @@ def score_pairs(
     rows, cols = strongest_pairs(nb)
     if len(rows) == 0:
         return out
-    thetas = thetas_of([nb.detail_at[(r, c)][2] for r, c in zip(rows, cols, strict=True)])
+    thetas = local_thetas(nb.detail_at, list(zip(rows.tolist(), cols.tolist(), strict=True)))
     refs = torch.as_tensor(nb.index[rows, cols])
     out[rows, cols] = verify(model, reference.registration.detail, queries01[rows], refs, thetas)
     return out
@@ -200,7 +207,7 @@ def make_pairs(
         found = register(reference.registration, copies, source[:, None], progress=progress)
         pairs = [(i, 0) for i in range(len(copies)) if (i, 0) in found.detail_at]
         rows = np.array([i for i, _ in pairs], dtype=np.int64)
-        thetas = thetas_of([found.detail_at[p][2] for p in pairs])
+        thetas = local_thetas(found.detail_at, pairs)
         q, r = pair_windows(index, copies[rows], torch.as_tensor(source[rows]), thetas)
         parts.append((q, r, torch.ones(len(q))))
         # negatives: the other half's films against the candidates the audit would refine, as
@@ -220,21 +227,19 @@ def _negatives(encoder, reference: Reference, queries01: np.ndarray, size: int) 
     keys = sorted(nb.detail_at)
     rows = np.array([row for row, _ in keys], dtype=np.int64)
     cands = torch.as_tensor(np.array([nb.index[row, col] for row, col in keys], np.int64))
-    thetas = thetas_of([nb.detail_at[key][2] for key in keys])
+    thetas = local_thetas(nb.detail_at, keys)
     q, r = pair_windows(reference.registration.detail, queries01[rows], cands, thetas)
     return q, r, torch.zeros(len(q))
 
 
 def _altered_copies(sources01, donors01, params: VerifierParams, generator) -> np.ndarray:
-    """Copies altered as the encoder's augmentations alter them, `partial_share` of them mixed
-    into a donor film (another patient's)."""
+    """Copies altered as the encoder's augmentations alter them (augment.copy_augment),
+    `partial_share` of them mixed into a donor film (another patient's)."""
     out = []
     for start in range(0, len(sources01), 512):
         x = torch.as_tensor(sources01[start : start + 512], dtype=torch.float32)[:, None]
         donors = torch.as_tensor(donors01[start : start + 512], dtype=torch.float32)[:, None]
-        x = geometric(x, generator)
-        x = partial(x, geometric(donors, generator), generator, share=params.partial_share)
-        out.append(photometric(x, generator)[:, 0])
+        out.append(copy_augment(x, generator, donors, share=params.partial_share)[:, 0])
     return torch.cat(out).numpy()
 
 
@@ -242,45 +247,32 @@ def train_verifier(
     pairs: TrainingPairs, params: VerifierParams, progress: bool = True
 ) -> tuple[PairVerifier, dict]:
     """Binary cross-entropy on the pairs, each batch flipped left-right at random (both windows
-    alike); AdamW with a linear warm-up and a cosine decay."""
-    from tqdm import tqdm
-
+    alike); AdamW with a linear warm-up and a cosine decay (nets.fit)."""
     n = len(pairs.labels)
     if n < 2 or pairs.labels.min() == pairs.labels.max():
         raise AuditError("training split", "too few pairs of both kinds to train the verifier")
     torch.manual_seed(params.seed)
     generator = torch.Generator().manual_seed(params.seed)
     model = PairVerifier(params.width)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
-    schedule = warmup_cosine(optimiser, params.steps)
     positive = float(pairs.labels.mean())
     weight = torch.tensor([0.5 / (1 - positive), 0.5 / positive])  # both kinds count alike
-    model.train()
-    start, losses = time.perf_counter(), []
-    bar = tqdm(range(params.steps), desc="train pair verifier", disable=not progress)
-    for step in bar:
+
+    def loss_at() -> torch.Tensor:
         batch = torch.randint(0, n, (min(params.batch, n),), generator=generator)
         q, r, y = pairs.queries[batch], pairs.references[batch], pairs.labels[batch]
         flip = torch.rand(len(batch), generator=generator) < 0.5
         q = torch.where(flip[:, None, None], q.flip(-1), q)
         r = torch.where(flip[:, None, None], r.flip(-1), r)
-        loss = F.binary_cross_entropy_with_logits(model(q, r), y, weight=weight[y.long()])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    model.eval()
-    seconds = time.perf_counter() - start
-    stats = {
-        "train_seconds": round(seconds, 1),
-        "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
-        "pairs": n,
-        "copy_pairs": int(pairs.labels.sum()),
-    }
-    log.info("pair verifier trained: %d steps on %d pairs in %.1f s", params.steps, n, seconds)
+        return F.binary_cross_entropy_with_logits(model(q, r), y, weight=weight[y.long()])
+
+    stats = fit(model, loss_at, params.steps, params.lr, "train pair verifier", progress)
+    stats.update(pairs=n, copy_pairs=int(pairs.labels.sum()))
+    log.info(
+        "pair verifier trained: %d steps on %d pairs in %.1f s",
+        params.steps,
+        n,
+        stats["train_seconds"],
+    )
     return model, stats
 
 
