@@ -70,7 +70,11 @@ ENCODER_DEPTH = 2  # the encoder route gives this many times k patients: a blend
 # film often ranks its source 6th-10th by the embedding (on the planted set, scratch harness:
 # 959 of 1,000 copies flagged with 10 against 956 with 5 without the verifier, 969 against 963
 # with its version 2; 0 of 618 fresh each time; docs/privacy-audit.md)
-REFINED = 3  # candidates per query re-aligned at the fine size
+ENCODER_REFINED = 2  # the encoder route's nearest this many are always finely registered: a
+# partial copy's source is often its second by the embedding and not the best by coarse NCC (on
+# the planted set, scratch harness: 971 of 1,000 copies flagged against 962 with the nearest
+# alone, 0 of 618 fresh each; a third added nothing; docs/privacy-audit.md)
+REFINED = 3  # the former method's candidates per query re-aligned at the fine size
 NCC_SMOOTHING = 1.0  # px: a light blur (when not downsampled) so pixel noise hides no copy
 # Crops (side, offset of the crop's centre as a fraction of the room left) that candidate
 # thumbnails are taken from: crop+resize copies rarely keep the centre.
@@ -206,7 +210,9 @@ def find_neighbours(
         reference.registration,
         images01,
         index,
-        also=np.stack([np.argmax(cosine, axis=1), _column_of(index, _nearest_of(band))], 1),
+        also=np.concatenate(
+            [_nearest_columns(cosine), _column_of(index, _nearest_of(band))[:, None]], 1
+        ),
         progress=progress,
         desc=f"register {label}",
     )
@@ -228,6 +234,11 @@ def _nearest_of(route: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """(Q,) the nearest training image by a route searched as is and mirrored."""
     (a, sim_a), (b, sim_b) = route
     return np.where(sim_a[:, 0] >= sim_b[:, 0], a[:, 0], b[:, 0])
+
+
+def _nearest_columns(cosine: np.ndarray) -> np.ndarray:
+    """(Q, ENCODER_REFINED) the columns of each row's nearest candidates by the embedding."""
+    return np.argsort(-cosine, axis=1, kind="stable")[:, :ENCODER_REFINED]
 
 
 def _column_of(index: np.ndarray, images: np.ndarray) -> np.ndarray:
