@@ -96,14 +96,15 @@ def measure_copy_detection(
     seed: int = 0,
 ) -> dict:
     """Audit a set of `n_copies` altered training copies plus every `fresh_split` image (real,
-    never trained on, not the calibration split); return the flag rates with 95% intervals,
-    overall, per alteration and per alteration strength. The truth, with what each alteration
-    drew and each image's score, goes to OUT_DIR/planted.csv (beside the set, not in it: the
-    set must look like any other)."""
+    never trained on, not the calibration split), as it is and altered photometrically
+    (challenge.altered_fresh); return the flag rates with 95% intervals, overall, per
+    alteration and per alteration strength. The truth, with what each alteration drew and each
+    image's score, goes to OUT_DIR/planted.csv (beside the set, not in it: the set must look
+    like any other)."""
     from conditioning.dataset import load_dataset
 
     from .audit import run_audit
-    from .challenge import planted_copies, write_challenge_set, write_planted
+    from .challenge import altered_fresh, planted_copies, write_challenge_set, write_planted
 
     if fresh_split in (config.train_split, config.holdout_split):
         raise ValueError(f"fresh split {fresh_split!r} must differ from train and holdout splits")
@@ -116,12 +117,16 @@ def measure_copy_detection(
     planted = planted_copies(
         lambda i: dataset.load_image(train[i]), len(train), fresh_images, n_copies, rng
     )
+    # its own stream, so the copies and their places in the set are those drawn without it
+    fresh_altered, fresh_kinds = altered_fresh(fresh_images, np.random.default_rng([seed, 1]))
     out_dir = Path(out_dir)
-    truth = write_challenge_set(out_dir / "set", planted.copies, fresh_images, seed=seed)
+    truth = write_challenge_set(
+        out_dir / "set", planted.copies, fresh_images, seed=seed, fresh_altered=fresh_altered
+    )
     report = run_audit(out_dir / "set", dataset_dir, out_dir / "report", config)
     samples = {s.file: (s.score, s.flagged) for s in report.samples}
     sources = [train[i].id for i in planted.sources]
-    write_planted(out_dir / "planted.csv", truth, planted, sources, samples)
+    write_planted(out_dir / "planted.csv", truth, planted, sources, samples, fresh_kinds)
     return {
         **_flag_rates(truth, planted, {f: flag for f, (_, flag) in samples.items()}),
         "threshold": report.thresholds.copy.threshold,
@@ -140,6 +145,7 @@ def _flag_rates(truth: dict[str, tuple[str, int]], planted, flagged: dict[str, b
     copies = sorted((i, f) for f, (t, i) in truth.items() if t == "copy")
     copy_flags = [flagged[f] for _, f in copies]
     fresh_flags = [flagged[f] for f, (t, _) in truth.items() if t == "fresh"]
+    altered_flags = [flagged[f] for f, (t, _) in truth.items() if t == "fresh_altered"]
     by_kind: dict[str, list[bool]] = defaultdict(list)
     for (i, _), flag in zip(copies, copy_flags, strict=True):
         for name in planted.kinds[i]:
@@ -154,6 +160,9 @@ def _flag_rates(truth: dict[str, tuple[str, int]], planted, flagged: dict[str, b
         "fresh_flagged": n_fresh,
         "fresh_flagged_rate": n_fresh / len(fresh_flags),
         "fresh_flagged_ci95": stats.wilson_interval(n_fresh, len(fresh_flags)),
+        "fresh_altered": len(altered_flags),
+        "fresh_altered_flagged": sum(altered_flags),
+        "fresh_altered_flagged_ci95": stats.wilson_interval(sum(altered_flags), len(altered_flags)),
         "flagged_rate_by_alteration": {
             k: round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())
         },

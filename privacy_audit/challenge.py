@@ -31,6 +31,8 @@ ALTERATIONS = (
     "patch",
 )
 PARTIAL = ("blend", "patch")  # need an image of another patient; at most one per copy
+PHOTOMETRIC = ("contrast", "gamma", "blur", "noise", "jpeg")  # what a fresh image may undergo
+# in the control (fresh_altered): an altered image that is no copy must not be flagged either
 
 
 def altered(
@@ -190,6 +192,21 @@ def random_kinds(rng: np.random.Generator, index: int) -> tuple[str, ...]:
     return tuple(sorted(kinds))
 
 
+def altered_fresh(
+    images: list[np.ndarray], rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[tuple[str, ...]]]:
+    """Every fresh image (a patient never trained on) under one or two PHOTOMETRIC alterations
+    at the strengths `altered` draws for copies, and the kinds drawn: the control that keeps a
+    detector from being graded on "altered means copy" (every planted copy is altered)."""
+    out, kinds = [], []
+    for image in images:
+        n = int(rng.integers(1, 3))
+        chosen = tuple(sorted(str(k) for k in rng.choice(PHOTOMETRIC, size=n, replace=False)))
+        out.append(altered(image, chosen, rng)[0])
+        kinds.append(chosen)
+    return out, kinds
+
+
 @dataclass(frozen=True)
 class Planted:
     """Altered copies of training images: per copy its alterations, the index of its source in
@@ -223,10 +240,13 @@ def write_challenge_set(
     copies: list[np.ndarray],
     fresh: list[np.ndarray],
     seed: int = 0,
+    fresh_altered: list[np.ndarray] = (),
 ) -> dict[str, tuple[str, int]]:
-    """Write a generated-style set (images/*.png + manifest.csv) mixing altered copies and fresh
-    images in a shuffled order; returns the truth, file -> ('copy' | 'fresh', index in its list).
-    The truth is returned, not written: the set must look like any other synthetic set."""
+    """Write a generated-style set (images/*.png + manifest.csv) mixing altered copies, fresh
+    images and fresh images altered (altered_fresh) in a shuffled order; returns the truth,
+    file -> ('copy' | 'fresh' | 'fresh_altered', index in its list). The truth is returned,
+    not written: the set must look like any other synthetic set. The copies and fresh images
+    are placed as without `fresh_altered` (which follow them in the order drawn)."""
     from PIL import Image
 
     out = Path(out)
@@ -235,6 +255,8 @@ def write_challenge_set(
     items = [("copy", i, im) for i, im in enumerate(copies)]
     items += [("fresh", i, im) for i, im in enumerate(fresh)]
     order = rng.permutation(len(items))
+    items += [("fresh_altered", i, im) for i, im in enumerate(fresh_altered)]
+    order = np.concatenate([order, len(order) + rng.permutation(len(fresh_altered))])
     truth: dict[str, tuple[str, int]] = {}
     with atomic_open(out / "manifest.csv", newline="") as handle:
         writer = csv.writer(handle)
@@ -284,11 +306,17 @@ def flagged_by_strength(flagged: list[bool], drawn: list[dict[str, float]]) -> d
 
 
 def write_planted(
-    path: str | Path, truth: dict[str, tuple[str, int]], planted: Planted, source_ids, samples
+    path: str | Path,
+    truth: dict[str, tuple[str, int]],
+    planted: Planted,
+    source_ids,
+    samples,
+    fresh_kinds: list[tuple[str, ...]] = (),
 ) -> None:
     """The truth of a challenge set, outside the set: per image whether it is a copy, its
-    source's id, its alterations and what they drew, and the audit's score and flag
-    (`samples`: file -> (score, flagged)); one CSV row per image."""
+    source's id, its alterations and what they drew (a fresh image altered: its alterations,
+    `fresh_kinds`), and the audit's score and flag (`samples`: file -> (score, flagged)); one
+    CSV row per image."""
     keys = sorted({k for d in planted.drawn for k in d})
     with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
@@ -296,7 +324,9 @@ def write_planted(
         for file, (kind, i) in sorted(truth.items()):
             score, flag = samples[file]
             if kind != "copy":
-                writer.writerow([file, kind, "", "", f"{score:.4f}", int(flag)] + [""] * len(keys))
+                kinds = "+".join(fresh_kinds[i]) if kind == "fresh_altered" else ""
+                row = [file, kind, "", kinds, f"{score:.4f}", int(flag)]
+                writer.writerow(row + [""] * len(keys))
                 continue
             drawn = planted.drawn[i]
             row = [file, kind, source_ids[i], "+".join(planted.kinds[i]), f"{score:.4f}"]

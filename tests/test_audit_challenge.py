@@ -11,11 +11,14 @@ import pytest
 from privacy_audit.challenge import (
     ALTERATIONS,
     PARAMETERS,
+    PHOTOMETRIC,
     STRENGTH_BINS,
     Planted,
     altered,
+    altered_fresh,
     flagged_by_strength,
     planted_copies,
+    write_challenge_set,
     write_planted,
 )
 
@@ -90,3 +93,28 @@ def test_the_truth_file_names_source_alterations_and_draws(tmp_path):
     )
     assert rows["images/c.png"]["blend_share"] == "0.7" and rows["images/c.png"]["shift_dx"] == ""
     assert rows["images/b.png"]["truth"] == "fresh" and rows["images/b.png"]["source"] == ""
+
+
+def test_fresh_images_are_altered_photometrically_and_reproducibly():
+    """The control's fresh images change in pixels only (no copy of anything), each by one or
+    two of PHOTOMETRIC; the same seed gives the same images."""
+    fresh = _images(12)
+    first, kinds = altered_fresh(fresh, np.random.default_rng(3))
+    again, _ = altered_fresh(fresh, np.random.default_rng(3))
+    assert all(1 <= len(k) <= 2 and set(k) <= set(PHOTOMETRIC) for k in kinds)
+    assert len({k for ks in kinds for k in ks}) >= 3
+    for before, after, same in zip(fresh, first, again, strict=True):
+        assert after.shape == before.shape and not np.array_equal(after, before)
+        assert np.array_equal(after, same)
+
+
+def test_altered_fresh_images_leave_the_rest_of_the_set_in_place(tmp_path):
+    """Adding the control's images changes no copy's or fresh image's file: a set measured
+    before the control still compares image for image."""
+    copies, fresh = _images(5, seed=1), _images(4, seed=2)
+    plain = write_challenge_set(tmp_path / "a", copies, fresh, seed=7)
+    extra = write_challenge_set(tmp_path / "b", copies, fresh, seed=7, fresh_altered=_images(3))
+    assert {f: t for f, t in extra.items() if t[0] != "fresh_altered"} == plain
+    assert sorted(i for kind, i in extra.values() if kind == "fresh_altered") == [0, 1, 2]
+    for file in plain:
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()

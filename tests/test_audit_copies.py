@@ -150,8 +150,9 @@ def test_audit_bench_copies_measures_flag_rates(challenge, tmp_path, capsys):
     )
     assert code == 0
     result = json.loads((tmp_path / "b" / "copy-detection.json").read_text())
-    assert result["copies"] == 30 and result["fresh"] == 80
+    assert result["copies"] == 30 and result["fresh"] == 80 and result["fresh_altered"] == 80
     assert result["copies_flagged_rate"] == 1.0 and result["fresh_flagged_rate"] <= 0.0125
+    assert result["fresh_altered_flagged"] <= 1
     assert set(result["flagged_rate_by_alteration"]) == set(ALTERATIONS)
     assert json.loads(capsys.readouterr().out)["copies"] == 30
 
