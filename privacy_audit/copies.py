@@ -73,7 +73,8 @@ ENCODER_DEPTH = 2  # the encoder route gives this many times k patients: a blend
 ENCODER_REFINED = 2  # the encoder route's nearest this many are always finely registered: a
 # partial copy's source is often its second by the embedding and not the best by coarse NCC (on
 # the planted set, scratch harness: 971 of 1,000 copies flagged against 962 with the nearest
-# alone, 0 of 618 fresh each; a third added nothing; docs/privacy-audit.md)
+# alone, 0 of 618 fresh each; a third added nothing; docs/privacy-audit.md). Only the nearest is
+# also tried at register.PLAIN (a wide pair): the second there flagged no copy more
 REFINED = 3  # the former method's candidates per query re-aligned at the fine size
 NCC_SMOOTHING = 1.0  # px: a light blur (when not downsampled) so pixel noise hides no copy
 # Crops (side, offset of the crop's centre as a fraction of the room left) that candidate
@@ -206,13 +207,13 @@ def find_neighbours(
             aligned, fine, images01, _Coarse(index, cosine, ncc, variant), progress, label
         )
         return Neighbours(index, cosine, ncc, emb)
+    nearest = _nearest_columns(cosine)
     found = register(
         reference.registration,
         images01,
         index,
-        also=np.concatenate(
-            [_nearest_columns(cosine), _column_of(index, _nearest_of(band))[:, None]], 1
-        ),
+        also=np.stack([nearest[:, 0], _column_of(index, _nearest_of(band))], 1),
+        also_narrow=nearest[:, 1:],
         progress=progress,
         desc=f"register {label}",
     )

@@ -14,7 +14,7 @@ is one centre window, correlated with every shifted window of every warped query
 convolution (window norms from running sums), coarse-to-fine: 16x16 over the whole search, then
 for the best few candidates 32x32 around the best coarse transform (angle and zoom steps at
 whole-pixel shifts, then half-pixel offsets around the best of those); for each query's best
-candidate and the encoder's nearest, around the second-best coarse transform too. Blocks of
+candidate and each route's nearest, at unrotated zooms too. Blocks of
 queries run one per thread, each with one intra-op thread (blocks.map_blocks): these are
 thousands of small operations, which split across threads wait at a barrier each.
 """
@@ -55,7 +55,7 @@ PATCH_STRIDE = 4
 BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
 ROUTE_ANATOMY = 20  # components projected out of the coarse windows for the candidate route
 REFINE = 1  # candidates per query by coarse NCC finely registered (and each route's nearest)
-BASES = 2  # coarse transforms the fine search starts from, for the pairs _wide_pairs names
+BLOCK = 128  # queries a thread registers at a time (blocks.map_blocks)
 
 
 def band_pass(images01: np.ndarray | torch.Tensor, size: int = FIELD) -> torch.Tensor:
@@ -303,53 +303,56 @@ def register(
     candidates: np.ndarray,
     refine: int = REFINE,
     also: np.ndarray | None = None,
-    block: int = 128,
+    also_narrow: np.ndarray | None = None,
     progress: bool = False,
     desc: str = "register",
 ) -> Registered:
     """Coarse NCC over every transform for every candidate (-1: none); then, for the `refine`
     best candidates of each query and its `also` columns (Q,) or (Q, A) if given (each
     candidate route's nearest: a copy whose coarse NCC a sub-pixel shift spoiled is still
-    refined), the fine search at FIELD around the best coarse transform (for the pairs
-    _wide_pairs names, around the BASES best and at the unrotated PLAIN transforms too;
+    refined) and its `also_narrow` columns (Q, N), the fine search at FIELD around the best
+    coarse transform (for the pairs _wide_pairs names, at the unrotated PLAIN transforms too;
     half-pixel steps) and the patch and detail scores there. Unrefined candidates keep their
-    coarse NCC and -inf for the other scores. Blocks of `block` queries run on torch's threads
+    coarse NCC and -inf for the other scores. Blocks of BLOCK queries run on torch's threads
     one block per thread (see blocks.map_blocks)."""
     q_n, k = candidates.shape
     out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(5)), {}, {})
     search = _CoarseSearch.build()
+    also, also_narrow = (None if a is None else np.asarray(a) for a in (also, also_narrow))
     if also is not None and also.ndim == 1:
         also = also[:, None]
 
     def one(start: int) -> dict[tuple[int, int], Transform]:
-        rows = slice(start, start + block)
-        extra = None if also is None else also[rows]
+        rows = slice(start, start + BLOCK)
+        extra = tuple(None if a is None else a[rows] for a in (also, also_narrow))
         return _register_block(
             index, search, queries01[rows], candidates[rows], refine, extra, out, start
         )
 
-    for found, detail_at in map_blocks(one, range(0, q_n, block), progress, desc):
+    for found, detail_at in map_blocks(one, range(0, q_n, BLOCK), progress, desc):
         out.transforms.update(found)  # in query order, whatever order blocks finished in
         out.detail_at.update(detail_at)
     return out
 
 
 def _register_block(index, search, queries01, cand_np, refine, also, out, start) -> tuple:
-    """register() for the queries from row `start` on: their scores written into `out`, the
-    transforms found and the detail scores' alignments returned."""
+    """register() for the queries from row `start` on (`also`: its also and also_narrow
+    columns): their scores written into `out`, the transforms found and the detail scores'
+    alignments returned."""
     cand = torch.as_tensor(cand_np)
     valid, safe = cand >= 0, cand.clamp(min=0)
     bp = band_pass(queries01)
     best, where = _coarse_ncc(index, search, bp, safe, valid)
     out.ncc[start : start + len(cand)] = best.numpy()
-    extra = None if also is None else torch.as_tensor(also)
-    rows, cols = _refined_pairs(best, valid, refine, extra)
+    wide_cols, narrow_cols = (None if a is None else torch.as_tensor(a) for a in also)
+    extra = [a for a in (wide_cols, narrow_cols) if a is not None]
+    rows, cols = _refined_pairs(best, valid, refine, torch.cat(extra, 1) if extra else None)
     if len(rows) == 0:
         return {}, {}
     refs, moving = safe[rows, cols], bp[rows]
     unit_refs = index.fine_unit[refs]
-    wide = _wide_pairs(best, rows, cols, extra)
-    fine_best, chosen = _fine_from_bases(moving, unit_refs, search.params, where[rows, cols], wide)
+    wide = _wide_pairs(best, rows, cols, wide_cols)
+    fine_best, chosen = _fine_search(moving, unit_refs, search.params, where[rows, cols], wide)
     half_best, chosen = _half_pixel(moving, unit_refs, chosen)
     whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
     local, d_whole, d_patch, d_local = _local_scores(
@@ -389,19 +392,14 @@ def _params_of(thetas: torch.Tensor, size: int) -> torch.Tensor:
 
 def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Tensor, ...]:
     """(B, k) best NCC over every coarse transform and shift (-inf: no candidate), and where
-    the BASES best transforms had their best shift, (B, k, BASES) (transform-major, then
-    shift): a copy shifted by half a coarse pixel can score a wrong rotation or zoom best."""
+    it was found (B, k) (transform-major, then shift)."""
     b, k = safe.shape
     small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
     warped = _warp_shared(small, search.grid)
     side = COARSE - 2 * COARSE_SHIFT
     refs = index.coarse[safe].view(b, k, side, side)
     ncc = _shift_ncc_by_transform(warped, refs, COARSE_SHIFT, per_query=True)  # (T, b, k, L)
-    lags2 = (2 * COARSE_SHIFT + 1) ** 2
-    per_t, per_shift = (m.permute(1, 2, 0).contiguous() for m in ncc.max(3))
-    best = per_t.max(2).values
-    top_t = per_t.topk(BASES, dim=2).indices
-    where = top_t * lags2 + per_shift.gather(2, top_t)
+    best, where = ncc.permute(1, 2, 0, 3).reshape(b, k, -1).max(2)
     return torch.where(valid, best, torch.tensor(-float("inf"))), where
 
 
@@ -420,9 +418,8 @@ def _refined_pairs(best, valid, refine: int, also=None) -> tuple[torch.Tensor, t
 
 
 def _wide_pairs(best, rows, cols, also) -> torch.Tensor:
-    """Which refined pairs are refined from every one of the BASES coarse transforms and from
-    PLAIN: each query's best candidate by coarse NCC and its `also` columns (B, A) (each
-    candidate route's nearest)."""
+    """Which refined pairs are also tried at the PLAIN transforms: each query's best candidate
+    by coarse NCC and its `also` columns (B, A) (each candidate route's nearest)."""
     wide = cols == best.argmax(1)[rows]
     if also is not None:
         wide |= (cols[:, None] == also[rows]).any(1)
@@ -440,26 +437,20 @@ def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch
     return base
 
 
-def _fine_from_bases(moving, unit_refs, coarse_params, where, wide) -> tuple[torch.Tensor, ...]:
-    """_best_shift around the best coarse transform (`where` (n, BASES)) and, for the `wide`
-    pairs (n,) bool, from the others too and at every whole-pixel shift of the PLAIN
-    transforms: at 16x16, a copy shifted by part of a pixel, or cropped and resized, can rank
-    a wrong mirror, rotation or zoom above its own at every coarse transform, and a memorised
-    sample is mostly unrotated. The better result per pair (the first on ties)."""
-    first = _around(_coarse_transform(coarse_params, where[:, 0]))
-    fine, chosen = _best_shift(moving, unit_refs, first)
+def _fine_search(moving, unit_refs, coarse_params, where, wide) -> tuple[torch.Tensor, ...]:
+    """_best_shift around the best coarse transform (`where` (n,)) and, for the `wide` pairs
+    (n,) bool, at every whole-pixel shift of the PLAIN transforms too: at 16x16, a copy
+    shifted by part of a pixel, or cropped and resized, can rank a wrong mirror, rotation or
+    zoom above its own at every coarse transform, and a memorised sample is mostly unrotated.
+    The better result per pair (the first on ties)."""
+    fine, chosen = _best_shift(moving, unit_refs, _around(_coarse_transform(coarse_params, where)))
     rows = torch.nonzero(wide).flatten()
     if len(rows) == 0:
         return fine, chosen
-    bases = [
-        _around(_coarse_transform(coarse_params, where[rows, j])) for j in range(1, where.shape[1])
-    ]
-    bases.append(PLAIN.expand(len(rows), -1, -1))
-    for near in bases:
-        other, at = _best_shift(moving[rows], unit_refs[rows], near)
-        better = other > fine[rows]
-        fine[rows] = torch.where(better, other, fine[rows])
-        chosen[rows] = torch.where(better[:, None], at, chosen[rows])
+    other, at = _best_shift(moving[rows], unit_refs[rows], PLAIN.expand(len(rows), -1, -1))
+    better = other > fine[rows]
+    fine[rows] = torch.where(better, other, fine[rows])
+    chosen[rows] = torch.where(better[:, None], at, chosen[rows])
     return fine, chosen
 
 

@@ -46,8 +46,8 @@ def test_embeddings_and_registration_do_not_depend_on_the_thread_count():
 
     index = RegistrationIndex.build(train)
     candidates = np.tile(np.arange(4), (len(queries), 1))
-    a = _at_threads(1, lambda: register(index, queries, candidates, block=64))
-    b = _at_threads(2, lambda: register(index, queries, candidates, block=64))
+    a = _at_threads(1, lambda: register(index, queries, candidates))
+    b = _at_threads(2, lambda: register(index, queries, candidates))
     for name in ("ncc", "patch", "detail", "detail_patch"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     assert a.transforms == b.transforms
