@@ -245,3 +245,19 @@ def test_the_cli_reads_the_settings_defaults_without_loading_torch():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_the_memorization_section_describes_only_the_arms_the_command_ran():
+    from pipelines.cli import build_parser
+    from pipelines.commands.bench import memorization_intro
+
+    parse = lambda *a: build_parser().parse_args(["bench", "memorization", "--data", "d", *a])  # noqa: E731
+    tiny = memorization_intro(parse("--arms", "tiny", "--train-images", "32", "--steps", "6000"))
+    assert "32 training images" in tiny and "up to 6000 steps" in tiny
+    assert "full arm was not run" in tiny and "(full arm" not in tiny
+    full = memorization_intro(parse("--arms", "full", "--full-model", "runs/x"))
+    assert "training images (one per patient)" not in full and "tiny arm was not run" in full
+    assert "(full arm, an existing run)" in full
+    both = memorization_intro(parse("--autoencoder", "runs/ae"))
+    assert "tiny arm: it memorises" in both and "(full arm)" in both and "not run" not in both
+    assert "given autoencoder" in both

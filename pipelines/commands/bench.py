@@ -141,21 +141,32 @@ def run_memorization(args) -> int:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out / "memorization.json", result)
-    intro = (
-        f"The `{args.profile}` model's diffusion UNet trained on {args.train_images} training "
-        f"images (one per patient) for up to {args.steps} steps"
-        f"{f' at batch {args.batch}' if args.batch else ''} or {args.max_minutes:g} minutes "
-        "(tiny arm: it memorises), and "
-        f"{'an existing run' if args.full_model else 'the same model'} trained on the full "
-        "training split (full arm)"
-        f"{'; both on one autoencoder trained on the full split' if args.autoencoder else ''}. "
-        "Each arm generates images that `radsynth audit` checks, with the profile's `audit` "
+    _publish(args.doc, "memorization", "## Memorization control of the privacy audit",
+             memorization_intro(args), result, memorization_markdown(result),
+             [out / "memorization.json"], shared=True)  # fmt: skip
+    return 0
+
+
+def memorization_intro(args) -> str:
+    """What the section's table measured: only the arms this command ran (a re-run of one arm
+    replaces the section, so it must not describe the other arm's settings)."""
+    ran = {
+        "tiny": f"trained on {args.train_images} training images (one per patient) for up to "
+        f"{args.steps} steps{f' at batch {args.batch}' if args.batch else ''} or "
+        f"{args.max_minutes:g} minutes (tiny arm: it memorises)",
+        "full": "trained on the full training split (full arm"
+        f"{', an existing run' if args.full_model else ''})",
+    }
+    arms = [ran[arm] for arm in ("tiny", "full") if arm in args.arms]
+    skipped = [arm for arm in ("tiny", "full") if arm not in args.arms]
+    shared = ", on a given autoencoder trained on the full split" if args.autoencoder else ""
+    return (
+        f"The `{args.profile}` model's diffusion UNet {', and '.join(arms)}{shared}. "
+        + (f"The {skipped[0]} arm was not run by this command. " if skipped else "")
+        + "Each arm generates images that `radsynth audit` checks, with the profile's `audit` "
         "settings, against the split its model was trained on (held-out calibration: the "
         "`val` split). Earlier stages are reused on a re-run, the audit is redone."
     )
-    _publish(args.doc, "memorization", "## Memorization control of the privacy audit", intro,
-             result, memorization_markdown(result), [out / "memorization.json"], shared=True)  # fmt: skip
-    return 0
 
 
 def utility_options(utility) -> None:
