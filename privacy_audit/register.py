@@ -318,13 +318,14 @@ def register(
     q_n, k = candidates.shape
     out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(5)), {}, {})
     search = _CoarseSearch.build()
-    also, also_narrow = (None if a is None else np.asarray(a) for a in (also, also_narrow))
-    if also is not None and also.ndim == 1:
-        also = also[:, None]
+    columns = tuple(  # (Q, A) and (Q, N), none given: no columns
+        np.zeros((q_n, 0), np.int64) if a is None else np.asarray(a).reshape(q_n, -1)
+        for a in (also, also_narrow)
+    )
 
     def one(start: int) -> dict[tuple[int, int], Transform]:
         rows = slice(start, start + BLOCK)
-        extra = tuple(None if a is None else a[rows] for a in (also, also_narrow))
+        extra = tuple(a[rows] for a in columns)
         return _register_block(
             index, search, queries01[rows], candidates[rows], refine, extra, out, start
         )
@@ -344,9 +345,8 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     bp = band_pass(queries01)
     best, where = _coarse_ncc(index, search, bp, safe, valid)
     out.ncc[start : start + len(cand)] = best.numpy()
-    wide_cols, narrow_cols = (None if a is None else torch.as_tensor(a) for a in also)
-    extra = [a for a in (wide_cols, narrow_cols) if a is not None]
-    rows, cols = _refined_pairs(best, valid, refine, torch.cat(extra, 1) if extra else None)
+    wide_cols, narrow_cols = (torch.as_tensor(a) for a in also)
+    rows, cols = _refined_pairs(best, valid, refine, torch.cat([wide_cols, narrow_cols], 1))
     if len(rows) == 0:
         return {}, {}
     refs, moving = safe[rows, cols], bp[rows]
@@ -403,12 +403,12 @@ def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Te
     return torch.where(valid, best, torch.tensor(-float("inf"))), where
 
 
-def _refined_pairs(best, valid, refine: int, also=None) -> tuple[torch.Tensor, torch.Tensor]:
+def _refined_pairs(best, valid, refine: int, also) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) of each query's `refine` best candidates that exist, and of its `also`
-    columns (B, A) when given and not among the earlier ones."""
+    columns (B, A) not among the earlier ones."""
     top = best.argsort(1, descending=True)[:, :refine]
     keep = torch.ones_like(top, dtype=torch.bool)
-    for col in () if also is None else also.T:
+    for col in also.T:
         keep = torch.cat([keep, ~(top == col[:, None]).any(1, keepdim=True)], 1)
         top = torch.cat([top, col[:, None]], 1)
     rows = torch.arange(len(best))[:, None].expand_as(top).reshape(-1)
@@ -420,10 +420,7 @@ def _refined_pairs(best, valid, refine: int, also=None) -> tuple[torch.Tensor, t
 def _wide_pairs(best, rows, cols, also) -> torch.Tensor:
     """Which refined pairs are also tried at the PLAIN transforms: each query's best candidate
     by coarse NCC and its `also` columns (B, A) (each candidate route's nearest)."""
-    wide = cols == best.argmax(1)[rows]
-    if also is not None:
-        wide |= (cols[:, None] == also[rows]).any(1)
-    return wide
+    return (cols == best.argmax(1)[rows]) | (cols[:, None] == also[rows]).any(1)
 
 
 def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
