@@ -19,7 +19,7 @@ from torch import nn
 from .augment import copy_augment
 from .blocks import map_blocks
 from .errors import AuditError
-from .nets import conv_block, fit
+from .nets import conv_block, fit, for_inference
 from .weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,12 @@ def embed(
     """Unit-norm embeddings (N, dim) of (N, H, W) images, a batch per thread (blocks.py: a
     small CNN's layers split across threads spend more time waiting than computing; batches of
     a few hundred 64x64 images stay in cache)."""
-    model.eval()
+    run = for_inference(model)
 
     def one(start: int) -> torch.Tensor:
+        x = to_input(images01[start : start + batch], size)
         with torch.no_grad():
-            return model(to_input(images01[start : start + batch], size))
+            return run(x.contiguous(memory_format=torch.channels_last))
 
     out = map_blocks(one, range(0, len(images01), batch), progress, desc)
     return torch.cat(out) if out else torch.empty(0, model.head[-1].out_features)

@@ -189,20 +189,26 @@ def _theta_batch(p: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _warp_pairs(
-    x: torch.Tensor, thetas: torch.Tensor, size: int, grid: torch.Tensor | None = None
+    x: torch.Tensor,
+    thetas: torch.Tensor,
+    size: int,
+    grid: torch.Tensor | None = None,
+    margin: int = 0,
 ) -> torch.Tensor:
-    """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, size, size): image n under its own maps
-    (`grid`: their sampling grids, (N*T, size, size, 2), when computed already). The T grids of
-    an image are stacked along the output's height, so the image is sampled as is: no T copies
-    of it are made."""
+    """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, side, side): image n under its own maps
+    (`grid`: their sampling grids, (N*T, side, side, 2), when computed already), on a size x
+    size field less `margin` px each side (the same pixels as _centre of the whole field, for
+    less). The T grids of an image are stacked along the output's height, so the image is
+    sampled as is: no T copies of it are made."""
     n, t = thetas.shape[:2]
+    side = size - 2 * margin
     if grid is None:
-        grid = _affine_grid(thetas.reshape(n * t, 2, 3), size)
-    grid = grid.view(n, t * size, size, 2)
+        grid = _affine_grid(thetas.reshape(n * t, 2, 3), size, margin)
+    grid = grid.view(n, t * side, side, 2)
     out = F.grid_sample(
         x[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
     )
-    return out.view(n, t, size, size)
+    return out.view(n, t, side, side)
 
 
 def _warp_shared(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -220,16 +226,18 @@ def _warp_shared(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return out.view(len(x), t, size, size)
 
 
-def _affine_grid(thetas: torch.Tensor, size: int) -> torch.Tensor:
-    """F.affine_grid(thetas, [N, 1, size, size], align_corners=False) elementwise: the batched
-    (size^2 x 3) @ (3 x 2) products of the library call are slow for thousands of small maps.
-    Each coordinate is written in place (a*x + b*y, then + c): the grid is the largest tensor
-    of the fine search, and full-size temporaries stacked afterwards cost more than the
-    arithmetic (the same operations in the same order: the same grid, bit for bit)."""
-    axis = (torch.arange(size, dtype=thetas.dtype) * 2 + 1) / size - 1
+def _affine_grid(thetas: torch.Tensor, size: int, margin: int = 0) -> torch.Tensor:
+    """F.affine_grid(thetas, [N, 1, size, size], align_corners=False) elementwise, less `margin`
+    px each side: the batched (size^2 x 3) @ (3 x 2) products of the library call are slow for
+    thousands of small maps. Each coordinate is written in place (a*x + b*y, then + c): the
+    grid is the largest tensor of the fine search, and full-size temporaries stacked afterwards
+    cost more than the arithmetic (the same operations in the same order: the same grid, bit
+    for bit)."""
+    axis = ((torch.arange(size, dtype=thetas.dtype) * 2 + 1) / size - 1)[margin : size - margin]
+    side = len(axis)
     xs, ys = axis[None, None, :], axis[None, :, None]
     t = thetas[:, :, :, None, None]
-    grid = torch.empty(len(thetas), size, size, 2, dtype=thetas.dtype)
+    grid = torch.empty(len(thetas), side, side, 2, dtype=thetas.dtype)
     for c in range(2):
         torch.add(t[:, c, 0] * xs, t[:, c, 1] * ys, out=grid[..., c])
         grid[..., c].add_(t[:, c, 2])
@@ -482,7 +490,7 @@ def _half_pixel(moving, unit_refs, chosen) -> tuple[torch.Tensor, torch.Tensor]:
     n = len(moving)
     near = chosen[:, None] + HALF_PIXEL
     thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(HALF_PIXEL), 2, 3)
-    warped = _centre(_warp_pairs(moving, thetas, FIELD), FINE_SHIFT)
+    warped = _warp_pairs(moving, thetas, FIELD, margin=FINE_SHIFT)
     half_best, half_where = (_unit(warped) @ unit_refs[:, :, None])[..., 0].max(1)
     return half_best, near[torch.arange(n), half_where]
 
@@ -522,9 +530,9 @@ def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
     NCC the registration maximises can prefer a slight zoom to the true identity), and then
     _detail_near's."""
     thetas = _theta_batch(chosen, FIELD)
-    aligned = _warp_pairs(moving, thetas[:, None], FIELD)[:, 0]
+    aligned = _warp_pairs(moving, thetas[:, None], FIELD, margin=FINE_SHIFT)[:, 0]
     windows = tuple(w[refs] for w in index.fine_windows)
-    local = patch_ncc(_centre(aligned, FINE_SHIFT), index.fine[refs], PATCH, PATCH_STRIDE, windows)
+    local = patch_ncc(aligned, index.fine[refs], PATCH, PATCH_STRIDE, windows)
     size = index.detail.size
     match = detail_scores(index.detail, queries01, refs, thetas)
     at = _with_shift(chosen, match, size)

@@ -39,7 +39,7 @@ from .copies import (
 )
 from .detail import DetailIndex, pair_windows
 from .errors import AuditError
-from .nets import conv_block, fit
+from .nets import conv_block, fit, for_inference
 from .register import FIELD, Transform
 from .weights import load_weights, save_weights
 
@@ -126,13 +126,13 @@ def verify(
 ) -> np.ndarray:
     """(n,) logits of the pairs: query i, warped by thetas[i], against training image refs[i];
     a block of pairs per thread (blocks.map_blocks)."""
-    model.eval()
+    run = for_inference(model)
 
     def one(start: int) -> torch.Tensor:
         end = start + block
         q, r = pair_windows(index, queries01[start:end], refs[start:end], thetas[start:end])
         with torch.no_grad():
-            return model(q, r)
+            return run(q, r)
 
     out = map_blocks(one, range(0, len(refs), block), False, "verify")
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)

@@ -6,28 +6,38 @@ pair then costs three box filters instead of five."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
-def box_mean(x: torch.Tensor, side: int) -> torch.Tensor:
-    """Means of every side x side window (stride 1), by running sums along rows, then columns
-    (avg_pool2d with a large kernel costs side^2 per output)."""
-    c = F.pad(x.cumsum(-1), (1, 0))
-    x = c[..., side:] - c[..., :-side]
-    c = F.pad(x.cumsum(-2), (0, 0, 1, 0))
-    return (c[..., side:, :] - c[..., :-side, :]) / (side * side)
+def box_mean(x: torch.Tensor, side: int, stride: int = 1) -> torch.Tensor:
+    """Means of every side x side window at `stride`, by running sums along rows, then columns
+    (avg_pool2d with a large kernel costs side^2 per output). Only the windows asked for are
+    differenced, so a search over a few shifts of a large window costs little more than the
+    sums."""
+    return _window_sums(_window_sums(x, side, stride, -1), side, stride, -2) / (side * side)
 
 
-def _pool(x: torch.Tensor, side: int, stride: int) -> torch.Tensor:
-    return box_mean(x, side)[..., ::stride, ::stride]
+def _window_sums(x: torch.Tensor, side: int, stride: int, dim: int) -> torch.Tensor:
+    """Sums of `side` consecutive entries along `dim`, every `stride`-th: the running sum at
+    each window's end less that before its start (the first window has nothing before it)."""
+    c = x.cumsum(dim)
+    n = x.shape[dim]
+    out = _every(c, side - 1, n, stride, dim).clone()
+    out.narrow(dim, 1, out.shape[dim] - 1).sub_(_every(c, stride - 1, n - side, stride, dim))
+    return out
+
+
+def _every(x: torch.Tensor, start: int, stop: int, stride: int, dim: int) -> torch.Tensor:
+    index = [slice(None)] * x.dim()
+    index[dim] = slice(start, stop, stride)
+    return x[tuple(index)]
 
 
 def window_stats(images: torch.Tensor, side: int, stride: int) -> tuple[torch.Tensor, ...]:
     """(mean, spread) of every side x side window at `stride` of (N, H, W) images, each
     (N, 1, h, w): what patch_ncc needs of the second image of a pair."""
     x = images[:, None]
-    mean = _pool(x, side, stride)
-    return mean, (_pool(x * x, side, stride) - mean**2).clamp(min=0).sqrt()
+    mean = box_mean(x, side, stride)
+    return mean, (box_mean(x * x, side, stride) - mean**2).clamp(min=0).sqrt()
 
 
 def patch_ncc(
@@ -41,8 +51,8 @@ def patch_ncc(
     `b_stats`: window_stats of `b`, when known."""
     mb, sb = window_stats(b, side, stride) if b_stats is None else b_stats
     a = a[:, None]
-    ma = _pool(a, side, stride)
-    cov = _pool(a * b[:, None], side, stride) - ma * mb
-    sa = (_pool(a * a, side, stride) - ma**2).clamp(min=0).sqrt()
+    ma = box_mean(a, side, stride)
+    cov = box_mean(a * b[:, None], side, stride) - ma * mb
+    sa = (box_mean(a * a, side, stride) - ma**2).clamp(min=0).sqrt()
     ncc = cov / (sa * sb).clamp(min=1e-10)
     return ncc.flatten(1).amax(1).clamp(-1, 1)

@@ -19,6 +19,7 @@ from privacy_audit.register import (
     _shift_ncc,
     _theta_batch,
     _unit,
+    _warp_pairs,
     align_for_display,
     band_pass,
     register,
@@ -42,6 +43,15 @@ def test_shift_ncc_is_the_ncc_of_every_shifted_window(one_thread):
                         window = window - window.mean()
                         plain = float(window @ refs[n, k].flatten() / window.norm())
                         assert fast[n, k, t * 25 + i * 5 + j] == pytest.approx(plain, abs=1e-5)
+
+
+def test_a_warp_without_its_margin_is_the_centre_of_the_whole_warp(one_thread):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, FIELD, FIELD, generator=g)
+    params = torch.tensor([[0.0, 4.5, 1.07, 1.5, -2.0], [1.0, -3.0, 0.94, 0.5, 0.5]])
+    thetas = _theta_batch(params, FIELD)[None].expand(3, -1, -1, -1)
+    whole = _warp_pairs(images, thetas, FIELD)
+    assert torch.equal(_warp_pairs(images, thetas, FIELD, margin=3), whole[..., 3:-3, 3:-3])
 
 
 def _copy(image: np.ndarray, angle: float, dy: int, dx: int, gamma: float) -> np.ndarray:
