@@ -53,6 +53,8 @@ def match_blocks(
     starts = block_positions(side, size)
     lags = 2 * SEARCH + 1
     ones = torch.ones(1, 1, BLOCK, BLOCK)
+    sums = F.conv2d(warped[:, None], ones)[:, 0]  # every block-sized window of the query: the
+    powers = F.conv2d(warped[:, None] ** 2, ones)[:, 0]  # same for every block searched there
     rows = torch.arange(n)
     centres, shifts, peaks = [], [], []
     for top in starts:
@@ -63,8 +65,8 @@ def match_blocks(
             y0, x0 = top + offset - SEARCH, left + offset - SEARCH
             area = warped[:, y0 : y0 + BLOCK + 2 * SEARCH, x0 : x0 + BLOCK + 2 * SEARCH]
             num = F.conv2d(area[None], block[:, None], groups=n)[0]  # (n, lags, lags)
-            total = F.conv2d(area[:, None], ones)[:, 0]
-            power = F.conv2d(area[:, None] ** 2, ones)[:, 0]
+            total = sums[:, y0 : y0 + lags, x0 : x0 + lags]
+            power = powers[:, y0 : y0 + lags, x0 : x0 + lags]
             ncc = num / (power - total * total / BLOCK**2).clamp(min=1e-10).sqrt()
             best, where = ncc.flatten(1).max(1)
             iy, ix = where // lags, where % lags

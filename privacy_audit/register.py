@@ -291,18 +291,21 @@ HALF_PIXEL = torch.tensor(  # then around the best of those: half-pixel offsets
 
 
 @dataclass(frozen=True)
-class _CoarseSearch:
-    """The coarse transforms, their maps and sampling grids: the same for every query."""
+class _Search:
+    """The transforms every query is tried at, their maps and sampling grids: the coarse ones
+    and PLAIN (at FIELD: it has no shift, so a query's warps serve all its wide pairs)."""
 
-    params: torch.Tensor  # (T, 5), as _params
+    params: torch.Tensor  # (T, 5) the coarse transforms, as _params
     thetas: torch.Tensor  # (T, 2, 3) at COARSE
     grid: torch.Tensor  # (T, COARSE, COARSE, 2)
+    plain_grid: torch.Tensor  # (len(PLAIN), FIELD, FIELD, 2)
 
     @classmethod
-    def build(cls) -> _CoarseSearch:
+    def build(cls) -> _Search:
         params = _params(COARSE_TRANSFORMS)
         thetas = _theta_batch(params, COARSE)
-        return cls(params, thetas, _affine_grid(thetas, COARSE))
+        plain = _affine_grid(_theta_batch(PLAIN, FIELD), FIELD)
+        return cls(params, thetas, _affine_grid(thetas, COARSE), plain)
 
 
 def register(
@@ -325,7 +328,7 @@ def register(
     one block per thread (see blocks.map_blocks)."""
     q_n, k = candidates.shape
     out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(5)), {}, {})
-    search = _CoarseSearch.build()
+    search = _Search.build()
     columns = tuple(  # (Q, A) and (Q, N), none given: no columns
         np.zeros((q_n, 0), np.int64) if a is None else np.asarray(a).reshape(q_n, -1)
         for a in (also, also_narrow)
@@ -360,7 +363,10 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     refs, moving = safe[rows, cols], bp[rows]
     unit_refs = index.fine_unit[refs]
     wide = _wide_pairs(best, rows, cols, wide_cols)
-    fine_best, chosen = _fine_search(moving, unit_refs, search.params, where[rows, cols], wide)
+    plain = _warp_shared(bp, search.plain_grid)[rows[wide]]
+    fine_best, chosen = _fine_search(
+        moving, unit_refs, search.params, where[rows, cols], plain, wide
+    )
     half_best, chosen = _half_pixel(moving, unit_refs, chosen)
     whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
     local, d_whole, d_patch, d_local = _local_scores(
@@ -398,7 +404,7 @@ def _params_of(thetas: torch.Tensor, size: int) -> torch.Tensor:
     return torch.stack([mirror.float(), angle, zoom, shift[:, 1], shift[:, 0]], 1)
 
 
-def _coarse_ncc(index, search: _CoarseSearch, bp, safe, valid) -> tuple[torch.Tensor, ...]:
+def _coarse_ncc(index, search: _Search, bp, safe, valid) -> tuple[torch.Tensor, ...]:
     """(B, k) best NCC over every coarse transform and shift (-inf: no candidate), and where
     it was found (B, k) (transform-major, then shift)."""
     b, k = safe.shape
@@ -442,17 +448,20 @@ def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch
     return base
 
 
-def _fine_search(moving, unit_refs, coarse_params, where, wide) -> tuple[torch.Tensor, ...]:
+def _fine_search(moving, unit_refs, coarse_params, where, plain, wide) -> tuple[torch.Tensor, ...]:
     """_best_shift around the best coarse transform (`where` (n,)) and, for the `wide` pairs
-    (n,) bool, at every whole-pixel shift of the PLAIN transforms too: at 16x16, a copy
-    shifted by part of a pixel, or cropped and resized, can rank a wrong mirror, rotation or
-    zoom above its own at every coarse transform, and a memorised sample is mostly unrotated.
-    The better result per pair (the first on ties)."""
-    fine, chosen = _best_shift(moving, unit_refs, _around(_coarse_transform(coarse_params, where)))
+    (n,) bool, at every whole-pixel shift of the PLAIN transforms too (`plain`: their queries
+    warped so, (w, len(PLAIN), FIELD, FIELD)): at 16x16, a copy shifted by part of a pixel, or
+    cropped and resized, can rank a wrong mirror, rotation or zoom above its own at every coarse
+    transform, and a memorised sample is mostly unrotated. The better result per pair (the
+    first on ties)."""
+    near = _around(_coarse_transform(coarse_params, where))
+    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(*near.shape[:2], 2, 3)
+    fine, chosen = _best_shift(_warp_pairs(moving, thetas, FIELD), unit_refs, near)
     rows = torch.nonzero(wide).flatten()
     if len(rows) == 0:
         return fine, chosen
-    other, at = _best_shift(moving[rows], unit_refs[rows], PLAIN.expand(len(rows), -1, -1))
+    other, at = _best_shift(plain, unit_refs[rows], PLAIN.expand(len(rows), -1, -1))
     better = other > fine[rows]
     fine[rows] = torch.where(better, other, fine[rows])
     chosen[rows] = torch.where(better[:, None], at, chosen[rows])
@@ -467,15 +476,14 @@ def _around(base: torch.Tensor) -> torch.Tensor:
     return near
 
 
-def _best_shift(moving, unit_refs, near) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each pair's transforms `near` (n, T, 5) at every whole-pixel shift: the best NCC of each
-    pair and the (n, 5) transform it was found at."""
-    n, t = near.shape[:2]
-    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, t, 2, 3)
+def _best_shift(warped, unit_refs, near) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pair's query warped by its transforms `near` (n, T, 5) (`warped` (n, T, FIELD,
+    FIELD)) at every whole-pixel shift: the best NCC of each pair and the (n, 5) transform it
+    was found at."""
+    n = len(near)
     side = FIELD - 2 * FINE_SHIFT
-    fine_best, fine_where = _shift_ncc(
-        _warp_pairs(moving, thetas, FIELD), unit_refs.view(n, 1, side, side), FINE_SHIFT
-    )[:, 0].max(1)
+    ncc = _shift_ncc(warped, unit_refs.view(n, 1, side, side), FINE_SHIFT)[:, 0]
+    fine_best, fine_where = ncc.max(1)
     lags_f = (2 * FINE_SHIFT + 1) ** 2
     t_f, lag = fine_where // lags_f, fine_where % lags_f
     chosen = near[torch.arange(n), t_f].clone()
