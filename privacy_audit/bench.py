@@ -24,6 +24,7 @@ def benchmark_search(
     seed: int = 0,
     with_ncc: bool = True,
     copy_share: float = 0.1,
+    repeats: int = 1,
 ) -> dict:
     """Seconds for: embedding (an untrained encoder of the audit's shape, images/s), the
     blockwise top-k search by patient alone, and the whole copy-detection pass of the queries
@@ -31,7 +32,9 @@ def benchmark_search(
     pair; untrained networks of the audit's shapes). Random images stand in for real ones, and
     `copy_share` of the queries are training images shifted by a pixel, with noise: what runs
     only for pairs that look like copies (register._detail_near) is in the figure too (on the
-    Kermany films it runs for 40 pairs of the 536 `val` images; docs/privacy-audit.md)."""
+    Kermany films it runs for 40 pairs of the 536 `val` images; docs/privacy-audit.md).
+    `repeats` > 1: the two methods take turns that many times and each figure is the median,
+    its runs listed beside it (`..._runs`): on a shared host one run drifts by a fifth."""
     from .encoder import CopyEncoder, embed
     from .search import topk_by_patient
 
@@ -69,21 +72,29 @@ def benchmark_search(
         query_images[:copies] = np.roll(sources, 1, axis=-1) + noise
         out["copy_queries"] = copies
         groups_str = [f"p{g}" for g in groups]
-        for name, legacy in (("", False), ("legacy_", True)):  # registration, former FFT-NCC
-            tick, cpu = time.perf_counter(), time.process_time()
-            reference = build_reference(
-                model, train_images, groups_str, groups_str, min(size, 64), legacy=legacy
-            )
-            out[f"{name}reference_prepare_seconds"] = round(time.perf_counter() - tick, 2)
-            out[f"{name}reference_prepare_cpu_seconds"] = round(time.process_time() - cpu, 2)
-            tick, cpu = time.perf_counter(), time.process_time()
-            nb = find_neighbours(model, reference, query_images, min(size, 64), k, legacy=legacy)
-            if not legacy:  # the former method had no verifier
-                score_pairs(PairVerifier().eval(), reference, query_images, nb)
-            out[f"{name}copy_detection_seconds"] = round(time.perf_counter() - tick, 2)
-            # CPU seconds of this process: on a shared machine, what the pass costs uncontended
-            out[f"{name}copy_detection_cpu_seconds"] = round(time.process_time() - cpu, 2)
-            out[f"{name}candidates_per_query"] = nb.index.shape[1]
+        runs: dict[str, list[float]] = defaultdict(list)
+        for _ in range(max(1, repeats)):
+            for name, legacy in (("", False), ("legacy_", True)):  # registration, former FFT-NCC
+                tick, cpu = time.perf_counter(), time.process_time()
+                reference = build_reference(
+                    model, train_images, groups_str, groups_str, min(size, 64), legacy=legacy
+                )
+                runs[f"{name}reference_prepare_seconds"].append(time.perf_counter() - tick)
+                runs[f"{name}reference_prepare_cpu_seconds"].append(time.process_time() - cpu)
+                tick, cpu = time.perf_counter(), time.process_time()
+                nb = find_neighbours(
+                    model, reference, query_images, min(size, 64), k, legacy=legacy
+                )
+                if not legacy:  # the former method had no verifier
+                    score_pairs(PairVerifier().eval(), reference, query_images, nb)
+                runs[f"{name}copy_detection_seconds"].append(time.perf_counter() - tick)
+                # CPU seconds of this process: on a shared machine, what it costs uncontended
+                runs[f"{name}copy_detection_cpu_seconds"].append(time.process_time() - cpu)
+                out[f"{name}candidates_per_query"] = nb.index.shape[1]
+        for key, values in runs.items():
+            out[key] = round(float(np.median(values)), 2)
+            if repeats > 1:
+                out[f"{key}_runs"] = [round(v, 2) for v in values]
     return out
 
 

@@ -94,9 +94,12 @@ def test_search_benchmark_reports_every_stage():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = benchmark_search(n_query=40, n_train=60, size=32, k=3)
+        result = benchmark_search(n_query=40, n_train=60, size=32, k=3, repeats=2)
     finally:
         torch.set_num_threads(threads)
+    for key in ("copy_detection_seconds", "legacy_copy_detection_seconds"):  # each method twice,
+        runs = result[f"{key}_runs"]  # taking turns: the median of the two reported
+        assert len(runs) == 2 and result[key] == pytest.approx(float(np.median(runs)), abs=0.01)
     for key in ("embed_images_per_second", "search_seconds", "copy_detection_seconds"):
         assert result[key] > 0
     assert result["copy_queries"] == 4  # a tenth of the queries copy a training image

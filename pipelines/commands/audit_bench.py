@@ -19,6 +19,12 @@ def register(sub) -> None:
     search.add_argument("--size", type=int, default=64)
     search.add_argument("--threads", type=int, default=2)
     search.add_argument("--no-ncc", action="store_true", help="time the search only")
+    search.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="the detector and the former method take turns this many times; medians reported",
+    )
     copies = actions.add_parser(
         "copies", help="flag rates on altered training copies vs real held-out images"
     )
@@ -47,7 +53,11 @@ def run(args) -> int:
     if args.action == "search":
         from privacy_audit.bench import benchmark_search
 
-        result = benchmark_search(args.queries, args.train, args.size, with_ncc=not args.no_ncc)
+        if args.repeats < 1:
+            raise ValueError(f"--repeats {args.repeats}: must be at least 1")
+        result = benchmark_search(
+            args.queries, args.train, args.size, with_ncc=not args.no_ncc, repeats=args.repeats
+        )
     else:
         from privacy_audit.bench import measure_copy_detection
         from privacy_audit.config import AuditSettings
