@@ -22,7 +22,6 @@ def benchmark_search(
     k: int = 5,
     dim: int = 128,
     seed: int = 0,
-    with_ncc: bool = True,
     copy_share: float = 0.1,
     repeats: int = 1,
 ) -> dict:
@@ -33,8 +32,9 @@ def benchmark_search(
     `copy_share` of the queries are training images shifted by a pixel, with noise: what runs
     only for pairs that look like copies (register._detail_near) is in the figure too (on the
     Kermany films it runs for 40 pairs of the 536 `val` images; docs/privacy-audit.md).
-    `repeats` > 1: the two methods take turns that many times and each figure is the median,
-    its runs listed beside it (`..._runs`): on a shared host one run drifts by a fifth."""
+    The pass and the former FFT-NCC method take turns `repeats` times (0: the search alone),
+    each figure the median, its runs listed beside it when more than one (`..._runs`): on a
+    shared host one run drifts by a fifth."""
     from .encoder import CopyEncoder, embed
     from .search import topk_by_patient
 
@@ -60,10 +60,7 @@ def benchmark_search(
     tick = time.perf_counter()
     topk_by_patient(queries, refs, groups, k)
     out["search_seconds"] = round(time.perf_counter() - tick, 4)
-    if with_ncc:  # the whole copy-detection pass: embedding, search, alignment; both methods
-        from .copies import build_reference, find_neighbours
-        from .verifier import PairVerifier, score_pairs
-
+    if repeats > 0:  # the whole copy-detection pass: embedding, search, alignment; both methods
         train_images = rng.random((n_train, size, size), dtype=np.float32)
         query_images = rng.random((n_query, size, size), dtype=np.float32)
         copies = round(copy_share * n_query)
@@ -72,29 +69,37 @@ def benchmark_search(
         query_images[:copies] = np.roll(sources, 1, axis=-1) + noise
         out["copy_queries"] = copies
         groups_str = [f"p{g}" for g in groups]
-        runs: dict[str, list[float]] = defaultdict(list)
-        for _ in range(max(1, repeats)):
-            for name, legacy in (("", False), ("legacy_", True)):  # registration, former FFT-NCC
-                tick, cpu = time.perf_counter(), time.process_time()
-                reference = build_reference(
-                    model, train_images, groups_str, groups_str, min(size, 64), legacy=legacy
-                )
-                runs[f"{name}reference_prepare_seconds"].append(time.perf_counter() - tick)
-                runs[f"{name}reference_prepare_cpu_seconds"].append(time.process_time() - cpu)
-                tick, cpu = time.perf_counter(), time.process_time()
-                nb = find_neighbours(
-                    model, reference, query_images, min(size, 64), k, legacy=legacy
-                )
-                if not legacy:  # the former method had no verifier
-                    score_pairs(PairVerifier().eval(), reference, query_images, nb)
-                runs[f"{name}copy_detection_seconds"].append(time.perf_counter() - tick)
-                # CPU seconds of this process: on a shared machine, what it costs uncontended
-                runs[f"{name}copy_detection_cpu_seconds"].append(time.process_time() - cpu)
-                out[f"{name}candidates_per_query"] = nb.index.shape[1]
-        for key, values in runs.items():
-            out[key] = round(float(np.median(values)), 2)
-            if repeats > 1:
-                out[f"{key}_runs"] = [round(v, 2) for v in values]
+        out.update(_time_detection(model, train_images, query_images, groups_str, k, repeats))
+    return out
+
+
+def _time_detection(model, train_images, query_images, groups: list[str], k, repeats) -> dict:
+    """benchmark_search's copy-detection figures: the detector (registration and the pair
+    verifier) and the former method, taking turns `repeats` times; medians (and runs)."""
+    from .copies import build_reference, find_neighbours
+    from .verifier import PairVerifier, score_pairs
+
+    size = min(train_images.shape[-1], 64)
+    out: dict = {}
+    runs: dict[str, list[float]] = defaultdict(list)
+    for _ in range(repeats):
+        for name, legacy in (("", False), ("legacy_", True)):  # registration, former FFT-NCC
+            tick, cpu = time.perf_counter(), time.process_time()
+            reference = build_reference(model, train_images, groups, groups, size, legacy=legacy)
+            runs[f"{name}reference_prepare_seconds"].append(time.perf_counter() - tick)
+            runs[f"{name}reference_prepare_cpu_seconds"].append(time.process_time() - cpu)
+            tick, cpu = time.perf_counter(), time.process_time()
+            nb = find_neighbours(model, reference, query_images, size, k, legacy=legacy)
+            if not legacy:  # the former method had no verifier
+                score_pairs(PairVerifier().eval(), reference, query_images, nb)
+            runs[f"{name}copy_detection_seconds"].append(time.perf_counter() - tick)
+            # CPU seconds of this process: on a shared machine, what the pass costs uncontended
+            runs[f"{name}copy_detection_cpu_seconds"].append(time.process_time() - cpu)
+            out[f"{name}candidates_per_query"] = nb.index.shape[1]
+    for key, values in runs.items():
+        out[key] = round(float(np.median(values)), 2)
+        if repeats > 1:
+            out[f"{key}_runs"] = [round(v, 2) for v in values]
     return out
 
 

@@ -55,9 +55,8 @@ def run(args) -> int:
 
         if args.repeats < 1:
             raise ValueError(f"--repeats {args.repeats}: must be at least 1")
-        result = benchmark_search(
-            args.queries, args.train, args.size, with_ncc=not args.no_ncc, repeats=args.repeats
-        )
+        repeats = 0 if args.no_ncc else args.repeats
+        result = benchmark_search(args.queries, args.train, args.size, repeats=repeats)
     else:
         from privacy_audit.bench import measure_copy_detection
         from privacy_audit.config import AuditSettings
