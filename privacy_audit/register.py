@@ -188,23 +188,14 @@ def _theta_batch(p: torch.Tensor, size: int) -> torch.Tensor:
     return torch.stack([row0, row1], 1)
 
 
-def _warp_pairs(
-    x: torch.Tensor,
-    thetas: torch.Tensor,
-    size: int,
-    grid: torch.Tensor | None = None,
-    margin: int = 0,
-) -> torch.Tensor:
-    """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, side, side): image n under its own maps
-    (`grid`: their sampling grids, (N*T, side, side, 2), when computed already), on a size x
-    size field less `margin` px each side (the same pixels as _centre of the whole field, for
-    less). The T grids of an image are stacked along the output's height, so the image is
-    sampled as is: no T copies of it are made."""
+def _warp_pairs(x: torch.Tensor, thetas: torch.Tensor, size: int, margin: int = 0) -> torch.Tensor:
+    """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, side, side): image n under its own maps, on a
+    size x size field less `margin` px each side (the same pixels as _centre of the whole
+    field, for less). The T grids of an image are stacked along the output's height, so the
+    image is sampled as is: no T copies of it are made."""
     n, t = thetas.shape[:2]
     side = size - 2 * margin
-    if grid is None:
-        grid = _affine_grid(thetas.reshape(n * t, 2, 3), size, margin)
-    grid = grid.view(n, t * side, side, 2)
+    grid = _affine_grid(thetas.reshape(n * t, 2, 3), size, margin).view(n, t * side, side, 2)
     out = F.grid_sample(
         x[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
     )
@@ -296,16 +287,14 @@ class _Search:
     and PLAIN (at FIELD: it has no shift, so a query's warps serve all its wide pairs)."""
 
     params: torch.Tensor  # (T, 5) the coarse transforms, as _params
-    thetas: torch.Tensor  # (T, 2, 3) at COARSE
     grid: torch.Tensor  # (T, COARSE, COARSE, 2)
     plain_grid: torch.Tensor  # (len(PLAIN), FIELD, FIELD, 2)
 
     @classmethod
     def build(cls) -> _Search:
         params = _params(COARSE_TRANSFORMS)
-        thetas = _theta_batch(params, COARSE)
-        plain = _affine_grid(_theta_batch(PLAIN, FIELD), FIELD)
-        return cls(params, thetas, _affine_grid(thetas, COARSE), plain)
+        coarse = _affine_grid(_theta_batch(params, COARSE), COARSE)
+        return cls(params, coarse, _affine_grid(_theta_batch(PLAIN, FIELD), FIELD))
 
 
 def register(
