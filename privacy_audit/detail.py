@@ -154,45 +154,48 @@ class DetailMatch(NamedTuple):
     window: torch.Tensor  # (n, side, side) the query's band-passed window they were taken on
 
 
+def band_queries(index: DetailIndex, queries01: np.ndarray) -> torch.Tensor:
+    """(N, size, size): the queries resized to the index's size and band-passed, once per query;
+    the scores below warp these per pair. The filter is isotropic, so for the search's small
+    angles and zooms this is nearly what warping first gives, for one band-pass per query
+    instead of one per pair (about half the cost of a pair's detail scores)."""
+    return _band(_resize(queries01, index.size))
+
+
 def detail_scores(
-    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+    index: DetailIndex, banded: torch.Tensor, refs: torch.Tensor, thetas: torch.Tensor
 ) -> DetailMatch:
-    """Per pair: query i warped by thetas[i] (an affine_grid map in normalised coordinates, as
-    register.py finds it) against training image refs[i], at the best whole-pixel shift within
-    SHIFT (by band-passed NCC: a shift chosen on the residual alone would chase the anatomy the
-    residual's norm leaves out)."""
-    return _scores_at(index, _warped_band(index, queries01, thetas), refs)
+    """Per pair: its query's band_queries image banded[i] warped by thetas[i] (an affine_grid
+    map in normalised coordinates, as register.py finds it) against training image refs[i], at
+    the best whole-pixel shift within SHIFT (by band-passed NCC: a shift chosen on the residual
+    alone would chase the anatomy the residual's norm leaves out)."""
+    return _scores_at(index, _warped(index, banded, thetas, _margin(index.size) - SHIFT), refs)
 
 
-def _warped_band(index: DetailIndex, queries01: np.ndarray, thetas: torch.Tensor) -> torch.Tensor:
-    """(n, size, size): query i resized to the index's size, warped by thetas[i], band-passed."""
+def _warped(
+    index: DetailIndex, banded: torch.Tensor, thetas: torch.Tensor, margin: int
+) -> torch.Tensor:
+    """(n, side, side): banded[i] warped by thetas[i], `margin` px cut at each side."""
     from .register import _warp_pairs
 
-    size = index.size
-    return _band(_warp_pairs(_resize(queries01, size), thetas[:, None], size)[:, 0])
+    return _warp_pairs(banded, thetas[:, None], index.size, margin=margin)[:, 0]
 
 
 def best_detail_scores(
-    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+    index: DetailIndex, banded: torch.Tensor, refs: torch.Tensor, thetas: torch.Tensor
 ) -> DetailMatch:
-    """Per pair, at the one of A alignments thetas (n, A, 2, 3) of query i against refs[i] whose
-    whole-window detail NCC is the largest (the patch score, the costly one, only there). The
-    query is band-passed once and then warped: for the small steps of angle and zoom this is
-    for, nearly the same as warping first (the filter is isotropic), for A warps instead of A
-    band-passes."""
-    from .register import _warp_pairs
-
-    size = index.size
-    banded = _band(_resize(queries01, size))
-    n = len(refs)
-    best, at = torch.full((n,), -2.0), torch.zeros(n, size, size)
+    """Per pair, at the one of A alignments thetas (n, A, 2, 3) of banded[i] (band_queries)
+    against refs[i] whose whole-window detail NCC is the largest (the patch score, the costly
+    one, only there)."""
+    n, inner = len(refs), _margin(index.size) - SHIFT
+    best, at = torch.full((n,), -2.0), None
     which = torch.zeros(n, dtype=torch.long)
     for j in range(thetas.shape[1]):  # one alignment at a time: the windows stay in cache
-        warped = _warp_pairs(banded, thetas[:, j : j + 1], size)[:, 0]
+        warped = _warped(index, banded, thetas[:, j], inner)
         whole = _scores_at(index, warped, refs, patch=False).whole
         better = whole > best
         best = torch.where(better, whole, best)
-        at[better] = warped[better]
+        at = warped if at is None else torch.where(better[:, None, None], warped, at)
         which[better] = j
     return _scores_at(index, at, refs)._replace(at=which)
 
@@ -211,38 +214,36 @@ def local_detail_scores(
 
 
 def local_detail_scores_at(
-    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+    index: DetailIndex, banded: torch.Tensor, refs: torch.Tensor, thetas: torch.Tensor
 ) -> torch.Tensor:
-    """local_detail_scores with query i warped by thetas[i] (n, 2, 3), as detail_scores warps it,
-    taken there (no shift search: the alignment is the one to score)."""
-    return local_detail_scores(index, _query_window(index, queries01, thetas), refs)
+    """local_detail_scores with banded[i] (band_queries) warped by thetas[i] (n, 2, 3), taken
+    there (no shift search: the alignment is the one to score)."""
+    return local_detail_scores(index, _query_window(index, banded, thetas), refs)
 
 
 def pair_windows(
-    index: DetailIndex, queries01: np.ndarray, refs: torch.Tensor, thetas: torch.Tensor
+    index: DetailIndex, banded: torch.Tensor, refs: torch.Tensor, thetas: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The windows the local detail score compares, for the pair verifier: query i warped by
-    thetas[i] (n, 2, 3) and band-passed, and training image refs[i]'s band-passed window (zero
-    mean, unit norm); each (n, side, side)."""
-    return _query_window(index, queries01, thetas), index.bands[refs]
+    """The windows the local detail score compares, for the pair verifier: banded[i]
+    (band_queries) warped by thetas[i] (n, 2, 3), and training image refs[i]'s band-passed
+    window (zero mean, unit norm); each (n, side, side)."""
+    return _query_window(index, banded, thetas), index.bands[refs]
 
 
-def _query_window(index: DetailIndex, queries01: np.ndarray, thetas: torch.Tensor) -> torch.Tensor:
-    """(n, side, side): query i warped by thetas[i], band-passed, the margin cut."""
-    size, margin = index.size, _margin(index.size)
-    return _warped_band(index, queries01, thetas)[:, margin : size - margin, margin : size - margin]
+def _query_window(index: DetailIndex, banded: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
+    """(n, side, side): banded[i] warped by thetas[i], the margin cut."""
+    return _warped(index, banded, thetas, _margin(index.size))
 
 
 def _scores_at(
     index: DetailIndex, warped: torch.Tensor, refs: torch.Tensor, patch: bool = True
 ) -> DetailMatch:
-    """detail_scores of band-passed, warped queries (n, size, size) against refs (n,); the
-    patch score only if `patch` (else NaN)."""
+    """detail_scores of band-passed, warped queries (n, side + 2 SHIFT, side + 2 SHIFT: the
+    window and the shift search's reach) against refs (n,); the patch score only if `patch`
+    (else NaN)."""
     from .register import _shift_ncc
 
     size = index.size
-    inner = _margin(size) - SHIFT
-    warped = warped[:, inner : size - inner, inner : size - inner]
     refs_w = index.windows[refs]
     n, side = len(refs_w), refs_w.shape[-1]
     lags = 2 * SHIFT + 1

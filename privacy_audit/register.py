@@ -34,6 +34,7 @@ from .blocks import map_blocks
 from .detail import (
     DetailIndex,
     anatomy_basis,
+    band_queries,
     best_detail_scores,
     detail_scores,
     local_detail_scores,
@@ -358,11 +359,10 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     )
     half_best, chosen = _half_pixel(moving, unit_refs, chosen)
     whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
-    local, d_whole, d_patch, d_local = _local_scores(
-        index, moving, queries01[rows.numpy()], refs, chosen, wide
-    )
+    banded = band_queries(index.detail, queries01)[rows]
+    local, d_whole, d_patch, d_local = _local_scores(index, moving, banded, refs, chosen, wide)
     strongest = _first_per_row(rows, torch.maximum(d_patch.score, d_local.score))
-    _detail_realigned(index, moving, queries01[rows.numpy()], refs, d_local, strongest)
+    _detail_realigned(index, moving, banded, refs, d_local, strongest)
     r_np, c_np = (rows + start).numpy(), cols.numpy()
     out.ncc[r_np, c_np] = whole.numpy()
     out.patch[r_np, c_np] = local.numpy()
@@ -517,7 +517,7 @@ def _with_shift(params: torch.Tensor, match, size: int) -> torch.Tensor:
     return out
 
 
-def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
+def _local_scores(index, moving, banded, refs, chosen, wide) -> tuple:
     """At the alignment found: the patch NCC of the band-passed pair and the two detail scores
     (the shared anatomy projected out), each a _Best with the alignment it was taken at, and the
     local detail score where the patch one was taken (detail.local_detail_scores). For the
@@ -531,7 +531,7 @@ def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
     windows = tuple(w[refs] for w in index.fine_windows)
     local = patch_ncc(aligned, index.fine[refs], PATCH, PATCH_STRIDE, windows)
     size = index.detail.size
-    match = detail_scores(index.detail, queries01, refs, thetas)
+    match = detail_scores(index.detail, banded, refs, thetas)
     at = _with_shift(chosen, match, size)
     d_whole = _Best(match.whole, at, match.window)
     d_patch = _Best(match.patch, at.clone(), match.window.clone())
@@ -540,13 +540,11 @@ def _local_scores(index, moving, queries01, refs, chosen, wide) -> tuple:
     if len(rows):
         plain = chosen[rows].clone()
         plain[:, 1], plain[:, 2] = 0.0, 1.0
-        match = detail_scores(
-            index.detail, queries01[rows.numpy()], refs[rows], _theta_batch(plain, FIELD)
-        )
+        match = detail_scores(index.detail, banded[rows], refs[rows], _theta_batch(plain, FIELD))
         at = _with_shift(plain, match, size)
         d_whole.offer(rows, match.whole, at, match.window)
         d_patch.offer(rows, match.patch, at, match.window)
-    _detail_near(index, queries01, refs, chosen, wide, d_whole, d_patch)
+    _detail_near(index, banded, refs, chosen, wide, d_whole, d_patch)
     d_local = _Best(
         local_detail_scores(index.detail, d_patch.window, refs), d_patch.at.clone(), None
     )
@@ -562,7 +560,7 @@ def _first_per_row(rows: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _detail_realigned(index, moving, queries01, refs, d_local: _Best, which) -> None:
+def _detail_realigned(index, moving, banded, refs, d_local: _Best, which) -> None:
     """For the pairs `which` (n,) bool: the local detail score also taken at the alignment the
     pair's blocks agree on (blockmatch.realign, from where the score was taken), the larger kept
     (in place). The registration aligns whole windows, and the other patient's part of a
@@ -578,7 +576,7 @@ def _detail_realigned(index, moving, queries01, refs, d_local: _Best, which) -> 
     pairs, found = pairs[moved], found[moved]
     if len(pairs) == 0:
         return
-    score = local_detail_scores_at(index.detail, queries01[pairs.numpy()], refs[pairs], found)
+    score = local_detail_scores_at(index.detail, banded[pairs], refs[pairs], found)
     d_local.offer(pairs, score, _params_of(found, FIELD), None)
 
 
@@ -586,7 +584,7 @@ DETAIL_NEAR = (FINE_DELTAS[:, 1] != 0) | (FINE_DELTAS[:, 2] != 0)  # _around's 8
 DETAIL_GATE = 0.45  # detail NCC (whole or best window) a pair needs to be scored DETAIL_NEAR
 
 
-def _detail_near(index, queries01, refs, chosen, wide, d_whole: _Best, d_patch: _Best) -> None:
+def _detail_near(index, banded, refs, chosen, wide, d_whole: _Best, d_patch: _Best) -> None:
     """The detail scores of the `wide` pairs at least DETAIL_GATE also taken one fine step of
     angle and zoom around the alignment found (DETAIL_NEAR), the larger kept (in place). When
     part of a query is another patient's film, that part pulls the whole-window band-passed NCC
@@ -602,7 +600,7 @@ def _detail_near(index, queries01, refs, chosen, wide, d_whole: _Best, d_patch: 
         return
     near = _around(chosen[rows])[:, DETAIL_NEAR]
     thetas = _theta_batch(near.flatten(0, 1), FIELD).view(*near.shape[:2], 2, 3)
-    match = best_detail_scores(index.detail, queries01[rows.numpy()], refs[rows], thetas)
+    match = best_detail_scores(index.detail, banded[rows], refs[rows], thetas)
     at = _with_shift(near[torch.arange(len(rows)), match.at], match, index.detail.size)
     d_whole.offer(rows, match.whole, at, match.window)
     d_patch.offer(rows, match.patch, at, match.window)

@@ -37,7 +37,7 @@ from .copies import (
     build_reference,
     find_neighbours,
 )
-from .detail import DetailIndex, pair_windows
+from .detail import DetailIndex, band_queries, pair_windows
 from .errors import AuditError
 from .nets import conv_block, fit, for_inference
 from .register import FIELD, Transform
@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "verifier.safetensors"
 CONFIG = "verifier.json"
-VERIFIER_VERSION = 3  # 2: negatives from the encoder route's 10 nearest patients (was 5); 3:
-# and the other half's films altered as the copies are, among the negatives
+VERIFIER_VERSION = 4  # 2: negatives from the encoder route's 10 nearest patients (was 5); 3:
+# and the other half's films altered as the copies are, among the negatives; 4: the windows
+# band-passed before the warp (detail.band_queries)
 COPIES_PER_IMAGE = 4  # positives per training image at most: a small training set needs fewer
 
 
@@ -130,7 +131,8 @@ def verify(
 
     def one(start: int) -> torch.Tensor:
         end = start + block
-        q, r = pair_windows(index, queries01[start:end], refs[start:end], thetas[start:end])
+        banded = band_queries(index, queries01[start:end])
+        q, r = pair_windows(index, banded, refs[start:end], thetas[start:end])
         with torch.no_grad():
             return run(q, r)
 
@@ -208,7 +210,9 @@ def make_pairs(
         pairs = [(i, 0) for i in range(len(copies)) if (i, 0) in found.detail_at]
         rows = np.array([i for i, _ in pairs], dtype=np.int64)
         thetas = local_thetas(found.detail_at, pairs)
-        q, r = pair_windows(index, copies[rows], torch.as_tensor(source[rows]), thetas)
+        q, r = pair_windows(
+            index, band_queries(index, copies[rows]), torch.as_tensor(source[rows]), thetas
+        )
         parts.append((q, r, torch.ones(len(q))))
         # negatives: the other half's films against the candidates the audit would refine, as
         # they are and altered alike (mixed among themselves): no alteration is a sign of a copy
@@ -228,7 +232,8 @@ def _negatives(encoder, reference: Reference, queries01: np.ndarray, size: int) 
     rows = np.array([row for row, _ in keys], dtype=np.int64)
     cands = torch.as_tensor(np.array([nb.index[row, col] for row, col in keys], np.int64))
     thetas = local_thetas(nb.detail_at, keys)
-    q, r = pair_windows(reference.registration.detail, queries01[rows], cands, thetas)
+    index = reference.registration.detail
+    q, r = pair_windows(index, band_queries(index, queries01[rows]), cands, thetas)
     return q, r, torch.zeros(len(q))
 
 

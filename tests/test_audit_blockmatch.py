@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from privacy_audit.blockmatch import MIN_AGREE, realign
-from privacy_audit.detail import local_detail_scores_at
+from privacy_audit.detail import band_queries, local_detail_scores_at
 from privacy_audit.register import (
     FIELD,
     RegistrationIndex,
@@ -65,8 +65,9 @@ def test_a_pasted_region_is_realigned_to_its_own_transform(one_thread):
         assert (params[:, 3] - truth.dy).abs().max() < 0.4
         assert (params[:, 4] - truth.dx).abs().max() < 0.4
         refs = torch.arange(len(train))
-        before = local_detail_scores_at(index.detail, queries, refs, start)
-        after = local_detail_scores_at(index.detail, queries, refs, found)
+        banded = band_queries(index.detail, queries)
+        before = local_detail_scores_at(index.detail, banded, refs, start)
+        after = local_detail_scores_at(index.detail, banded, refs, found)
         margins = f"before <= {before.max():.2f}, after >= {after.min():.2f}"
         assert after.min() > 0.8 and after.min() > before.max() + 0.2, margins  # 0.95, 0.27
 

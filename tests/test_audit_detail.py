@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from privacy_audit.detail import DetailIndex, detail_scores
+from privacy_audit.detail import DetailIndex, band_queries, detail_scores
 from privacy_audit.register import _unit, band_pass
 
 SIZE = 64
@@ -49,7 +49,7 @@ def test_blends_and_pasted_regions_score_above_every_new_patient(one_thread):
 
     def scores(queries: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         thetas = identity.expand(len(refs), 2, 3)
-        match = detail_scores(index, queries, torch.as_tensor(refs), thetas)
+        match = detail_scores(index, band_queries(index, queries), torch.as_tensor(refs), thetas)
         return match.whole.numpy(), match.patch.numpy()
 
     blend_whole, blend_patch = scores(blends, src)
@@ -72,7 +72,7 @@ def test_blends_and_pasted_regions_score_above_every_new_patient(one_thread):
 
 def test_best_detail_scores_take_the_alignment_that_fits_best(one_thread):
     """Over several candidate alignments, the scores are those of the one whose whole-window
-    detail NCC is highest (band-passed once, then warped: nearly what warping first gives)."""
+    detail NCC is highest: those the pair gets at that alignment alone."""
     from privacy_audit.detail import best_detail_scores
     from privacy_audit.register import FIELD, Transform
 
@@ -82,13 +82,43 @@ def test_best_detail_scores_take_the_alignment_that_fits_best(one_thread):
     query = ndimage.rotate(train[5], 3.0, reshape=False, order=1, mode="nearest")[None]
     angles = (-6.0, -3.0, 0.0, 3.0)  # the copy's own alignment is -3 degrees
     thetas = torch.stack([Transform(False, a, 1.0).theta(FIELD) for a in angles])
-    each = [detail_scores(index, query, torch.tensor([5]), t[None]) for t in thetas]
+    banded = band_queries(index, query)
+    each = [detail_scores(index, banded, torch.tensor([5]), t[None]) for t in thetas]
     whole = [float(m.whole[0]) for m in each]
     assert int(np.argmax(whole)) == 1 and whole[1] > 0.9 and max(whole[2:]) < whole[1] - 0.2
-    best = best_detail_scores(index, query, torch.tensor([5]), thetas[None])
+    best = best_detail_scores(index, banded, torch.tensor([5]), thetas[None])
     assert int(best.at[0]) == 1  # where they were taken: the report shows that alignment
-    assert float(best.whole[0]) == pytest.approx(whole[1], abs=0.02)
-    assert float(best.patch[0]) == pytest.approx(float(each[1].patch[0]), abs=0.02)
+    assert float(best.whole[0]) == pytest.approx(whole[1], abs=1e-6)
+    assert float(best.patch[0]) == pytest.approx(float(each[1].patch[0]), abs=1e-6)
+
+
+def test_band_passing_before_the_warp_scores_as_band_passing_after_it(one_thread):
+    """band_queries band-passes each query once and the scores warp that per pair: near a
+    copy's alignment (where the scores are high and decide) they stay what warping first, then
+    band-passing, gives (the filter is isotropic), and the best alignment is the same."""
+    from privacy_audit.detail import _band, _resize, _scores_at
+    from privacy_audit.register import FIELD, Transform, _warp_pairs
+
+    rng = np.random.default_rng(5)
+    train = _films(rng, 40)
+    index = DetailIndex.build(train)
+    queries = np.stack([ndimage.rotate(f, 3.0, reshape=False, order=1) for f in train[:12]])
+    transforms = [
+        Transform(m, a, z) for m in (False, True) for a in (-4.5, -3.0, -1.5) for z in (1.0, 1.03)
+    ]
+    thetas = torch.stack([t.theta(FIELD) for t in transforms])
+    q_idx = torch.arange(len(queries)).repeat_interleave(len(thetas))
+    t_idx = torch.arange(len(thetas)).repeat(len(queries))
+    band_first = detail_scores(index, band_queries(index, queries)[q_idx], q_idx, thetas[t_idx])
+    inner = 4  # the margin detail_scores cuts less the shift search's reach, at 64x64
+    warped = _warp_pairs(torch.as_tensor(queries)[q_idx], thetas[t_idx][:, None], SIZE)[:, 0]
+    banded = _band(_resize(warped, SIZE))[:, inner:-inner, inner:-inner]
+    warp_first = _scores_at(index, banded, q_idx)
+    for name in ("whole", "patch"):
+        a, b = (getattr(m, name).view(len(queries), -1) for m in (band_first, warp_first))
+        high = (a > 0.5) | (b > 0.5)
+        assert high.any(1).all() and (a - b)[high].abs().max() < 0.02, (a - b)[high]
+        assert (a.argmax(1) == b.argmax(1)).all()
 
 
 def test_detail_scores_report_the_shift_they_were_taken_at(one_thread):
@@ -99,7 +129,7 @@ def test_detail_scores_report_the_shift_they_were_taken_at(one_thread):
     index = DetailIndex.build(train)
     query = np.roll(train[7], (1, -2), axis=(0, 1))[None]  # down 1 px, left 2 px
     identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
-    match = detail_scores(index, query, torch.tensor([7]), identity)
+    match = detail_scores(index, band_queries(index, query), torch.tensor([7]), identity)
     assert float(match.whole[0]) > 0.9
     assert match.shift[0].tolist() == [-1.0, 2.0]  # undone: the query is moved back
 
@@ -123,7 +153,7 @@ def test_the_local_score_separates_a_pasted_region_from_every_new_patient(one_th
     def scores(queries: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         thetas = identity.expand(len(refs), 2, 3)
         refs_t = torch.as_tensor(refs)
-        match = detail_scores(index, queries, refs_t, thetas)
+        match = detail_scores(index, band_queries(index, queries), refs_t, thetas)
         local = local_detail_scores(index, match.window, refs_t)
         return local.numpy(), match.patch.numpy()
 

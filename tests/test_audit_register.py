@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from privacy_audit.detail import detail_scores
+from privacy_audit.detail import band_queries, detail_scores
 from privacy_audit.register import (
     FIELD,
     FINE_ANGLE_STEP,
@@ -163,13 +163,16 @@ def test_detail_scores_of_a_wide_pair_recover_an_alignment_one_step_off(one_thre
     index = RegistrationIndex.build(train)
     copy = _copy(train[2], 4.5, 0, 0, 1.0).astype(np.float32)[None]
     true = register(index, copy, np.array([[2]]), refine=1).transforms[(0, 0)]
-    at_true = detail_scores(index.detail, copy, torch.tensor([2]), _theta_batch(_row(true), FIELD))
+    banded = band_queries(index.detail, copy)
+    at_true = detail_scores(
+        index.detail, banded, torch.tensor([2]), _theta_batch(_row(true), FIELD)
+    )
     off = _row(true)
     off[0, 1] += FINE_ANGLE_STEP
     off[0, 2] *= 1 + FINE_ZOOM_STEP
     moving = band_pass(copy)
     scores = {
-        wide: _local_scores(index, moving, copy, torch.tensor([2]), off, torch.tensor([wide]))
+        wide: _local_scores(index, moving, banded, torch.tensor([2]), off, torch.tensor([wide]))
         for wide in (False, True)
     }
     narrow_whole = float(scores[False][1].score[0])
