@@ -14,7 +14,13 @@ import torch
 
 from .augment import gaussian_blur
 from .encoder import CopyEncoder, embed
-from .register import RegistrationIndex, Transform, band_pass_descriptors, register
+from .register import (
+    RegistrationIndex,
+    Transform,
+    band_pass_descriptors,
+    detail_route_best,
+    register,
+)
 from .search import AlignedNCC, aligned_ncc, topk_by_patient
 
 
@@ -75,6 +81,8 @@ ENCODER_REFINED = 2  # the encoder route's nearest this many are always finely r
 # the planted set, scratch harness: 971 of 1,000 copies flagged against 962 with the nearest
 # alone, 0 of 618 fresh each; a third added nothing; docs/privacy-audit.md). Only the nearest is
 # also tried at register.PLAIN (a wide pair): the second there flagged no copy more
+DETAIL_POOL = 20  # the encoder's nearest patients whose best by detail (over the coarse
+# transforms, register.detail_route_best) is a candidate of its own, registered as a wide pair
 REFINED = 3  # the former method's candidates per query re-aligned at the fine size
 NCC_SMOOTHING = 1.0  # px: a light blur (when not downsampled) so pixel noise hides no copy
 # Crops (side, offset of the crop's centre as a fraction of the room left) that candidate
@@ -171,14 +179,16 @@ def find_neighbours(
     and registration of every candidate (`legacy`: the former method, for the speed bench:
     k patients by the encoder and FFT-NCC alignment)."""
     emb = embed(model, images01, size, progress=progress, desc=f"embed {label}")
-    idx_emb, _ = topk_by_patient(
+    depth = k if legacy else ENCODER_DEPTH * k
+    pool, _ = topk_by_patient(
         emb,
         reference.embeddings,
         reference.groups,
-        k if legacy else ENCODER_DEPTH * k,
+        depth if legacy else max(depth, DETAIL_POOL),
         progress=progress,
         desc=f"search {label}",
     )
+    idx_emb = pool[:, :depth]
     pixels = ncc_pixels(images01)
     routes = [idx_emb]
     for image in (pixels, pixels[:, :, ::-1].copy()):  # as is and mirrored
@@ -196,6 +206,8 @@ def find_neighbours(
         for query in band_pass_descriptors(images01, reference.registration.route_anatomy):
             band.append(topk_by_patient(query, detail, reference.groups, k))
             routes.append(band[-1][0])
+        from_pool = detail_route_best(reference.registration, images01, pool)
+        routes.append(from_pool[:, None])
     index = _union(*routes)
     safe = np.where(index >= 0, index, 0)
     cosine = (emb[:, None, :] * reference.embeddings[torch.as_tensor(safe)]).sum(-1).numpy()
@@ -213,7 +225,7 @@ def find_neighbours(
         images01,
         index,
         also=np.stack([nearest[:, 0], _column_of(index, _nearest_of(band))], 1),
-        also_narrow=nearest[:, 1:],
+        also_narrow=np.concatenate([nearest[:, 1:], _column_of(index, from_pool)[:, None]], 1),
         progress=progress,
         desc=f"register {label}",
     )

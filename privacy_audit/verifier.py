@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "verifier.safetensors"
 CONFIG = "verifier.json"
-VERIFIER_VERSION = 4  # 2: negatives from the encoder route's 10 nearest patients (was 5); 3:
+VERIFIER_VERSION = 5  # 2: negatives from the encoder route's 10 nearest patients (was 5); 3:
 # and the other half's films altered as the copies are, among the negatives; 4: the windows
-# band-passed before the warp (detail.band_queries)
+# band-passed before the warp (detail.band_queries); 5: negatives also from the detail route's
+# candidate (register.detail_route_best)
 COPIES_PER_IMAGE = 4  # positives per training image at most: a small training set needs fewer
 
 

@@ -189,3 +189,58 @@ def test_detail_scores_of_a_wide_pair_recover_an_alignment_one_step_off(one_thre
 
 def _row(t) -> torch.Tensor:
     return torch.tensor([[float(t.mirror), t.angle, t.zoom, t.dy, t.dx]])
+
+
+def _crop_resized(image: np.ndarray, frac: float, top: int, left: int) -> np.ndarray:
+    from PIL import Image
+
+    h, w = image.shape
+    ch, cw = round(h * frac), round(w * frac)
+    crop = Image.fromarray(image[top : top + ch, left : left + cw].astype(np.float32))
+    return np.asarray(crop.resize((w, h), Image.BILINEAR), dtype=np.float32)
+
+
+def test_the_detail_route_finds_a_blended_cropped_copys_source_in_its_pool(one_thread):
+    """A training film cropped, resized and blended (65%) into a new patient's film: among a
+    pool of 30 training films that share one anatomy, the detail route picks its source (its
+    fine structure correlates at the zoom and shift the crop implies)."""
+    from privacy_audit.register import detail_route_best
+
+    rng = np.random.default_rng(11)
+    anatomy = _patient_image(rng, 64)
+
+    def film() -> np.ndarray:  # the shared anatomy and the patient's own structure
+        texture = ndimage.gaussian_filter(rng.standard_normal((64, 64)), 2.0)
+        return np.clip(anatomy + 0.05 * texture / texture.std(), 0, 1).astype(np.float32)
+
+    train = np.stack([film() for _ in range(40)])
+    sources = np.arange(8)
+    copies = np.stack(
+        [
+            0.65 * _crop_resized(train[s], 0.85 + 0.01 * i, i % 4 * 2, 8 - i) + 0.35 * film()
+            for i, s in enumerate(sources)
+        ]
+    ).astype(np.float32)
+    index = RegistrationIndex.build(train)
+    pool = np.stack([rng.permutation(np.arange(8, 38))[:29] for _ in sources])
+    pool = np.concatenate([pool, sources[:, None], np.full((8, 1), -1)], axis=1)
+    assert (detail_route_best(index, copies, pool) == sources).all()
+    assert (detail_route_best(index, copies, np.full((8, 3), -1)) == -1).all()
+
+
+def test_the_detail_routes_correlation_is_that_of_each_window_without_the_anatomy(one_thread):
+    from privacy_audit.detail import remove
+    from privacy_audit.register import COARSE, COARSE_SHIFT, _route_ncc
+
+    rng = np.random.default_rng(12)
+    train = np.stack([_patient_image(rng, 64) for _ in range(30)]).astype(np.float32)
+    index = RegistrationIndex.build(train)
+    g = torch.Generator().manual_seed(0)
+    warped = torch.randn(2, 3, COARSE, COARSE, generator=g)
+    cand = torch.tensor([[0, 5, 9], [3, 3, 29]])
+    fast = _route_ncc(index, warped, cand)
+    side = COARSE - 2 * COARSE_SHIFT
+    windows = warped.unfold(2, side, 1).unfold(3, side, 1).reshape(2, -1, side, side)
+    for n in range(2):
+        plain = _unit(remove(windows[n], index.route_anatomy)) @ index.route[cand[n]].T
+        assert torch.allclose(fast[n], plain.max(0).values, atol=1e-5)
