@@ -81,8 +81,9 @@ ENCODER_REFINED = 2  # the encoder route's nearest this many are always finely r
 # the planted set, scratch harness: 971 of 1,000 copies flagged against 962 with the nearest
 # alone, 0 of 618 fresh each; a third added nothing; docs/privacy-audit.md). Only the nearest is
 # also tried at register.PLAIN (a wide pair): the second there flagged no copy more
-DETAIL_POOL = 20  # the encoder's nearest patients whose best by detail (over the coarse
-# transforms, register.detail_route_best) is a candidate of its own, registered as a wide pair
+DETAIL_POOL = 20  # the encoder's nearest patients whose best by detail (over a few transforms,
+# register.detail_route_best) is a candidate of its own, finely registered (on the planted set,
+# scratch harness: 975 of 1,000 copies flagged against 969 without; docs/privacy-audit.md)
 REFINED = 3  # the former method's candidates per query re-aligned at the fine size
 NCC_SMOOTHING = 1.0  # px: a light blur (when not downsampled) so pixel noise hides no copy
 # Crops (side, offset of the crop's centre as a fraction of the room left) that candidate
@@ -175,7 +176,8 @@ def find_neighbours(
     legacy: bool = False,
 ) -> Neighbours:
     """Candidates from the encoder (ENCODER_DEPTH * k patients), from coarse pixels and from
-    band-passed detail (each as is and mirrored, k patients per route); then embedding cosine
+    band-passed detail (each as is and mirrored, k patients per route), and the detail route's
+    pick among the encoder's DETAIL_POOL nearest; then embedding cosine
     and registration of every candidate (`legacy`: the former method, for the speed bench:
     k patients by the encoder and FFT-NCC alignment)."""
     emb = embed(model, images01, size, progress=progress, desc=f"embed {label}")
@@ -225,7 +227,7 @@ def find_neighbours(
         images01,
         index,
         also=np.stack([nearest[:, 0], _column_of(index, _nearest_of(band))], 1),
-        also_narrow=np.concatenate([nearest[:, 1:], _column_of(index, from_pool)[:, None]], 1),
+        also_narrow=np.concatenate([nearest[:, 1:], _pool_column(index, from_pool, nearest)], 1),
         progress=progress,
         desc=f"register {label}",
     )
@@ -241,6 +243,12 @@ def find_neighbours(
         found.detail_at,
         found.detail_local,
     )
+
+
+def _pool_column(index: np.ndarray, picks: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    """(Q, 1) the column of each row's detail-route pick; where it has none (-1), the encoder's
+    nearest, which is refined anyway."""
+    return np.where(picks >= 0, _column_of(index, picks), nearest[:, 0])[:, None]
 
 
 def _nearest_of(route: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
