@@ -18,6 +18,7 @@ from .register import (
     RegistrationIndex,
     Transform,
     band_pass_descriptors,
+    coarse_band,
     detail_route_best,
     register,
 )
@@ -205,10 +206,11 @@ def find_neighbours(
     band = []  # the band-passed route, as is and mirrored: (index, cosine) each
     if not legacy:
         detail = reference.registration.route
-        for query in band_pass_descriptors(images01, reference.registration.route_anatomy):
+        small = coarse_band(images01)
+        for query in band_pass_descriptors(small, reference.registration.route_anatomy):
             band.append(topk_by_patient(query, detail, reference.groups, k))
             routes.append(band[-1][0])
-        from_pool = detail_route_best(reference.registration, images01, pool)
+        from_pool = detail_route_best(reference.registration, small, pool)
         routes.append(from_pool[:, None])
     index = _union(*routes)
     safe = np.where(index >= 0, index, 0)

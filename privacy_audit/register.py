@@ -143,8 +143,7 @@ class RegistrationIndex:
         for i in range(0, len(images01), block):
             bp = band_pass(images01[i : i + block])
             fine.append(_centre(bp, FINE_SHIFT))
-            small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
-            coarse.append(_centre(small, COARSE_SHIFT))
+            coarse.append(_centre(_to_coarse(bp), COARSE_SHIFT))
         fine_t, coarse_t = torch.cat(fine), torch.cat(coarse)
         route_basis = anatomy_basis(coarse_t, ROUTE_ANATOMY)
         route = _unit(remove_anatomy(coarse_t, route_basis))
@@ -153,25 +152,33 @@ class RegistrationIndex:
         return cls(_unit(coarse_t), fine_t, _unit(fine_t), route_basis, route, detail, windows)
 
 
-def band_pass_descriptors(
-    images01: np.ndarray, basis: torch.Tensor, block: int = 4096
-) -> list[torch.Tensor]:
-    """Queries as RegistrationIndex.route holds the training images, as is and mirrored: a
-    candidate route of its own (a copy mixed into another image keeps its fine structure when
-    its thumbnail no longer looks like the original)."""
-    out: list[list[torch.Tensor]] = [[], []]
-    for i in range(0, len(images01), block):
-        bp = band_pass(images01[i : i + block])
-        small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
-        for j, view in enumerate((small, small.flip(-1))):
-            out[j].append(_unit(remove_anatomy(_centre(view, COARSE_SHIFT), basis)))
-    return [torch.cat(part) for part in out]
+def coarse_band(images01: np.ndarray, block: int = 4096) -> torch.Tensor:
+    """(Q, COARSE, COARSE): the images band-passed and area-downsampled to COARSE, as the
+    candidate routes compare them (computed once per query for both)."""
+    parts = [_to_coarse(band_pass(images01[i : i + block])) for i in range(0, len(images01), block)]
+    return torch.cat(parts) if parts else torch.zeros(0, COARSE, COARSE)
+
+
+def _to_coarse(bp: torch.Tensor) -> torch.Tensor:
+    """(N, COARSE, COARSE): band-passed images (N, FIELD, FIELD) area-downsampled."""
+    return F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
+
+
+def band_pass_descriptors(small: torch.Tensor, basis: torch.Tensor) -> list[torch.Tensor]:
+    """Queries (their coarse_band images) as RegistrationIndex.route holds the training images,
+    as is and mirrored: a candidate route of its own (a copy mixed into another image keeps its
+    fine structure when its thumbnail no longer looks like the original)."""
+    return [
+        _unit(remove_anatomy(_centre(view, COARSE_SHIFT), basis))
+        for view in (small, small.flip(-1))
+    ]
 
 
 def detail_route_best(
-    index: RegistrationIndex, queries01: np.ndarray, pool: np.ndarray, block: int = BLOCK
+    index: RegistrationIndex, small: torch.Tensor, pool: np.ndarray, block: int = BLOCK
 ) -> np.ndarray:
-    """(Q,) for each query, the image of its `pool` (Q, P) of training images (-1 pad) whose
+    """(Q,) for each query (its coarse_band image), the image of its `pool` (Q, P) of training
+    images (-1 pad) whose
     band-passed coarse window, the shared anatomy projected out (`index.route`), correlates best
     with the query's at any ROUTE_TRANSFORMS transform and coarse shift, if it stands out of the
     pool by ROUTE_MARGIN (else -1, as for an empty pool). A candidate route for blends: the
@@ -182,9 +189,8 @@ def detail_route_best(
 
     def one(start: int) -> np.ndarray:
         cand = torch.as_tensor(pool[start : start + block])
-        bp = band_pass(queries01[start : start + block])
-        small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
-        sims = _route_ncc(index, _warp_shared(small, grid), cand.clamp(min=0))
+        warped = _warp_shared(small[start : start + block], grid)
+        sims = _route_ncc(index, warped, cand.clamp(min=0))
         sims = torch.where(cand >= 0, sims, torch.tensor(-float("inf")))
         top = sims.topk(min(2, sims.shape[1]), dim=1)
         best = cand[torch.arange(len(cand)), top.indices[:, 0]]
@@ -451,8 +457,7 @@ def _coarse_ncc(index, search: _Search, bp, safe, valid) -> tuple[torch.Tensor, 
     """(B, k) best NCC over every coarse transform and shift (-inf: no candidate), and where
     it was found (B, k) (transform-major, then shift)."""
     b, k = safe.shape
-    small = F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
-    warped = _warp_shared(small, search.grid)
+    warped = _warp_shared(_to_coarse(bp), search.grid)
     side = COARSE - 2 * COARSE_SHIFT
     refs = index.coarse[safe].view(b, k, side, side)
     ncc = _shift_ncc_by_transform(warped, refs, COARSE_SHIFT, per_query=True)  # (T, b, k, L)
