@@ -179,7 +179,8 @@ def find_neighbours(
     """Candidates from the encoder (ENCODER_DEPTH * k patients), from coarse pixels and from
     band-passed detail (each as is and mirrored, k patients per route), and the detail route's
     pick among the encoder's DETAIL_POOL nearest; then embedding cosine
-    and registration of every candidate (`legacy`: the former method, for the speed bench:
+    and registration of every candidate, the encoder's nearest's detail also at the detail's own
+    alignment (register.detail_route_alignment) (`legacy`: the former method, for the speed bench:
     k patients by the encoder and FFT-NCC alignment)."""
     emb = embed(model, images01, size, progress=progress, desc=f"embed {label}")
     depth = k if legacy else ENCODER_DEPTH * k
@@ -230,6 +231,7 @@ def find_neighbours(
         index,
         also=np.stack([nearest[:, 0], _column_of(index, _nearest_of(band))], 1),
         also_narrow=np.concatenate([nearest[:, 1:], _pool_column(index, from_pool, nearest)], 1),
+        realign=nearest[:, 0],
         progress=progress,
         desc=f"register {label}",
     )

@@ -172,7 +172,15 @@ def test_detail_scores_of_a_wide_pair_recover_an_alignment_one_step_off(one_thre
     off[0, 2] *= 1 + FINE_ZOOM_STEP
     moving = band_pass(copy)
     scores = {
-        wide: _local_scores(index, moving, banded, torch.tensor([2]), off, torch.tensor([wide]))
+        wide: _local_scores(
+            index,
+            moving,
+            banded,
+            torch.tensor([2]),
+            off,
+            torch.tensor([wide]),
+            torch.tensor([False]),
+        )
         for wide in (False, True)
     }
     narrow_whole = float(scores[False][1].score[0])
@@ -229,6 +237,42 @@ def test_the_detail_route_finds_a_blended_cropped_copys_source_in_its_pool(one_t
     assert (detail_route_best(index, small, np.full((8, 3), -1)) == -1).all()
 
 
+def test_the_encoders_nearest_pairs_detail_is_also_taken_where_the_detail_itself_aligns(
+    one_thread,
+):
+    """Training films rotated and blended (65%) into new patients' films, handed to the detail
+    scores at a wrong alignment (mirrored and zoomed, where a whole-window NCC that the other
+    film sets can land): no step around it recovers a copy; for the pairs `register` is told to
+    realign (the encoder's nearest) the detail is also taken at its own alignment
+    (detail_route_alignment), unmirrored, near the rotation."""
+    rng = np.random.default_rng(13)
+    anatomy = _patient_image(rng, 64)
+
+    def film() -> np.ndarray:  # the shared anatomy and the patient's own structure
+        texture = ndimage.gaussian_filter(rng.standard_normal((64, 64)), 2.0)
+        return np.clip(anatomy + 0.05 * texture / texture.std(), 0, 1).astype(np.float32)
+
+    train = np.stack([film() for _ in range(30)])
+    angles = (4.0, -4.0, 0.0, 2.0)
+    copies = np.stack(
+        [0.65 * _copy(train[i], a, 0, 0, 1.0) + 0.35 * film() for i, a in enumerate(angles)]
+    ).astype(np.float32)
+    index = RegistrationIndex.build(train)
+    refs = torch.arange(len(angles))
+    wrong = torch.tensor([[1.0, 0.0, 1.12, 1.0, -1.0]]).repeat(len(angles), 1)
+    moving, banded = band_pass(copies), band_queries(index.detail, copies)
+    wide = torch.ones(refs.shape, dtype=torch.bool)  # the unrotated and one-step tries too
+    found = {
+        own: _local_scores(index, moving, banded, refs, wrong, wide, torch.full(refs.shape, own))[1]
+        for own in (False, True)
+    }
+    assert (found[False].score < 0.3).all()
+    assert (found[True].score > 0.6).all()
+    at = found[True].at
+    assert (at[:, 0] == 0).all()  # unmirrored
+    assert np.allclose(at[:, 1].abs().numpy(), np.abs(angles), atol=2.5)
+
+
 def test_the_detail_routes_correlation_is_that_of_each_window_without_the_anatomy(one_thread):
     from privacy_audit.detail import remove
     from privacy_audit.register import COARSE, COARSE_SHIFT, _route_ncc
@@ -238,10 +282,11 @@ def test_the_detail_routes_correlation_is_that_of_each_window_without_the_anatom
     index = RegistrationIndex.build(train)
     g = torch.Generator().manual_seed(0)
     warped = torch.randn(2, 3, COARSE, COARSE, generator=g)
-    cand = torch.tensor([[0, 5, 9], [3, 3, 29]])
-    fast = _route_ncc(index, warped, cand)
     side = COARSE - 2 * COARSE_SHIFT
     windows = warped.unfold(2, side, 1).unfold(3, side, 1).reshape(2, -1, side, side)
-    for n in range(2):
-        plain = _unit(remove(windows[n], index.route_anatomy)) @ index.route[cand[n]].T
-        assert torch.allclose(fast[n], plain.max(0).values, atol=1e-5)
+    # several candidates per query (a convolution each) and one (one grouped convolution)
+    for cand in (torch.tensor([[0, 5, 9], [3, 3, 29]]), torch.tensor([[7], [29]])):
+        fast = _route_ncc(index, warped, cand)
+        for n in range(2):
+            plain = _unit(remove(windows[n], index.route_anatomy)) @ index.route[cand[n]].T
+            assert torch.allclose(fast[n], plain.max(0).values, atol=1e-5)
