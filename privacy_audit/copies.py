@@ -15,6 +15,7 @@ import torch
 from .augment import gaussian_blur
 from .encoder import CopyEncoder, embed
 from .register import (
+    Columns,
     RegistrationIndex,
     Transform,
     band_pass_descriptors,
@@ -178,10 +179,9 @@ def find_neighbours(
 ) -> Neighbours:
     """Candidates from the encoder (ENCODER_DEPTH * k patients), from coarse pixels and from
     band-passed detail (each as is and mirrored, k patients per route), and the detail route's
-    pick among the encoder's DETAIL_POOL nearest; then embedding cosine
-    and registration of every candidate, the encoder's nearest's detail also at the detail's own
-    alignment (register.detail_route_alignment) (`legacy`: the former method, for the speed bench:
-    k patients by the encoder and FFT-NCC alignment)."""
+    pick among the encoder's DETAIL_POOL nearest; then embedding cosine and registration of
+    every candidate, the encoder's nearest realigned by its detail (`legacy`: the former
+    method, for the speed bench: k patients by the encoder and FFT-NCC alignment)."""
     emb = embed(model, images01, size, progress=progress, desc=f"embed {label}")
     depth = k if legacy else ENCODER_DEPTH * k
     pool, _ = topk_by_patient(
@@ -229,9 +229,7 @@ def find_neighbours(
         reference.registration,
         images01,
         index,
-        also=np.stack([nearest[:, 0], _column_of(index, _nearest_of(band))], 1),
-        also_narrow=np.concatenate([nearest[:, 1:], _pool_column(index, from_pool, nearest)], 1),
-        realign=nearest[:, 0],
+        columns=_refined_columns(index, nearest, band, from_pool),
         progress=progress,
         desc=f"register {label}",
     )
@@ -246,6 +244,17 @@ def find_neighbours(
         found.detail_patch,
         found.detail_at,
         found.detail_local,
+    )
+
+
+def _refined_columns(index, nearest, band, from_pool) -> Columns:
+    """What `register` refines besides each query's best by coarse NCC: the encoder's nearest
+    and the band route's (wide; the encoder's nearest also realigned by its detail), the
+    encoder's second and the detail route's pick (narrow)."""
+    return Columns(
+        wide=np.stack([nearest[:, 0], _column_of(index, _nearest_of(band))], 1),
+        narrow=np.concatenate([nearest[:, 1:], _pool_column(index, from_pool, nearest)], 1),
+        realign=nearest[:, 0],
     )
 
 

@@ -390,38 +390,49 @@ class _Search:
         return cls(params, coarse, _affine_grid(_theta_batch(PLAIN, FIELD), FIELD))
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Candidates `register` refines besides each query's `refine` best by coarse NCC, as
+    columns of its candidates, (Q,) or (Q, n) each: `wide` (each candidate route's nearest: a
+    copy whose coarse NCC a sub-pixel shift spoiled is still refined; also tried at PLAIN),
+    `narrow`, and `realign` (among those: their detail also at the detail's own alignment)."""
+
+    wide: np.ndarray | None = None
+    narrow: np.ndarray | None = None
+    realign: np.ndarray | None = None
+
+    def per_query(self, q_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Q, A), (Q, N) and (Q, R); none given: no columns."""
+        return tuple(
+            np.zeros((q_n, 0), np.int64) if a is None else np.asarray(a).reshape(q_n, -1)
+            for a in (self.wide, self.narrow, self.realign)
+        )
+
+
 def register(
     index: RegistrationIndex,
     queries01: np.ndarray,
     candidates: np.ndarray,
     refine: int = REFINE,
-    also: np.ndarray | None = None,
-    also_narrow: np.ndarray | None = None,
-    realign: np.ndarray | None = None,
+    columns: Columns = Columns(),
     progress: bool = False,
     desc: str = "register",
 ) -> Registered:
     """Coarse NCC over every transform for every candidate (-1: none); then, for the `refine`
-    best candidates of each query and its `also` columns (Q,) or (Q, A) if given (each
-    candidate route's nearest: a copy whose coarse NCC a sub-pixel shift spoiled is still
-    refined) and its `also_narrow` columns (Q, N), the fine search at FIELD around the best
+    best candidates of each query and its `columns`, the fine search at FIELD around the best
     coarse transform (for the pairs _wide_pairs names, at the unrotated PLAIN transforms too;
-    half-pixel steps) and the patch and detail scores there; the refined pairs of the `realign`
-    columns (Q,) also at the detail's own alignment (_detail_route_aligned). Unrefined
-    candidates keep their
+    half-pixel steps) and the patch and detail scores there (for the `columns.realign` pairs
+    also at the detail's own alignment: _detail_route_aligned). Unrefined candidates keep their
     coarse NCC and -inf for the other scores. Blocks of BLOCK queries run on torch's threads
     one block per thread (see blocks.map_blocks)."""
     q_n, k = candidates.shape
     out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(5)), {}, {})
     search = _Search.build()
-    columns = tuple(  # (Q, A), (Q, N) and (Q, R), none given: no columns
-        np.zeros((q_n, 0), np.int64) if a is None else np.asarray(a).reshape(q_n, -1)
-        for a in (also, also_narrow, realign)
-    )
+    per_query = columns.per_query(q_n)
 
     def one(start: int) -> dict[tuple[int, int], Transform]:
         rows = slice(start, start + BLOCK)
-        extra = tuple(a[rows] for a in columns)
+        extra = tuple(a[rows] for a in per_query)
         return _register_block(
             index, search, queries01[rows], candidates[rows], refine, extra, out, start
         )
@@ -433,8 +444,8 @@ def register(
 
 
 def _register_block(index, search, queries01, cand_np, refine, also, out, start) -> tuple:
-    """register() for the queries from row `start` on (`also`: its also, also_narrow and
-    realign columns): their scores written into `out`, the transforms found and the detail scores'
+    """register() for the queries from row `start` on (`also`: its Columns.per_query rows):
+    their scores written into `out`, the transforms found and the detail scores'
     alignments returned."""
     cand = torch.as_tensor(cand_np)
     valid, safe = cand >= 0, cand.clamp(min=0)

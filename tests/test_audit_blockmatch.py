@@ -12,6 +12,7 @@ from privacy_audit.blockmatch import MIN_AGREE, realign
 from privacy_audit.detail import band_queries, local_detail_scores_at
 from privacy_audit.register import (
     FIELD,
+    Columns,
     RegistrationIndex,
     Transform,
     _params_of,
@@ -95,7 +96,11 @@ def test_registered_pasted_copies_score_at_the_alignment_their_blocks_agree_on(o
     index = RegistrationIndex.build(train)
     queries = _pasted_copies(rng, train, TRUE)
     found = register(
-        index, queries, np.arange(16)[:, None], refine=1, also=np.zeros(16, dtype=np.int64)
+        index,
+        queries,
+        np.arange(16)[:, None],
+        refine=1,
+        columns=Columns(wide=np.zeros(16, dtype=np.int64)),
     )
     assert found.detail_local.min() > 0.8  # found: 0.92
     local = [found.detail_at[(i, 0)][2] for i in range(16)]

@@ -14,6 +14,7 @@ from privacy_audit.register import (
     FIELD,
     FINE_ANGLE_STEP,
     FINE_ZOOM_STEP,
+    Columns,
     RegistrationIndex,
     _local_scores,
     _shift_ncc,
@@ -100,7 +101,7 @@ def test_copies_shifted_by_part_of_a_coarse_pixel_register(one_thread):
     assert (scores > 0.9).mean() >= 0.85
 
 
-def test_the_also_column_is_refined_even_when_its_coarse_ncc_is_low(one_thread):
+def test_the_wide_column_is_refined_even_when_its_coarse_ncc_is_low(one_thread):
     rng = np.random.default_rng(4)
     train = np.stack([_patient_image(rng, 64) for _ in range(6)]).astype(np.float32)
     index = RegistrationIndex.build(train)
@@ -108,17 +109,19 @@ def test_the_also_column_is_refined_even_when_its_coarse_ncc_is_low(one_thread):
     candidates = np.array([[0, 3, 4]])  # the copy's source first: the best coarse NCC
     plain = register(index, query, candidates, refine=1)
     assert set(plain.transforms) == {(0, 0)} and not np.isfinite(plain.patch[0, 2])
-    forced = register(index, query, candidates, refine=1, also=np.array([2]))
+    forced = register(index, query, candidates, refine=1, columns=Columns(wide=np.array([2])))
     assert set(forced.transforms) == {(0, 0), (0, 2)}
     assert np.isfinite(forced.patch[0, 2]) and np.isfinite(forced.detail[0, 2])
-    same = register(index, query, candidates, refine=1, also=np.array([0]))
+    same = register(index, query, candidates, refine=1, columns=Columns(wide=np.array([0])))
     assert set(same.transforms) == {(0, 0)}  # already refined: not twice
-    # `also` may name several columns per query (each candidate route's nearest)
-    found = register(index, query, candidates, refine=1, also=np.array([[2, 1]]))
+    # `wide` may name several columns per query (each candidate route's nearest)
+    found = register(index, query, candidates, refine=1, columns=Columns(wide=np.array([[2, 1]])))
     assert set(found.transforms) == {(0, 0), (0, 1), (0, 2)}
     assert np.isfinite(found.detail[0]).all()
-    # `also_narrow` columns are refined too (at the best coarse transform only)
-    narrow = register(index, query, candidates, refine=1, also=np.array([2]), also_narrow=[[1]])
+    # `narrow` columns are refined too (at the best coarse transform only)
+    narrow = register(
+        index, query, candidates, refine=1, columns=Columns(wide=np.array([2]), narrow=[[1]])
+    )
     assert set(narrow.transforms) == {(0, 0), (0, 1), (0, 2)}
     assert np.isfinite(narrow.detail[0]).all()
     assert narrow.ncc[0, 0] == found.ncc[0, 0]  # the others' results do not change
@@ -144,7 +147,9 @@ def test_off_centre_crops_resized_by_up_to_1_2x_register(one_thread):
     for fraction, top, left in [(0.85, 7, 3), (0.88, 6, 2)]:
         copies = np.stack([_crop_resize(t, fraction, top, left) for t in train])
         also = np.zeros(len(train), dtype=np.int64)  # the source is the route's nearest: wide
-        found = register(index, copies, np.arange(len(train))[:, None], refine=1, also=also)
+        found = register(
+            index, copies, np.arange(len(train))[:, None], refine=1, columns=Columns(wide=also)
+        )
         scores.append(found.ncc[:, 0])
         details.append(found.detail[:, 0])
     scores, details = np.concatenate(scores), np.concatenate(details)
