@@ -213,6 +213,17 @@ def _crop_resized(image: np.ndarray, frac: float, top: int, left: int) -> np.nda
     return np.asarray(crop.resize((w, h), Image.BILINEAR), dtype=np.float32)
 
 
+def _films_sharing_one_anatomy(rng: np.random.Generator):
+    """A maker of 64x64 films: one anatomy they all share, and each patient's own structure."""
+    anatomy = _patient_image(rng, 64)
+
+    def film() -> np.ndarray:
+        texture = ndimage.gaussian_filter(rng.standard_normal((64, 64)), 2.0)
+        return np.clip(anatomy + 0.05 * texture / texture.std(), 0, 1).astype(np.float32)
+
+    return film
+
+
 def test_the_detail_route_finds_a_blended_cropped_copys_source_in_its_pool(one_thread):
     """A training film cropped, resized and blended (65%) into a new patient's film: among a
     pool of 30 training films that share one anatomy, the detail route picks its source (its
@@ -220,12 +231,7 @@ def test_the_detail_route_finds_a_blended_cropped_copys_source_in_its_pool(one_t
     from privacy_audit.register import coarse_band, detail_route_best
 
     rng = np.random.default_rng(11)
-    anatomy = _patient_image(rng, 64)
-
-    def film() -> np.ndarray:  # the shared anatomy and the patient's own structure
-        texture = ndimage.gaussian_filter(rng.standard_normal((64, 64)), 2.0)
-        return np.clip(anatomy + 0.05 * texture / texture.std(), 0, 1).astype(np.float32)
-
+    film = _films_sharing_one_anatomy(rng)
     train = np.stack([film() for _ in range(40)])
     sources = np.arange(8)
     copies = np.stack(
@@ -251,12 +257,7 @@ def test_the_encoders_nearest_pairs_detail_is_also_taken_where_the_detail_itself
     realign (the encoder's nearest) the detail is also taken at its own alignment
     (detail_route_alignment), unmirrored, near the rotation."""
     rng = np.random.default_rng(13)
-    anatomy = _patient_image(rng, 64)
-
-    def film() -> np.ndarray:  # the shared anatomy and the patient's own structure
-        texture = ndimage.gaussian_filter(rng.standard_normal((64, 64)), 2.0)
-        return np.clip(anatomy + 0.05 * texture / texture.std(), 0, 1).astype(np.float32)
-
+    film = _films_sharing_one_anatomy(rng)
     train = np.stack([film() for _ in range(30)])
     angles = (4.0, -4.0, 0.0, 2.0)
     copies = np.stack(
