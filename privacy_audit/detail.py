@@ -125,14 +125,18 @@ def _local_bases(basis: torch.Tensor, side: int, window: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _local_residual(windows: torch.Tensor, position: int, basis: torch.Tensor) -> torch.Tensor:
-    """(n, w*w): local window `position` of (n, side, side) windows without `basis`, unit norm."""
+def _local_window(windows: torch.Tensor, position: int, basis: torch.Tensor) -> torch.Tensor:
+    """(n, w*w): local window `position` of (n, side, side) windows, flat."""
     side = windows.shape[-1]
     window = math.isqrt(basis.shape[0])
     t, left = _local_positions(side, window)[position]
-    x = windows[:, t : t + window, left : left + window].reshape(len(windows), -1)
-    x = x - (x @ basis) @ basis.T
-    return F.normalize(x, dim=1)
+    return windows[:, t : t + window, left : left + window].reshape(len(windows), -1)
+
+
+def _local_residual(windows: torch.Tensor, position: int, basis: torch.Tensor) -> torch.Tensor:
+    """(n, w*w): local window `position` of (n, side, side) windows without `basis`, unit norm."""
+    x = _local_window(windows, position, basis)
+    return F.normalize(x - (x @ basis) @ basis.T, dim=1)
 
 
 def _patch_side(size: int) -> int:
@@ -208,7 +212,10 @@ def local_detail_scores(
     anatomy projected out of it alone."""
     best = torch.full((len(refs),), -1.0)
     for p, basis in enumerate(index.local_bases):
-        ncc = (_local_residual(windows, p, basis) * index.local_refs[refs, p].float()).sum(1)
+        x = _local_window(windows, p, basis)
+        ref = index.local_refs[refs, p].float()  # free of `basis` already: the residual's
+        residual2 = x.square().sum(1) - (x @ basis).square().sum(1)  # dot with it is x's
+        ncc = (x * ref).sum(1) / residual2.clamp(min=0).sqrt().clamp(min=1e-12)
         best = torch.maximum(best, ncc)
     return best.clamp(-1, 1)
 

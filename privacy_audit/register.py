@@ -313,18 +313,17 @@ def _warp_shared(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 def _affine_grid(thetas: torch.Tensor, size: int, margin: int = 0) -> torch.Tensor:
     """F.affine_grid(thetas, [N, 1, size, size], align_corners=False) elementwise, less `margin`
     px each side: the batched (size^2 x 3) @ (3 x 2) products of the library call are slow for
-    thousands of small maps. Each coordinate is written in place (a*x + b*y, then + c): the
-    grid is the largest tensor of the fine search, and full-size temporaries stacked afterwards
-    cost more than the arithmetic (the same operations in the same order: the same grid, bit
-    for bit)."""
+    thousands of small maps. Each coordinate is written in place in one full-size pass ((a*x +
+    c) + b*y, the sum of a row and a column): the grid is the largest tensor of the fine search,
+    and full-size temporaries stacked afterwards cost more than the arithmetic (the library's
+    grid to within a rounding)."""
     axis = ((torch.arange(size, dtype=thetas.dtype) * 2 + 1) / size - 1)[margin : size - margin]
     side = len(axis)
     xs, ys = axis[None, None, :], axis[None, :, None]
     t = thetas[:, :, :, None, None]
     grid = torch.empty(len(thetas), side, side, 2, dtype=thetas.dtype)
     for c in range(2):
-        torch.add(t[:, c, 0] * xs, t[:, c, 1] * ys, out=grid[..., c])
-        grid[..., c].add_(t[:, c, 2])
+        torch.add(t[:, c, 0] * xs + t[:, c, 2], t[:, c, 1] * ys, out=grid[..., c])
     return grid
 
 

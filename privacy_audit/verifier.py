@@ -47,11 +47,11 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "verifier.safetensors"
 CONFIG = "verifier.json"
-VERIFIER_VERSION = 6  # 2: negatives from the encoder route's 10 nearest patients (was 5); 3:
+VERIFIER_VERSION = 7  # 2: negatives from the encoder route's 10 nearest patients (was 5); 3:
 # and the other half's films altered as the copies are, among the negatives; 4: the windows
 # band-passed before the warp (detail.band_queries); 5: negatives also from the detail route's
 # candidate (register.detail_route_best); 6: the encoder's nearest pair's detail scores also at
-# the detail's own alignment (register.detail_route_alignment)
+# the detail's own alignment (register.detail_route_alignment); 7: no mirrored pixel route
 COPIES_PER_IMAGE = 4  # positives per training image at most: a small training set needs fewer
 
 

@@ -172,3 +172,27 @@ def _pasted_corner(source: np.ndarray, into: np.ndarray) -> np.ndarray:
     out = into.copy()
     out[:40, 20:] = source[:40, 20:]  # 62% x 69% of the film, in a corner
     return out
+
+
+def test_the_local_score_is_the_ncc_of_the_windows_without_their_anatomy(one_thread):
+    """local_detail_scores skips projecting the anatomy out of the query's windows (the training
+    window is free of it, so only the norm changes): it must still be, per pair, the best
+    cosine of the two windows each with its own anatomy and mean projected out."""
+    from privacy_audit.detail import _local_residual, local_detail_scores
+
+    rng = np.random.default_rng(5)
+    train, fresh = _films(rng, 60), _films(rng, 12)
+    index = DetailIndex.build(train)
+    refs = torch.as_tensor(np.r_[np.arange(12), rng.integers(0, 60, 12)])
+    queries = np.concatenate([_pasted_corner(train[i], fresh[i])[None] for i in range(12)])
+    queries = np.concatenate([queries, fresh])
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(len(refs), 2, 3)
+    windows = detail_scores(index, band_queries(index, queries), refs, identity).window
+    products = [
+        _local_residual(windows, p, basis) * _local_residual(index.bands[refs], p, basis)
+        for p, basis in enumerate(index.local_bases)
+    ]
+    defined = torch.stack([product.sum(1) for product in products]).amax(0)
+    got = local_detail_scores(index, windows, refs)
+    assert torch.allclose(got, defined, atol=2e-3), (got - defined).abs().max()
+    assert got[:12].min() > got[12:].max()  # and it still tells the pasted from the fresh
