@@ -126,10 +126,10 @@ def _local_bases(basis: torch.Tensor, side: int, window: int) -> torch.Tensor:
 
 
 def _local_window(windows: torch.Tensor, position: int, basis: torch.Tensor) -> torch.Tensor:
-    """(n, w*w): local window `position` of (n, side, side) windows, flat."""
-    side = windows.shape[-1]
+    """(n, w*w): local window `position` of (n, side, side) windows, flat (w: `basis`'s, the
+    window's (w*w, m+1) basis)."""
     window = math.isqrt(basis.shape[0])
-    t, left = _local_positions(side, window)[position]
+    t, left = _local_positions(windows.shape[-1], window)[position]
     return windows[:, t : t + window, left : left + window].reshape(len(windows), -1)
 
 
@@ -209,13 +209,15 @@ def local_detail_scores(
 ) -> torch.Tensor:
     """(n,) per pair: the query's aligned band-passed window (DetailMatch.window, the one the
     patch score was taken on) against refs[i], the best NCC of the local windows, each with the
-    anatomy projected out of it alone."""
+    anatomy projected out of it alone. The training windows are free of it already, so the
+    query's projection changes only its norm: x.r / sqrt(|x|^2 - |B'x|^2), without forming the
+    residual (a quarter less of the score's cost)."""
     best = torch.full((len(refs),), -1.0)
     for p, basis in enumerate(index.local_bases):
         x = _local_window(windows, p, basis)
-        ref = index.local_refs[refs, p].float()  # free of `basis` already: the residual's
-        residual2 = x.square().sum(1) - (x @ basis).square().sum(1)  # dot with it is x's
-        ncc = (x * ref).sum(1) / residual2.clamp(min=0).sqrt().clamp(min=1e-12)
+        residual2 = x.square().sum(1) - (x @ basis).square().sum(1)
+        dot = (x * index.local_refs[refs, p].float()).sum(1)
+        ncc = dot / residual2.clamp(min=0).sqrt().clamp(min=1e-12)
         best = torch.maximum(best, ncc)
     return best.clamp(-1, 1)
 
