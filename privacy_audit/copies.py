@@ -87,8 +87,8 @@ DETAIL_POOL = 20  # the encoder's nearest patients whose best by detail (over a 
 # register.detail_route_best) is a candidate of its own, finely registered (on the planted set,
 # scratch harness: 975 of 1,000 copies flagged against 969 without; docs/privacy-audit.md)
 REFINED = 3  # the former method's candidates per query re-aligned at the fine size
-PIXEL_VIEWS = 1  # the pixel route searches the query as is (the former method mirrored too):
-# mirrored it found no copy the other routes missed and brought 15% of the candidates (on the
+PIXEL_MIRRORED = False  # the pixel route searches the query as is (the former method mirrored
+# too): mirrored it found no copy the other routes missed and brought 15% of the candidates (on the
 # planted set, scratch harness: the same 976 of 1,000 copies flagged without it, 0 of 618 fresh
 # each; docs/privacy-audit.md)
 NCC_SMOOTHING = 1.0  # px: a light blur (when not downsampled) so pixel noise hides no copy
@@ -182,7 +182,7 @@ def find_neighbours(
     legacy: bool = False,
 ) -> Neighbours:
     """Candidates from the encoder (ENCODER_DEPTH * k patients), from coarse pixels (as is:
-    PIXEL_VIEWS) and from band-passed detail (as is and mirrored), k patients per route, and the
+    PIXEL_MIRRORED) and from band-passed detail (as is and mirrored), k patients per route, and the
     detail route's pick among the encoder's DETAIL_POOL nearest; then embedding cosine and
     registration of every candidate, the encoder's nearest realigned by its detail (`legacy`:
     the former method, for the speed bench: k patients by the encoder and FFT-NCC alignment)."""
@@ -199,7 +199,7 @@ def find_neighbours(
     idx_emb = pool[:, :depth]
     pixels = ncc_pixels(images01)
     routes = [idx_emb]
-    for image in (pixels, pixels[:, :, ::-1].copy())[: 2 if legacy else PIXEL_VIEWS]:
+    for image in [pixels, pixels[:, :, ::-1].copy()] if legacy or PIXEL_MIRRORED else [pixels]:
         found, _ = topk_by_patient(
             pixel_descriptor(image),
             reference.descriptors,
