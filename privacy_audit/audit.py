@@ -29,7 +29,14 @@ from .copies import (
     find_neighbours,
     query_scores,
 )
-from .encoder import EncoderParams, load_encoder, save_encoder, train_encoder, training_key
+from .encoder import (
+    EncoderParams,
+    base_params,
+    load_encoder,
+    save_encoder,
+    train_encoder,
+    training_key,
+)
 from .errors import AuditError
 from .imageset import load_images, open_set, set_sha256, write_filtered_copy
 from .metadata import FAIL, Forbidden, scan_set
@@ -162,9 +169,12 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
     params = config.encoder
     key = training_key([r.sha256 for r in train], params)
 
+    places = _cache_places(config, key, old_report)
+
     def train_it():
+        start = _base_encoder(params, [r.sha256 for r in train], places)
         model, train_stats = train_encoder(
-            train_images, [r.patient_id for r in train], params, progress=config.progress
+            train_images, [r.patient_id for r in train], params, config.progress, start
         )
         return model, {
             "key": key,
@@ -173,13 +183,27 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
             "only; no pretrained weights",
             "objective": "SimCLR NT-Xent over copy augmentations (mirror, shift, crop+resize, "
             "rotation, gamma/contrast/brightness, blur, JPEG-like recompression, noise; in one "
-            "of the two views, half the images blended or pasted into another patient's image)",
+            "of the two views, half the images blended or pasted into another patient's image), "
+            "then on batches of look-alike films of different patients (hard negatives)",
             **train_stats,
         }
 
-    places = _cache_places(config, key, old_report)
     load = lambda place: load_encoder(place, key)  # noqa: E731
     return _cached_or_trained("copy encoder", places, load, save_encoder, train_it, report_stage)
+
+
+def _base_encoder(params, train_hashes: list[str], places: list[Path]):
+    """An encoder cached for the first phase of `params` (one trained before the hard phase
+    existed, or without it), which training hardens instead of starting over; else None."""
+    if not params.hard:
+        return None
+    key = training_key(train_hashes, base_params(params))
+    for place in places:
+        found = load_encoder(place, key)
+        if found is not None:
+            log.info("copy encoder of the first phase reused from %s (key %s)", place, key[:12])
+            return found[0]
+    return None
 
 
 def _get_verifier(config: AuditConfig, train_images, train, encoder, encoder_key: str, paths):
