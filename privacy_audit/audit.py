@@ -146,16 +146,24 @@ def _cache_places(config: AuditConfig, encoder_key: str, old_report: Path) -> li
     return [cache, old_report / ENCODER_DIR]
 
 
+def _first_cached(places: list[Path], load):
+    """`load(place)` of the first of `places` that holds the network (model, record), or None."""
+    for place in places:
+        found = load(place)
+        if found is not None:
+            return found
+    return None
+
+
 def _cached_or_trained(what: str, places: list[Path], load, save, train, report_stage: Path):
     """The network `what` from the first of `places` holding it for its key (`load(place)`),
     else `train()`ed and cached in the first; either way a copy goes into the report. Returns
     (model, record, reused)."""
-    for place in places:
-        found = load(place)
-        if found is not None:
-            log.info("%s reused from cache (key %s)", what, found[1]["key"][:12])
-            save(found[0], report_stage / ENCODER_DIR, found[1])
-            return (*found, True)
+    found = _first_cached(places, load)
+    if found is not None:
+        log.info("%s reused from cache (key %s)", what, found[1]["key"][:12])
+        save(found[0], report_stage / ENCODER_DIR, found[1])
+        return (*found, True)
     model, meta = train()
     save(model, report_stage / ENCODER_DIR, meta)
     try:
@@ -198,12 +206,11 @@ def _base_encoder(params, train_hashes: list[str], places: list[Path]):
     if not params.hard:
         return None
     key = training_key(train_hashes, base_params(params))
-    for place in places:
-        found = load_encoder(place, key)
-        if found is not None:
-            log.info("copy encoder of the first phase reused from %s (key %s)", place, key[:12])
-            return found[0]
-    return None
+    found = _first_cached(places, lambda place: load_encoder(place, key))
+    if found is None:
+        return None
+    log.info("copy encoder of the first phase reused (key %s): hardened, not retrained", key[:12])
+    return found[0]
 
 
 def _get_verifier(config: AuditConfig, train_images, train, encoder, encoder_key: str, paths):
