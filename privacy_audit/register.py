@@ -55,6 +55,9 @@ PATCH = 12  # px at FIELD: the window of the patch-level score
 PATCH_STRIDE = 4
 BAND = (0.5, 2.0)  # sigmas (px at FIELD) of the difference of Gaussians
 ROUTE_ANATOMY = 20  # components projected out of the coarse windows for the candidate route
+MIRROR_GAP = 0.1  # coarse NCC: a wide pair whose other mirror's best comes this close is also
+# scored there (_fine_search): the sources of the planted copies aligned mirrored that way came
+# within 0.03-0.06, a copy's median gap is 0.28 (scratch /work/exp/s27/gap.py)
 REFINE = 1  # candidates per query by coarse NCC finely registered (and each route's nearest)
 BLOCK = 128  # queries a thread registers at a time (blocks.map_blocks)
 
@@ -449,7 +452,7 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     cand = torch.as_tensor(cand_np)
     valid, safe = cand >= 0, cand.clamp(min=0)
     bp = band_pass(queries01)
-    best, where = _coarse_ncc(index, search, bp, safe, valid)
+    best, where, mirrored = _coarse_ncc(index, search, bp, safe, valid)
     out.ncc[start : start + len(cand)] = best.numpy()
     wide_cols, narrow_cols, realign_cols = (torch.as_tensor(a) for a in also)
     rows, cols = _refined_pairs(best, valid, refine, torch.cat([wide_cols, narrow_cols], 1))
@@ -459,14 +462,15 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     unit_refs = index.fine_unit[refs]
     wide = _wide_pairs(best, rows, cols, wide_cols)
     plain = _warp_shared(bp, search.plain_grid)[rows[wide]]
-    fine_best, chosen = _fine_search(
-        moving, unit_refs, search.params, where[rows, cols], plain, wide
-    )
+    found = where[rows, cols], mirrored[rows, cols]
+    fine_best, chosen, flipped = _fine_search(moving, unit_refs, search.params, found, plain, wide)
     half_best, chosen = _half_pixel(moving, unit_refs, chosen)
     whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
     banded = band_queries(index.detail, queries01)[rows]
     own = (cols[:, None] == realign_cols[rows]).any(1)
-    local, d_whole, d_patch, d_local = _local_scores(index, moving, banded, refs, chosen, wide, own)
+    local, d_whole, d_patch, d_local = _local_scores(
+        index, moving, banded, refs, chosen, wide, own, flipped
+    )
     strongest = _first_per_row(rows, torch.maximum(d_patch.score, d_local.score))
     _detail_realigned(index, moving, banded, refs, d_local, strongest)
     r_np, c_np = (rows + start).numpy(), cols.numpy()
@@ -500,15 +504,24 @@ def _params_of(thetas: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _coarse_ncc(index, search: _Search, bp, safe, valid) -> tuple[torch.Tensor, ...]:
-    """(B, k) best NCC over every coarse transform and shift (-inf: no candidate), and where
-    it was found (B, k) (transform-major, then shift)."""
+    """(B, k) best NCC over every coarse transform and shift (-inf: no candidate), where it
+    was found (B, k) (transform-major, then shift), and where the best of the other mirror was
+    where it comes within MIRROR_GAP of it (B, k; else -1)."""
     b, k = safe.shape
     warped = _warp_shared(_to_coarse(bp), search.grid)
     side = COARSE - 2 * COARSE_SHIFT
     refs = index.coarse[safe].view(b, k, side, side)
     ncc = _shift_ncc_by_transform(warped, refs, COARSE_SHIFT, per_query=True)  # (T, b, k, L)
-    best, where = ncc.permute(1, 2, 0, 3).reshape(b, k, -1).max(2)
-    return torch.where(valid, best, torch.tensor(-float("inf"))), where
+    flat = ncc.permute(1, 2, 0, 3).reshape(b, k, -1)
+    best, where = flat.max(2)
+    half = flat.shape[2] // 2  # COARSE_TRANSFORMS: the unmirrored half first
+    unmirrored = where < half
+    other_best, other = torch.where(unmirrored[..., None], flat[..., half:], flat[..., :half]).max(
+        2
+    )
+    other = other + torch.where(unmirrored, half, 0)
+    other = torch.where(best - other_best < MIRROR_GAP, other, -1)
+    return torch.where(valid, best, torch.tensor(-float("inf"))), where, other
 
 
 def _refined_pairs(best, valid, refine: int, also) -> tuple[torch.Tensor, torch.Tensor]:
@@ -542,24 +555,44 @@ def _coarse_transform(coarse_params: torch.Tensor, where: torch.Tensor) -> torch
     return base
 
 
-def _fine_search(moving, unit_refs, coarse_params, where, plain, wide) -> tuple[torch.Tensor, ...]:
-    """_best_shift around the best coarse transform (`where` (n,)) and, for the `wide` pairs
-    (n,) bool, at every whole-pixel shift of the PLAIN transforms too (`plain`: their queries
-    warped so, (w, len(PLAIN), FIELD, FIELD)): at 16x16, a copy shifted by part of a pixel, or
-    cropped and resized, can rank a wrong mirror, rotation or zoom above its own at every coarse
-    transform, and a memorised sample is mostly unrotated. The better result per pair (the
-    first on ties)."""
-    near = _around(_coarse_transform(coarse_params, where))
-    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(*near.shape[:2], 2, 3)
-    fine, chosen = _best_shift(_warp_pairs(moving, thetas, FIELD), unit_refs, near)
+def _fine_search(moving, unit_refs, coarse_params, found, plain, wide) -> tuple[torch.Tensor, ...]:
+    """_best_shift around the best coarse transform (`found`: where it is, and where the other
+    mirror's best is if within MIRROR_GAP, else -1; (n,) each) and, for the `wide` pairs (n,)
+    bool, at every whole-pixel shift of the PLAIN transforms too (`plain`: their queries warped
+    so, (w, len(PLAIN), FIELD, FIELD)): at 16x16, a copy shifted by part of a pixel, or cropped
+    and resized, can rank a wrong mirror, rotation or zoom above its own at every coarse
+    transform, and a memorised sample is mostly unrotated. The better result per pair (the first
+    on ties), and (rows, (w, 5) alignments) for the wide pairs whose mirrors nearly tie: the
+    other mirror's best coarse transform at its best whole-pixel shift, where _local_scores
+    takes the detail scores too. Chest films are nearly symmetric, and the whole window's NCC
+    picks a rotated copy's mirror image rotated the other way about as often as the copy when
+    part of the query is another film, or the rotation falls between the coarse steps (on the
+    planted set, scratch harness: 981 of 1,000 copies flagged with this, 980 without; a plain
+    rotated, shifted copy was missed, aligned mirrored at -7.5 degrees; deciding by the fine
+    whole-window NCC instead swapped that miss for another)."""
+    where, mirrored = found
+    fine, chosen = _around_coarse(moving, unit_refs, coarse_params, where)
     rows = torch.nonzero(wide).flatten()
     if len(rows) == 0:
-        return fine, chosen
+        return fine, chosen, (rows, chosen[:0])
     other, at = _best_shift(plain, unit_refs[rows], PLAIN.expand(len(rows), -1, -1))
     better = other > fine[rows]
     fine[rows] = torch.where(better, other, fine[rows])
     chosen[rows] = torch.where(better[:, None], at, chosen[rows])
-    return fine, chosen
+    rows = torch.nonzero(wide & (mirrored >= 0)).flatten()
+    if len(rows) == 0:
+        return fine, chosen, (rows, chosen[:0])
+    base = _coarse_transform(coarse_params, mirrored[rows])[:, None]
+    thetas = _theta_batch(base[:, 0], FIELD)[:, None]
+    _, flipped = _best_shift(_warp_pairs(moving[rows], thetas, FIELD), unit_refs[rows], base)
+    return fine, chosen, (rows, flipped)
+
+
+def _around_coarse(moving, unit_refs, coarse_params, where) -> tuple[torch.Tensor, torch.Tensor]:
+    """_best_shift at the FINE_DELTAS steps around the coarse transforms `where` (n,)."""
+    near = _around(_coarse_transform(coarse_params, where))
+    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(*near.shape[:2], 2, 3)
+    return _best_shift(_warp_pairs(moving, thetas, FIELD), unit_refs, near)
 
 
 def _around(base: torch.Tensor) -> torch.Tensor:
@@ -622,14 +655,15 @@ def _with_shift(params: torch.Tensor, match, size: int) -> torch.Tensor:
     return out
 
 
-def _local_scores(index, moving, banded, refs, chosen, wide, own) -> tuple:
+def _local_scores(index, moving, banded, refs, chosen, wide, own, flipped=None) -> tuple:
     """At the alignment found: the patch NCC of the band-passed pair and the two detail scores
     (the shared anatomy projected out), each a _Best with the alignment it was taken at, and the
     local detail score where the patch one was taken (detail.local_detail_scores). For the
     `wide` pairs the detail scores are the larger of those at the alignment found and at the
     same shift and mirror without rotation or zoom (a memorised sample mostly sits where its
     training image did, and when part of the query is another patient's film, the whole-window
-    NCC the registration maximises can prefer a slight zoom to the true identity), then
+    NCC the registration maximises can prefer a slight zoom to the true identity) and at
+    `flipped` (rows, (w, 5) alignments of the other mirror: _fine_search's), then
     _detail_near's; for the `own` pairs also _detail_route_aligned's."""
     thetas = _theta_batch(chosen, FIELD)
     aligned = _warp_pairs(moving, thetas[:, None], FIELD, margin=FINE_SHIFT)[:, 0]
@@ -641,12 +675,16 @@ def _local_scores(index, moving, banded, refs, chosen, wide, own) -> tuple:
     d_whole = _Best(match.whole, at, match.window)
     d_patch = _Best(match.patch, at.clone(), match.window.clone())
     warped = (chosen[:, 1] != 0.0) | (chosen[:, 2] != 1.0)  # else the same alignment again
-    rows = torch.nonzero(wide & warped).flatten()
-    if len(rows):
-        plain = chosen[rows].clone()
-        plain[:, 1], plain[:, 2] = 0.0, 1.0
-        match = detail_scores(index.detail, banded[rows], refs[rows], _theta_batch(plain, FIELD))
-        at = _with_shift(plain, match, size)
+    plain = chosen.clone()
+    plain[:, 1], plain[:, 2] = 0.0, 1.0
+    for rows, params in (
+        (torch.nonzero(wide & warped).flatten(), plain[wide & warped]),
+        flipped or (wide[:0], chosen[:0]),
+    ):
+        if len(rows) == 0:
+            continue
+        match = detail_scores(index.detail, banded[rows], refs[rows], _theta_batch(params, FIELD))
+        at = _with_shift(params, match, size)
         d_whole.offer(rows, match.whole, at, match.window)
         d_patch.offer(rows, match.patch, at, match.window)
     _detail_near(index, banded, refs, chosen, wide, d_whole, d_patch)

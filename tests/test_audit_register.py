@@ -296,3 +296,66 @@ def test_the_detail_routes_correlation_is_that_of_each_window_without_the_anatom
         for n in range(2):
             plain = _unit(remove(windows[n], index.route_anatomy)) @ index.route[cand[n]].T
             assert torch.allclose(fast[n], plain.max(0).values, atol=1e-5)
+
+
+def test_a_wide_pairs_detail_is_also_taken_at_the_other_mirrors_best_alignment(one_thread):
+    """Chest films are nearly symmetric at the coarse search's size, so the whole window's NCC
+    can align a rotated copy as its mirror image rotated the other way, where its detail does
+    not correlate. For the wide pairs the detail scores are also taken at the other mirror's
+    best alignment (_fine_search's third result, when the two mirrors nearly tie), and the better
+    is kept, with where it was."""
+    rng = np.random.default_rng(14)
+    film = _films_sharing_one_anatomy(rng)
+    train = np.stack([film() for _ in range(30)])
+    angles = (4.5, -4.5, 3.0)
+    copies = np.stack([_copy(train[i], a, 0, 0, 1.0) for i, a in enumerate(angles)])
+    copies = copies.astype(np.float32)
+    index = RegistrationIndex.build(train)
+    refs = torch.arange(len(angles))
+    mirrored = torch.tensor([[1.0, a, 1.0, 0.0, 0.0] for a in angles])
+    other = torch.tensor([[0.0, -a, 1.0, 0.0, 0.0] for a in angles])  # undone
+    moving, banded = band_pass(copies), band_queries(index.detail, copies)
+    own = torch.zeros(refs.shape, dtype=torch.bool)
+    scores = {
+        wide: _local_scores(
+            index,
+            moving,
+            banded,
+            refs,
+            mirrored,
+            wide,
+            own,
+            (torch.nonzero(wide)[:, 0], other[wide]),
+        )[1]
+        for wide in (torch.zeros(3, dtype=torch.bool), torch.tensor([True, True, False]))
+    }
+    narrow, wide = scores.values()
+    assert (narrow.score < 0.5).all()
+    assert (narrow.at[:, 0] == 1).all()
+    assert (wide.score[:2] > 0.9).all()  # the wide pairs: their copies' own alignment
+    assert (wide.at[:2, 0] == 0).all()
+    assert np.allclose(wide.at[:2, 1].numpy(), -np.array(angles[:2]), atol=1e-4)
+    assert wide.score[2] == narrow.score[2]  # a narrow pair is not tried at it
+
+
+def test_the_other_mirror_is_tried_only_where_the_two_nearly_tie(one_thread):
+    """_coarse_ncc names the other mirror's best coarse transform for a pair only when it comes
+    within MIRROR_GAP of the best: a left-right symmetric film's copy ties with its mirror image,
+    an asymmetric film's does not, so only the first costs a second alignment."""
+    from privacy_audit.register import COARSE_SHIFT, COARSE_TRANSFORMS, _coarse_ncc, _Search
+
+    rng = np.random.default_rng(15)
+    asymmetric = _patient_image(rng, 64)
+    symmetric = (asymmetric + asymmetric[:, ::-1]) / 2
+    train = np.stack([asymmetric, symmetric]).astype(np.float32)
+    copies = np.stack([_copy(image, 3.0, 1, -1, 1.0) for image in train]).astype(np.float32)
+    index = RegistrationIndex.build(train)
+    cand = torch.tensor([[0], [1]])
+    best, where, other = _coarse_ncc(
+        index, _Search.build(), band_pass(copies), cand, torch.ones(2, 1, dtype=torch.bool)
+    )
+    lags = (2 * COARSE_SHIFT + 1) ** 2
+    assert float(best.min()) > 0.8
+    assert int(other[0, 0]) == -1
+    mirrors = [COARSE_TRANSFORMS[int(w) // lags].mirror for w in (where[1, 0], other[1, 0])]
+    assert int(other[1, 0]) >= 0 and mirrors[0] != mirrors[1]
