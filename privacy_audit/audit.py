@@ -875,14 +875,21 @@ def _attack_checks(
     checks = []
     for name, label, entry in attacks:
         auc_lo, tpr_lo = entry.auc_ci95[0], entry.tpr_at_1pct_fpr_ci95[0]
-        ok = auc_lo <= config.auc_limit and tpr_lo <= config.tpr_limit
+        decides = membership.tpr_decides(entry.nonmembers)
+        ok = auc_lo <= config.auc_limit and (tpr_lo <= config.tpr_limit or not decides)
+        limit = (
+            f"limit {config.tpr_limit}"
+            if decides
+            else f"not decisive: {entry.nonmembers} non-members, fewer than "
+            f"{membership.TPR_NONMEMBERS}"
+        )
         checks.append(
             Check(
                 name=f"membership_{name}",
                 passed=ok,
                 detail=f"{label}: AUC {entry.auc:.3f} (95% CI {auc_lo:.3f}-"
                 f"{entry.auc_ci95[1]:.3f}; limit {config.auc_limit}), TPR at 1% FPR "
-                f"{entry.tpr_at_1pct_fpr:.3f} (lower bound {tpr_lo:.3f}; limit {config.tpr_limit})",
+                f"{entry.tpr_at_1pct_fpr:.3f} (lower bound {tpr_lo:.3f}; {limit})",
             )
         )
     return checks

@@ -39,6 +39,17 @@ class StepwiseProbe(Protocol):
     ) -> np.ndarray: ...
 
 
+TPR_NONMEMBERS = 100  # non-members below which the TPR at 1% FPR decides nothing: with fewer,
+# a 1% FPR allows no false positive at all, and the TPR there is the share of members scoring
+# above every non-member, which chance alone makes positive about half the time (12 against 12:
+# a member scores highest with probability 1/2). The AUC still decides.
+
+
+def tpr_decides(nonmembers: int) -> bool:
+    """Whether an attack's TPR at 1% FPR counts in the verdict (TPR_NONMEMBERS)."""
+    return nonmembers >= TPR_NONMEMBERS
+
+
 def _summary(members: np.ndarray, nonmembers: np.ndarray, n_boot: int, seed: int) -> dict:
     """AUC and TPR at 1% FPR, with 95% bootstrap intervals, and the ROC curve to plot."""
     fpr, tpr = stats.roc_curve(members, nonmembers)

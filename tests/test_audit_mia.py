@@ -121,3 +121,33 @@ def test_domias_detects_a_set_concentrated_on_training_images():
     assert membership.domias(leaky, train, holdout, n_boot=100)["auc"] > 0.6
     honest = membership.domias(fresh, train, holdout, n_boot=100)
     assert honest["auc_ci95"][0] < 0.5 < honest["auc_ci95"][1]
+
+
+def test_the_tpr_at_1pct_fpr_decides_only_with_enough_non_members():
+    """With fewer than TPR_NONMEMBERS non-members a 1% FPR allows no false positive, and chance
+    alone puts a member above every non-member about half the time: the TPR check then fails
+    no audit (the AUC still can), while the same figures with enough non-members do."""
+    from privacy_audit.audit import AuditConfig, _attack_checks
+    from privacy_audit.report import Attack, Roc
+
+    def attack(n: int, auc_lo: float = 0.4) -> Attack:
+        return Attack(
+            auc=0.62,
+            auc_ci95=(auc_lo, 0.84),
+            tpr_at_1pct_fpr=0.25,
+            tpr_at_1pct_fpr_ci95=(0.083, 0.4),
+            members=n,
+            nonmembers=n,
+            roc=Roc(fpr=(0.0, 1.0), tpr=(0.0, 1.0)),
+        )
+
+    config = AuditConfig()
+    few, many = (_attack_checks(config, attack(n), None)[0] for n in (12, 200))
+    assert few.passed and not many.passed
+    assert "not decisive: 12 non-members" in few.detail
+    assert "limit 0.05" in many.detail
+    assert not _attack_checks(config, attack(12, auc_lo=0.7), None)[0].passed
+    # chance alone: 12 members against 12 non-members from one distribution, 200 draws
+    rng = np.random.default_rng(0)
+    above = [rng.random(12).max() > rng.random(12).max() for _ in range(200)]
+    assert 0.4 < np.mean(above) < 0.6
