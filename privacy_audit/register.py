@@ -516,9 +516,8 @@ def _coarse_ncc(index, search: _Search, bp, safe, valid) -> tuple[torch.Tensor, 
     best, where = flat.max(2)
     half = flat.shape[2] // 2  # COARSE_TRANSFORMS: the unmirrored half first
     unmirrored = where < half
-    other_best, other = torch.where(unmirrored[..., None], flat[..., half:], flat[..., :half]).max(
-        2
-    )
+    opposite = torch.where(unmirrored[..., None], flat[..., half:], flat[..., :half])
+    other_best, other = opposite.max(2)
     other = other + torch.where(unmirrored, half, 0)
     other = torch.where(best - other_best < MIRROR_GAP, other, -1)
     return torch.where(valid, best, torch.tensor(-float("inf"))), where, other
@@ -571,7 +570,9 @@ def _fine_search(moving, unit_refs, coarse_params, found, plain, wide) -> tuple[
     rotated, shifted copy was missed, aligned mirrored at -7.5 degrees; deciding by the fine
     whole-window NCC instead swapped that miss for another)."""
     where, mirrored = found
-    fine, chosen = _around_coarse(moving, unit_refs, coarse_params, where)
+    near = _around(_coarse_transform(coarse_params, where))
+    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(*near.shape[:2], 2, 3)
+    fine, chosen = _best_shift(_warp_pairs(moving, thetas, FIELD), unit_refs, near)
     rows = torch.nonzero(wide).flatten()
     if len(rows) == 0:
         return fine, chosen, (rows, chosen[:0])
@@ -586,13 +587,6 @@ def _fine_search(moving, unit_refs, coarse_params, found, plain, wide) -> tuple[
     thetas = _theta_batch(base[:, 0], FIELD)[:, None]
     _, flipped = _best_shift(_warp_pairs(moving[rows], thetas, FIELD), unit_refs[rows], base)
     return fine, chosen, (rows, flipped)
-
-
-def _around_coarse(moving, unit_refs, coarse_params, where) -> tuple[torch.Tensor, torch.Tensor]:
-    """_best_shift at the FINE_DELTAS steps around the coarse transforms `where` (n,)."""
-    near = _around(_coarse_transform(coarse_params, where))
-    thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(*near.shape[:2], 2, 3)
-    return _best_shift(_warp_pairs(moving, thetas, FIELD), unit_refs, near)
 
 
 def _around(base: torch.Tensor) -> torch.Tensor:
