@@ -513,13 +513,13 @@ def _coarse_ncc(index, search: _Search, bp, safe, valid) -> tuple[torch.Tensor, 
     refs = index.coarse[safe].view(b, k, side, side)
     ncc = _shift_ncc_by_transform(warped, refs, COARSE_SHIFT, per_query=True)  # (T, b, k, L)
     flat = ncc.permute(1, 2, 0, 3).reshape(b, k, -1)
-    best, where = flat.max(2)
     half = flat.shape[2] // 2  # COARSE_TRANSFORMS: the unmirrored half first
-    unmirrored = where < half
-    opposite = torch.where(unmirrored[..., None], flat[..., half:], flat[..., :half])
-    other_best, other = opposite.max(2)
-    other = other + torch.where(unmirrored, half, 0)
-    other = torch.where(best - other_best < MIRROR_GAP, other, -1)
+    (as_is, at_as_is), (mirror, at_mirror) = flat[..., :half].max(2), flat[..., half:].max(2)
+    unmirrored = as_is >= mirror  # the first on ties, as one max over both halves
+    best = torch.maximum(as_is, mirror)
+    where = torch.where(unmirrored, at_as_is, at_mirror + half)
+    other = torch.where(unmirrored, at_mirror + half, at_as_is)
+    other = torch.where((as_is - mirror).abs() < MIRROR_GAP, other, -1)
     return torch.where(valid, best, torch.tensor(-float("inf"))), where, other
 
 
@@ -574,18 +574,16 @@ def _fine_search(moving, unit_refs, coarse_params, found, plain, wide) -> tuple[
     thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(*near.shape[:2], 2, 3)
     fine, chosen = _best_shift(_warp_pairs(moving, thetas, FIELD), unit_refs, near)
     rows = torch.nonzero(wide).flatten()
-    if len(rows) == 0:
-        return fine, chosen, (rows, chosen[:0])
-    other, at = _best_shift(plain, unit_refs[rows], PLAIN.expand(len(rows), -1, -1))
-    better = other > fine[rows]
-    fine[rows] = torch.where(better, other, fine[rows])
-    chosen[rows] = torch.where(better[:, None], at, chosen[rows])
-    rows = torch.nonzero(wide & (mirrored >= 0)).flatten()
-    if len(rows) == 0:
-        return fine, chosen, (rows, chosen[:0])
-    base = _coarse_transform(coarse_params, mirrored[rows])[:, None]
-    thetas = _theta_batch(base[:, 0], FIELD)[:, None]
-    _, flipped = _best_shift(_warp_pairs(moving[rows], thetas, FIELD), unit_refs[rows], base)
+    if len(rows):
+        other, at = _best_shift(plain, unit_refs[rows], PLAIN.expand(len(rows), -1, -1))
+        better = other > fine[rows]
+        fine[rows] = torch.where(better, other, fine[rows])
+        chosen[rows] = torch.where(better[:, None], at, chosen[rows])
+    rows, flipped = torch.nonzero(wide & (mirrored >= 0)).flatten(), chosen[:0]
+    if len(rows):
+        base = _coarse_transform(coarse_params, mirrored[rows])[:, None]
+        thetas = _theta_batch(base[:, 0], FIELD)[:, None]
+        _, flipped = _best_shift(_warp_pairs(moving[rows], thetas, FIELD), unit_refs[rows], base)
     return fine, chosen, (rows, flipped)
 
 
@@ -669,12 +667,10 @@ def _local_scores(index, moving, banded, refs, chosen, wide, own, flipped=None) 
     d_whole = _Best(match.whole, at, match.window)
     d_patch = _Best(match.patch, at.clone(), match.window.clone())
     warped = (chosen[:, 1] != 0.0) | (chosen[:, 2] != 1.0)  # else the same alignment again
-    plain = chosen.clone()
+    unrotated = torch.nonzero(wide & warped).flatten()
+    plain = chosen[unrotated].clone()
     plain[:, 1], plain[:, 2] = 0.0, 1.0
-    for rows, params in (
-        (torch.nonzero(wide & warped).flatten(), plain[wide & warped]),
-        flipped or (wide[:0], chosen[:0]),
-    ):
+    for rows, params in [(unrotated, plain)] + ([flipped] if flipped is not None else []):
         if len(rows) == 0:
             continue
         match = detail_scores(index.detail, banded[rows], refs[rows], _theta_batch(params, FIELD))
