@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .augment import gaussian_blur
+from .detail import unwarped_best
 from .encoder import CopyEncoder, embed
 from .register import (
     Columns,
@@ -87,6 +88,13 @@ DETAIL_POOL = 20  # the encoder's nearest patients whose best by detail (over a 
 # register.detail_route_best) is a candidate of its own, finely registered (on the planted set,
 # scratch harness: 975 of 1,000 copies flagged against 969 without; docs/privacy-audit.md)
 REFINED = 3  # the former method's candidates per query re-aligned at the fine size
+UNWARPED_GATE = 0.25  # the unwarped route's correlation (detail.unwarped_best) a film needs to be
+# finely registered as a wide pair: on the planted set 11.6% of the fresh images pass it (an extra
+# wide pair where the film is not a candidate already) and 55% of the copies; it caught a pasted
+# copy whose patient's other film the embedding had picked, and a shifted blend whose source no
+# route ranked near the top (scratch harness: 984 of 1,000 copies flagged against 982, 0 of 618
+# fresh each; all films at once instead of the candidates' patients': 983, half the fresh
+# images passing; docs/privacy-audit.md)
 PIXEL_MIRRORED = False  # the pixel route searches the query as is (the former method mirrored
 # too): mirrored it found no copy the other routes missed and brought 15% of the candidates (on the
 # planted set, scratch harness: the same 976 of 1,000 copies flagged without it, 0 of 618 fresh
@@ -182,8 +190,9 @@ def find_neighbours(
     legacy: bool = False,
 ) -> Neighbours:
     """Candidates from the encoder (ENCODER_DEPTH * k patients), from coarse pixels (as is:
-    PIXEL_MIRRORED) and from band-passed detail (as is and mirrored), k patients per route, and the
-    detail route's pick among the encoder's DETAIL_POOL nearest; then embedding cosine and
+    PIXEL_MIRRORED) and from band-passed detail (as is and mirrored), k patients per route, the
+    detail route's pick among the encoder's DETAIL_POOL nearest and the unwarped route's among
+    every film of the candidates' patients; then embedding cosine and
     registration of every candidate, the encoder's nearest realigned by its detail (`legacy`:
     the former method, for the speed bench: k patients by the encoder and FFT-NCC alignment)."""
     emb = embed(model, images01, size, progress=progress, desc=f"embed {label}")
@@ -208,16 +217,13 @@ def find_neighbours(
             views=len(DESCRIPTOR_CROPS),
         )
         routes.append(found)
-    band = []  # the band-passed route, as is and mirrored: (index, cosine) each
     if not legacy:
-        detail = reference.registration.route
-        small = coarse_band(images01)
-        for query in band_pass_descriptors(small, reference.registration.route_anatomy):
-            band.append(topk_by_patient(query, detail, reference.groups, k))
-            routes.append(band[-1][0])
-        from_pool = detail_route_best(reference.registration, small, pool)
-        routes.append(from_pool[:, None])
+        band, from_pool = _detail_routes(reference, images01, pool, k)
+        routes += [found for found, _ in band] + [from_pool[:, None]]
     index = _union(*routes)
+    if not legacy:
+        unwarped = _unwarped_route(reference, images01, index)
+        index = _union(index, unwarped[:, None])
     safe = np.where(index >= 0, index, 0)
     cosine = (emb[:, None, :] * reference.embeddings[torch.as_tensor(safe)]).sum(-1).numpy()
     cosine = np.where(index >= 0, cosine, -np.inf).astype(np.float32)
@@ -233,7 +239,7 @@ def find_neighbours(
         reference.registration,
         images01,
         index,
-        columns=_refined_columns(index, nearest, band, from_pool),
+        columns=_refined_columns(index, nearest, band, (from_pool, unwarped)),
         progress=progress,
         desc=f"register {label}",
     )
@@ -251,20 +257,61 @@ def find_neighbours(
     )
 
 
-def _refined_columns(index, nearest, band, from_pool) -> Columns:
-    """What `register` refines besides each query's best by coarse NCC: the encoder's nearest
-    and the band route's (wide; the encoder's nearest also realigned by its detail), the
-    encoder's second and the detail route's pick (narrow)."""
+def _detail_routes(reference: Reference, images01: np.ndarray, pool: np.ndarray, k: int):
+    """The band-passed route's k patients, as is and mirrored ((index, cosine) each), and the
+    detail route's pick among the encoder's `pool` (Q,)."""
+    small = coarse_band(images01)
+    band = [
+        topk_by_patient(query, reference.registration.route, reference.groups, k)
+        for query in band_pass_descriptors(small, reference.registration.route_anatomy)
+    ]
+    return band, detail_route_best(reference.registration, small, pool)
+
+
+def _unwarped_route(reference: Reference, images01: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(Q,) of every film of the patients of each query's candidates `index`, the one whose
+    detail correlates best with the query's left in place (detail.unwarped_best), where that
+    correlation reaches UNWARPED_GATE; else -1."""
+    films = _patient_films(reference.groups, index)
+    best, value = unwarped_best(reference.registration.detail, images01, films)
+    return np.where(value >= UNWARPED_GATE, best, -1)
+
+
+def _patient_films(groups: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(Q, F) every training image of the patients of each row's candidates (Q, k) (-1 pad)."""
+    order = np.argsort(groups, kind="stable")
+    counts = np.bincount(groups)
+    table = np.full((len(counts), counts.max()), -1, dtype=np.int64)
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    table[groups[order], rank] = order
+    films = np.where(index[..., None] >= 0, table[groups[np.maximum(index, 0)]], -1)
+    films = -np.sort(-films.reshape(len(index), -1), axis=1)  # each row's films first
+    return films[:, : max(int((films >= 0).sum(1).max(initial=0)), 1)]
+
+
+def _refined_columns(index, nearest, band, picks) -> Columns:
+    """What `register` refines besides each query's best by coarse NCC: the encoder's nearest,
+    the band route's and the unwarped route's (wide; the encoder's nearest also realigned by
+    its detail), the encoder's second and the detail route's pick (narrow). `picks`: the detail
+    route's and the unwarped route's (Q,) each (-1: none; the encoder's nearest stands in)."""
+    from_pool, unwarped = picks
     return Columns(
-        wide=np.stack([nearest[:, 0], _column_of(index, _nearest_of(band))], 1),
+        wide=np.stack(
+            [
+                nearest[:, 0],
+                _column_of(index, _nearest_of(band)),
+                _pool_column(index, unwarped, nearest)[:, 0],
+            ],
+            1,
+        ),
         narrow=np.concatenate([nearest[:, 1:], _pool_column(index, from_pool, nearest)], 1),
         realign=nearest[:, 0],
     )
 
 
 def _pool_column(index: np.ndarray, picks: np.ndarray, nearest: np.ndarray) -> np.ndarray:
-    """(Q, 1) the column of each row's detail-route pick; where it has none (-1), the encoder's
-    nearest, which is refined anyway."""
+    """(Q, 1) the column of each row's pick (a route's, the detail route's or the unwarped
+    route's); where it has none (-1), the encoder's nearest, which is refined anyway."""
     return np.where(picks >= 0, _column_of(index, picks), nearest[:, 0])[:, None]
 
 

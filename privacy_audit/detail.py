@@ -267,3 +267,39 @@ def _scores_at(
         stats = tuple(w[refs] for w in index.window_stats)
         local = patch_ncc(q_res, refs_w, _patch_side(size), STRIDE, stats)
     return DetailMatch(whole, local, shift, torch.zeros(n, dtype=torch.long), aligned)
+
+
+def unwarped_best(
+    index: DetailIndex, queries01: np.ndarray, films: np.ndarray, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the one of its candidate training films (Q, F) (-1 pad) whose detail window,
+    the anatomy projected out, correlates best with the query's as it is (the whole-window
+    detail score at the identity, without its shift search, on UNWARPED_POOL-pooled windows),
+    and that correlation ((Q,) each; -1 and -inf where it has none). One matrix product with
+    every training film per block of queries, then the candidates' columns: it finds the source
+    of a blend left in place that no route ranks near the top, and which of a patient's films a
+    copy was made of when the embedding picked another."""
+    margin = _margin(index.size)
+    refs = _pooled_unit(index.windows)
+    best = np.full(len(films), -1, dtype=np.int64)
+    value = np.full(len(films), -np.inf, dtype=np.float32)
+    for start in range(0, len(films), block):
+        rows = slice(start, start + block)
+        banded = band_queries(index, queries01[rows])[:, margin:-margin, margin:-margin]
+        cand = torch.as_tensor(films[rows])
+        sims = (_pooled_unit(remove(banded, index.basis)) @ refs.T).gather(1, cand.clamp(min=0))
+        top = torch.where(cand >= 0, sims, torch.tensor(-float("inf"))).max(1)
+        found = top.values.isfinite()
+        best[rows] = torch.where(found, cand[torch.arange(len(cand)), top.indices], -1).numpy()
+        value[rows] = top.values.numpy()
+    return best, value
+
+
+UNWARPED_POOL = 2  # px: the unwarped route compares its windows average-pooled this much (a
+# quarter of the cost; the band's structures are 2-6 px wide at DETAIL_SIZE)
+
+
+def _pooled_unit(windows: torch.Tensor) -> torch.Tensor:
+    """(n, d) windows (n, side, side) average-pooled by UNWARPED_POOL, zero-mean, unit norm."""
+    pooled = F.avg_pool2d(windows[:, None], UNWARPED_POOL)[:, 0] if UNWARPED_POOL > 1 else windows
+    return F.normalize(_flat_zero_mean(pooled), dim=1)

@@ -196,3 +196,72 @@ def test_the_local_score_is_the_ncc_of_the_windows_without_their_anatomy(one_thr
     got = local_detail_scores(index, windows, refs)
     assert torch.allclose(got, defined, atol=2e-3), (got - defined).abs().max()
     assert got[:12].min() > got[12:].max()  # and it still tells the pasted from the fresh
+
+
+def test_the_unwarped_route_picks_a_blends_source_among_its_patients_films(one_thread):
+    """A blend left in place (65% of a training film, a pixel off) against every film of its
+    candidate patients: the unwarped route picks its source, by a margin over every training
+    film's correlation with a new patient's film; pads (-1) are never picked."""
+    from privacy_audit.copies import UNWARPED_GATE
+    from privacy_audit.detail import unwarped_best
+
+    rng = np.random.default_rng(3)
+    train, fresh = _films(rng, 60), _films(rng, 20)
+    index = DetailIndex.build(train)
+    src = np.arange(0, 40, 4)
+    blends = 0.65 * np.roll(train[src], 1, axis=-1) + 0.35 * fresh[: len(src)]
+    films = np.stack([np.r_[rng.permutation(np.r_[s, 40 + np.arange(12)]), -1, -1] for s in src])
+    best, value = unwarped_best(index, blends.astype(np.float32), films, block=3)
+    assert (best == src).all()
+    every = np.tile(np.r_[np.arange(60), -1], (len(fresh), 1))
+    fresh_best, fresh_value = unwarped_best(index, fresh, every)
+    assert (fresh_best >= 0).all()
+    margins = f"blends >= {value.min():.2f}, new patients <= {fresh_value.max():.2f}"
+    assert value.min() > UNWARPED_GATE > fresh_value.max(), margins
+    assert value.min() > fresh_value.max() + 0.2, margins
+    none, nothing = unwarped_best(index, fresh[:2], np.full((2, 3), -1))
+    assert (none == -1).all() and np.isneginf(nothing).all()
+
+
+def test_patient_films_lists_every_film_of_each_candidates_patient():
+    from privacy_audit.copies import _patient_films
+
+    groups = np.array([0, 1, 0, 2, 1, 0, 3])  # patient of each training film
+    index = np.array([[2, 3, -1], [6, -1, -1], [4, 5, 3]])  # candidates (films), -1 pad
+    films = _patient_films(groups, index)
+    assert [sorted(int(f) for f in row if f >= 0) for row in films] == [
+        [0, 2, 3, 5],
+        [6],
+        [0, 1, 2, 3, 4, 5],
+    ]
+    assert films.shape[1] == 6
+
+
+def test_the_unwarped_route_names_the_film_copied_where_a_sibling_was_the_candidate(one_thread):
+    """Three films a patient that differ in fine detail alone: where a route named another
+    film of the source's patient (as the embedding did for a pasted copy on the Kermany films),
+    the unwarped route names the film copied, and that film is finely registered as a wide
+    pair; a new patient's film gets no pick."""
+    from privacy_audit.copies import _refined_columns, _union, _unwarped_route, build_reference
+    from privacy_audit.encoder import CopyEncoder
+
+    rng = np.random.default_rng(4)
+    base, fresh = np.repeat(_films(rng, 20), 3, axis=0), _films(rng, 10)
+    own = ndimage.gaussian_filter(rng.standard_normal(base.shape), (0, 1.2, 1.2))
+    train = np.clip(base + 0.04 * own / own.std(), 0, 1).astype(np.float32)
+    groups = [f"p{i // 3}" for i in range(len(train))]
+    torch.manual_seed(0)
+    encoder = CopyEncoder().eval()
+    reference = build_reference(encoder, train, [str(i) for i in range(60)], groups, SIZE)
+    src = np.arange(1, 60, 6)
+    queries = np.concatenate([0.65 * train[src] + 0.35 * fresh, fresh]).astype(np.float32)
+    sibling = np.r_[src + 1, src + 1]  # another film of the same patient (fresh rows: any)
+    index = np.stack([sibling, (sibling + 9) % 60], 1)
+    picks = _unwarped_route(reference, queries, index)
+    assert (picks[: len(src)] == src).all()
+    assert (picks[len(src) :] == -1).all()
+    index = _union(index, picks[:, None])
+    nearest = np.zeros((len(index), 2), dtype=np.int64)
+    band = [(index[:, :1], np.ones((len(index), 1)))] * 2
+    wide = _refined_columns(index, nearest, band, (np.full(len(index), -1), picks)).wide
+    assert (index[np.arange(len(src)), wide[: len(src), 2]] == src).all()

@@ -251,9 +251,10 @@ def test_the_detail_route_finds_a_blended_cropped_copys_source_in_its_pool(one_t
 def test_the_encoders_nearest_pairs_detail_is_also_taken_where_the_detail_itself_aligns(
     one_thread,
 ):
-    """Training films rotated and blended (65%) into new patients' films, handed to the detail
-    scores at a wrong alignment (mirrored and zoomed, where a whole-window NCC that the other
-    film sets can land): no step around it recovers a copy; for the pairs `register` is told to
+    """Training films rotated, shifted and blended (65%) into new patients' films, handed to the
+    detail scores at a wrong alignment (mirrored and zoomed, where a whole-window NCC that the
+    other film sets can land): no step around it, nor the identity, recovers a copy (the shift
+    keeps the identity from it); for the pairs `register` is told to
     realign (the encoder's nearest) the detail is also taken at its own alignment
     (detail_route_alignment), unmirrored, near the rotation."""
     rng = np.random.default_rng(13)
@@ -261,7 +262,7 @@ def test_the_encoders_nearest_pairs_detail_is_also_taken_where_the_detail_itself
     train = np.stack([film() for _ in range(30)])
     angles = (4.0, -4.0, 0.0, 2.0)
     copies = np.stack(
-        [0.65 * _copy(train[i], a, 0, 0, 1.0) + 0.35 * film() for i, a in enumerate(angles)]
+        [0.65 * _copy(train[i], a, -4, 4, 1.0) + 0.35 * film() for i, a in enumerate(angles)]
     ).astype(np.float32)
     index = RegistrationIndex.build(train)
     refs = torch.arange(len(angles))
@@ -359,3 +360,27 @@ def test_the_other_mirror_is_tried_only_where_the_two_nearly_tie(one_thread):
     assert int(other[0, 0]) == -1
     mirrors = [COARSE_TRANSFORMS[int(w) // lags].mirror for w in (where[1, 0], other[1, 0])]
     assert int(other[1, 0]) >= 0 and mirrors[0] != mirrors[1]
+
+
+def test_a_wide_pairs_detail_is_also_taken_at_the_identity(one_thread):
+    """A blended copy's other film can pull the registration a whole transform away from where
+    the copy sits (here 4.5 degrees, a zoom of 0.91 and 6 px of FIELD), shift included, so no
+    step around it, nor its shift unrotated, recovers the copy; for the wide pairs the detail
+    scores are also taken at the identity, where a memorised sample mostly sits."""
+    rng = np.random.default_rng(15)
+    film = _films_sharing_one_anatomy(rng)
+    train = np.stack([film() for _ in range(30)])
+    copies = np.stack([0.65 * train[i] + 0.35 * film() for i in range(3)]).astype(np.float32)
+    index = RegistrationIndex.build(train)
+    refs = torch.arange(3)
+    off = torch.tensor([[0.0, 4.5, 0.91, -6.0, 0.0]]).expand(3, -1)
+    moving, banded = band_pass(copies), band_queries(index.detail, copies)
+    own = torch.zeros(3, dtype=torch.bool)
+    narrow, wide = (
+        _local_scores(index, moving, banded, refs, off, torch.full((3,), w), own)[1]
+        for w in (False, True)
+    )
+    assert (narrow.score < 0.3).all()
+    assert (wide.score > 0.7).all()
+    assert (wide.at[:, :3] == torch.tensor([0.0, 0.0, 1.0])).all()  # unmirrored, unwarped
+    assert (wide.at[:, 3:].abs() <= 1.0).all()  # within the detail scores' own shift search
