@@ -399,8 +399,6 @@ class Standardiser:
     median, 1 at their 95th percentile. Scaling by the upper tail (not the spread) puts them on
     the same footing where it matters, so none sets the threshold by its tail alone."""
 
-    cos_centre: float
-    cos_scale: float
     ncc_centre: float
     ncc_scale: float
     local: dict[str, tuple[float, float]] = field(
@@ -414,31 +412,29 @@ class Standardiser:
             q50, q95 = np.percentile(v, [50, 95])
             return float(q50), float(max(q95 - q50, 1e-3))
 
-        c = tail(_closeness(holdout.cosine.max(1)))
         n = tail(_closeness(holdout.ncc.max(1)))
         local = {}
         for name in LOCAL_SCORES:
             values = getattr(holdout, name)
             if values is not None and np.isfinite(values).any():
                 local[name] = tail(_closeness_of(name, values.max(1)))
-        return cls(c[0], c[1], n[0], n[1], local)
+        return cls(n[0], n[1], local)
 
-    COMPONENTS = ("ncc", "embedding+ncc", *LOCAL_SCORES)  # combined's terms. The embedding's
-    # cosine alone is not one: it finds candidates, and the hardened encoder's cosine puts a
-    # look-alike film of a held-out patient in the held-out tail, which the threshold follows (on
-    # the planted set, scratch harness: 977 of 1,000 copies flagged without it against 970 with
-    # it, 0 of 618 fresh each; with the encoder before the hard phase 974 against 975;
-    # docs/privacy-audit.md)
+    COMPONENTS = ("ncc", *LOCAL_SCORES)  # combined's terms. The embedding's cosine is none: it
+    # finds candidates, and a better encoder's cosine puts a look-alike film of a held-out
+    # patient in the held-out tail, which the threshold follows. Alone it went with the hard
+    # phase (on the planted set, scratch harness: 977 of 1,000 copies flagged without it against
+    # 970 with it); summed with the registered NCC it went with the encoder's 6,400 steps (985
+    # without it, threshold 2.21, against 980, 2.97: one held-out film set it; 984 each with the
+    # encoder of 3,200 steps; 0 of 618 fresh each; docs/privacy-audit.md)
 
     def components(self, nb: Neighbours) -> np.ndarray:
         """(C, Q, k): the COMPONENTS' standardised scores per candidate (-inf: not measured)."""
-        zc = (_closeness(nb.cosine) - self.cos_centre) / self.cos_scale
-        zn = (_closeness(nb.ncc) - self.ncc_centre) / self.ncc_scale
-        out = [zn, (zc + zn) / np.sqrt(2)]
+        out = [(_closeness(nb.ncc) - self.ncc_centre) / self.ncc_scale]
         for name in LOCAL_SCORES:
             values = getattr(nb, name)
             if name not in self.local or values is None:
-                out.append(np.full(zc.shape, -np.inf))
+                out.append(np.full(nb.ncc.shape, -np.inf))
                 continue
             centre, scale = self.local[name]
             z = (_closeness_of(name, values) - centre) / scale
@@ -446,10 +442,9 @@ class Standardiser:
         return np.stack(out)
 
     def combined(self, nb: Neighbours) -> np.ndarray:
-        """(Q, k) combined score per candidate: the largest of z(registered NCC), its normalised
-        sum with z(embedding), z(patch NCC), the three detail z-scores (anatomy projected out)
-        and the pair verifier's, so a copy extreme in any (or moderately in both whole-image
-        measures) stands out."""
+        """(Q, k) combined score per candidate: the largest of z(registered NCC), z(patch NCC),
+        the three detail z-scores (anatomy projected out) and the pair verifier's, so a copy
+        extreme in any stands out."""
         out = self.components(nb).max(0)
         out[nb.index < 0] = -np.inf
         return out
@@ -461,7 +456,6 @@ class Standardiser:
 
     def to_json(self) -> dict:
         out = {
-            "embedding_closeness": {"median": self.cos_centre, "q95_minus_median": self.cos_scale},
             "ncc_closeness": {"median": self.ncc_centre, "q95_minus_median": self.ncc_scale},
         }
         for name, (centre, scale) in self.local.items():
