@@ -269,7 +269,7 @@ def _detail_routes(reference: Reference, images01: np.ndarray, pool: np.ndarray,
 
 
 def _unwarped_route(reference: Reference, images01: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """(Q,) of every film of the patients of each query's candidates `index`, the one whose
+    """(Q,) the film, among every film of the patients of each query's candidates `index`, whose
     detail correlates best with the query's left in place (detail.unwarped_best), where that
     correlation reaches UNWARPED_GATE; else -1."""
     films = _patient_films(reference.groups, index)
