@@ -301,5 +301,4 @@ UNWARPED_POOL = 2  # px: the unwarped route compares its windows average-pooled 
 
 def _pooled_unit(windows: torch.Tensor) -> torch.Tensor:
     """(n, d) windows (n, side, side) average-pooled by UNWARPED_POOL, zero-mean, unit norm."""
-    pooled = F.avg_pool2d(windows[:, None], UNWARPED_POOL)[:, 0] if UNWARPED_POOL > 1 else windows
-    return F.normalize(_flat_zero_mean(pooled), dim=1)
+    return F.normalize(_flat_zero_mean(F.avg_pool2d(windows[:, None], UNWARPED_POOL)[:, 0]), dim=1)

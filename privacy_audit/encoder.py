@@ -44,11 +44,11 @@ class EncoderParams:
     width: int = 16
     dim: int = 128
     steps: int = 6400  # trained once per training set (with its hard phase, 2,581 s for the 4,654
-    # Kermany training films on 2 AVX2 cores shared with other runs; 937 s alone at 3,200). On
-    # the planted set the source's patient is the
-    # nearest for 948 of 1,000 copies and among the 10 nearest for 985, against 928 and 975 at
-    # 3,200 (985 copies flagged against 984, 0 of 618 fresh each; docs/privacy-audit.md); at
-    # 3,200 941-942 were flagged against 925-933 at 1,600 and 896 at 400 (an older detector)
+    # Kermany training films on 2 AVX2 cores shared with other runs; 937 s alone at 3,200). On the
+    # planted set the source's patient is the nearest for 948 of 1,000 copies and among the 10
+    # nearest for 985, against 928 and 975 at 3,200 (985 copies flagged against 984, 0 of 618
+    # fresh each; docs/privacy-audit.md); at 3,200 941-942 were flagged against 925-933 at 1,600
+    # and 896 at 400 (an older detector)
     batch: int = 128
     lr: float = 2e-3
     temperature: float = 0.1

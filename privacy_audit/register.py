@@ -675,7 +675,8 @@ def _local_scores(index, moving, banded, refs, chosen, wide, own, flipped=None) 
     unrotated = torch.nonzero(wide & warped).flatten()
     plain = chosen[unrotated].clone()
     plain[:, 1], plain[:, 2] = 0.0, 1.0
-    moved = torch.nonzero(wide & (warped | (chosen[:, [0, 3, 4]] != 0.0).any(1))).flatten()
+    moved = torch.nonzero(wide & (chosen[:, [0, 3, 4]] != 0.0).any(1)).flatten()  # else the
+    # alignment found, or its unrotated try, is the identity already
     tries = [(unrotated, plain), (moved, IDENTITY.expand(len(moved), -1))]
     for rows, params in tries + ([flipped] if flipped is not None else []):
         if len(rows) == 0:
