@@ -19,6 +19,7 @@ from conditioning.dataset import SyntheticSet, replace_directory, staging_dir
 from conditioning.logfile import attach_log_file
 
 from . import membership, stats
+from .aligner import AlignerParams, aligner_key, load_aligner, save_aligner, train_aligner
 from .config import AuditSettings
 from .copies import (
     LOCAL_SCORES,
@@ -75,6 +76,7 @@ from .verifier import (
     load_verifier,
     make_pairs,
     save_verifier,
+    score_aligned,
     score_pairs,
     train_verifier,
     verifier_key,
@@ -99,6 +101,7 @@ class AuditConfig:
     seed: int = _SETTINGS.seed
     encoder: EncoderParams = field(default_factory=EncoderParams)
     verifier: VerifierParams = field(default_factory=VerifierParams)
+    aligner: AlignerParams = field(default_factory=AlignerParams)
     encoder_cache: str | None = _SETTINGS.encoder_cache
     forbidden: list[str] = field(default_factory=list)  # extra strings, e.g. source file names
     mia_samples: int = _SETTINGS.mia_samples
@@ -241,6 +244,33 @@ def _get_verifier(config: AuditConfig, train_images, train, encoder, encoder_key
     places = _cache_places(config, encoder_key, old_report)
     load = lambda place: load_verifier(place, key)  # noqa: E731
     return _cached_or_trained("pair verifier", places, load, save_verifier, train_it, report_stage)
+
+
+def _get_aligner(config: AuditConfig, train_images, train, encoder_key: str, paths):
+    """The aligner for this training set: from the cache beside the encoder, else trained
+    (aligner.py) and cached there. `paths`: the report's stage and old folder."""
+    report_stage, old_report = paths
+    params = config.aligner
+    key = aligner_key([r.sha256 for r in train], params)
+
+    def train_it():
+        patients = [r.patient_id for r in train]
+        model, train_stats = train_aligner(train_images, patients, params, config.progress)
+        return model, {
+            "key": key,
+            "params": asdict(params),
+            "trained_by": "this project (radsynth audit), on the deduplicated training split "
+            "only; no pretrained weights",
+            "objective": "the transform that undoes a known one (mirror, rotation, scaling, "
+            "crop+resize, shift) of a training film, most blended or pasted into another "
+            "patient's film and changed in contrast, blur, recompression and noise: the "
+            "mirror's cross-entropy plus the squared error of the affine map",
+            **train_stats,
+        }
+
+    places = _cache_places(config, encoder_key, old_report)
+    load = lambda place: load_aligner(place, key)  # noqa: E731
+    return _cached_or_trained("aligner", places, load, save_aligner, train_it, report_stage)
 
 
 def _nearest(copies: _Copies, row: int, size: int, top: int = 3) -> list[Nearest]:
@@ -487,17 +517,20 @@ def _audit(
     images = _read_images(inputs, timings)
     with _timed(timings, "encoder_seconds"):
         model, encoder_meta, reused = _get_encoder(config, images.train, train, stage, out_dir)
+    paths, key = (stage, out_dir), encoder_meta["key"]
     with _timed(timings, "verifier_seconds"):
-        verifier, verifier_meta, verifier_reused = _get_verifier(
-            config, images.train, train, model, encoder_meta["key"], (stage, out_dir)
-        )
-    record = {**verifier_meta, "reused_from_cache": verifier_reused}
+        verifier, *verifier_meta = _get_verifier(config, images.train, train, model, key, paths)
+        aligner, *aligner_meta = _get_aligner(config, images.train, train, key, paths)
+    records = {
+        name: {**meta, "reused_from_cache": reused_it}
+        for name, (meta, reused_it) in (("verifier", verifier_meta), ("aligner", aligner_meta))
+    }
     encoder = section_from_json(
         EncoderInfo,
-        {**encoder_meta, "verifier": record, "reused_from_cache": reused, "stored_in": ENCODER_DIR},
+        {**encoder_meta, **records, "reused_from_cache": reused, "stored_in": ENCODER_DIR},
         "the copy encoder's record",
     )
-    copies = _detect_copies(inputs, (model, verifier), images, timings)
+    copies = _detect_copies(inputs, (model, verifier, aligner), images, timings)
     with _timed(timings, "data_attack_seconds"):
         dcr, domias = _data_attacks(copies, config)
     model_mia = _model_membership(inputs, side, images, timings)
@@ -525,19 +558,23 @@ def _read_images(inputs: _Inputs, timings: dict) -> _Images:
 
 
 def _detect_copies(inputs: _Inputs, models, images: _Images, timings: dict) -> _Copies:
-    """Neighbours of the held-out and the synthetic images (`models`: the encoder and the pair
-    verifier); the held-out ones calibrate the score and the conformal threshold the set is
+    """Neighbours of the held-out and the synthetic images (`models`: the encoder, the pair
+    verifier and the aligner); the held-out ones calibrate the score and the conformal threshold the set is
     flagged by."""
     config, train = inputs.config, inputs.train
     size, k, progress = config.encoder.input_size, config.neighbours, config.progress
-    model, verifier = models
+    model, verifier, aligner = models
     with _timed(timings, "copy_detection_seconds"):
         ids, patients = [r.id for r in train], [r.patient_id for r in train]
         reference = build_reference(model, images.train, ids, patients, size, progress)
         hold_nb = find_neighbours(model, reference, images.holdout, size, k, progress, "holdout")
         hold_nb.verifier = score_pairs(verifier, reference, images.holdout, hold_nb)
+        found = score_aligned(verifier, aligner, reference, images.holdout, hold_nb)
+        hold_nb.aligned, hold_nb.aligned_at = found
         syn_nb = find_neighbours(model, reference, images.synthetic, size, k, progress, "synthetic")
         syn_nb.verifier = score_pairs(verifier, reference, images.synthetic, syn_nb)
+        found = score_aligned(verifier, aligner, reference, images.synthetic, syn_nb)
+        syn_nb.aligned, syn_nb.aligned_at = found
     std = Standardiser.fit(hold_nb)
     hold_scores, _ = query_scores(std.combined(hold_nb))
     syn_combined = std.combined(syn_nb)

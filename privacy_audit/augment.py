@@ -68,30 +68,45 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.view(b, c, h, w)
 
 
-def geometric(
-    x: torch.Tensor,
+def draw_geometric(
+    shape: tuple[int, int, int, int],
     generator: torch.Generator,
     *,
     max_shift_px: float = 4.0,
     min_crop: float = 0.75,
     max_rotation_deg: float = 4.0,
+    max_scale: float = 0.0,
 ) -> torch.Tensor:
-    """Mirror, crop+resize (crop side in [min_crop, 1]), shift and a small rotation."""
-    b, _, h, w = x.shape
+    """(B, 2, 3) random affine_grid maps for a batch of `shape`: mirror, crop+resize (crop side
+    in [min_crop, 1]) or, for the other half, a scaling by up to `max_scale` either way (none
+    at 0), shift and a small rotation. Drawn apart from warp(), so the known transform can be a
+    training target (aligner.py)."""
+    b, _, h, w = shape
     u = lambda *s: torch.rand(*s, generator=generator)  # noqa: E731
     flip = torch.where(u(b) < 0.5, -1.0, 1.0)
     crop = min_crop + (1 - min_crop) * u(b)
-    crop = torch.where(u(b) < 0.5, crop, torch.ones(b))  # half the views keep full scale
+    whole = u(b) < 0.5  # half the views keep full scale (or are only scaled)
+    full = 1 + (u(b) * 2 - 1) * max_scale if max_scale else torch.ones(b)
+    crop = torch.where(whole, crop, full)
     angle = (u(b) * 2 - 1) * math.radians(max_rotation_deg)
-    room = 1 - crop  # where a crop may sit, in normalised units
+    room = (1 - crop).clamp(min=0)  # where a crop may sit, in normalised units
     tx = (u(b) * 2 - 1) * room + (u(b) * 2 - 1) * 2 * max_shift_px / w
     ty = (u(b) * 2 - 1) * room + (u(b) * 2 - 1) * 2 * max_shift_px / h
     cos, sin = torch.cos(angle) * crop, torch.sin(angle) * crop
-    theta = torch.stack(
+    return torch.stack(
         [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
     )
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) sampled at the affine_grid maps theta (B, 2, 3), the border repeated."""
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def geometric(x: torch.Tensor, generator: torch.Generator, **limits) -> torch.Tensor:
+    """Mirror, crop+resize, shift and a small rotation (draw_geometric's `limits`)."""
+    return warp(x, draw_geometric(tuple(x.shape), generator, **limits))
 
 
 def photometric(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

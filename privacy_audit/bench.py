@@ -74,10 +74,11 @@ def benchmark_search(
 
 
 def _time_detection(model, train_images, query_images, groups: list[str], k, repeats) -> dict:
-    """benchmark_search's copy-detection figures: the detector (registration and the pair
-    verifier) and the former method, taking turns `repeats` times; medians (and runs)."""
+    """benchmark_search's copy-detection figures: the detector (registration, the pair
+    verifier at the detail's and at the aligner's alignment) and the former method, taking turns `repeats` times; medians (and runs)."""
+    from .aligner import PairAligner
     from .copies import build_reference, find_neighbours
-    from .verifier import PairVerifier, score_pairs
+    from .verifier import PairVerifier, score_aligned, score_pairs
 
     size = min(train_images.shape[-1], 64)
     out: dict = {}
@@ -91,7 +92,9 @@ def _time_detection(model, train_images, query_images, groups: list[str], k, rep
             tick, cpu = time.perf_counter(), time.process_time()
             nb = find_neighbours(model, reference, query_images, size, k, legacy=legacy)
             if not legacy:  # the former method had no verifier
-                score_pairs(PairVerifier().eval(), reference, query_images, nb)
+                verifier = PairVerifier().eval()
+                score_pairs(verifier, reference, query_images, nb)
+                score_aligned(verifier, PairAligner().eval(), reference, query_images, nb)
             runs[f"{name}copy_detection_seconds"].append(time.perf_counter() - tick)
             # CPU seconds of this process: on a shared machine, what the pass costs uncontended
             runs[f"{name}copy_detection_cpu_seconds"].append(time.process_time() - cpu)

@@ -27,7 +27,8 @@ class AuditSettings(Section):
     seed: int = 0
     encoder_cache: str | None = None  # None: ~/.cache/radsynth/audit-encoders/KEY
     encoder_steps: int | None = None  # copy-encoder training steps; None: EncoderParams'
-    verifier_steps: int | None = None  # pair-verifier training steps; None: VerifierParams'
+    verifier_steps: int | None = None  # pair-verifier and aligner training steps; None: their
+    # params' (VerifierParams, AlignerParams)
     forbid: tuple[str, ...] = ()  # strings that must not appear in the set
     forbid_file: str | None = None  # a file of more, one a line (e.g. source file names)
     mia_samples: int = 500  # train and held-out images each for the model attack
@@ -49,6 +50,7 @@ class AuditSettings(Section):
 
     def audit_config(self, progress: bool = True) -> AuditConfig:
         """The `run_audit` configuration these settings give (the copy encoder seeded alike)."""
+        from .aligner import AlignerParams
         from .audit import AuditConfig
         from .encoder import EncoderParams
         from .verifier import VerifierParams
@@ -57,8 +59,9 @@ class AuditSettings(Section):
         if self.encoder_steps:
             encoder.steps = self.encoder_steps
         verifier = VerifierParams(seed=self.seed)
+        aligner = AlignerParams(seed=self.seed)
         if self.verifier_steps:
-            verifier.steps = self.verifier_steps
+            verifier.steps = aligner.steps = self.verifier_steps
         return AuditConfig(
             train_split=self.train_split,
             holdout_split=self.holdout_split,
@@ -66,6 +69,7 @@ class AuditSettings(Section):
             seed=self.seed,
             encoder=encoder,
             verifier=verifier,
+            aligner=aligner,
             encoder_cache=self.encoder_cache,
             forbidden=self.forbidden(),
             mia_samples=self.mia_samples,

@@ -57,11 +57,16 @@ class Neighbours:
     detail_local: np.ndarray | None = None  # (Q, k) best window, anatomy projected out of each
     verifier: np.ndarray | None = None  # (Q, k) the pair verifier's logit (verifier.py; -inf:
     # not scored: only each query's strongest pair is)
+    aligned: np.ndarray | None = None  # (Q, k) its logit at the aligner's alignment (aligner.py;
+    # -inf: not scored: only each query's encoder-nearest pair is)
+    aligned_at: dict[tuple[int, int], Transform] | None = None  # (query, column) -> that alignment
 
     def alignment(self, row: int, col: int, decided_by: str) -> Transform | None:
         """The alignment the score `decided_by` (a Standardiser.COMPONENTS name) of a pair was
         measured at: the detail scores' own for them, the registration's otherwise (None: the
         pair was not finely registered)."""
+        if decided_by == "aligned":
+            return (self.aligned_at or {}).get((row, col))
         which = DETAIL_ALIGNMENT.get(decided_by)
         if which is not None and self.detail_at:
             found = self.detail_at.get((row, col))
@@ -382,15 +387,16 @@ def _closeness(x: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(1.0 - x, 1e-6, None))
 
 
-LOCAL_SCORES = ("patch", "detail", "detail_patch", "detail_local", "verifier")  # per refined
-# candidate (-inf: not refined)
+LOCAL_SCORES = ("patch", "detail", "detail_patch", "detail_local", "verifier", "aligned")  # per
+# candidate scored (-inf: not)
+LOGITS = ("verifier", "aligned")  # the local scores that are the pair verifier's logits
 
 
 def _closeness_of(name: str, values: np.ndarray) -> np.ndarray:
-    """A local score on the scale it is calibrated on: the verifier's logit as it is (already
-    spread out near certainty: on the planted set 971 of 1,000 copies flagged with the logit
-    against 968 with -log(1 - p)), the NCCs by _closeness."""
-    return values if name == "verifier" else _closeness(values)
+    """A local score on the scale it is calibrated on: the verifier's logits as they are
+    (already spread out near certainty: on the planted set 971 of 1,000 copies flagged with the
+    logit against 968 with -log(1 - p)), the NCCs by _closeness."""
+    return values if name in LOGITS else _closeness(values)
 
 
 @dataclass
@@ -443,8 +449,8 @@ class Standardiser:
 
     def combined(self, nb: Neighbours) -> np.ndarray:
         """(Q, k) combined score per candidate: the largest of z(registered NCC), z(patch NCC),
-        the three detail z-scores (anatomy projected out) and the pair verifier's, so a copy
-        extreme in any stands out."""
+        the three detail z-scores (anatomy projected out) and the pair verifier's at the
+        detail's and at the aligner's alignment, so a copy extreme in any stands out."""
         out = self.components(nb).max(0)
         out[nb.index < 0] = -np.inf
         return out

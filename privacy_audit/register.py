@@ -139,12 +139,14 @@ class RegistrationIndex:
     route: torch.Tensor  # (N, (COARSE-2s)^2) coarse windows without it, unit norm
     detail: DetailIndex
     fine_windows: tuple[torch.Tensor, torch.Tensor]  # window_stats of `fine` (the patch score)
+    whole: torch.Tensor  # (N, FIELD, FIELD) band-passed, uncut: what the aligner sees
 
     @classmethod
     def build(cls, images01: np.ndarray, block: int = 4096) -> RegistrationIndex:
-        coarse, fine = [], []
+        coarse, fine, whole = [], [], []
         for i in range(0, len(images01), block):
             bp = band_pass(images01[i : i + block])
+            whole.append(bp)
             fine.append(_centre(bp, FINE_SHIFT))
             coarse.append(_centre(_to_coarse(bp), COARSE_SHIFT))
         fine_t, coarse_t = torch.cat(fine), torch.cat(coarse)
@@ -152,7 +154,8 @@ class RegistrationIndex:
         route = _unit(remove_anatomy(coarse_t, route_basis))
         detail = DetailIndex.build(images01)
         windows = window_stats(fine_t, PATCH, PATCH_STRIDE)
-        return cls(_unit(coarse_t), fine_t, _unit(fine_t), route_basis, route, detail, windows)
+        parts = (route_basis, route, detail, windows, torch.cat(whole))
+        return cls(_unit(coarse_t), fine_t, _unit(fine_t), *parts)
 
 
 def coarse_band(images01: np.ndarray, block: int = 4096) -> torch.Tensor:

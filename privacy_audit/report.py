@@ -13,7 +13,7 @@ retypes a key, or adds a required one, raises it, and `read_report` keeps readin
 version (converting it to the current types); a file of a newer version is refused with a
 message saying so. Keys added to version 1 after its first files (`files`, `set.incomplete`,
 `thresholds.copy.detail`, the nearest images' `patch`, `detail`, `detail_patch`,
-`detail_local`, `verifier`, `decided_by` and `transform`, `timings.verifier_seconds`) are optional when read, so every version-1 report
+`detail_local`, `verifier`, `aligned`, `decided_by` and `transform`, `timings.verifier_seconds`) are optional when read, so every version-1 report
 written so far reads."""
 
 from __future__ import annotations
@@ -267,6 +267,7 @@ class Nearest:
     detail_patch: float | None = None
     detail_local: float | None = _optional()  # the same windows, anatomy projected out of each
     verifier: float | None = _optional()  # the pair verifier's logit (each image's strongest pair)
+    aligned: float | None = _optional()  # its logit at the aligner's alignment (encoder-nearest)
     decided_by: str | None = _optional()  # the score the combined score is (Standardiser)
     transform: Transform | None = _optional()  # where that score was measured
 
@@ -278,6 +279,7 @@ class Nearest:
             ("detail patch", self.detail_patch),
             ("detail local", self.detail_local),
             ("verifier logit", self.verifier),
+            ("verifier logit, learned alignment", self.aligned),
         )
         return [(label, value) for label, value in named if value is not None]
 
@@ -297,7 +299,8 @@ class Timings:
 
     read_seconds: float
     encoder_seconds: float
-    verifier_seconds: float | None = _optional()  # the pair verifier's (reports before it: none)
+    verifier_seconds: float | None = _optional()  # the pair verifier's and the aligner's (trained
+    # or read; reports before them: none)
     copy_detection_seconds: float
     data_attack_seconds: float
     model_mia_seconds: float | None = _optional()  # only when the model was attacked here

@@ -48,6 +48,7 @@ def write_audited_release(root: Path) -> tuple[Path, Path]:
     import torch
 
     from conditioning.dataset import load_dataset
+    from privacy_audit.aligner import AlignerParams
     from privacy_audit.audit import AuditConfig, run_audit
     from privacy_audit.encoder import EncoderParams
     from privacy_audit.verifier import VerifierParams
@@ -76,6 +77,7 @@ def write_audited_release(root: Path) -> tuple[Path, Path]:
                 quantile=0.98,
                 encoder=EncoderParams(steps=20),
                 verifier=VerifierParams(steps=40),
+                aligner=AlignerParams(steps=40),
                 encoder_cache=str(root / ".audit-cache"),
                 n_boot=50,
                 progress=False,

@@ -81,6 +81,7 @@ def report_v1() -> dict:
 
 ENCODER_STEPS = 40  # enough for the tiny data; the real default is larger
 VERIFIER_STEPS = 60  # the pair verifier's, likewise
+ALIGNER_STEPS = 60  # the aligner's, likewise
 
 
 @pytest.fixture(scope="session")

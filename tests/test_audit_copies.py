@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conditioning.dataset import load_dataset
+from privacy_audit.aligner import AlignerParams
 from privacy_audit.audit import AuditConfig, run_audit
 from privacy_audit.challenge import ALTERATIONS, planted_copies, write_challenge_set
 from privacy_audit.copies import Standardiser
@@ -19,6 +20,7 @@ from privacy_audit.gate import check_release
 from privacy_audit.verifier import VerifierParams
 
 from .audit_data import (  # noqa: F401
+    ALIGNER_STEPS,
     ENCODER_STEPS,
     VERIFIER_STEPS,
     encoder_cache,
@@ -31,6 +33,7 @@ def audit_config(cache) -> AuditConfig:
         quantile=0.995,
         encoder=EncoderParams(steps=ENCODER_STEPS),
         verifier=VerifierParams(steps=VERIFIER_STEPS),
+        aligner=AlignerParams(steps=ALIGNER_STEPS),
         encoder_cache=str(cache),
         n_boot=100,
         progress=False,

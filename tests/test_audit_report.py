@@ -16,6 +16,7 @@ import pytest
 
 from conditioning.dataset import load_dataset
 from pipelines.cli import main as radsynth
+from privacy_audit.aligner import AlignerParams
 from privacy_audit.audit import AuditConfig, run_audit
 from privacy_audit.encoder import EncoderParams
 from privacy_audit.errors import AuditError, GateError
@@ -25,6 +26,7 @@ from privacy_audit.report import MetadataFinding, read_report
 from privacy_audit.verifier import VerifierParams
 
 from .audit_data import (  # noqa: F401
+    ALIGNER_STEPS,
     ENCODER_STEPS,
     VERIFIER_STEPS,
     encoder_cache,
@@ -77,6 +79,7 @@ def config(root, **kw) -> AuditConfig:
         quantile=0.99,
         encoder=EncoderParams(steps=ENCODER_STEPS),
         verifier=VerifierParams(steps=VERIFIER_STEPS),
+        aligner=AlignerParams(steps=ALIGNER_STEPS),
         encoder_cache=str(root / "cache"),
         n_boot=100,
         progress=False,

@@ -23,9 +23,11 @@ from privacy_audit.verifier import (
     load_verifier,
     make_pairs,
     save_verifier,
+    score_aligned,
     score_pairs,
     strongest_pairs,
     train_verifier,
+    verify,
 )
 
 from .audit_data import ENCODER_STEPS, VERIFIER_STEPS, make_patient_dataset
@@ -86,6 +88,33 @@ def test_altered_copies_score_above_new_patients(world):
     new = new[np.isfinite(new)]
     gap = copies.min() - new.max()
     assert gap > 0, f"the lowest copy {copies.min():.2f} is below a new patient's {new.max():.2f}"
+
+
+def test_aligned_term_is_each_querys_nearest_pair_at_the_alignment_reported(world):
+    """The verifier's logit at the aligner's alignment is taken on each query's nearest pair by
+    the embedding alone, and the transform the report shows for it (Neighbours.alignment) is
+    the one it was measured at: scored again there, the logit is the same."""
+    from privacy_audit.aligner import PairAligner
+    from privacy_audit.register import FIELD
+
+    _, images, groups, encoder, _, model, _, fresh = world
+    size = images.shape[-1]
+    reference = build_reference(encoder, images, [str(i) for i in range(len(images))], groups, size)
+    queries = np.stack(fresh).astype(np.float32)
+    nb = find_neighbours(encoder, reference, queries, size)
+    torch.manual_seed(0)
+    logits, at = score_aligned(model, PairAligner().eval(), reference, queries, nb)
+    nb.aligned, nb.aligned_at = logits, at
+    rows, cols = np.nonzero(np.isfinite(logits))
+    assert rows.tolist() == list(range(len(queries)))
+    assert (cols == np.argmax(nb.cosine, axis=1)).all() and set(at) == set(
+        zip(rows.tolist(), cols.tolist(), strict=True)
+    )
+    shown = [nb.alignment(int(r), int(c), "aligned") for r, c in zip(rows, cols, strict=True)]
+    thetas = torch.stack([t.theta(FIELD) for t in shown])
+    refs = torch.as_tensor(nb.index[rows, cols])
+    again = verify(model, reference.registration.detail, queries[rows], refs, thetas)
+    np.testing.assert_allclose(again, logits[rows, cols], atol=1e-3)
 
 
 def test_training_is_deterministic_and_the_cache_keyed(world, tmp_path, caplog):

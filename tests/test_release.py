@@ -16,6 +16,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.release.exports import WRITTEN_ON_PURPOSE
+from privacy_audit.aligner import AlignerParams
 from privacy_audit.audit import AuditConfig, run_audit
 from privacy_audit.encoder import EncoderParams
 from privacy_audit.phi import identifying_elements
@@ -43,6 +44,7 @@ def audited(tmp_path_factory) -> dict[str, Path]:
     data = make_patient_dataset(root / "data", train=200, val=200, test=10)
     synthetic = _fresh_set(root / "set")
     config = AuditConfig(encoder=EncoderParams(steps=20, batch=64), verifier=VerifierParams(steps=40),
+                         aligner=AlignerParams(steps=40),
                          encoder_cache=str(root / "cache"),
                          n_boot=50, progress=False)  # fmt: skip
     report = run_audit(synthetic, data, root / "report", config)
@@ -209,6 +211,7 @@ def _copy_set(audited, out: Path) -> Path:
 
 def _audit_config(audited) -> AuditConfig:
     return AuditConfig(encoder=EncoderParams(steps=20, batch=64), verifier=VerifierParams(steps=40),
+                         aligner=AlignerParams(steps=40),
                        n_boot=50, progress=False,
                        encoder_cache=str(audited["root"] / "cache"))  # fmt: skip
 

@@ -63,7 +63,7 @@ def register(sub) -> None:
         "--encoder-steps", type=int, default=d.encoder_steps, help="copy-encoder training steps"
     )
     parser.add_argument(
-        "--verifier-steps", type=int, default=d.verifier_steps, help="pair-verifier training steps"
+        "--verifier-steps", type=int, default=d.verifier_steps, help="verifier, aligner steps"
     )
     parser.add_argument(
         "--forbid",

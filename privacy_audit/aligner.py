@@ -1,0 +1,214 @@
+"""A learned aligner: where does a query sit on a training film, when a search cannot tell?
+
+The registration (register.py) maximises a band-passed NCC over a grid of transforms. When a
+quarter to a half of a copy is another film and the rest is magnified up to 1.2 times, that
+maximum is often somewhere else, and the detail scores and the pair verifier, taken there, see
+no copy although the right alignment shows one (docs/privacy-audit.md). The aligner is a small
+CNN that looks at the pair (band-passed at FIELD px: the query, the training film and their
+product) and regresses the transform that moves the query onto the film: a mirror logit and,
+for each mirror hypothesis, rotation, log zoom and shift, the family Transform describes. It is
+trained by the project per training set, on the training films alone: each altered as the
+encoder's augmentations alter a copy (augment.draw_geometric, most blended or pasted into another
+patient's film, photometric changes), its transform known. No held-out image, no pretrained
+weights. At audit time the pair verifier scores each query's encoder-nearest pairs once more at
+the aligner's alignment: one more term of the combined score (copies.LOCAL_SCORES "aligned"),
+calibrated on the held-out images like the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import draw_geometric, geometric, partial, photometric, warp
+from .blocks import map_blocks
+from .errors import AuditError
+from .nets import conv_block, fit, for_inference
+from .register import FIELD, Transform, band_pass
+from .weights import load_weights, save_weights
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "aligner.safetensors"
+CONFIG = "aligner.json"
+ALIGNER_VERSION = 1
+THETA_WEIGHT = 20.0  # the alignment's squared error against the mirror's cross-entropy
+
+
+@dataclass
+class AlignerParams:
+    """What decides the aligner (besides its training set): changing any of these retrains it."""
+
+    steps: int = 4000  # about 20 min on 2 threads (docs/privacy-audit.md)
+    batch: int = 64
+    lr: float = 2e-3
+    partial_share: float = 0.75  # of the altered films blended or pasted into another's
+    max_rotation_deg: float = 6.0  # the largest rotation, scaling and crop it is trained on
+    max_scale: float = 0.06
+    min_crop: float = 0.75
+    width: int = 16
+    seed: int = 0
+
+
+class PairAligner(nn.Module):
+    """Five 3x3 convolutions (three with a stride of 2), pooled to 4x4, then a 256-unit head:
+    a mirror logit and (rotation in radians, log zoom, shift x, shift y in normalised units)
+    for the unmirrored and the mirrored hypothesis."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            *conv_block(3, w, 1),
+            *conv_block(w, w, 2),
+            *conv_block(w, 2 * w, 1),
+            *conv_block(2 * w, 2 * w, 2),
+            *conv_block(2 * w, 4 * w, 2),
+            nn.AdaptiveAvgPool2d(4),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * w, 256), nn.ReLU(inplace=True), nn.Linear(256, 9)
+        )
+
+    def forward(self, query: torch.Tensor, reference: torch.Tensor):
+        """(n,) mirror logits and (n, 2, 4) parameters of (n, S, S) band-passed pairs."""
+        q, r = _standardised(query), _standardised(reference)
+        out = self.head(self.features(torch.stack([q, r, q * r], 1)))
+        return out[:, 0], out[:, 1:].view(-1, 2, 4)
+
+
+def _standardised(x: torch.Tensor) -> torch.Tensor:
+    flat = x.flatten(1)
+    flat = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp(min=1e-6)
+    return flat.view_as(x)
+
+
+def thetas_of(mirrored: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """(n, 2, 3) affine_grid maps of (n,) mirror flags and (n, 4) parameters, as
+    Transform.theta gives them: output u samples the query at zoom R M (u - shift)."""
+    angle, zoom = params[:, 0], params[:, 1].exp()
+    dx, dy = params[:, 2], params[:, 3]
+    m = torch.where(mirrored, -1.0, 1.0)
+    c, s = torch.cos(angle) * zoom, torch.sin(angle) * zoom
+    rows = [
+        torch.stack([c * m, -s, -(c * m * dx - s * dy)], 1),
+        torch.stack([s * m, c, -(s * m * dx + c * dy)], 1),
+    ]
+    return torch.stack(rows, 1)
+
+
+def transforms_of(mirrored: torch.Tensor, params: torch.Tensor) -> list[Transform]:
+    """The same alignments as Transform (shifts in px of FIELD), for the report."""
+    scale = FIELD / 2
+    return [
+        Transform(bool(m), math.degrees(a), math.exp(z), dy * scale, dx * scale)
+        for m, (a, z, dx, dy) in zip(mirrored.tolist(), params.tolist(), strict=True)
+    ]
+
+
+def aligner_key(train_hashes: list[str], params: AlignerParams) -> str:
+    """Identifies an aligner: its training images (their pixel hashes) and the params."""
+    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
+    digest.update(f"v{ALIGNER_VERSION}".encode())
+    for h in sorted(train_hashes):
+        digest.update(h.encode())
+    return digest.hexdigest()
+
+
+def _inverse(theta: torch.Tensor) -> torch.Tensor:
+    """The affine_grid map that undoes `theta` (n, 2, 3)."""
+    a_inv = torch.linalg.inv(theta[:, :, :2])
+    return torch.cat([a_inv, -a_inv @ theta[:, :, 2:]], 2)
+
+
+def _donors(groups: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An image of another patient for each of `rows` (redrawn where it is the same one)."""
+    donors = rng.integers(0, len(groups), len(rows))
+    for _ in range(8):
+        same = groups[donors] == groups[rows]
+        if not same.any():
+            break
+        donors[same] = rng.integers(0, len(groups), int(same.sum()))
+    return donors
+
+
+def train_aligner(
+    images01: np.ndarray, patients: list[str], params: AlignerParams, progress: bool = True
+) -> tuple[PairAligner, dict]:
+    """Trains on the training films (N, H, W) and their patients alone (the module's docstring):
+    the mirror's cross-entropy plus THETA_WEIGHT times the squared error of the alignment under
+    the true mirror; AdamW with a warm-up and a cosine decay (nets.fit)."""
+    _, groups = np.unique(np.asarray(patients), return_inverse=True)
+    if groups.max(initial=0) < 1:
+        raise AuditError("training split", "one patient: too few to train the aligner")
+    torch.manual_seed(params.seed)
+    generator = torch.Generator().manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    data = torch.as_tensor(np.asarray(images01, dtype=np.float32))[:, None]
+    model = PairAligner(params.width)
+    limits = dict(
+        max_rotation_deg=params.max_rotation_deg,
+        max_scale=params.max_scale,
+        min_crop=params.min_crop,
+    )
+
+    def loss_at() -> torch.Tensor:
+        rows = rng.integers(0, len(data), params.batch)
+        with torch.no_grad():
+            source = data[torch.as_tensor(rows)]
+            theta = draw_geometric(tuple(source.shape), generator, **limits)
+            others = geometric(data[torch.as_tensor(_donors(groups, rows, rng))], generator)
+            query = warp(source, theta)
+            query = photometric(partial(query, others, generator, params.partial_share), generator)
+            target = _inverse(theta)
+            mirrored = torch.linalg.det(target[:, :, :2]) < 0
+            q, r = band_pass(query[:, 0]), band_pass(source[:, 0])
+        logit, found = model(q, r)
+        chosen = found[torch.arange(len(rows)), mirrored.long()]
+        error = F.mse_loss(thetas_of(mirrored, chosen), target)
+        return F.binary_cross_entropy_with_logits(logit, mirrored.float()) + THETA_WEIGHT * error
+
+    stats = fit(model, loss_at, params.steps, params.lr, "train aligner", progress)
+    log.info("aligner trained: %d steps in %.1f s", params.steps, stats["train_seconds"])
+    return model, stats
+
+
+def align(
+    model: PairAligner, queries01: np.ndarray, refs_banded: torch.Tensor, block: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query (n, H, W) aligned on its training film, band-passed (n, FIELD, FIELD:
+    RegistrationIndex.whole): (n,) mirror flags and (n, 4) parameters (thetas_of,
+    transforms_of); a block of pairs per thread."""
+    run = for_inference(model)
+
+    def one(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        q = band_pass(queries01[start : start + block])
+        with torch.no_grad():
+            logit, found = run(q, refs_banded[start : start + block])
+        mirrored = logit > 0
+        return mirrored, found[torch.arange(len(q)), mirrored.long()]
+
+    out = map_blocks(one, range(0, len(queries01), block), False, "align")
+    if not out:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0, 4)
+    return torch.cat([m for m, _ in out]), torch.cat([p for _, p in out])
+
+
+def save_aligner(model: PairAligner, directory, meta: dict) -> None:
+    """safetensors weights + JSON record (weights.py)."""
+    save_weights(model, directory, (WEIGHTS, CONFIG), meta)
+
+
+def load_aligner(directory, key: str) -> tuple[PairAligner, dict] | None:
+    """The cached aligner in `directory` if it was trained for `key`, else None."""
+    return load_weights(
+        directory, (WEIGHTS, CONFIG), key, lambda meta: PairAligner(meta["params"]["width"])
+    )
