@@ -722,27 +722,46 @@ def _dataset_section(inputs: _Inputs) -> DatasetInfo:
     )
 
 
-_COPY_SCORE = (
-    "max over candidate training images (nearest patients by the encoder, "
-    "by coarse pixels and by band-passed detail) of max(zE, zN, (zE+zN)/sqrt 2, zP, "
-    "zD, zDP, zDL, zV), zE = z(-log(1-embedding cosine)), zN = z(-log(1-aligned NCC)), "
-    "zP, zD, zDP, zDL the same of the patch, detail, detail-patch and detail-local "
-    "NCC, zV = z(the pair verifier's logit) for each image's candidate with the strongest "
-    "detail score (a small CNN the audit trains on pairs made from the training split); "
-    "z scaled so 0 is the held-out "
-    "images' median best match and 1 their 95th percentile"
-)
+_SYMBOLS = {  # each term of Standardiser.COMPONENTS as the report's formula names it
+    "ncc": "zN = z(-log(1-registered NCC))",
+    "patch": "zP = the same of the patch NCC",
+    "detail": "zD = of the detail NCC",
+    "detail_patch": "zDP = of the detail-patch NCC",
+    "detail_local": "zDL = of the detail-local NCC",
+    "verifier": "zV = z(the pair verifier's logit) for each image's candidate with the "
+    "strongest detail score, at the detail's alignment",
+    "aligned": "zA = z(the verifier's logit) for each image's nearest candidate by the encoder, at the "
+    "learned aligner's alignment",
+}
+
+
+def _copy_score() -> str:
+    """The score's formula, from the terms the score has (a term without a symbol fails here,
+    not silently in an auditor's reading)."""
+    terms = [_SYMBOLS[name] for name in Standardiser.COMPONENTS]
+    names = ", ".join(t.split(" = ")[0] for t in terms)
+    return (
+        "max over candidate training images (nearest patients by the encoder, by coarse "
+        f"pixels and by band-passed detail) of max({names}): {'; '.join(terms)} (the verifier "
+        "and the aligner are small CNNs the audit trains on the training split); the "
+        "embedding's cosine finds candidates and is no term; z scaled so 0 is the held-out "
+        "images' median best match "
+        "and 1 their 95th percentile"
+    )
+
+
 _COPY_ALIGNMENT = (
     "registration of every candidate on band-passed images "
     "(difference of Gaussians, sigma 0.5 and 2 px at 32x32): normalised "
     "cross-correlation maximised over mirror, rotations of -6..6 degrees, scales "
-    "0.94..1.22 and shifts of up to 4 px of a 64x64 image at 16x16, then for the best "
-    "3 candidates around that at 32x32 (1.5 degree, 3% and half-pixel steps); there "
+    "0.94..1.22 and shifts of up to 4 px of a 64x64 image at 16x16, then for each "
+    "image's best candidate by it and each candidate route's nearest around that at 32x32 "
+    "(1.5 degree, 3% and half-pixel steps); there "
     "the patch score is the best NCC of 12x12 windows (a copied region inside a new "
     "image); the score uses the larger of zN and zP = z(-log(1-patch NCC))"
 )
 _COPY_DETAIL = (
-    "for the same 3 candidates at the alignment found, at (at most) 64x64: "
+    "for the same candidates at the alignment found, at (at most) 64x64: "
     "difference of Gaussians (sigma 1 and 3 px), the training windows' leading "
     "principal components (the anatomy chest films share) projected out, best "
     "whole-pixel shift within 2 px; detail = NCC of the whole window, detail_patch "
@@ -759,7 +778,7 @@ def _thresholds_section(inputs: _Inputs, res: _Results) -> Thresholds:
     config, copies = inputs.config, res.copies
     alpha = 1.0 - config.quantile
     copy = CopyThresholds(
-        score=_COPY_SCORE,
+        score=_copy_score(),
         alignment=_COPY_ALIGNMENT,
         detail=_COPY_DETAIL,
         rule=f"flag when the score exceeds the held-out images' conformal "

@@ -106,6 +106,9 @@ def test_flagged_copy_points_at_the_training_image_it_copies(challenge):
     assert same_patient == len(sources)
     assert deciding["detail"] + deciding["detail_patch"] > 0, deciding  # both alignments shown
     assert deciding["ncc"] + deciding["patch"] > 0, deciding
+    # the rule an auditor reads names the terms the score is the largest of, and no other
+    terms = report.thresholds.copy.score.split("max(")[1].split(")")[0].split(", ")
+    assert len(terms) == len(Standardiser.COMPONENTS) and "zE" not in terms, terms
 
 
 def test_filtered_copy_reaudits_clean_and_passes_the_gate(challenge):
