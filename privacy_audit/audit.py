@@ -731,7 +731,7 @@ _SYMBOLS = {  # each term of Standardiser.COMPONENTS as the report's formula nam
     "verifier": "zV = z(the pair verifier's logit) for each image's candidate with the "
     "strongest detail score, at the detail's alignment",
     "aligned": "zA = z(the verifier's logit) for each image's nearest candidate by the encoder, at the "
-    "learned aligner's alignment",
+    "learned aligner's alignment, refined by the windows' NCC",
 }
 
 

@@ -239,6 +239,13 @@ def pair_windows(
     return _query_window(index, banded, thetas), index.bands[refs]
 
 
+def window_axis(size: int) -> torch.Tensor:
+    """The normalised coordinates (affine_grid's, align_corners=False) of the pixels along
+    either side of the windows pair_windows cuts at `size`."""
+    margin = _margin(size)
+    return ((torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1)[margin : size - margin]
+
+
 def _query_window(index: DetailIndex, banded: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
     """(n, side, side): banded[i] warped by thetas[i], the margin cut."""
     return _warped(index, banded, thetas, _margin(index.size))

@@ -41,6 +41,7 @@ from .copies import (
 from .detail import DetailIndex, band_queries, pair_windows
 from .errors import AuditError
 from .nets import conv_block, fit, for_inference
+from .refine import refine
 from .register import FIELD, Transform
 from .weights import load_weights, save_weights
 
@@ -177,9 +178,10 @@ def score_aligned(
     nb: Neighbours,
 ) -> tuple[np.ndarray, dict]:
     """(Q, k) the verifier's logit for each query's nearest pair by the embedding at the
-    aligner's alignment of it (aligner.py), -inf for the other candidates; and those alignments
-    ((query, column) -> Transform). The encoder's 2 nearest flagged no more copies of the
-    planted set (987 of 1,000 either way) for twice the cost (docs/privacy-audit.md)."""
+    aligner's alignment of it (aligner.py), refined (refine.py), -inf for the other
+    candidates; and those alignments ((query, column) -> Transform). The encoder's 2 to 5
+    nearest, refined, flagged 986-989 copies of the planted set, the nearest alone 987-988, for
+    2 to 5 times the cost (docs/privacy-audit.md)."""
     out = np.full(nb.index.shape, -np.inf, dtype=np.float32)
     cols = np.argmax(nb.cosine, axis=1)  # the first of ties, as copies' nearest columns
     rows = np.flatnonzero(nb.index[np.arange(len(cols)), cols] >= 0)
@@ -189,6 +191,7 @@ def score_aligned(
     refs = torch.as_tensor(nb.index[rows, cols])
     registration = reference.registration
     mirrored, params = align(aligner, queries01[rows], registration.whole[refs])
+    params = refine(registration.detail, queries01[rows], refs, mirrored, params)
     thetas = thetas_of(mirrored, params)
     out[rows, cols] = verify(model, registration.detail, queries01[rows], refs, thetas)
     keys = zip(rows.tolist(), cols.tolist(), strict=True)
