@@ -210,11 +210,27 @@ def hires_root(tmp_path_factory) -> Path:
 
 def _shown(page, side: int) -> tuple[np.ndarray, int]:
     """The grey levels of the enlarged image as the browser decoded it (drawn onto a canvas)
-    and its on-screen width in CSS pixels."""
-    width, height, grey = page.evaluate(
+    and its on-screen width in CSS pixels. A re-run of the page can replace the image between
+    the wait and the read: then it waits for the new one and reads again."""
+    deadline = time.monotonic() + 60
+    while True:
+        page.wait_for_function(ENLARGED_JS, arg=side)
+        found = _read_enlarged(page, side)
+        if found is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert found is not None, "the enlarged image kept being replaced for 60 s"
+    width, height, grey = found
+    return np.asarray(grey, dtype=np.uint8).reshape(height, side), width
+
+
+def _read_enlarged(page, side: int):
+    """[on-screen width, height, grey levels] of the enlarged image, or None if it is gone."""
+    return page.evaluate(
         """side => {
           const i = [...document.querySelectorAll("img[src*='/media/']")]
         .find(i => i.complete && i.naturalWidth === side);
+          if (!i) return null;
           const canvas = document.createElement("canvas");
           canvas.width = i.naturalWidth; canvas.height = i.naturalHeight;
           const context = canvas.getContext("2d");
@@ -224,7 +240,6 @@ def _shown(page, side: int) -> tuple[np.ndarray, int]:
         }""",
         side,
     )
-    return np.asarray(grey, dtype=np.uint8).reshape(height, side), width
 
 
 def test_viewer_enlarges_a_128_image_and_windows_it_in_the_browser(hires_root, tmp_path):
@@ -241,7 +256,6 @@ def test_viewer_enlarges_a_128_image_and_windows_it_in_the_browser(hires_root, t
         with browser_page(1600, 1400) as page:
             page.goto(f"{url}/?set={HIRES_SET}&image=1&zoom=4", timeout=60_000)
             page.get_by_text("Viewer", exact=True).click()
-            page.wait_for_function(ENLARGED_JS, arg=side)
             before, on_screen = _shown(page, side)
             assert on_screen == side  # drawn at 1:1, not rescaled by the page
             assert np.array_equal(before, np.kron(source, np.ones((4, 4), np.uint8)))
@@ -253,7 +267,6 @@ def test_viewer_enlarges_a_128_image_and_windows_it_in_the_browser(hires_root, t
                     page.keyboard.press(key)
             deadline = time.monotonic() + 60
             while True:  # the page re-runs after the last key press
-                page.wait_for_function(ENLARGED_JS, arg=side)
                 after, _ = _shown(page, side)
                 # the window the page says it applied, from its caption
                 caption = page.get_by_text(re.compile(r"window centre [0-9.]+, width")).first
