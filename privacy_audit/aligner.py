@@ -11,8 +11,8 @@ trained by the project per training set, on the training films alone: each alter
 encoder's augmentations alter a copy (augment.draw_geometric, most blended or pasted into another
 patient's film, photometric changes), its transform known. No held-out image, no pretrained
 weights. At audit time the pair verifier scores each query's encoder-nearest pairs once more at
-the aligner's alignment, refined (refine.py): one more term of the combined score (copies.LOCAL_SCORES "aligned"),
-calibrated on the held-out images like the others.
+the aligner's alignment, refined (refine.py): one more term of the combined score
+(copies.LOCAL_SCORES "aligned"), calibrated on the held-out images like the others.
 """
 
 from __future__ import annotations

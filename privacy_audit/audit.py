@@ -559,7 +559,8 @@ def _read_images(inputs: _Inputs, timings: dict) -> _Images:
 
 def _detect_copies(inputs: _Inputs, models, images: _Images, timings: dict) -> _Copies:
     """Neighbours of the held-out and the synthetic images (`models`: the encoder, the pair
-    verifier and the aligner); the held-out ones calibrate the score and the conformal threshold the set is
+    verifier and the aligner); the held-out ones calibrate the score and the conformal
+    threshold the set is
     flagged by."""
     config, train = inputs.config, inputs.train
     size, k, progress = config.encoder.input_size, config.neighbours, config.progress
@@ -730,8 +731,8 @@ _SYMBOLS = {  # each term of Standardiser.COMPONENTS as the report's formula nam
     "detail_local": "zDL = of the detail-local NCC",
     "verifier": "zV = z(the pair verifier's logit) for each image's candidate with the "
     "strongest detail score, at the detail's alignment",
-    "aligned": "zA = z(the verifier's logit) for each image's nearest candidate by the encoder, at the "
-    "learned aligner's alignment, refined by the windows' NCC",
+    "aligned": "zA = z(the verifier's logit) for each image's nearest candidate by the encoder, "
+    "at the learned aligner's alignment, refined by the windows' NCC",
 }
 
 
@@ -745,8 +746,7 @@ def _copy_score() -> str:
         f"pixels and by band-passed detail) of max({names}): {'; '.join(terms)} (the verifier "
         "and the aligner are small CNNs the audit trains on the training split); the "
         "embedding's cosine finds candidates and is no term; z scaled so 0 is the held-out "
-        "images' median best match "
-        "and 1 their 95th percentile"
+        "images' median best match and 1 their 95th percentile"
     )
 
 

@@ -75,7 +75,8 @@ def benchmark_search(
 
 def _time_detection(model, train_images, query_images, groups: list[str], k, repeats) -> dict:
     """benchmark_search's copy-detection figures: the detector (registration, the pair
-    verifier at the detail's and at the aligner's alignment) and the former method, taking turns `repeats` times; medians (and runs)."""
+    verifier at the detail's and at the aligner's alignment) and the former method, taking
+    turns `repeats` times; medians (and runs)."""
     from .aligner import PairAligner
     from .copies import build_reference, find_neighbours
     from .verifier import PairVerifier, score_aligned, score_pairs

@@ -239,11 +239,15 @@ def pair_windows(
     return _query_window(index, banded, thetas), index.bands[refs]
 
 
-def window_axis(size: int) -> torch.Tensor:
+def grid_axis(size: int, margin: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The normalised coordinates (affine_grid's, align_corners=False) of the pixels along
-    either side of the windows pair_windows cuts at `size`."""
-    margin = _margin(size)
-    return ((torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1)[margin : size - margin]
+    either side of a size x size field, less `margin` px each side."""
+    return ((torch.arange(size, dtype=dtype) * 2 + 1) / size - 1)[margin : size - margin]
+
+
+def window_axis(size: int) -> torch.Tensor:
+    """grid_axis of the windows pair_windows cuts at `size`."""
+    return grid_axis(size, _margin(size))
 
 
 def _query_window(index: DetailIndex, banded: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:

@@ -4,23 +4,23 @@ The aligner (aligner.py) lands within a few pixels of where a blended or pasted 
 source; the verifier's windows (detail.pair_windows) are band-passed at up to 64x64, and there
 a few pixels decide between a copy and no copy. Their NCC peaks sharply at the right
 alignment, so a few gradient steps from the aligner's answer reach it: against each planted
-copy's true source the verifier scores 920 of 1,000 above the threshold after STEPS (978 after
-30 steps at 0.005), 696 at the aligner's pose (docs/privacy-audit.md). The gradient is in closed form (the warped query and
-its two derivatives sampled in one pass, the chain rule through the similarity by hand): the
-same climb as autograd through grid_sample at less than half the cost.
+copy's true source the verifier scores 920 of 1,000 above the threshold after STEPS (978
+after 30 steps at 0.005), 696 at the aligner's pose (docs/privacy-audit.md). The gradient is
+in closed form (the warped query and its two derivatives sampled in one pass, the chain rule
+through the similarity by hand): the same climb as autograd through grid_sample at less than
+half the cost.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .blocks import map_blocks
-from .detail import DetailIndex, band_queries, window_axis
+from .detail import DetailIndex, window_axis
 
-STEPS = 5  # Adam's steps and rate: fewer lost copies of the planted set, more (30 at 0.005)
-RATE = 0.03  # flagged none more (docs/privacy-audit.md)
+STEPS = 5  # Adam's steps and rate: 2 to 4 steps flagged fewer planted copies, 10 or 30 at a
+RATE = 0.03  # lower rate none more (docs/privacy-audit.md)
 BETAS = (0.9, 0.999)
 
 
@@ -29,7 +29,7 @@ def similarity_grid(
 ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """The sampling grid (n, S, S, 2) of aligner.thetas_of(mirrored, params) over the window
     pixels `axis` (S,), and its derivative by each of the 4 parameters (rotation, log zoom,
-    shift x, shift y) as (d grid x, d grid y) pairs, each (n, S, S)."""
+    shift x, shift y) as (d grid x, d grid y) pairs, each (n, S, S) or, constant, (n, 1, 1)."""
     angle, zoom, dx, dy = params.unbind(1)
     m = torch.where(mirrored, -1.0, 1.0)
     c, s = torch.cos(angle) * zoom.exp(), torch.sin(angle) * zoom.exp()
@@ -40,12 +40,11 @@ def similarity_grid(
     x = axis[None, None, :] - per(dx)
     y = axis[None, :, None] - per(dy)
     gx, gy = per(c * m) * x - per(s) * y, per(s * m) * x + per(c) * y
-    ones = torch.ones_like(gx)
-    derivatives = [
+    derivatives = [  # the shifts' are the same at every pixel: (n, 1, 1)
         (-per(s * m) * x - per(c) * y, per(c * m) * x - per(s) * y),
         (gx, gy),
-        (-per(c * m) * ones, -per(s * m) * ones),
-        (per(s) * ones, -per(c) * ones),
+        (-per(c * m), -per(s * m)),
+        (per(s), -per(c)),
     ]
     return torch.stack([gx, gy], -1), derivatives
 
@@ -73,21 +72,20 @@ def ncc_and_gradient(
 
 def refine(
     index: DetailIndex,
-    queries01: np.ndarray,
+    banded: torch.Tensor,
     refs: torch.Tensor,
     mirrored: torch.Tensor,
     params: torch.Tensor,
     block: int = 1024,
 ) -> torch.Tensor:
     """The (n, 4) parameters (aligner.align's) after STEPS of Adam up the NCC of the windows the
-    verifier compares, query i against training image refs[i], the mirror kept. Each pair
-    climbs alone: blocks and threads change nothing."""
+    verifier compares, query i (band_queries' banded[i]) against training image refs[i], the
+    mirror kept. Each pair climbs alone: blocks and threads change nothing."""
 
     def one(start: int) -> torch.Tensor:
         end = start + block
-        banded = band_queries(index, queries01[start:end])
-        along_y, along_x = torch.gradient(banded, dim=(1, 2))
-        stack = torch.stack([banded, along_x, along_y], 1)
+        along_y, along_x = torch.gradient(banded[start:end], dim=(1, 2))
+        stack = torch.stack([banded[start:end], along_x, along_y], 1)
         refs_unit, flips = index.bands[refs[start:end]], mirrored[start:end]
         p = params[start:end].clone()
         mean, square = torch.zeros_like(p), torch.zeros_like(p)

@@ -37,6 +37,7 @@ from .detail import (
     band_queries,
     best_detail_scores,
     detail_scores,
+    grid_axis,
     local_detail_scores,
     local_detail_scores_at,
 )
@@ -323,7 +324,7 @@ def _affine_grid(thetas: torch.Tensor, size: int, margin: int = 0) -> torch.Tens
     c) + b*y, the sum of a row and a column): the grid is the largest tensor of the fine search,
     and full-size temporaries stacked afterwards cost more than the arithmetic (the library's
     grid to within a rounding)."""
-    axis = ((torch.arange(size, dtype=thetas.dtype) * 2 + 1) / size - 1)[margin : size - margin]
+    axis = grid_axis(size, margin, thetas.dtype)
     side = len(axis)
     xs, ys = axis[None, None, :], axis[None, :, None]
     t = thetas[:, :, :, None, None]

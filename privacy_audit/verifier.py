@@ -124,19 +124,18 @@ def local_thetas(detail_at: dict[tuple[int, int], tuple[Transform, ...]], keys) 
 def verify(
     model: PairVerifier,
     index: DetailIndex,
-    queries01: np.ndarray,
+    banded: torch.Tensor,
     refs: torch.Tensor,
     thetas: torch.Tensor,
     block: int = 512,
 ) -> np.ndarray:
-    """(n,) logits of the pairs: query i, warped by thetas[i], against training image refs[i];
-    a block of pairs per thread (blocks.map_blocks)."""
+    """(n,) logits of the pairs: query i (band_queries' banded[i]), warped by thetas[i],
+    against training image refs[i]; a block of pairs per thread (blocks.map_blocks)."""
     run = for_inference(model)
 
     def one(start: int) -> torch.Tensor:
         end = start + block
-        banded = band_queries(index, queries01[start:end])
-        q, r = pair_windows(index, banded, refs[start:end], thetas[start:end])
+        q, r = pair_windows(index, banded[start:end], refs[start:end], thetas[start:end])
         with torch.no_grad():
             return run(q, r)
 
@@ -166,7 +165,8 @@ def score_pairs(
         return out
     thetas = local_thetas(nb.detail_at, list(zip(rows.tolist(), cols.tolist(), strict=True)))
     refs = torch.as_tensor(nb.index[rows, cols])
-    out[rows, cols] = verify(model, reference.registration.detail, queries01[rows], refs, thetas)
+    index = reference.registration.detail
+    out[rows, cols] = verify(model, index, band_queries(index, queries01[rows]), refs, thetas)
     return out
 
 
@@ -191,9 +191,10 @@ def score_aligned(
     refs = torch.as_tensor(nb.index[rows, cols])
     registration = reference.registration
     mirrored, params = align(aligner, queries01[rows], registration.whole[refs])
-    params = refine(registration.detail, queries01[rows], refs, mirrored, params)
+    banded = band_queries(registration.detail, queries01[rows])  # once, for both
+    params = refine(registration.detail, banded, refs, mirrored, params)
     thetas = thetas_of(mirrored, params)
-    out[rows, cols] = verify(model, registration.detail, queries01[rows], refs, thetas)
+    out[rows, cols] = verify(model, registration.detail, banded, refs, thetas)
     keys = zip(rows.tolist(), cols.tolist(), strict=True)
     return out, dict(zip(keys, transforms_of(mirrored, params), strict=True))
 

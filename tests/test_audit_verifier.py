@@ -14,6 +14,7 @@ import torch
 from conditioning.dataset import load_dataset
 from privacy_audit.challenge import altered, planted_copies
 from privacy_audit.copies import build_reference, find_neighbours
+from privacy_audit.detail import band_queries
 from privacy_audit.encoder import EncoderParams, train_encoder
 from privacy_audit.verifier import (
     CONFIG,
@@ -113,7 +114,8 @@ def test_aligned_term_is_each_querys_nearest_pair_at_the_alignment_reported(worl
     shown = [nb.alignment(int(r), int(c), "aligned") for r, c in zip(rows, cols, strict=True)]
     thetas = torch.stack([t.theta(FIELD) for t in shown])
     refs = torch.as_tensor(nb.index[rows, cols])
-    again = verify(model, reference.registration.detail, queries[rows], refs, thetas)
+    index = reference.registration.detail
+    again = verify(model, index, band_queries(index, queries[rows]), refs, thetas)
     np.testing.assert_allclose(again, logits[rows, cols], atol=1e-3)
 
 
