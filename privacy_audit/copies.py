@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .augment import gaussian_blur
-from .detail import unwarped_best
+from .detail import band_queries, unwarped_best
 from .encoder import CopyEncoder, embed
 from .register import (
     Columns,
@@ -60,6 +60,8 @@ class Neighbours:
     aligned: np.ndarray | None = None  # (Q, k) its logit at the aligner's alignment (aligner.py;
     # -inf: not scored: only each query's encoder-nearest pair is)
     aligned_at: dict[tuple[int, int], Transform] | None = None  # (query, column) -> that alignment
+    banded: torch.Tensor | None = None  # (Q, S, S) the queries' detail.band_queries images, made
+    # once for every score taken on them (four band-passes per query before: 6% of the pass)
 
     def alignment(self, row: int, col: int, decided_by: str) -> Transform | None:
         """The alignment the score `decided_by` (a Standardiser.COMPONENTS name) of a pair was
@@ -227,7 +229,8 @@ def find_neighbours(
         routes += [found for found, _ in band] + [from_pool[:, None]]
     index = _union(*routes)
     if not legacy:
-        unwarped = _unwarped_route(reference, images01, index)
+        banded = band_queries(reference.registration.detail, images01)
+        unwarped = _unwarped_route(reference, banded, index)
         index = _union(index, unwarped[:, None])
     safe = np.where(index >= 0, index, 0)
     cosine = (emb[:, None, :] * reference.embeddings[torch.as_tensor(safe)]).sum(-1).numpy()
@@ -247,6 +250,7 @@ def find_neighbours(
         columns=_refined_columns(index, nearest, band, (from_pool, unwarped)),
         progress=progress,
         desc=f"register {label}",
+        banded=banded,
     )
     return Neighbours(
         index,
@@ -259,6 +263,7 @@ def find_neighbours(
         found.detail_patch,
         found.detail_at,
         found.detail_local,
+        banded=banded,
     )
 
 
@@ -273,12 +278,12 @@ def _detail_routes(reference: Reference, images01: np.ndarray, pool: np.ndarray,
     return band, detail_route_best(reference.registration, small, pool)
 
 
-def _unwarped_route(reference: Reference, images01: np.ndarray, index: np.ndarray) -> np.ndarray:
+def _unwarped_route(reference: Reference, banded: torch.Tensor, index: np.ndarray) -> np.ndarray:
     """(Q,) the film, among every film of the patients of each query's candidates `index`, whose
-    detail correlates best with the query's left in place (detail.unwarped_best), where that
-    correlation reaches UNWARPED_GATE; else -1."""
+    detail correlates best with the query's (its band_queries image) left in place
+    (detail.unwarped_best), where that correlation reaches UNWARPED_GATE; else -1."""
     films = _patient_films(reference.groups, index)
-    best, value = unwarped_best(reference.registration.detail, images01, films)
+    best, value = unwarped_best(reference.registration.detail, banded, films)
     return np.where(value >= UNWARPED_GATE, best, -1)
 
 

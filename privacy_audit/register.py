@@ -427,6 +427,7 @@ def register(
     columns: Columns = Columns(),
     progress: bool = False,
     desc: str = "register",
+    banded: torch.Tensor | None = None,
 ) -> Registered:
     """Coarse NCC over every transform for every candidate (-1: none); then, for the `refine`
     best candidates of each query and its `columns`, the fine search at FIELD around the best
@@ -434,7 +435,8 @@ def register(
     half-pixel steps) and the patch and detail scores there (for the `columns.realign` pairs
     also at the detail's own alignment: _detail_route_aligned). Unrefined candidates keep their
     coarse NCC and -inf for the other scores. Blocks of BLOCK queries run on torch's threads
-    one block per thread (see blocks.map_blocks)."""
+    one block per thread (see blocks.map_blocks). `banded`: the queries' band_queries images, if
+    the caller has them (else each block computes its own)."""
     q_n, k = candidates.shape
     out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(5)), {}, {})
     search = _Search.build()
@@ -443,8 +445,10 @@ def register(
     def one(start: int) -> dict[tuple[int, int], Transform]:
         rows = slice(start, start + BLOCK)
         extra = tuple(a[rows] for a in per_query)
+        queries = queries01[rows]
+        detail = band_queries(index.detail, queries) if banded is None else banded[rows]
         return _register_block(
-            index, search, queries01[rows], candidates[rows], refine, extra, out, start
+            index, search, (queries, detail), candidates[rows], refine, extra, out, start
         )
 
     for found, detail_at in map_blocks(one, range(0, q_n, BLOCK), progress, desc):
@@ -453,10 +457,11 @@ def register(
     return out
 
 
-def _register_block(index, search, queries01, cand_np, refine, also, out, start) -> tuple:
-    """register() for the queries from row `start` on (`also`: its Columns.per_query rows):
-    their scores written into `out`, the transforms found and the detail scores'
-    alignments returned."""
+def _register_block(index, search, queries, cand_np, refine, also, out, start) -> tuple:
+    """register() for the queries from row `start` on (`queries`: their images and band_queries
+    images; `also`: their Columns.per_query rows): their scores written into `out`, the
+    transforms found and the detail scores' alignments returned."""
+    queries01, detail_banded = queries
     cand = torch.as_tensor(cand_np)
     valid, safe = cand >= 0, cand.clamp(min=0)
     bp = band_pass(queries01)
@@ -474,7 +479,7 @@ def _register_block(index, search, queries01, cand_np, refine, also, out, start)
     fine_best, chosen, flipped = _fine_search(moving, unit_refs, search.params, found, plain, wide)
     half_best, chosen = _half_pixel(moving, unit_refs, chosen)
     whole = torch.maximum(torch.maximum(fine_best, half_best), best[rows, cols])
-    banded = band_queries(index.detail, queries01)[rows]
+    banded = detail_banded[rows]
     own = (cols[:, None] == realign_cols[rows]).any(1)
     local, d_whole, d_patch, d_local = _local_scores(
         index, moving, banded, refs, chosen, wide, own, flipped

@@ -166,8 +166,15 @@ def score_pairs(
     thetas = local_thetas(nb.detail_at, list(zip(rows.tolist(), cols.tolist(), strict=True)))
     refs = torch.as_tensor(nb.index[rows, cols])
     index = reference.registration.detail
-    out[rows, cols] = verify(model, index, band_queries(index, queries01[rows]), refs, thetas)
+    out[rows, cols] = verify(model, index, _banded(nb, index, queries01, rows), refs, thetas)
     return out
+
+
+def _banded(nb: Neighbours, index: DetailIndex, queries01: np.ndarray, rows) -> torch.Tensor:
+    """The band_queries images of the queries `rows`: those find_neighbours made, if it did."""
+    if nb.banded is not None:
+        return nb.banded[rows]
+    return band_queries(index, queries01[rows])
 
 
 def score_aligned(
@@ -191,7 +198,7 @@ def score_aligned(
     refs = torch.as_tensor(nb.index[rows, cols])
     registration = reference.registration
     mirrored, params = align(aligner, queries01[rows], registration.whole[refs])
-    banded = band_queries(registration.detail, queries01[rows])  # once, for both
+    banded = _banded(nb, registration.detail, queries01, rows)  # once, for both
     params = refine(registration.detail, banded, refs, mirrored, params)
     thetas = thetas_of(mirrored, params)
     out[rows, cols] = verify(model, registration.detail, banded, refs, thetas)

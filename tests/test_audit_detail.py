@@ -211,15 +211,16 @@ def test_the_unwarped_route_picks_a_blends_source_among_its_patients_films(one_t
     src = np.arange(0, 40, 4)
     blends = 0.65 * np.roll(train[src], 1, axis=-1) + 0.35 * fresh[: len(src)]
     films = np.stack([np.r_[rng.permutation(np.r_[s, 40 + np.arange(12)]), -1, -1] for s in src])
-    best, value = unwarped_best(index, blends.astype(np.float32), films, block=3)
+    best, value = unwarped_best(index, band_queries(index, blends.astype(np.float32)), films, 3)
     assert (best == src).all()
     every = np.tile(np.r_[np.arange(60), -1], (len(fresh), 1))
-    fresh_best, fresh_value = unwarped_best(index, fresh, every)
+    fresh_banded = band_queries(index, fresh)
+    fresh_best, fresh_value = unwarped_best(index, fresh_banded, every)
     assert (fresh_best >= 0).all()
     margins = f"blends >= {value.min():.2f}, new patients <= {fresh_value.max():.2f}"
     assert value.min() > UNWARPED_GATE > fresh_value.max(), margins
     assert value.min() > fresh_value.max() + 0.2, margins
-    none, nothing = unwarped_best(index, fresh[:2], np.full((2, 3), -1))
+    none, nothing = unwarped_best(index, fresh_banded[:2], np.full((2, 3), -1))
     assert (none == -1).all() and np.isneginf(nothing).all()
 
 
@@ -257,7 +258,7 @@ def test_the_unwarped_route_names_the_film_copied_where_a_sibling_was_the_candid
     queries = np.concatenate([0.65 * train[src] + 0.35 * fresh, fresh]).astype(np.float32)
     sibling = np.r_[src + 1, src + 1]  # another film of the same patient (fresh rows: any)
     index = np.stack([sibling, (sibling + 9) % 60], 1)
-    picks = _unwarped_route(reference, queries, index)
+    picks = _unwarped_route(reference, band_queries(reference.registration.detail, queries), index)
     assert (picks[: len(src)] == src).all()
     assert (picks[len(src) :] == -1).all()
     index = _union(index, picks[:, None])

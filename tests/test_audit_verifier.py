@@ -119,6 +119,41 @@ def test_aligned_term_is_each_querys_nearest_pair_at_the_alignment_reported(worl
     np.testing.assert_allclose(again, logits[rows, cols], atol=1e-3)
 
 
+def test_the_queries_band_passed_once_give_the_scores_of_band_passing_again(world):
+    """find_neighbours band-passes each query once (Neighbours.banded) for the registration,
+    the unwarped route and both verifier terms: every score is exactly what band-passing the
+    queries again for each of them gives."""
+    from dataclasses import replace
+
+    from privacy_audit.aligner import PairAligner
+    from privacy_audit.register import register
+
+    _, images, groups, encoder, _, model, _, fresh = world
+    size = images.shape[-1]
+    reference = build_reference(encoder, images, [str(i) for i in range(len(images))], groups, size)
+    rng = np.random.default_rng(5)
+    planted = planted_copies(lambda i: images[i], len(images), fresh, 12, rng)
+    queries = np.stack(planted.copies + fresh).astype(np.float32)
+    nb = find_neighbours(encoder, reference, queries, size)
+    index = reference.registration
+    assert torch.equal(nb.banded, band_queries(index.detail, queries))
+    again = register(index, queries, nb.index)
+    kept = register(index, queries, nb.index, banded=nb.banded)
+    for name in ("ncc", "patch", "detail", "detail_patch", "detail_local"):
+        np.testing.assert_array_equal(getattr(kept, name), getattr(again, name), err_msg=name)
+    assert kept.detail_at == again.detail_at
+    recomputed = replace(nb, banded=None)
+    np.testing.assert_array_equal(
+        score_pairs(model, reference, queries, nb),
+        score_pairs(model, reference, queries, recomputed),
+    )
+    aligner = PairAligner().eval()
+    np.testing.assert_array_equal(
+        score_aligned(model, aligner, reference, queries, nb)[0],
+        score_aligned(model, aligner, reference, queries, recomputed)[0],
+    )
+
+
 def test_training_is_deterministic_and_the_cache_keyed(world, tmp_path, caplog):
     root, _, _, _, pairs, model, _, _ = world
     again, _ = train_verifier(pairs, PARAMS, progress=False)
