@@ -61,7 +61,7 @@ class Neighbours:
     # -inf: not scored: only each query's encoder-nearest pair is)
     aligned_at: dict[tuple[int, int], Transform] | None = None  # (query, column) -> that alignment
     banded: torch.Tensor | None = None  # (Q, S, S) the queries' detail.band_queries images, made
-    # once for every score taken on them (four band-passes per query before: 6% of the pass)
+    # once for the registration, the unwarped route and both verifier terms
 
     def alignment(self, row: int, col: int, decided_by: str) -> Transform | None:
         """The alignment the score `decided_by` (a Standardiser.COMPONENTS name) of a pair was

@@ -165,10 +165,9 @@ def band_queries(index: DetailIndex, queries01: np.ndarray, block: int = 512) ->
     instead of one per pair (about half the cost of a pair's detail scores). `block` queries at
     a time (each image is filtered alone, so the result is the same): 10,000 at once took twice
     as long, their temporaries out of the cache."""
-    if len(queries01) <= block:
-        return _band(_resize(queries01, index.size))
     starts = range(0, len(queries01), block)
-    return torch.cat([_band(_resize(queries01[i : i + block], index.size)) for i in starts])
+    parts = [_band(_resize(queries01[i : i + block], index.size)) for i in starts]
+    return torch.cat(parts) if parts else torch.zeros(0, index.size, index.size)
 
 
 def detail_scores(
@@ -291,11 +290,11 @@ def unwarped_best(
     """Per query (its band_queries image), the one of its candidate training films (Q, F) (-1
     pad) whose detail window, the anatomy projected out, correlates best with the query's as it
     is (the whole-window detail score at the identity, without its shift search, on
-    UNWARPED_POOL-pooled windows),
-    and that correlation ((Q,) each; -1 and -inf where it has none). One matrix product with
-    every training film per block of queries, then the candidates' columns: it finds the source
-    of a blend left in place that no route ranks near the top, and which of a patient's films a
-    copy was made of when the embedding picked another."""
+    UNWARPED_POOL-pooled windows), and that correlation ((Q,) each; -1 and -inf where it has
+    none). One matrix product with every training film per block of queries, then the
+    candidates' columns: it finds the source of a blend left in place that no route ranks near
+    the top, and which of a patient's films a copy was made of when the embedding picked
+    another."""
     margin = _margin(index.size)
     refs = _pooled_unit(index.windows)
     best = np.full(len(films), -1, dtype=np.int64)

@@ -436,8 +436,10 @@ def register(
     also at the detail's own alignment: _detail_route_aligned). Unrefined candidates keep their
     coarse NCC and -inf for the other scores. Blocks of BLOCK queries run on torch's threads
     one block per thread (see blocks.map_blocks). `banded`: the queries' band_queries images, if
-    the caller has them (else each block computes its own)."""
+    the caller has them already."""
     q_n, k = candidates.shape
+    if banded is None:
+        banded = band_queries(index.detail, queries01)
     out = Registered(*(np.full((q_n, k), -np.inf, dtype=np.float32) for _ in range(5)), {}, {})
     search = _Search.build()
     per_query = columns.per_query(q_n)
@@ -445,11 +447,8 @@ def register(
     def one(start: int) -> dict[tuple[int, int], Transform]:
         rows = slice(start, start + BLOCK)
         extra = tuple(a[rows] for a in per_query)
-        queries = queries01[rows]
-        detail = band_queries(index.detail, queries) if banded is None else banded[rows]
-        return _register_block(
-            index, search, (queries, detail), candidates[rows], refine, extra, out, start
-        )
+        queries = (queries01[rows], banded[rows])
+        return _register_block(index, search, queries, candidates[rows], refine, extra, out, start)
 
     for found, detail_at in map_blocks(one, range(0, q_n, BLOCK), progress, desc):
         out.transforms.update(found)  # in query order, whatever order blocks finished in
