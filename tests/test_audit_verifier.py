@@ -6,16 +6,19 @@ only for the key it was trained for."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from conditioning.dataset import load_dataset
+from privacy_audit.aligner import PairAligner
 from privacy_audit.challenge import altered, planted_copies
 from privacy_audit.copies import build_reference, find_neighbours
 from privacy_audit.detail import band_queries
 from privacy_audit.encoder import EncoderParams, train_encoder
+from privacy_audit.register import FIELD, register
 from privacy_audit.verifier import (
     CONFIG,
     WEIGHTS,
@@ -95,8 +98,6 @@ def test_aligned_term_is_each_querys_nearest_pair_at_the_alignment_reported(worl
     """The verifier's logit at the aligner's alignment is taken on each query's nearest pair by
     the embedding alone, and the transform the report shows for it (Neighbours.alignment) is
     the one it was measured at: scored again there, the logit is the same."""
-    from privacy_audit.aligner import PairAligner
-    from privacy_audit.register import FIELD
 
     _, images, groups, encoder, _, model, _, fresh = world
     size = images.shape[-1]
@@ -123,11 +124,6 @@ def test_the_queries_band_passed_once_give_the_scores_of_band_passing_again(worl
     """find_neighbours band-passes each query once (Neighbours.banded) for the registration,
     the unwarped route and both verifier terms: every score is exactly what band-passing the
     queries again for each of them gives."""
-    from dataclasses import replace
-
-    from privacy_audit.aligner import PairAligner
-    from privacy_audit.register import register
-
     _, images, groups, encoder, _, model, _, fresh = world
     size = images.shape[-1]
     reference = build_reference(encoder, images, [str(i) for i in range(len(images))], groups, size)
