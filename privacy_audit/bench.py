@@ -158,9 +158,9 @@ def measure_copy_detection(
 
 
 def _flag_rates(truth: dict[str, tuple[str, int]], planted, flagged: dict[str, bool]) -> dict:
-    """Copies and fresh images flagged (with Wilson intervals), per alteration and per
-    alteration strength."""
-    from .challenge import flagged_by_strength
+    """Copies and fresh images flagged (with Wilson intervals), per alteration, per group of
+    copies (challenge.copy_group) and per alteration strength."""
+    from .challenge import flagged_by_group, flagged_by_strength
 
     copies = sorted((i, f) for f, (t, i) in truth.items() if t == "copy")
     copy_flags = [flagged[f] for _, f in copies]
@@ -186,6 +186,7 @@ def _flag_rates(truth: dict[str, tuple[str, int]], planted, flagged: dict[str, b
         "flagged_rate_by_alteration": {
             k: round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())
         },
+        "flagged_by_group": flagged_by_group(copy_flags, [planted.kinds[i] for i, _ in copies]),
         "flagged_by_strength": flagged_by_strength(
             copy_flags, [planted.drawn[i] for i, _ in copies]
         ),

@@ -16,6 +16,8 @@ import numpy as np
 
 from conditioning.dataset import atomic_open
 
+from .stats import wilson_interval
+
 ALTERATIONS = (
     "mirror",
     "shift",
@@ -287,6 +289,33 @@ def strength(drawn: dict[str, float], key: str) -> float | None:
         return None
     value = drawn[key]
     return abs(value - 1) if key == "scale" else abs(value)
+
+
+COPY_GROUPS = ("whole", "partial", "partial_moved", "partial_cropped")  # flagged_by_group's
+MOVED = ("rotate", "scale", "shift")  # moved without being cropped: "partial_moved"
+
+
+def copy_group(kinds: tuple[str, ...]) -> str:
+    """Which COPY_GROUPS a copy with these alterations is in: the whole image (however altered),
+    or a partial copy (blended or pasted) not moved, moved (rotated, scaled or shifted) or also
+    cropped and resized. On the bench's sets the misses are partial copies, most of them cropped
+    (docs/privacy-audit.md): the groups say where an auditor can rely on the audit."""
+    if not any(k in PARTIAL for k in kinds):
+        return "whole"
+    if "crop_resize" in kinds:
+        return "partial_cropped"
+    return "partial_moved" if any(k in MOVED for k in kinds) else "partial"
+
+
+def flagged_by_group(flagged: list[bool], kinds: list[tuple[str, ...]]) -> dict:
+    """Per COPY_GROUPS group: its copies, how many were flagged, and the Wilson 95% interval of
+    that share."""
+    out = {}
+    for group in COPY_GROUPS:
+        hits = [f for f, k in zip(flagged, kinds, strict=True) if copy_group(k) == group]
+        n, m = len(hits), int(sum(hits))
+        out[group] = {"copies": n, "flagged": m, "ci95": wilson_interval(m, n)}
+    return out
 
 
 def flagged_by_strength(flagged: list[bool], drawn: list[dict[str, float]]) -> dict:

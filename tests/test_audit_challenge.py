@@ -16,6 +16,8 @@ from privacy_audit.challenge import (
     Planted,
     altered,
     altered_fresh,
+    copy_group,
+    flagged_by_group,
     flagged_by_strength,
     planted_copies,
     write_challenge_set,
@@ -58,6 +60,35 @@ def test_planted_copies_keep_every_copy_s_draws():
     for kinds, drawn in zip(planted.kinds, planted.drawn, strict=True):
         assert set(drawn) == {p for k in kinds for p in PARAMETERS.get(k, ())}
         assert all(isinstance(v, float) for v in drawn.values())
+
+
+def test_flag_rate_per_group_of_copies():
+    kinds = [
+        ("noise", "crop_resize"),  # whole, however moved
+        ("blend", "gamma"),  # partial, not moved
+        ("patch", "mirror"),  # a mirror moves no part of the film out of place
+        ("blend", "shift"),
+        ("patch", "rotate", "contrast"),
+        ("blend", "crop_resize", "shift"),  # cropped wins over moved
+    ]
+    assert [copy_group(k) for k in kinds] == [
+        "whole",
+        "partial",
+        "partial",
+        "partial_moved",
+        "partial_moved",
+        "partial_cropped",
+    ]
+    out = flagged_by_group([True, True, False, True, False, False], kinds)
+    counts = {g: (v["copies"], v["flagged"]) for g, v in out.items()}
+    assert counts == {
+        "whole": (1, 1),
+        "partial": (2, 1),
+        "partial_moved": (2, 1),
+        "partial_cropped": (1, 0),
+    }
+    low, high = out["partial"]["ci95"]
+    assert 0.0 < low < 0.5 < high < 1.0
 
 
 def test_flag_rate_per_strength_bin():

@@ -160,6 +160,9 @@ def test_audit_bench_copies_measures_flag_rates(challenge, tmp_path, capsys):
     assert result["copies_flagged_rate"] == 1.0 and result["fresh_flagged_rate"] <= 0.0125
     assert result["fresh_altered_flagged"] <= 1
     assert set(result["flagged_rate_by_alteration"]) == set(ALTERATIONS)
+    groups = result["flagged_by_group"]
+    assert sum(g["copies"] for g in groups.values()) == 30
+    assert all(g["flagged"] == g["copies"] for g in groups.values())  # every copy flagged
     assert json.loads(capsys.readouterr().out)["copies"] == 30
 
 
