@@ -310,9 +310,10 @@ def copy_group(kinds: tuple[str, ...]) -> str:
 def flagged_by_group(flagged: list[bool], kinds: list[tuple[str, ...]]) -> dict:
     """Per COPY_GROUPS group: its copies, how many were flagged, and the Wilson 95% interval of
     that share."""
+    groups = [copy_group(k) for k in kinds]
     out = {}
     for group in COPY_GROUPS:
-        hits = [f for f, k in zip(flagged, kinds, strict=True) if copy_group(k) == group]
+        hits = [f for f, g in zip(flagged, groups, strict=True) if g == group]
         n, m = len(hits), int(sum(hits))
         out[group] = {"copies": n, "flagged": m, "ci95": wilson_interval(m, n)}
     return out
