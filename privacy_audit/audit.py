@@ -264,7 +264,8 @@ def _get_aligner(config: AuditConfig, train_images, train, encoder_key: str, pat
             "objective": "the transform that undoes a known one (mirror, rotation, scaling, "
             "crop+resize, shift) of a training film, most blended or pasted into another "
             "patient's film and changed in contrast, blur, recompression and noise: the "
-            "mirror's cross-entropy plus the squared error of the affine map",
+            "mirror's cross-entropy plus the squared error of the affine map; the fine stage "
+            "the squared error of what is left after a small random error of the coarse one",
             **train_stats,
         }
 
@@ -732,7 +733,7 @@ _SYMBOLS = {  # each term of Standardiser.COMPONENTS as the report's formula nam
     "verifier": "zV = z(the pair verifier's logit) for each image's candidate with the "
     "strongest detail score, at the detail's alignment",
     "aligned": "zA = z(the verifier's logit) for each image's nearest candidate by the encoder, "
-    "at the learned aligner's alignment, refined by the windows' NCC",
+    "at the learned aligner's alignment (coarse, then fine)",
 }
 
 

@@ -77,7 +77,7 @@ def _time_detection(model, train_images, query_images, groups: list[str], k, rep
     """benchmark_search's copy-detection figures: the detector (registration, the pair
     verifier at the detail's and at the aligner's alignment) and the former method, taking
     turns `repeats` times; medians (and runs)."""
-    from .aligner import PairAligner
+    from .aligner import Aligner
     from .copies import build_reference, find_neighbours
     from .verifier import PairVerifier, score_aligned, score_pairs
 
@@ -95,7 +95,7 @@ def _time_detection(model, train_images, query_images, groups: list[str], k, rep
             if not legacy:  # the former method had no verifier
                 verifier = PairVerifier().eval()
                 score_pairs(verifier, reference, query_images, nb)
-                score_aligned(verifier, PairAligner().eval(), reference, query_images, nb)
+                score_aligned(verifier, Aligner().eval(), reference, query_images, nb)
             runs[f"{name}copy_detection_seconds"].append(time.perf_counter() - tick)
             # CPU seconds of this process: on a shared machine, what the pass costs uncontended
             runs[f"{name}copy_detection_cpu_seconds"].append(time.process_time() - cpu)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .aligner import PairAligner, align, thetas_of, transforms_of
+from .aligner import Aligner, align, thetas_of, transforms_of
 from .augment import copy_augment
 from .blocks import map_blocks
 from .copies import (
@@ -41,7 +41,6 @@ from .copies import (
 from .detail import DetailIndex, band_queries, pair_windows
 from .errors import AuditError
 from .nets import conv_block, fit, for_inference
-from .refine import refine
 from .register import FIELD, Transform
 from .weights import load_weights, save_weights
 
@@ -179,16 +178,16 @@ def _banded(nb: Neighbours, index: DetailIndex, queries01: np.ndarray, rows) -> 
 
 def score_aligned(
     model: PairVerifier,
-    aligner: PairAligner,
+    aligner: Aligner,
     reference: Reference,
     queries01: np.ndarray,
     nb: Neighbours,
 ) -> tuple[np.ndarray, dict]:
     """(Q, k) the verifier's logit for each query's nearest pair by the embedding at the
-    aligner's alignment of it (aligner.py), refined (refine.py), -inf for the other
-    candidates; and those alignments ((query, column) -> Transform). The encoder's 2 to 5
-    nearest, refined, flagged 986-989 copies of the planted set, the nearest alone 987-988, for
-    2 to 5 times the cost (docs/privacy-audit.md)."""
+    aligner's two-stage alignment of it (aligner.py), -inf for the other candidates; and those
+    alignments ((query, column) -> Transform). The encoder's 2 to 5 nearest (with the former
+    refinement) flagged 986-989 copies of the planted set, the nearest alone 987-988, for 2 to
+    5 times the cost (docs/privacy-audit.md)."""
     out = np.full(nb.index.shape, -np.inf, dtype=np.float32)
     cols = np.argmax(nb.cosine, axis=1)  # the first of ties, as copies' nearest columns
     rows = np.flatnonzero(nb.index[np.arange(len(cols)), cols] >= 0)
@@ -198,8 +197,7 @@ def score_aligned(
     refs = torch.as_tensor(nb.index[rows, cols])
     registration = reference.registration
     mirrored, params = align(aligner, queries01[rows], registration.whole[refs])
-    banded = _banded(nb, registration.detail, queries01, rows)  # once, for both
-    params = refine(registration.detail, banded, refs, mirrored, params)
+    banded = _banded(nb, registration.detail, queries01, rows)
     thetas = thetas_of(mirrored, params)
     out[rows, cols] = verify(model, registration.detail, banded, refs, thetas)
     keys = zip(rows.tolist(), cols.tolist(), strict=True)

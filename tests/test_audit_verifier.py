@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conditioning.dataset import load_dataset
-from privacy_audit.aligner import PairAligner
+from privacy_audit.aligner import Aligner
 from privacy_audit.challenge import altered, planted_copies
 from privacy_audit.copies import build_reference, find_neighbours
 from privacy_audit.detail import band_queries
@@ -105,7 +105,7 @@ def test_aligned_term_is_each_querys_nearest_pair_at_the_alignment_reported(worl
     queries = np.stack(fresh).astype(np.float32)
     nb = find_neighbours(encoder, reference, queries, size)
     torch.manual_seed(0)
-    logits, at = score_aligned(model, PairAligner().eval(), reference, queries, nb)
+    logits, at = score_aligned(model, Aligner().eval(), reference, queries, nb)
     nb.aligned, nb.aligned_at = logits, at
     rows, cols = np.nonzero(np.isfinite(logits))
     assert rows.tolist() == list(range(len(queries)))
@@ -143,7 +143,7 @@ def test_the_queries_band_passed_once_give_the_scores_of_band_passing_again(worl
         score_pairs(model, reference, queries, nb),
         score_pairs(model, reference, queries, recomputed),
     )
-    aligner = PairAligner().eval()
+    aligner = Aligner().eval()
     np.testing.assert_array_equal(
         score_aligned(model, aligner, reference, queries, nb)[0],
         score_aligned(model, aligner, reference, queries, recomputed)[0],
