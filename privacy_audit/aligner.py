@@ -19,7 +19,7 @@ the fine one from the query moved by the coarse answer, trained on pairs left of
 stage's kind of error (AlignerParams.residual_*) to regress what remains. On the planted set the fine
 stage puts the pose of a cropped blend 2-3 times nearer its true one than the gradient climb up
 the windows' NCC it replaces (refine.py before ALIGNER_VERSION 2), whose optimum a blended or
-pasted film pulls off the copy: against each copy's true source the verifier scores 973 of 1,000
+pasted film pulls off the copy: against each copy's true source the verifier scores 975 of 1,000
 above the threshold at its pose, against 935 after that climb, for a third of its cost
 (docs/privacy-audit.md).
 """
