@@ -249,11 +249,6 @@ def grid_axis(size: int, margin: int = 0, dtype: torch.dtype = torch.float32) ->
     return ((torch.arange(size, dtype=dtype) * 2 + 1) / size - 1)[margin : size - margin]
 
 
-def window_axis(size: int) -> torch.Tensor:
-    """grid_axis of the windows pair_windows cuts at `size`."""
-    return grid_axis(size, _margin(size))
-
-
 def _query_window(index: DetailIndex, banded: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
     """(n, side, side): banded[i] warped by thetas[i], the margin cut."""
     return _warped(index, banded, thetas, _margin(index.size))
