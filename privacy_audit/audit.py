@@ -195,7 +195,8 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
             "objective": "SimCLR NT-Xent over copy augmentations (mirror, shift, crop+resize, "
             "rotation, gamma/contrast/brightness, blur, JPEG-like recompression, noise; in one "
             "of the two views, half the images blended or pasted into another patient's image), "
-            "then on batches of look-alike films of different patients (hard negatives)",
+            "then on batches of look-alike films of different patients (hard negatives), "
+            f"{params.hard_partial:.0%} of those views blended or pasted",
             **train_stats,
         }
 

@@ -53,16 +53,21 @@ class EncoderParams:
     lr: float = 2e-3
     temperature: float = 0.1
     seed: int = 0
-    hard_steps: int | None = None  # then this many (None: half of `steps`) on batches of
-    # look-alike films (hard_batch; at 3,200 + 1,600): on
-    # the planted set the source of a blended copy is among the 10 nearest patients for 185 of
-    # 203 blends against 172 (all copies: 980 of 1,000 against 962), and 977 copies are flagged
-    # against 975, 0 of 618 fresh each (docs/privacy-audit.md)
+    hard_steps: int | None = None  # then this many (None: as many as `steps`) on batches of
+    # look-alike films (hard_batch). At 3,200 + 1,600, on the planted set the source of a
+    # blended copy was among the 10 nearest patients for 185 of 203 blends against 172 (all
+    # copies: 980 of 1,000 against 962), and 977 copies were flagged against 975
+    hard_partial: float = 0.9  # of the hard phase's second views, this share mixed into another
+    # patient's film (the first phase: half, augment.copy_augment's default). With 6,400 + 6,400
+    # at 0.9 (against 6,400 + 3,200 at 0.5) the source is the nearest film for 964 of 1,000
+    # planted copies against 954, and on five planted sets 4,943 of 5,000 copies are flagged
+    # against 4,926 (4,947 against 4,923 with the verifier trained with another seed), 1-2 of
+    # 6,180 fresh images each (docs/privacy-audit.md); the encoder trains 50% longer
 
     @property
     def hard(self) -> int:
         """The hard phase's steps."""
-        return self.steps // 2 if self.hard_steps is None else self.hard_steps
+        return self.steps if self.hard_steps is None else self.hard_steps
 
 
 class CopyEncoder(nn.Module):
@@ -110,14 +115,15 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 def training_key(train_hashes: list[str], params: EncoderParams) -> str:
     """Identifies an encoder: the (deduplicated) training pixels' hashes and the params. Without
-    a hard phase the key is the one encoders trained before it had (the phase's start)."""
+    a hard phase the key is the one encoders trained before it had (the phase's start), so an
+    encoder cached then is hardened, not trained again."""
     fields = asdict(params)
-    del fields["hard_steps"]
+    del fields["hard_steps"], fields["hard_partial"]
     hard = params.hard
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     digest.update(f"v{ENCODER_VERSION}".encode())
     if hard:
-        digest.update(f"hard{hard}v{HARD_VERSION}".encode())
+        digest.update(f"hard{hard}v{HARD_VERSION}partial{params.hard_partial}".encode())
     for h in sorted(train_hashes):
         digest.update(h.encode())
     return digest.hexdigest()
@@ -188,7 +194,7 @@ def train_encoder(
 ) -> tuple[CopyEncoder, dict]:
     """Train on the training images (N, H, W); `groups` are their patient ids: `params.steps` on
     random batches (one film per patient), then `params.hard` on hard ones (hard_batch) at
-    HARD_LR of the rate. `start`: an encoder trained for base_params(params), whose first phase
+    HARD_LR of the rate, `params.hard_partial` of their second views partial copies. `start`: an encoder trained for base_params(params), whose first phase
     is not redone."""
     if len(images01) < 8:
         raise AuditError("training split", f"{len(images01)} images: too few to train the encoder")
@@ -199,11 +205,11 @@ def train_encoder(
     model = start if start is not None else CopyEncoder(params.width, params.dim)
     near = {"films": None, "step": 0}
 
-    def loss_on(index: np.ndarray) -> torch.Tensor:
+    def loss_on(index: np.ndarray, share: float = 0.5) -> torch.Tensor:
         x = data[torch.from_numpy(index)]
         with torch.no_grad():
             others = data[torch.from_numpy(_others(groups, index, rng))]
-            v1, v2 = copy_augment(x, generator), copy_augment(x, generator, others)
+            v1, v2 = copy_augment(x, generator), copy_augment(x, generator, others, share)
         return nt_xent(model(v1), model(v2), params.temperature)
 
     def hard_loss() -> torch.Tensor:
@@ -212,7 +218,7 @@ def train_encoder(
             near["films"] = _nearest_films(model, images01, groups, params.input_size)
             model.train()
         near["step"] += 1
-        return loss_on(hard_batch(near["films"], groups, rng, params.batch))
+        return loss_on(hard_batch(near["films"], groups, rng, params.batch), params.hard_partial)
 
     stats = {"train_seconds": 0.0, "final_loss": None}
     if start is None:

@@ -27,6 +27,9 @@ from .audit_data import (  # noqa: F401
     make_patient_dataset,
 )
 
+FRESH = 200  # new patients' films: at most 1% of them may be flagged, so no fewer than 100 (with
+# 80 the test allowed none, where the calibration promises at most 0.5% on average)
+
 
 def audit_config(cache) -> AuditConfig:
     return AuditConfig(
@@ -43,7 +46,7 @@ def audit_config(cache) -> AuditConfig:
 @pytest.fixture(scope="module")
 def challenge(tmp_path_factory, one_thread, encoder_cache):  # noqa: F811
     root = tmp_path_factory.mktemp("audit-copies")
-    data = make_patient_dataset(root / "data")
+    data = make_patient_dataset(root / "data", test=FRESH)
     (root / "cache").symlink_to(encoder_cache)  # trained once per session
     ds = load_dataset(data)
     train, test = ds.split("train"), ds.split("test")
@@ -156,9 +159,9 @@ def test_audit_bench_copies_measures_flag_rates(challenge, tmp_path, capsys):
     )
     assert code == 0
     result = json.loads((tmp_path / "b" / "copy-detection.json").read_text())
-    assert result["copies"] == 30 and result["fresh"] == 80 and result["fresh_altered"] == 80
-    assert result["copies_flagged_rate"] == 1.0 and result["fresh_flagged_rate"] <= 0.0125
-    assert result["fresh_altered_flagged"] <= 1
+    assert result["copies"] == 30 and result["fresh"] == result["fresh_altered"] == FRESH
+    assert result["copies_flagged_rate"] == 1.0 and result["fresh_flagged_rate"] <= 0.01
+    assert result["fresh_altered_flagged"] <= FRESH // 100
     assert set(result["flagged_rate_by_alteration"]) == set(ALTERATIONS)
     groups = result["flagged_by_group"]
     assert sum(g["copies"] for g in groups.values()) == 30

@@ -58,13 +58,18 @@ def _films():
 def test_the_hard_phase_changes_the_key_and_the_first_phase_keeps_the_former_one():
     hashes = [f"h{i}" for i in range(5)]
     params = EncoderParams(steps=100)
-    assert params.hard == 50
+    assert params.hard == 100
     assert training_key(hashes, params) != training_key(hashes, base_params(params))
     assert training_key(hashes, base_params(params)) == training_key(
         hashes, EncoderParams(steps=100, hard_steps=0)
     )
     assert training_key(hashes, params) != training_key(
         hashes, EncoderParams(steps=100, hard_steps=60)
+    )
+    other_share = EncoderParams(steps=100, hard_partial=0.5)  # another hard phase, same start
+    assert training_key(hashes, params) != training_key(hashes, other_share)
+    assert training_key(hashes, base_params(params)) == training_key(
+        hashes, base_params(other_share)
     )
 
 
