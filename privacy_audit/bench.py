@@ -157,6 +157,70 @@ def measure_copy_detection(
     }
 
 
+def measure_copy_detection_sets(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    config,
+    n_copies: int = 1000,
+    fresh_split: str = "test",
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+) -> dict:
+    """measure_copy_detection on one planted set per seed (OUT_DIR/seed-N each, with its own
+    copy-detection.json), and the copies' flag rates pooled over them: one set of 1,000 copies
+    moves by 3-8 copies from seed to seed (on the Kermany films, 981-991 of 1,000 flagged by one
+    detector; docs/privacy-audit.md), so a change is judged on several. The networks are
+    trained for the first set and reused (they depend on the training split alone). Every set
+    mixes in the same real `fresh_split` films, so their count is per set, not pooled: the
+    pooled figure is the largest; the altered fresh films, drawn per seed, are pooled."""
+    from conditioning.dataset import write_json_atomic
+
+    if not seeds:
+        raise ValueError("no seed: at least one planted set is needed")
+    out_dir = Path(out_dir)
+    results = []
+    for seed in seeds:
+        result = measure_copy_detection(
+            dataset_dir, out_dir / f"seed-{seed}", config, n_copies, fresh_split, seed
+        )
+        write_json_atomic(out_dir / f"seed-{seed}" / "copy-detection.json", result)
+        results.append(result)
+    sets = [_set_summary(seed, r) for seed, r in zip(seeds, results, strict=True)]
+    return {"sets": sets, **_pooled(results)}
+
+
+def _set_summary(seed: int, result: dict) -> dict:
+    keys = ("copies", "copies_flagged", "fresh_flagged", "fresh_altered_flagged", "threshold")
+    return {"seed": seed, **{k: result[k] for k in keys}, "report": result["report"]}
+
+
+def _pooled(results: list[dict]) -> dict:
+    """The copies and altered fresh films summed over the sets (Wilson intervals), per group of
+    copies too; the fresh films (the same in every set) the largest count of any set."""
+    copies, flagged = (sum(r[k] for r in results) for k in ("copies", "copies_flagged"))
+    altered, altered_flagged = (
+        sum(r[k] for r in results) for k in ("fresh_altered", "fresh_altered_flagged")
+    )
+    groups = {}
+    for name in results[0]["flagged_by_group"]:
+        n = sum(r["flagged_by_group"][name]["copies"] for r in results)
+        m = sum(r["flagged_by_group"][name]["flagged"] for r in results)
+        groups[name] = {"copies": n, "flagged": m, "ci95": stats.wilson_interval(m, n)}
+    fresh_flagged = max(r["fresh_flagged"] for r in results)
+    return {
+        "copies": copies,
+        "copies_flagged": flagged,
+        "copies_flagged_rate": flagged / copies,
+        "copies_flagged_ci95": stats.wilson_interval(flagged, copies),
+        "fresh": results[0]["fresh"],
+        "fresh_flagged": fresh_flagged,
+        "fresh_flagged_rate": fresh_flagged / results[0]["fresh"],
+        "fresh_altered": altered,
+        "fresh_altered_flagged": altered_flagged,
+        "fresh_altered_flagged_ci95": stats.wilson_interval(altered_flagged, altered),
+        "flagged_by_group": groups,
+    }
+
+
 def _flag_rates(truth: dict[str, tuple[str, int]], planted, flagged: dict[str, bool]) -> dict:
     """Copies and fresh images flagged (with Wilson intervals), per alteration, per group of
     copies (challenge.copy_group) and per alteration strength."""

@@ -217,3 +217,27 @@ def test_the_report_shows_the_alignment_the_deciding_score_was_measured_at():
     assert nb.alignment(1, 0, names[1]) == window
     assert nb.alignment(1, 0, "detail") == whole
     assert nb.alignment(1, 0, "detail_local") == blocks  # where the blocks agreed (blockmatch)
+
+
+def test_audit_bench_copies_pools_several_planted_sets(challenge, tmp_path):
+    """`--sets 2`: one planted set per seed, each with its own result, and the copies pooled;
+    the real fresh films, the same in both, are not counted twice."""
+    from pipelines.cli import main as radsynth
+
+    root, data, _, _, _ = challenge
+    args = ["audit-bench", "copies", "--data", str(data), "--out", str(tmp_path / "b")]
+    args += ["--copies", "10", "--sets", "2", "--seed", "3", "--threads", "1"]
+    args += ["--encoder-steps", str(ENCODER_STEPS), "--verifier-steps", str(VERIFIER_STEPS)]
+    assert radsynth([*args, "--encoder-cache", str(root / "cache")]) == 0
+    result = json.loads((tmp_path / "b" / "copy-detection.json").read_text())
+    sets = result["sets"]
+    assert [s["seed"] for s in sets] == [3, 4]
+    for s in sets:
+        own = json.loads((tmp_path / "b" / f"seed-{s['seed']}" / "copy-detection.json").read_text())
+        assert own["copies"] == s["copies"] == 10 and own["copies_flagged"] == s["copies_flagged"]
+    assert sets[0]["threshold"] == sets[1]["threshold"]  # the same networks and calibration
+    assert result["copies"] == 20
+    assert result["copies_flagged"] == sum(s["copies_flagged"] for s in sets)
+    assert result["fresh"] == FRESH and result["fresh_altered"] == 2 * FRESH
+    assert result["fresh_flagged"] == max(s["fresh_flagged"] for s in sets)
+    assert sum(g["copies"] for g in result["flagged_by_group"].values()) == 20

@@ -42,6 +42,12 @@ def register(sub) -> None:
     copies.add_argument("--encoder-steps", type=int, default=d.encoder_steps)
     copies.add_argument("--verifier-steps", type=int, default=d.verifier_steps)
     copies.add_argument("--seed", type=int, default=d.seed)
+    copies.add_argument(
+        "--sets",
+        type=int,
+        default=1,
+        help="planted sets, seeds SEED, SEED+1, ... (OUT/seed-N each), their rates pooled",
+    )
     copies.add_argument("--threads", type=int, default=2)
     parser.set_defaults(func=run)
 
@@ -58,13 +64,21 @@ def run(args) -> int:
         repeats = 0 if args.no_ncc else args.repeats
         result = benchmark_search(args.queries, args.train, args.size, repeats=repeats)
     else:
-        from privacy_audit.bench import measure_copy_detection
+        from privacy_audit.bench import measure_copy_detection, measure_copy_detection_sets
         from privacy_audit.config import AuditSettings
 
         config = AuditSettings.from_namespace(args, "radsynth audit-bench copies").audit_config()
-        result = measure_copy_detection(
-            args.data, args.out, config, args.copies, args.fresh_split, args.seed
-        )
+        if args.sets < 1:
+            raise ValueError(f"--sets {args.sets}: must be at least 1")
+        if args.sets == 1:
+            result = measure_copy_detection(
+                args.data, args.out, config, args.copies, args.fresh_split, args.seed
+            )
+        else:
+            seeds = tuple(range(args.seed, args.seed + args.sets))
+            result = measure_copy_detection_sets(
+                args.data, args.out, config, args.copies, args.fresh_split, seeds
+            )
         from conditioning.dataset import write_json_atomic
 
         write_json_atomic(Path(args.out) / "copy-detection.json", result)
