@@ -62,7 +62,7 @@ class EncoderParams:
     # at 0.9 (against 6,400 + 3,200 at 0.5) the source is the nearest film for 964 of 1,000
     # planted copies against 954, and on five planted sets 4,943 of 5,000 copies are flagged
     # against 4,926 (4,947 against 4,923 with the verifier trained with another seed), 1-2 of
-    # 6,180 fresh images each (docs/privacy-audit.md); the encoder trains 50% longer
+    # 6,180 fresh images each (docs/privacy-audit.md); the encoder trains a third longer
 
     @property
     def hard(self) -> int:
