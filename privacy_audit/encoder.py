@@ -194,8 +194,8 @@ def train_encoder(
 ) -> tuple[CopyEncoder, dict]:
     """Train on the training images (N, H, W); `groups` are their patient ids: `params.steps` on
     random batches (one film per patient), then `params.hard` on hard ones (hard_batch) at
-    HARD_LR of the rate, `params.hard_partial` of their second views partial copies. `start`: an encoder trained for base_params(params), whose first phase
-    is not redone."""
+    HARD_LR of the rate, `params.hard_partial` of their second views partial copies. `start`:
+    an encoder trained for base_params(params), whose first phase is not redone."""
     if len(images01) < 8:
         raise AuditError("training split", f"{len(images01)} images: too few to train the encoder")
     torch.manual_seed(params.seed)
