@@ -183,9 +183,9 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
     places = _cache_places(config, key, old_report)
 
     def train_it():
-        start = _base_encoder(params, [r.sha256 for r in train], places)
+        start, done = _base_encoder(params, [r.sha256 for r in train], places)
         model, train_stats = train_encoder(
-            train_images, [r.patient_id for r in train], params, config.progress, start
+            train_images, [r.patient_id for r in train], params, config.progress, start, done
         )
         return model, {
             "key": key,
@@ -205,16 +205,21 @@ def _get_encoder(config: AuditConfig, train_images, train, report_stage: Path, o
 
 
 def _base_encoder(params, train_hashes: list[str], places: list[Path]):
-    """An encoder cached for the first phase of `params` (one trained before the hard phase
-    existed, or without it), which training hardens instead of starting over; else None."""
-    if not params.hard:
-        return None
-    key = training_key(train_hashes, base_params(params))
-    found = _first_cached(places, lambda place: load_encoder(place, key))
-    if found is None:
-        return None
-    log.info("copy encoder of the first phase reused (key %s): hardened, not retrained", key[:12])
-    return found[0]
+    """The furthest-trained encoder cached on the way to `params` (after fewer of its hard
+    rounds, or its first phase alone: one trained before the hard phase or its rounds existed),
+    which training takes further instead of starting over, and the rounds it has done; else
+    (None, 0)."""
+    for done in range(params.rounds - 1, -1, -1):
+        key = training_key(train_hashes, base_params(params, done))
+        found = _first_cached(places, lambda place, key=key: load_encoder(place, key))
+        if found is not None:
+            log.info(
+                "copy encoder after %d of its hard rounds reused (key %s): trained on",
+                done,
+                key[:12],
+            )
+            return found[0], done
+    return None, 0
 
 
 def _get_verifier(config: AuditConfig, train_images, train, encoder, encoder_key: str, paths):

@@ -1,5 +1,6 @@
-"""The copy encoder's hard phase: batches of look-alike films of different patients, and an
-encoder trained before the phase existed hardened rather than trained again."""
+"""The copy encoder's hard phase: batches of look-alike films of different patients, in
+rounds, and an encoder cached before the phase or a round existed trained on rather than
+trained again."""
 
 from __future__ import annotations
 
@@ -73,32 +74,61 @@ def test_the_hard_phase_changes_the_key_and_the_first_phase_keeps_the_former_one
     )
 
 
-def test_an_encoder_cached_without_the_hard_phase_is_hardened_not_trained_again(tmp_path):
+# training_key(["h0", ..., "h4"], EncoderParams(steps=100)) before the hard phase had rounds:
+# an encoder cached then is the first round of one trained now, found by this key
+ONE_ROUND_KEY = "fe3fc21b5142fb809a3ecccf1560f499fd3fafe8a6bf4ff0261da9a93d957187"
+
+
+def test_each_hard_round_has_its_key_and_one_round_keeps_the_former_one():
+    hashes = [f"h{i}" for i in range(5)]
+    params = EncoderParams(steps=100)
+    assert params.rounds == 2
+    one = EncoderParams(steps=100, hard_rounds=1)
+    assert (
+        training_key(hashes, one) == ONE_ROUND_KEY == training_key(hashes, base_params(params, 1))
+    )
+    assert training_key(hashes, params) != ONE_ROUND_KEY
+    assert training_key(hashes, params) != training_key(
+        hashes, EncoderParams(steps=100, hard_rounds=3)
+    )
+    no_hard = EncoderParams(steps=100, hard_steps=0)
+    assert no_hard.rounds == 0
+    assert training_key(hashes, no_hard) == training_key(
+        hashes, EncoderParams(steps=100, hard_steps=0, hard_rounds=5)
+    )
+
+
+def _same(a, b) -> bool:
+    return all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_an_encoder_cached_part_way_is_trained_on_not_trained_again(tmp_path):
     images, groups = _films()
     train = [SimpleNamespace(sha256=f"h{i}", patient_id=g) for i, g in enumerate(groups)]
     hashes = [r.sha256 for r in train]
-    params = EncoderParams(input_size=16, steps=3, batch=8, hard_steps=2)
-    first, _ = train_encoder(images, groups, base_params(params), progress=False)
-    base_key = training_key(hashes, base_params(params))
-    save_encoder(
-        first, tmp_path / "cache", {"key": base_key, "params": asdict(base_params(params))}
-    )
-    config = AuditConfig(encoder=params, encoder_cache=str(tmp_path / "cache"), progress=False)
-
-    model, meta, reused = _get_encoder(config, images, train, tmp_path / "stage", tmp_path / "old")
-    assert not reused and meta["hardened_a_cached_encoder"]
-    assert meta["key"] == training_key(hashes, params) != base_key
-
-    again, _ = train_encoder(images, groups, base_params(params), progress=False)
-    direct, _ = train_encoder(images, groups, params, progress=False, start=again)
-    for (name, a), b in zip(model.state_dict().items(), direct.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    params = EncoderParams(input_size=16, steps=3, batch=8, hard_steps=2)  # two hard rounds
     scratch, stats = train_encoder(images, groups, params, progress=False)
-    assert not stats["hardened_a_cached_encoder"]
-    assert any(
-        not torch.equal(a, b)
-        for a, b in zip(model.state_dict().values(), scratch.state_dict().values(), strict=True)
-    )  # from scratch, the random phase's batches are drawn again: another encoder
+    assert not stats["hardened_a_cached_encoder"] and stats["hard_rounds_trained"] == 2
 
-    _, _, reused = _get_encoder(config, images, train, tmp_path / "stage2", tmp_path / "old")
-    assert reused  # the hardened encoder is cached in turn
+    for done in (0, 1):  # the first phase alone, one round
+        part = base_params(params, done)
+        first, _ = train_encoder(images, groups, part, progress=False)
+        cache = tmp_path / f"cache{done}"
+        save_encoder(first, cache, {"key": training_key(hashes, part), "params": asdict(part)})
+        config = AuditConfig(encoder=params, encoder_cache=str(cache), progress=False)
+        stage, old = tmp_path / f"stage{done}", tmp_path / "old"
+
+        model, meta, reused = _get_encoder(config, images, train, stage, old)
+        assert not reused and meta["hardened_a_cached_encoder"]
+        assert meta["hard_rounds_trained"] == 2 - done
+        assert meta["key"] == training_key(hashes, params) != training_key(hashes, part)
+        # a round after the first draws afresh: trained on from one round, the encoder is the
+        # one trained in one go; the first round goes on with the first phase's draws (as
+        # before there were rounds), which one hardened from the first phase draws afresh
+        assert _same(model, scratch) == (done == 1)
+
+        _, _, reused = _get_encoder(config, images, train, tmp_path / "again", old)
+        assert reused  # the encoder trained on is cached in turn
