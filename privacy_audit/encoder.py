@@ -66,8 +66,9 @@ class EncoderParams:
     hard_rounds: int = 2  # the hard phase run this many times, each from the encoder the last
     # left, its learning rate warmed up and decayed again (a warm restart) and its draws
     # seeded afresh, so a round started from a cached encoder is the round trained in one go.
-    # On five planted sets, 4,951 of 5,000 copies flagged with 2 rounds against 4,943 with 1 (the
-    # same verifier; 0-1 of 6,180 fresh images; docs/privacy-audit.md)
+    # On five planted sets, 4,951 of 5,000 copies flagged with 2 rounds against 4,943 with 1 and
+    # 4,952 with 3 (the same verifier; 1-2 of 6,180 fresh images); the bench with its own
+    # verifier 4,955 (99.1%), 2 of 6,180 (docs/privacy-audit.md)
 
     @property
     def hard(self) -> int:
