@@ -60,10 +60,7 @@ def register(sub) -> None:
         help="where the copy encoder is cached (default ~/.cache/radsynth)",
     )
     parser.add_argument(
-        "--encoder-steps",
-        type=int,
-        default=d.encoder_steps,
-        help="copy-encoder training steps (then each hard round as many)",
+        "--encoder-steps", type=int, default=d.encoder_steps, help="copy-encoder steps, per round"
     )
     parser.add_argument(
         "--verifier-steps", type=int, default=d.verifier_steps, help="verifier, aligner steps"
