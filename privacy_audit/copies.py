@@ -175,15 +175,20 @@ def build_reference(
 
 
 def _union(*indices: np.ndarray) -> np.ndarray:
-    """Row-wise union of candidate index arrays (order: first array first), -1 padded."""
+    """Row-wise union of candidate index arrays (order: first array first), -1 padded: each
+    entry kept where it first occurs in its row (found by a stable sort of the row)."""
     stacked = np.concatenate(indices, axis=1)
-    out = np.full_like(stacked, -1)
-    width = 0
-    for row in range(len(stacked)):
-        seen = list(dict.fromkeys(int(i) for i in stacked[row] if i >= 0))
-        out[row, : len(seen)] = seen
-        width = max(width, len(seen))
-    return out[:, : max(width, 1)]
+    order = np.argsort(stacked, axis=1, kind="stable")
+    ranked = np.take_along_axis(stacked, order, axis=1)
+    repeat = np.zeros(stacked.shape, dtype=bool)
+    repeat[:, 1:] = ranked[:, 1:] == ranked[:, :-1]
+    keep = np.zeros_like(repeat)
+    np.put_along_axis(keep, order, ~repeat, axis=1)
+    keep &= stacked >= 0
+    out = np.full((len(stacked), max(int(keep.sum(1).max(initial=0)), 1)), -1, stacked.dtype)
+    rows, cols = np.nonzero(keep)
+    out[rows, np.cumsum(keep, axis=1)[rows, cols] - 1] = stacked[rows, cols]
+    return out
 
 
 def find_neighbours(

@@ -18,11 +18,15 @@ def box_mean(x: torch.Tensor, side: int, stride: int = 1) -> torch.Tensor:
 
 def _window_sums(x: torch.Tensor, side: int, stride: int, dim: int) -> torch.Tensor:
     """Sums of `side` consecutive entries along `dim`, every `stride`-th: the running sum at
-    each window's end less that before its start (the first window has nothing before it)."""
+    each window's end less that before its start (the first window has nothing before it),
+    differenced straight into the result (no copy of the ends first: the same values)."""
     c = x.cumsum(dim)
     n = x.shape[dim]
-    out = _every(c, side - 1, n, stride, dim).clone()
-    out.narrow(dim, 1, out.shape[dim] - 1).sub_(_every(c, stride - 1, n - side, stride, dim))
+    ends = _every(c, side - 1, n, stride, dim)
+    out, rest = torch.empty_like(ends), ends.shape[dim] - 1
+    out.narrow(dim, 0, 1).copy_(ends.narrow(dim, 0, 1))
+    before = _every(c, stride - 1, n - side, stride, dim)
+    torch.sub(ends.narrow(dim, 1, rest), before, out=out.narrow(dim, 1, rest))
     return out
 
 
