@@ -51,9 +51,20 @@ REQUIRED = {
 }
 
 
+POOL = 48  # new patients' films audited to make the clean set of CLEAN from
+CLEAN = 40
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, encoder_cache):  # noqa: F811
-    """A dataset, a clean set of fresh (held-out test) images, and a shared encoder cache."""
+    """A dataset, a clean set of fresh (held-out test) images, and a shared encoder cache.
+
+    The clean set is the first CLEAN films of POOL new patients that an audit of the pool does
+    not flag. At quantile 0.99 a new patient's film is flagged with probability up to 1%, so 40
+    such films all pass only about two times in three, and on which side a CPU's numerics
+    (AVX2, AVX512, AMX) land varies: on an AVX2-only host one of the first 40 scored 2.07
+    against a threshold of 1.81. The tests below need a set that passes; the pool's false flags
+    are held to the calibration's rate, loosely (at most 4 of 48: about 0.5 expected)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -62,16 +73,27 @@ def world(tmp_path_factory, encoder_cache):  # noqa: F811
     data = make_patient_dataset(root / "data")
     (root / "cache").symlink_to(encoder_cache)  # trained once per session
     ds = load_dataset(data)
+    films = [ds.load_image(record) for record in ds.split("test")[:POOL]]
+    _write_set(root / "pool", films)
+    pool = run_audit(root / "pool", data, root / "pool-report", config(root))
+    flagged = {s.file for s in pool.samples if s.flagged}
+    assert len(flagged) <= 4, f"{len(flagged)} of {POOL} new patients' films flagged"
+    kept = [f for i, f in enumerate(films) if f"images/syn{i:06d}.png" not in flagged]
     clean = root / "clean"
-    for i, record in enumerate(ds.split("test")[:40]):
-        save_png(clean / "images" / f"syn{i:06d}.png", ds.load_image(record))
-    with (clean / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "file", "pathology", "seed"])
-        for i in range(40):
-            writer.writerow([f"syn{i:06d}", f"images/syn{i:06d}.png", "normal", i])
+    _write_set(clean, kept[:CLEAN])
     yield root, data, clean
     torch.set_num_threads(threads)
+
+
+def _write_set(root, images) -> None:
+    """A synthetic set of `images`: images/synNNNNNN.png and a manifest.csv."""
+    for i, image in enumerate(images):
+        save_png(root / "images" / f"syn{i:06d}.png", image)
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "file", "pathology", "seed"])
+        for i in range(len(images)):
+            writer.writerow([f"syn{i:06d}", f"images/syn{i:06d}.png", "normal", i])
 
 
 def config(root, **kw) -> AuditConfig:
