@@ -66,6 +66,16 @@ def make_patient_dataset(
     return out
 
 
+def unflagged(report, images: list, limit: int) -> list:
+    """The `images` (written as images/synNNNNNN.png, in order) an audit `report` of them did
+    not flag, after asserting that at most `limit` were: a clean set for tests that need one
+    is filtered by the audit, as a user filters a set (`--filtered-out`), and the false flags
+    are still held to about the calibration's rate."""
+    flagged = {s.file for s in report.samples if s.flagged}
+    assert len(flagged) <= limit, f"{len(flagged)} of {len(images)} new images flagged"
+    return [im for i, im in enumerate(images) if f"images/syn{i:06d}.png" not in flagged]
+
+
 def save_png(path: Path, image01: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.rint(np.clip(image01, 0, 1) * 255).astype(np.uint8), mode="L").save(path)
