@@ -10,9 +10,9 @@ for each mirror hypothesis, rotation, log zoom and shift, the family Transform d
 trained by the project per training set, on the training films alone: each altered as the
 encoder's augmentations alter a copy (augment.draw_geometric, most blended or pasted into another
 patient's film, photometric changes), its transform known. No held-out image, no pretrained
-weights. At audit time the pair verifier scores each query's encoder-nearest pairs once more at
-the aligner's alignment: one more term of the combined score
-(copies.LOCAL_SCORES "aligned"), calibrated on the held-out images like the others.
+weights. At audit time the pair verifier scores each query's verifier.ALIGNED_DEPTH nearest
+pairs by the embedding once more at the aligner's alignment: one more term of the combined
+score (copies.LOCAL_SCORES "aligned"), calibrated on the held-out images like the others.
 
 It works in two stages, two networks of the same shape: the coarse one from the pair as it is;
 the fine one from the query moved by the coarse answer, trained on pairs left off by the coarse

@@ -58,7 +58,7 @@ class Neighbours:
     verifier: np.ndarray | None = None  # (Q, k) the pair verifier's logit (verifier.py; -inf:
     # not scored: only each query's strongest pair is)
     aligned: np.ndarray | None = None  # (Q, k) its logit at the aligner's alignment (aligner.py;
-    # -inf: not scored: only each query's encoder-nearest pair is)
+    # -inf: not scored: only each query's verifier.ALIGNED_DEPTH nearest by the embedding are)
     aligned_at: dict[tuple[int, int], Transform] | None = None  # (query, column) -> that alignment
     banded: torch.Tensor | None = None  # (Q, S, S) the queries' detail.band_queries images, made
     # once for the registration, the unwarped route and both verifier terms

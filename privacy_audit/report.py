@@ -267,7 +267,7 @@ class Nearest:
     detail_patch: float | None = None
     detail_local: float | None = _optional()  # the same windows, anatomy projected out of each
     verifier: float | None = _optional()  # the pair verifier's logit (each image's strongest pair)
-    aligned: float | None = _optional()  # its logit at the aligner's alignment (encoder-nearest)
+    aligned: float | None = _optional()  # its logit at the aligner's alignment (3 nearest)
     decided_by: str | None = _optional()  # the score the combined score is (Standardiser)
     transform: Transform | None = _optional()  # where that score was measured
 

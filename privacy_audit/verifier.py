@@ -53,6 +53,10 @@ VERIFIER_VERSION = 7  # 2: negatives from the encoder route's 10 nearest patient
 # band-passed before the warp (detail.band_queries); 5: negatives also from the detail route's
 # candidate (register.detail_route_best); 6: the encoder's nearest pair's detail scores also at
 # the detail's own alignment (register.detail_route_alignment); 7: no mirrored pixel route
+ALIGNED_DEPTH = 3  # each query's nearest candidates by the embedding scored at the aligner's
+# alignment: a blend's source is often its second or third (five planted sets, verifier seeds
+# 0-2: 4,963, 4,961 and 4,954 of 5,000 copies flagged against 4,952, 4,950 and 4,945 with the
+# nearest alone, the threshold unchanged, no fresh film flagged; docs/privacy-audit.md)
 COPIES_PER_IMAGE = 4  # positives per training image at most: a small training set needs fewer
 
 
@@ -185,17 +189,13 @@ def score_aligned(
     queries01: np.ndarray,
     nb: Neighbours,
 ) -> tuple[np.ndarray, dict]:
-    """(Q, k) the verifier's logit for each query's nearest pair by the embedding at the
-    aligner's two-stage alignment of it (aligner.py), -inf for the other candidates; and those
-    alignments ((query, column) -> Transform). The encoder's 2 to 5 nearest (with the former
-    refinement) flagged 986-989 copies of the planted set, the nearest alone 987-988, for 2 to
-    5 times the cost (docs/privacy-audit.md)."""
+    """(Q, k) the verifier's logit for each query's ALIGNED_DEPTH nearest pairs by the
+    embedding at the aligner's two-stage alignment of them (aligner.py), -inf for the other
+    candidates; and those alignments ((query, column) -> Transform)."""
     out = np.full(nb.index.shape, -np.inf, dtype=np.float32)
-    cols = np.argmax(nb.cosine, axis=1)  # the first of ties, as copies' nearest columns
-    rows = np.flatnonzero(nb.index[np.arange(len(cols)), cols] >= 0)
+    rows, cols = aligned_pairs(nb)
     if len(rows) == 0:
         return out, {}
-    cols = cols[rows]
     refs = torch.as_tensor(nb.index[rows, cols])
     registration = reference.registration
     mirrored, params = align(aligner, queries01[rows], registration.whole[refs])
@@ -204,6 +204,16 @@ def score_aligned(
     out[rows, cols] = verify(model, registration.detail, banded, refs, thetas)
     keys = zip(rows.tolist(), cols.tolist(), strict=True)
     return out, dict(zip(keys, transforms_of(mirrored, params), strict=True))
+
+
+def aligned_pairs(nb: Neighbours) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of each query's ALIGNED_DEPTH nearest candidates by the embedding (the
+    first of ties first), query by query: the pairs score_aligned scores."""
+    order = np.argsort(-nb.cosine, axis=1, kind="stable")[:, :ALIGNED_DEPTH]
+    rows = np.repeat(np.arange(len(order)), order.shape[1])
+    cols = order.ravel()
+    keep = nb.index[rows, cols] >= 0
+    return rows[keep], cols[keep]
 
 
 @dataclass(frozen=True)
