@@ -110,10 +110,10 @@ def test_aligned_term_is_each_querys_nearest_pairs_at_the_alignment_reported(wor
     logits, at = score_aligned(model, Aligner().eval(), reference, queries, nb)
     nb.aligned, nb.aligned_at = logits, at
     rows, cols = np.nonzero(np.isfinite(logits))
-    nearest = np.argsort(-nb.cosine, axis=1, kind="stable")[:, :ALIGNED_DEPTH]
-    for row in range(len(queries)):
-        expected = {int(c) for c in nearest[row] if nb.index[row, c] >= 0}
-        assert set(cols[rows == row].tolist()) == expected and len(expected) == ALIGNED_DEPTH
+    for row in range(len(queries)):  # its ALIGNED_DEPTH candidates of largest cosine, no other
+        scored, valid = np.isfinite(logits[row]), nb.index[row] >= 0
+        assert scored.sum() == min(ALIGNED_DEPTH, valid.sum()) and not (scored & ~valid).any()
+        assert nb.cosine[row, scored].min() >= nb.cosine[row, valid & ~scored].max(initial=-9)
     assert set(at) == set(zip(rows.tolist(), cols.tolist(), strict=True))
     shown = [nb.alignment(int(r), int(c), "aligned") for r, c in zip(rows, cols, strict=True)]
     thetas = torch.stack([t.theta(FIELD) for t in shown])
