@@ -58,6 +58,9 @@ ALIGNED_DEPTH = 3  # each query's nearest candidates by the embedding scored at 
 # 0-2: 4,959, 4,957 and 4,954 of 5,000 copies flagged against 4,952, 4,950 and 4,945 with the
 # nearest alone, the threshold unchanged, no fresh film flagged; the 5 nearest flagged no copy
 # more, the 8 nearest a fresh film; docs/privacy-audit.md), for about a third more time
+PAIR_CHUNK = 8192  # pairs score_aligned aligns and verifies at a time: with ALIGNED_DEPTH pairs a
+# query, the copies of the queries' images it takes stay a chunk's, not three times all of them.
+# A multiple of align's and verify's blocks, so the batches (and the logits) are the same
 COPIES_PER_IMAGE = 4  # positives per training image at most: a small training set needs fewer
 
 
@@ -194,17 +197,19 @@ def score_aligned(
     embedding at the aligner's two-stage alignment of them (aligner.py), -inf for the other
     candidates; and those alignments ((query, column) -> Transform)."""
     out = np.full(nb.index.shape, -np.inf, dtype=np.float32)
-    rows, cols = aligned_pairs(nb)
-    if len(rows) == 0:
-        return out, {}
-    refs = torch.as_tensor(nb.index[rows, cols])
+    found: dict = {}
+    all_rows, all_cols = aligned_pairs(nb)
     registration = reference.registration
-    mirrored, params = align(aligner, queries01[rows], registration.whole[refs])
-    banded = _banded(nb, registration.detail, queries01, rows)
-    thetas = thetas_of(mirrored, params)
-    out[rows, cols] = verify(model, registration.detail, banded, refs, thetas)
-    keys = zip(rows.tolist(), cols.tolist(), strict=True)
-    return out, dict(zip(keys, transforms_of(mirrored, params), strict=True))
+    for start in range(0, len(all_rows), PAIR_CHUNK):
+        rows, cols = all_rows[start : start + PAIR_CHUNK], all_cols[start : start + PAIR_CHUNK]
+        refs = torch.as_tensor(nb.index[rows, cols])
+        mirrored, params = align(aligner, queries01[rows], registration.whole[refs])
+        banded = _banded(nb, registration.detail, queries01, rows)
+        thetas = thetas_of(mirrored, params)
+        out[rows, cols] = verify(model, registration.detail, banded, refs, thetas)
+        keys = zip(rows.tolist(), cols.tolist(), strict=True)
+        found.update(zip(keys, transforms_of(mirrored, params), strict=True))
+    return out, found
 
 
 def aligned_pairs(nb: Neighbours) -> tuple[np.ndarray, np.ndarray]:
