@@ -40,7 +40,7 @@ from torch import nn
 from .augment import draw_geometric, geometric, partial, photometric, warp
 from .blocks import map_blocks
 from .errors import AuditError
-from .nets import conv_block, fit, for_inference
+from .nets import conv_block, fit, for_inference, standardised
 from .register import FIELD, Transform, _warp_pairs, band_pass
 from .weights import load_weights, save_weights
 
@@ -95,7 +95,7 @@ class PairAligner(nn.Module):
 
     def forward(self, query: torch.Tensor, reference: torch.Tensor):
         """(n,) mirror logits and (n, 2, 4) parameters of (n, S, S) band-passed pairs."""
-        q, r = _standardised(query), _standardised(reference)
+        q, r = standardised(query), standardised(reference)
         out = self.head(self.features(torch.stack([q, r, q * r], 1)))
         return out[:, 0], out[:, 1:].view(-1, 2, 4)
 
@@ -108,12 +108,6 @@ class Aligner(nn.Module):
         super().__init__()
         self.coarse = PairAligner(width)
         self.fine = PairAligner(width)
-
-
-def _standardised(x: torch.Tensor) -> torch.Tensor:
-    flat = x.flatten(1)
-    flat = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp(min=1e-6)
-    return flat.view_as(x)
 
 
 def thetas_of(mirrored: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -257,27 +251,35 @@ def _homogeneous(theta: torch.Tensor) -> torch.Tensor:
 
 
 def align(
-    model: Aligner, queries01: np.ndarray, refs_banded: torch.Tensor, block: int = 1024
+    model: Aligner,
+    queries01: np.ndarray,
+    refs_banded: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    block: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each query (n, H, W) aligned on its training film, band-passed (n, FIELD, FIELD:
-    RegistrationIndex.whole), by both stages: (n,) mirror flags and (n, 4) parameters
-    (thetas_of, transforms_of); a block of pairs per thread. The query is moved by
-    register._warp_pairs, whose elementwise grid costs a third of F.affine_grid's batched
-    products (the same grid to within a rounding: scores within 1.4e-5 on the planted sets)."""
+    """Each pair's query (queries01[rows[i]]; without `rows`, queries01[i]) aligned on its
+    training film, band-passed (n, FIELD, FIELD: RegistrationIndex.whole), by both stages: (n,)
+    mirror flags and (n, 4) parameters (thetas_of, transforms_of); a block of pairs per thread.
+    A query of several pairs in a block (score_aligned gives each ALIGNED_DEPTH) is band-passed
+    once for the coarse stage. The query is moved by register._warp_pairs, whose elementwise
+    grid costs a third of F.affine_grid's batched products (the same grid to within a rounding:
+    scores within 1.4e-5 on the planted sets)."""
     coarse, fine = for_inference(model.coarse), for_inference(model.fine)
+    pairs = torch.arange(len(queries01)) if rows is None else torch.as_tensor(rows)
 
     def one(start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.as_tensor(np.asarray(queries01[start : start + block], dtype=np.float32))
-        refs = refs_banded[start : start + block]
+        which, at = torch.unique(pairs[start : start + block], return_inverse=True)
+        images = torch.as_tensor(np.asarray(queries01[which.numpy()], dtype=np.float32))
+        x, refs = images[at], refs_banded[start : start + block]
         with torch.no_grad():
-            logit, found = coarse(band_pass(x), refs)
+            logit, found = coarse(band_pass(images)[at], refs)
             mirrored = logit > 0
             first = found[torch.arange(len(x)), mirrored.long()]
             moved = _warp_pairs(x, thetas_of(mirrored, first)[:, None], max(x.shape[-2:]))[:, 0]
             _, then = fine(band_pass(moved), refs)
         return mirrored, compose(mirrored, first, then[:, 0])
 
-    out = map_blocks(one, range(0, len(queries01), block), False, "align")
+    out = map_blocks(one, range(0, len(pairs), block), False, "align")
     if not out:
         return torch.zeros(0, dtype=torch.bool), torch.zeros(0, 4)
     return torch.cat([m for m, _ in out]), torch.cat([p for _, p in out])

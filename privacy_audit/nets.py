@@ -23,6 +23,17 @@ def conv_block(cin: int, cout: int, stride: int) -> list[nn.Module]:
     ]
 
 
+def standardised(x: torch.Tensor) -> torch.Tensor:
+    """(n, ...) each row zero-mean, unit (unbiased) standard deviation: what the pair networks
+    see, whatever the images' scale. Two passes over the centred values: Tensor.std's
+    reduction took three times as long (about 22 against 7 us per 52x52 window, one thread),
+    for the same values to within a rounding (1e-6)."""
+    flat = x.flatten(1)
+    centred = flat - flat.mean(1, keepdim=True)
+    std = (centred.square().sum(1, keepdim=True) / max(flat.shape[1] - 1, 1)).sqrt()
+    return (centred / std.clamp(min=1e-6)).view_as(x)
+
+
 def for_inference(model: nn.Module) -> nn.Module:
     """An eval-mode copy to run (never to train): each convolution's batch norm folded into it
     and the weights channels-last, the layout oneDNN's convolutions run fastest in (on an AVX2

@@ -40,7 +40,7 @@ from .copies import (
 )
 from .detail import DetailIndex, band_queries, pair_windows
 from .errors import AuditError
-from .nets import conv_block, fit, for_inference
+from .nets import conv_block, fit, for_inference, standardised
 from .register import FIELD, Transform
 from .weights import load_weights, save_weights
 
@@ -101,16 +101,10 @@ class PairVerifier(nn.Module):
 
     def forward(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(n,) logits of (n, S, S) query and training windows (any scale: each is standardised)."""
-        q, r = _standardised(query), _standardised(reference)
+        q, r = standardised(query), standardised(reference)
         x = self.features(torch.stack([q, r, q * r], 1))
         pooled = torch.cat([x.amax((2, 3)), x.mean((2, 3))], 1)
         return self.head(pooled)[:, 0]
-
-
-def _standardised(x: torch.Tensor) -> torch.Tensor:
-    flat = x.flatten(1)
-    flat = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp(min=1e-6)
-    return flat.view_as(x)
 
 
 def verifier_key(encoder_key: str, params: VerifierParams) -> str:
@@ -203,7 +197,9 @@ def score_aligned(
     for start in range(0, len(all_rows), PAIR_CHUNK):
         rows, cols = all_rows[start : start + PAIR_CHUNK], all_cols[start : start + PAIR_CHUNK]
         refs = torch.as_tensor(nb.index[rows, cols])
-        mirrored, params = align(aligner, queries01[rows], registration.whole[refs])
+        mirrored, params = align(
+            aligner, queries01, registration.whole[refs], torch.as_tensor(rows)
+        )
         banded = _banded(nb, registration.detail, queries01, rows)
         thetas = thetas_of(mirrored, params)
         out[rows, cols] = verify(model, registration.detail, banded, refs, thetas)

@@ -147,3 +147,14 @@ def test_cache_is_reused_only_for_its_key(tmp_path, trained):
 def test_one_patient_is_refused():
     with pytest.raises(Exception, match="too few to train the aligner"):
         train_aligner(_films(3, 4), ["p"] * 4, AlignerParams(steps=1))
+
+
+def test_pairs_sharing_a_query_align_as_when_each_brings_its_own(trained):
+    """score_aligned gives each query several pairs: band-passing it once must not move them."""
+    model, _ = trained
+    queries, refs = _films(2, 6), band_pass(_films(3, 15))
+    rows = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 4, 5, 5, 5, 2, 4])
+    shared = align(model, queries, refs, rows, block=8)  # a query's pairs across two blocks too
+    own = align(model, queries[rows.numpy()], refs, block=8)
+    assert torch.equal(shared[0], own[0])
+    torch.testing.assert_close(shared[1], own[1], atol=0, rtol=0)
