@@ -95,7 +95,7 @@ def make_accelerator(mixed_precision: str, grad_accum: int = 1):
         raise ValueError(
             f"mixed_precision must be {', '.join(MIXED_PRECISIONS)}, got {mixed_precision!r}"
         )
-    from .precision import effective_mixed_precision
+    from conditioning.precision import effective_mixed_precision
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return Accelerator(

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from conditioning.precision import effective_bf16
+
 from .config import GenerateConfig
-from .precision import effective_bf16
 from .schedulers import SAMPLERS, make_sampler
 
 

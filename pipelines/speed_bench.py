@@ -92,10 +92,10 @@ def task_matmul(bf16: bool) -> dict:
     return matmul_peak(bf16=bf16)
 
 
-def task_audit(n_query: int, n_train: int) -> dict:
+def task_audit(n_query: int, n_train: int, bf16: bool = False) -> dict:
     from privacy_audit.bench import benchmark_search
 
-    return benchmark_search(n_query, n_train)
+    return benchmark_search(n_query, n_train, bf16=bf16)
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def run_speed(model: str, config: SpeedConfig | None = None, *, progress: bool =
     elsewhere (emulated bf16 takes minutes per row and the product does not use it there)."""
     from tqdm import tqdm
 
-    from generation.precision import native_bf16
+    from conditioning.precision import native_bf16
 
     config = config or SpeedConfig()
     precisions = config.precisions
@@ -176,9 +176,9 @@ def _speed_plan(
         for part, batch in parts:
             kwargs = {"model": model, "part": part, "batch": batch, "bf16": bf16}
             plan.append(("training", f"{me}:task_training", kwargs))
-    if config.audit:
-        audit = {"n_query": config.audit[0], "n_train": config.audit[1]}
-        plan.append(("audit", f"{me}:task_audit", audit))
+    for bf16 in precisions if config.audit else ():
+        audit = {"n_query": config.audit[0], "n_train": config.audit[1], "bf16": bf16}
+        plan.append(("audit_bf16" if bf16 else "audit", f"{me}:task_audit", audit))
     return plan
 
 
@@ -204,8 +204,9 @@ def speed_markdown(result: dict) -> str:
         *_unet_table(result["unet"], peak),
         *_training_table(result["training"], peak),
     ]
-    if result.get("audit"):
-        lines += _audit_table(result["audit"])
+    for key in ("audit", "audit_bf16"):
+        if result.get(key):
+            lines += _audit_table(result[key])
     return "\n".join(lines) + "\n"
 
 
@@ -288,7 +289,8 @@ def _audit_table(audit: dict) -> list[str]:
     """Wall and CPU seconds of each audit step, the former method's alongside."""
     return [
         "",
-        f"### Privacy audit, {audit['n_query']:,} synthetic x {audit['n_train']:,} training images",
+        f"### Privacy audit, {audit['n_query']:,} synthetic x {audit['n_train']:,} training images"
+        + (", the detector's networks in bf16" if audit.get("bf16") else ""),
         "",
         "| step | seconds | CPU seconds |",
         "|---|---|---|",

@@ -41,6 +41,7 @@ from .encoder import (
 from .errors import AuditError
 from .imageset import load_images, open_set, set_sha256, write_filtered_copy
 from .metadata import FAIL, Forbidden, scan_set
+from .nets import bf16_inference
 from .report import (
     AUDIT_LOG,
     PUBLIC_HTML,
@@ -103,6 +104,7 @@ class AuditConfig:
     verifier: VerifierParams = field(default_factory=VerifierParams)
     aligner: AlignerParams = field(default_factory=AlignerParams)
     encoder_cache: str | None = _SETTINGS.encoder_cache
+    bf16: bool = _SETTINGS.bf16  # the networks' inference (nets.bf16_inference)
     forbidden: list[str] = field(default_factory=list)  # extra strings, e.g. source file names
     mia_samples: int = _SETTINGS.mia_samples
     mia_timesteps: list[int] | None = None
@@ -572,7 +574,7 @@ def _detect_copies(inputs: _Inputs, models, images: _Images, timings: dict) -> _
     config, train = inputs.config, inputs.train
     size, k, progress = config.encoder.input_size, config.neighbours, config.progress
     model, verifier, aligner = models
-    with _timed(timings, "copy_detection_seconds"):
+    with _timed(timings, "copy_detection_seconds"), bf16_inference(config.bf16):
         ids, patients = [r.id for r in train], [r.patient_id for r in train]
         reference = build_reference(model, images.train, ids, patients, size, progress)
         hold_nb = find_neighbours(model, reference, images.holdout, size, k, progress, "holdout")

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from conditioning.precision import effective_bf16
+
 from . import stats
+from .nets import bf16_inference
 from .report import to_json
 
 
@@ -24,6 +27,7 @@ def benchmark_search(
     seed: int = 0,
     copy_share: float = 0.1,
     repeats: int = 1,
+    bf16: bool = False,
 ) -> dict:
     """Seconds for: embedding (an untrained encoder of the audit's shape, images/s), the
     blockwise top-k search by patient alone, and the whole copy-detection pass of the queries
@@ -34,7 +38,8 @@ def benchmark_search(
     Kermany films it runs for 40 pairs of the 536 `val` images; docs/privacy-audit.md).
     The pass and the former FFT-NCC method take turns `repeats` times (0: the search alone),
     each figure the median, its runs listed beside it when more than one (`..._runs`): on a
-    shared host one run drifts by a fifth."""
+    shared host one run drifts by a fifth. `bf16`: the detector's networks in bf16 where the
+    CPU runs it natively (nets.bf16_inference; the former method as it was)."""
     from .encoder import CopyEncoder, embed
     from .search import topk_by_patient
 
@@ -46,6 +51,7 @@ def benchmark_search(
         "size": size,
         "k": k,
         "threads": torch.get_num_threads(),
+        "bf16": effective_bf16(bf16, "cpu"),
     }
     model = CopyEncoder(16, dim).eval()
     sample = rng.random((min(2048, n_query + n_train), size, size), dtype=np.float32)
@@ -69,42 +75,53 @@ def benchmark_search(
         query_images[:copies] = np.roll(sources, 1, axis=-1) + noise
         out["copy_queries"] = copies
         groups_str = [f"p{g}" for g in groups]
-        out.update(_time_detection(model, train_images, query_images, groups_str, k, repeats))
+        images = (train_images, query_images)
+        out.update(_time_detection(model, images, groups_str, k, repeats, out["bf16"]))
     return out
 
 
-def _time_detection(model, train_images, query_images, groups: list[str], k, repeats) -> dict:
-    """benchmark_search's copy-detection figures: the detector (registration, the pair
-    verifier at the detail's and at the aligner's alignment) and the former method, taking
-    turns `repeats` times; medians (and runs)."""
-    from .aligner import Aligner
-    from .copies import build_reference, find_neighbours
-    from .verifier import PairVerifier, score_aligned, score_pairs
-
-    size = min(train_images.shape[-1], 64)
+def _time_detection(model, images, groups: list[str], k: int, repeats: int, bf16: bool) -> dict:
+    """benchmark_search's copy-detection figures (`images`: the training images and the
+    queries): the detector (registration, the pair verifier at the detail's and at the
+    aligner's alignment) and the former method, taking turns `repeats` times; medians (and
+    runs). `bf16`: the detector's turn in bf16 (nets.bf16_inference)."""
     out: dict = {}
     runs: dict[str, list[float]] = defaultdict(list)
     for _ in range(repeats):
         for name, legacy in (("", False), ("legacy_", True)):  # registration, former FFT-NCC
-            tick, cpu = time.perf_counter(), time.process_time()
-            reference = build_reference(model, train_images, groups, groups, size, legacy=legacy)
-            runs[f"{name}reference_prepare_seconds"].append(time.perf_counter() - tick)
-            runs[f"{name}reference_prepare_cpu_seconds"].append(time.process_time() - cpu)
-            tick, cpu = time.perf_counter(), time.process_time()
-            nb = find_neighbours(model, reference, query_images, size, k, legacy=legacy)
-            if not legacy:  # the former method had no verifier
-                verifier = PairVerifier().eval()
-                score_pairs(verifier, reference, query_images, nb)
-                score_aligned(verifier, Aligner().eval(), reference, query_images, nb)
-            runs[f"{name}copy_detection_seconds"].append(time.perf_counter() - tick)
-            # CPU seconds of this process: on a shared machine, what the pass costs uncontended
-            runs[f"{name}copy_detection_cpu_seconds"].append(time.process_time() - cpu)
+            with bf16_inference(bf16 and not legacy):
+                nb = _one_turn(model, images, groups, k, legacy, runs)
             out[f"{name}candidates_per_query"] = nb.index.shape[1]
     for key, values in runs.items():
         out[key] = round(float(np.median(values)), 2)
         if repeats > 1:
             out[f"{key}_runs"] = [round(v, 2) for v in values]
     return out
+
+
+def _one_turn(model, images, groups: list[str], k: int, legacy: bool, runs: dict):
+    """One method's turn (`legacy`: the former one): its reference preparation and its copy
+    detection of the queries, wall and CPU seconds appended to `runs`; its neighbours."""
+    from .aligner import Aligner
+    from .copies import build_reference, find_neighbours
+    from .verifier import PairVerifier, score_aligned, score_pairs
+
+    train_images, query_images = images
+    name, size = "legacy_" if legacy else "", min(train_images.shape[-1], 64)
+    tick, cpu = time.perf_counter(), time.process_time()
+    reference = build_reference(model, train_images, groups, groups, size, legacy=legacy)
+    runs[f"{name}reference_prepare_seconds"].append(time.perf_counter() - tick)
+    runs[f"{name}reference_prepare_cpu_seconds"].append(time.process_time() - cpu)
+    tick, cpu = time.perf_counter(), time.process_time()
+    nb = find_neighbours(model, reference, query_images, size, k, legacy=legacy)
+    if not legacy:  # the former method had no verifier
+        verifier = PairVerifier().eval()
+        score_pairs(verifier, reference, query_images, nb)
+        score_aligned(verifier, Aligner().eval(), reference, query_images, nb)
+    runs[f"{name}copy_detection_seconds"].append(time.perf_counter() - tick)
+    # CPU seconds of this process: on a shared machine, what the pass costs uncontended
+    runs[f"{name}copy_detection_cpu_seconds"].append(time.process_time() - cpu)
+    return nb
 
 
 def measure_copy_detection(

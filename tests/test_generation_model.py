@@ -341,7 +341,7 @@ def test_bench_speed_writes_its_tables_with_peak_memory(trained, tmp_path):
             "--doc", str(doc), "--speed-out", str(tmp_path / "speed")]  # fmt: skip
     assert main(args) == 0
     result = json.loads((tmp_path / "speed" / "speed.json").read_text())
-    from generation.precision import native_bf16
+    from conditioning.precision import native_bf16
 
     precisions = (False, True) if native_bf16("cpu") else (False,)  # emulated bf16 is skipped
     assert result["precisions"] == ["bf16" if p else "fp32" for p in precisions]

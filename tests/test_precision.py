@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generation import precision
+from conditioning import precision
 
 
 @pytest.fixture

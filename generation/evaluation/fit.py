@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from conditioning.dataset import CATEGORICAL, ConditionSchema, write_json_atomic
+from conditioning.precision import effective_bf16
 from generation.checkpoints import load_weights, save_weights
-from generation.precision import effective_bf16
 
 log = logging.getLogger(__name__)
 REGRESSION_WEIGHT = 5.0  # L1 on [0, 1]-scaled values sits well below a cross-entropy otherwise

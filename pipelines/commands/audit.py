@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 
 def register(sub) -> None:
-    from privacy_audit.config import AuditSettings
+    from privacy_audit.config import BF16_HELP, AuditSettings
 
     d = AuditSettings()  # the defaults' home: a profile's `audit:` section sets the same fields
     parser = sub.add_parser(
@@ -87,6 +87,7 @@ def register(sub) -> None:
     parser.add_argument("--dcr-limit", type=float, default=d.dcr_limit)
     parser.add_argument("--auc-limit", type=float, default=d.auc_limit)
     parser.add_argument("--tpr-limit", type=float, default=d.tpr_limit)
+    parser.add_argument("--bf16", action="store_true", help=BF16_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from privacy_audit.config import AuditSettings
+    from privacy_audit.config import BF16_HELP, AuditSettings
 
     d = AuditSettings()
     parser = sub.add_parser("audit-bench", help="benchmarks of the privacy audit")
@@ -19,6 +19,7 @@ def register(sub) -> None:
     search.add_argument("--size", type=int, default=64)
     search.add_argument("--threads", type=int, default=2)
     search.add_argument("--no-ncc", action="store_true", help="time the search only")
+    search.add_argument("--bf16", action="store_true", help=BF16_HELP)
     search.add_argument(
         "--repeats",
         type=int,
@@ -48,6 +49,7 @@ def register(sub) -> None:
         default=1,
         help="planted sets, seeds SEED, SEED+1, ... (OUT/seed-N each), their rates pooled",
     )
+    copies.add_argument("--bf16", action="store_true", help=BF16_HELP)
     copies.add_argument("--threads", type=int, default=2)
     parser.set_defaults(func=run)
 
@@ -62,7 +64,9 @@ def run(args) -> int:
         if args.repeats < 1:
             raise ValueError(f"--repeats {args.repeats}: must be at least 1")
         repeats = 0 if args.no_ncc else args.repeats
-        result = benchmark_search(args.queries, args.train, args.size, repeats=repeats)
+        result = benchmark_search(
+            args.queries, args.train, args.size, repeats=repeats, bf16=args.bf16
+        )
     else:
         from privacy_audit.bench import measure_copy_detection, measure_copy_detection_sets
         from privacy_audit.config import AuditSettings

@@ -1,5 +1,6 @@
-"""Whether bf16 pays on this hardware. Profiles ask for bf16; where it is only emulated it is
-10-20x slower than fp32 (measured: autoencoder training on an AVX2-only EPYC), so it is dropped."""
+"""Whether bf16 pays on this hardware, for generation and for the audit's networks alike.
+Profiles ask for bf16; where it is only emulated it is 10-20x slower than fp32 (measured:
+autoencoder training on an AVX2-only EPYC), so it is dropped."""
 
 from __future__ import annotations
 
