@@ -17,6 +17,7 @@ import numpy as np
 
 from conditioning.dataset import SyntheticSet, replace_directory, staging_dir
 from conditioning.logfile import attach_log_file
+from conditioning.precision import effective_bf16
 
 from . import membership, stats
 from .aligner import AlignerParams, aligner_key, load_aligner, save_aligner, train_aligner
@@ -536,7 +537,13 @@ def _audit(
     }
     encoder = section_from_json(
         EncoderInfo,
-        {**encoder_meta, **records, "reused_from_cache": reused, "stored_in": ENCODER_DIR},
+        {
+            **encoder_meta,
+            **records,
+            "reused_from_cache": reused,
+            "stored_in": ENCODER_DIR,
+            "inference": "bf16" if effective_bf16(config.bf16, "cpu") else "fp32",
+        },
         "the copy encoder's record",
     )
     copies = _detect_copies(inputs, (model, verifier, aligner), images, timings)

@@ -132,6 +132,7 @@ def test_filtered_copy_reaudits_clean_and_passes_the_gate(challenge):
     assert report.filtered.images == len(kept)
     again = json.loads((root / "report2" / "report.json").read_text())
     assert again["encoder"]["reused_from_cache"]
+    assert again["encoder"]["inference"] == "fp32"  # the networks' precision is on the record
     assert again["summary"]["copy_detection"]["flagged"] == 0
     check_release(root / "filtered", root / "report2")
     with pytest.raises(GateError, match="failed"):
