@@ -23,7 +23,6 @@ def benchmark_search(
     n_train: int = 5_000,
     size: int = 64,
     k: int = 5,
-    dim: int = 128,
     seed: int = 0,
     copy_share: float = 0.1,
     repeats: int = 1,
@@ -40,7 +39,7 @@ def benchmark_search(
     each figure the median, its runs listed beside it when more than one (`..._runs`): on a
     shared host one run drifts by a fifth. `bf16`: the detector's networks in bf16 where the
     CPU runs it natively (nets.bf16_inference; the former method as it was)."""
-    from .encoder import CopyEncoder, embed
+    from .encoder import CopyEncoder, EncoderParams, embed
     from .search import topk_by_patient
 
     rng = np.random.default_rng(seed)
@@ -53,7 +52,8 @@ def benchmark_search(
         "threads": torch.get_num_threads(),
         "bf16": effective_bf16(bf16, "cpu"),
     }
-    model = CopyEncoder(16, dim).eval()
+    shape = EncoderParams()
+    model, dim = CopyEncoder(shape.width, shape.dim).eval(), shape.dim
     sample = rng.random((min(2048, n_query + n_train), size, size), dtype=np.float32)
     tick = time.perf_counter()
     embed(model, sample, min(size, 64))

@@ -16,9 +16,8 @@ def register(sub) -> None:
     parser = sub.add_parser(
         "audit",
         help="privacy audit of a synthetic set: copies, membership inference, metadata leaks",
-        description="Audit a synthetic set against the dataset its model was trained on and "
-        "write REPORT_DIR/report.json + report.html (+ audit.log). Exit status 0 when the "
-        "verdict is pass, 1 when it is fail.",
+        description="Audit a synthetic set against its model's training dataset, writing "
+        "REPORT_DIR/report.json + report.html (+ audit.log); exit status 0: pass, 1: fail.",
     )
     parser.add_argument(
         "--synthetic",
