@@ -36,7 +36,8 @@ class AuditSettings(Section):
     # params' (VerifierParams, AlignerParams)
     bf16: bool = False  # the copy encoder, pair verifier and aligner run under bf16 autocast
     # where the CPU runs bf16 natively (fp32 elsewhere: nets.bf16_inference). Opt-in: the same
-    # flags on the planted sets with emulated bf16; its speed is measured only on such a CPU
+    # flags on the planted sets with emulated bf16 but one copy (of 5,000, one verifier seed of
+    # three); its speed is measured only on such a CPU
     forbid: tuple[str, ...] = ()  # strings that must not appear in the set
     forbid_file: str | None = None  # a file of more, one a line (e.g. source file names)
     mia_samples: int = 500  # train and held-out images each for the model attack

@@ -25,9 +25,9 @@ def bf16_inference(requested: bool) -> Iterator[None]:
     """Within it, the networks for_inference makes run under CPU bf16 autocast where the CPU
     runs bf16 natively (AVX512-BF16, AMX; elsewhere fp32, with one warning: emulated, it took
     11 times as long as fp32 for the pair verifier on an AVX2-only host). Opt-in (the audit's
-    `bf16` setting): on the five planted sets the networks in bf16 (emulated) flagged the same
-    4,963 of 5,000 copies and no fresh film (docs/privacy-audit.md), but its speed is measured
-    on such a host only."""
+    `bf16` setting): on the five planted sets the networks in bf16 (emulated) flagged 4,963,
+    4,960 and 4,960 of 5,000 copies for verifier seeds 0-2 (fp32: 4,963, 4,961, 4,960) and no
+    fresh film (docs/privacy-audit.md), but its speed is measured on such a host only."""
     token = _BF16.set(effective_bf16(requested, "cpu"))
     try:
         yield
