@@ -55,9 +55,10 @@ VERIFIER_VERSION = 7  # 2: negatives from the encoder route's 10 nearest patient
 # the detail's own alignment (register.detail_route_alignment); 7: no mirrored pixel route
 ALIGNED_DEPTH = 3  # each query's nearest candidates by the embedding scored at the aligner's
 # alignment: a blend's source is often its second or third (five planted sets, verifier seeds
-# 0-2, the 4,000-step aligner: 4,959, 4,957 and 4,954 of 5,000 copies flagged against 4,952, 4,950 and 4,945 with the
-# nearest alone, the threshold unchanged, no fresh film flagged; the 5 nearest flagged no copy
-# more, the 8 nearest a fresh film; docs/privacy-audit.md), for about a third more time
+# 0-2, the 4,000-step aligner: 4,959, 4,957 and 4,954 of 5,000 copies flagged against 4,952,
+# 4,950 and 4,945 with the nearest alone, the threshold unchanged, no fresh film flagged; the 5
+# nearest flagged no copy more, the 8 nearest a fresh film; docs/privacy-audit.md), for about a
+# third more time
 PAIR_CHUNK = 8192  # pairs score_aligned aligns and verifies at a time: with ALIGNED_DEPTH pairs a
 # query, the copies of the queries' images it takes stay a chunk's, not three times all of them.
 # A multiple of align's and verify's blocks, so the batches (and the logits) are the same
