@@ -16,6 +16,7 @@ from privacy_audit.register import (
     FINE_ZOOM_STEP,
     Columns,
     RegistrationIndex,
+    _affine_grid,
     _local_scores,
     _shift_ncc,
     _theta_batch,
@@ -44,6 +45,17 @@ def test_shift_ncc_is_the_ncc_of_every_shifted_window(one_thread):
                         window = window - window.mean()
                         plain = float(window @ refs[n, k].flatten() / window.norm())
                         assert fast[n, k, t * 25 + i * 5 + j] == pytest.approx(plain, abs=1e-5)
+
+
+def test_sampling_grids_are_the_librarys_affine_grid_less_their_margin(one_thread):
+    params = torch.tensor([[0.0, 4.5, 1.07, 1.5, -2.0], [1.0, -3.0, 0.94, 0.5, 0.5]])
+    thetas = _theta_batch(params, FIELD)
+    library = torch.nn.functional.affine_grid(thetas, [2, 1, FIELD, FIELD], align_corners=False)
+    for margin in (0, 3):
+        grid = _affine_grid(thetas, FIELD, margin)
+        inner = library[:, margin : FIELD - margin, margin : FIELD - margin]
+        assert grid.shape == inner.shape  # (n, side, side, 2): x then y, as grid_sample reads
+        torch.testing.assert_close(grid, inner, atol=1e-6, rtol=0)
 
 
 def test_a_warp_without_its_margin_is_the_centre_of_the_whole_warp(one_thread):
