@@ -261,9 +261,8 @@ def align(
     training film, band-passed (n, FIELD, FIELD: RegistrationIndex.whole), by both stages: (n,)
     mirror flags and (n, 4) parameters (thetas_of, transforms_of); a block of pairs per thread.
     A query of several pairs in a block (score_aligned gives each ALIGNED_DEPTH) is band-passed
-    once for the coarse stage. The query is moved by register._warp_pairs, whose elementwise
-    grid costs a third of F.affine_grid's batched products (the same grid to within a rounding:
-    scores within 1.4e-5 on the planted sets)."""
+    once for the coarse stage. The query is moved by register._warp_pairs (affine_grid and
+    grid_sample in one native loop)."""
     coarse, fine = for_inference(model.coarse), for_inference(model.fine)
     pairs = torch.arange(len(queries01)) if rows is None else torch.as_tensor(rows)
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .kernels import window_energy
+
 BLOCK = 8  # px at the registration's FIELD (32): 16 px of a 64x64 image
 STRIDE = 4
 SEARCH = 3  # px either side: 6 px of a 64x64 image
@@ -52,9 +54,8 @@ def match_blocks(
     offset = (size - side) // 2
     starts = block_positions(side, size)
     lags = 2 * SEARCH + 1
-    ones = torch.ones(1, 1, BLOCK, BLOCK)
-    sums = F.conv2d(warped[:, None], ones)[:, 0]  # every block-sized window of the query: the
-    powers = F.conv2d(warped[:, None] ** 2, ones)[:, 0]  # same for every block searched there
+    energy = window_energy(warped, BLOCK)  # every block-sized window of the query: the same
+    # for every block searched there
     rows = torch.arange(n)
     centres, shifts, peaks = [], [], []
     for top in starts:
@@ -65,9 +66,7 @@ def match_blocks(
             y0, x0 = top + offset - SEARCH, left + offset - SEARCH
             area = warped[:, y0 : y0 + BLOCK + 2 * SEARCH, x0 : x0 + BLOCK + 2 * SEARCH]
             num = F.conv2d(area[None], block[:, None], groups=n)[0]  # (n, lags, lags)
-            total = sums[:, y0 : y0 + lags, x0 : x0 + lags]
-            power = powers[:, y0 : y0 + lags, x0 : x0 + lags]
-            ncc = num / (power - total * total / BLOCK**2).clamp(min=1e-10).sqrt()
+            ncc = num / energy[:, y0 : y0 + lags, x0 : x0 + lags].clamp(min=1e-10).sqrt()
             best, where = ncc.flatten(1).max(1)
             iy, ix = where // lags, where % lags
             dy = iy - SEARCH + _vertex(ncc, rows, iy, ix, 1)

@@ -42,7 +42,8 @@ from .detail import (
     local_detail_scores_at,
 )
 from .detail import remove as remove_anatomy
-from .windows import box_mean, patch_ncc, window_stats
+from .kernels import warp_affine, window_energy
+from .windows import patch_ncc, window_stats
 
 FIELD = 32  # band-passed images are compared at (at most) this size
 COARSE = 16  # the whole transform search runs at this size
@@ -233,8 +234,8 @@ def _route_scores(
         num = torch.stack([F.conv2d(warped[i][:, None], refs[i]) for i in range(b)])
     basis = index.route_anatomy.view(-1, 1, side, side)
     anatomy = F.conv2d(warped.reshape(b * t, 1, COARSE, COARSE), basis).square().sum(1)
-    mean, power = box_mean(warped, side), box_mean(warped * warped, side)
-    norm2 = (power - mean * mean) * (side * side) - anatomy.view(b, t, *mean.shape[-2:])
+    energy = window_energy(warped, side)
+    norm2 = energy - anatomy.view(b, t, *energy.shape[-2:])
     return num / norm2.clamp(min=1e-12).sqrt()[:, :, None]
 
 
@@ -291,15 +292,9 @@ def _theta_batch(p: torch.Tensor, size: int) -> torch.Tensor:
 def _warp_pairs(x: torch.Tensor, thetas: torch.Tensor, size: int, margin: int = 0) -> torch.Tensor:
     """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, side, side): image n under its own maps, on a
     size x size field less `margin` px each side (the same pixels as _centre of the whole
-    field, for less). The T grids of an image are stacked along the output's height, so the
-    image is sampled as is: no T copies of it are made."""
-    n, t = thetas.shape[:2]
-    side = size - 2 * margin
-    grid = _affine_grid(thetas.reshape(n * t, 2, 3), size, margin).view(n, t * side, side, 2)
-    out = F.grid_sample(
-        x[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
-    )
-    return out.view(n, t, side, side)
+    field, for less): F.affine_grid and F.grid_sample (bilinear, the border repeated) in one
+    loop a map (kernels.warp_affine: no grid is written, and the image stays in cache)."""
+    return warp_affine(x, thetas, size, margin)
 
 
 def _warp_shared(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -347,8 +342,8 @@ def _shift_ncc(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Te
 def _shift_ncc_by_transform(
     warped: torch.Tensor, refs: torch.Tensor, shift: int, per_query: bool = False
 ) -> torch.Tensor:
-    """_shift_ncc as (T, N, K, (2s+1)^2): a grouped convolution and running sums (nothing of
-    size windows x shifts is materialised). `per_query`: one plain convolution per query
+    """_shift_ncc as (T, N, K, (2s+1)^2): a grouped convolution and each window's spread
+    (kernels.window_energy; nothing of size windows x shifts is materialised). `per_query`: one plain convolution per query
     instead of one grouped one (the same sums; with many references per query and one thread,
     the grouped one is the slower by half)."""
     n, t, size = warped.shape[:3]
@@ -361,8 +356,7 @@ def _shift_ncc_by_transform(
             num[:, i] = F.conv2d(x[:, i : i + 1], refs[i, :, None])
     else:
         num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
-    mean, power = box_mean(x, side), box_mean(x * x, side)
-    norm = ((power - mean * mean).clamp(min=0) * (side * side)).sqrt().clamp(min=1e-8)
+    norm = window_energy(x, side).clamp(min=0).sqrt().clamp(min=1e-8)
     return (num.view(t, n, k, lags, lags) / norm[:, :, None]).view(t, n, k, lags * lags)
 
 

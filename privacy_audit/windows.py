@@ -7,33 +7,15 @@ from __future__ import annotations
 
 import torch
 
+from . import kernels
+
 
 def box_mean(x: torch.Tensor, side: int, stride: int = 1) -> torch.Tensor:
-    """Means of every side x side window at `stride`, by running sums along rows, then columns
-    (avg_pool2d with a large kernel costs side^2 per output). Only the windows asked for are
-    differenced, so a search over a few shifts of a large window costs little more than the
-    sums."""
-    return _window_sums(_window_sums(x, side, stride, -1), side, stride, -2) / (side * side)
-
-
-def _window_sums(x: torch.Tensor, side: int, stride: int, dim: int) -> torch.Tensor:
-    """Sums of `side` consecutive entries along `dim`, every `stride`-th: the running sum at
-    each window's end less that before its start (the first window has nothing before it),
-    differenced straight into the result (no copy of the ends first: the same values)."""
-    c = x.cumsum(dim)
-    n = x.shape[dim]
-    ends = _every(c, side - 1, n, stride, dim)
-    out, rest = torch.empty_like(ends), ends.shape[dim] - 1
-    out.narrow(dim, 0, 1).copy_(ends.narrow(dim, 0, 1))
-    before = _every(c, stride - 1, n - side, stride, dim)
-    torch.sub(ends.narrow(dim, 1, rest), before, out=out.narrow(dim, 1, rest))
-    return out
-
-
-def _every(x: torch.Tensor, start: int, stop: int, stride: int, dim: int) -> torch.Tensor:
-    index = [slice(None)] * x.dim()
-    index[dim] = slice(start, stop, stride)
-    return x[tuple(index)]
+    """Means of every side x side window at `stride` of (..., H, W) maps: a loop per map that
+    slides each window along the rows, then down (kernels.box_mean; avg_pool2d with a large
+    kernel costs side^2 per output, and running sums by tensor operations pass over the maps
+    four times)."""
+    return kernels.box_mean(x, side, stride)
 
 
 def window_stats(images: torch.Tensor, side: int, stride: int) -> tuple[torch.Tensor, ...]:

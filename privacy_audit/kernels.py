@@ -1,0 +1,162 @@
+"""Native loops (numba) for the registration's per-pixel passes.
+
+The registration warps each query under thousands of small maps and normalises its
+correlations by the spread of every shifted window. As tensor operations these are a chain of
+full-size passes (a sampling grid, then the sampling; running sums along rows, then columns,
+for the values and again for their squares), each reading and writing memory the next reads
+again. One loop per map does the same arithmetic while the map sits in cache: the window
+spreads about 7 times faster than the running sums, the warp about 1.5 times faster than
+`affine_grid` and `grid_sample` (docs/privacy-audit.md). Each function takes and returns
+float32 tensors and computes what its docstring names, within rounding (the summation order
+differs), so tests hold them against the library's operations.
+
+The loops release the GIL: blocks.map_blocks runs them on several threads at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit
+
+_FAST = {"nnan", "ninf", "nsz", "contract"}  # no reordering of sums beyond a fused multiply-add
+
+
+def window_energy(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(..., S, S) -> (..., L, L), L = S - side + 1: the sum of squared deviations from their
+    mean of the values in every side x side window (stride 1), the square of the norm an NCC
+    divides by. May be slightly negative where the window is flat: callers clamp."""
+    size = x.shape[-1]
+    lags = size - side + 1
+    flat = _as_maps(x)
+    out = np.empty((len(flat), lags, lags), np.float32)
+    _window_energy(flat, side, out)
+    return torch.from_numpy(out).view(*x.shape[:-2], lags, lags)
+
+
+def box_mean(x: torch.Tensor, side: int, stride: int = 1) -> torch.Tensor:
+    """(..., H, W) -> the mean of every side x side window at `stride` ((..., h, w))."""
+    h, w = x.shape[-2:]
+    rows, cols = (h - side) // stride + 1, (w - side) // stride + 1
+    flat = _as_maps(x)
+    out = np.empty((len(flat), rows, cols), np.float32)
+    _box_mean(flat, side, stride, out)
+    return torch.from_numpy(out).view(*x.shape[:-2], rows, cols)
+
+
+def warp_affine(x: torch.Tensor, thetas: torch.Tensor, size: int, margin: int) -> torch.Tensor:
+    """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, side, side), side = size - 2 * margin: image
+    n sampled at each of its T affine_grid maps (align_corners=False) on a size x size field,
+    bilinearly, the border repeated (grid_sample's padding_mode="border"), less `margin` px each
+    side of the field."""
+    n, t = thetas.shape[:2]
+    side = size - 2 * margin
+    out = np.empty((n, t, side, side), np.float32)
+    images = _as_maps(x)
+    maps = thetas.detach().to(torch.float32).contiguous().numpy()
+    _warp_affine(images, maps, size, margin, out)
+    return torch.from_numpy(out)
+
+
+def _as_maps(x: torch.Tensor) -> np.ndarray:
+    """A (M, H, W) float32 C-contiguous array of `x`'s trailing 2-D maps (a view where it can)."""
+    return x.detach().to(torch.float32).reshape(-1, *x.shape[-2:]).contiguous().numpy()
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, boundscheck=False)
+def _window_energy(x, side, out):  # pragma: no cover - compiled
+    m, s = x.shape[0], x.shape[1]
+    lags = s - side + 1
+    area = np.float32(side * side)
+    sums = np.empty((s, lags), np.float32)
+    squares = np.empty((s, lags), np.float32)
+    for i in range(m):
+        img = x[i]
+        for r in range(s):  # each row's window sums, sliding along the row
+            a = np.float32(0)
+            q = np.float32(0)
+            for c in range(side):
+                v = img[r, c]
+                a += v
+                q += v * v
+            sums[r, 0] = a
+            squares[r, 0] = q
+            for j in range(1, lags):
+                u, v = img[r, j + side - 1], img[r, j - 1]
+                a += u - v
+                q += u * u - v * v
+                sums[r, j] = a
+                squares[r, j] = q
+        for j in range(lags):  # then down the rows
+            a = np.float32(0)
+            q = np.float32(0)
+            for r in range(side):
+                a += sums[r, j]
+                q += squares[r, j]
+            for li in range(lags):
+                if li > 0:
+                    a += sums[li + side - 1, j] - sums[li - 1, j]
+                    q += squares[li + side - 1, j] - squares[li - 1, j]
+                out[i, li, j] = q - a * (a / area)
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, boundscheck=False)
+def _box_mean(x, side, stride, out):  # pragma: no cover - compiled
+    m, h = x.shape[0], x.shape[1]
+    rows, cols = out.shape[1], out.shape[2]
+    area = np.float32(side * side)
+    sums = np.empty((cols, h), np.float32)  # each row's window sums, a window's column contiguous
+    for i in range(m):
+        img = x[i]
+        for r in range(h):  # slide along the row: add what enters the window, less what leaves
+            a = np.float32(0)
+            for c in range(side):
+                a += img[r, c]
+            sums[0, r] = a
+            for j in range(1, cols):
+                for c in range((j - 1) * stride, j * stride):
+                    a += img[r, c + side] - img[r, c]
+                sums[j, r] = a
+        for j in range(cols):  # then down the rows, alike
+            col = sums[j]
+            a = np.float32(0)
+            for r in range(side):
+                a += col[r]
+            out[i, 0, j] = a / area
+            for li in range(1, rows):
+                for r in range((li - 1) * stride, li * stride):
+                    a += col[r + side] - col[r]
+                out[i, li, j] = a / area
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, boundscheck=False)
+def _warp_affine(x, thetas, size, margin, out):  # pragma: no cover - compiled
+    n, h, w = x.shape
+    t = thetas.shape[1]
+    side = size - 2 * margin
+    axis = np.empty(side, np.float32)  # affine_grid's coordinates of the field's pixel centres
+    for j in range(side):
+        axis[j] = np.float32(2 * (j + margin) + 1) / np.float32(size) - np.float32(1)
+    half_w, half_h = np.float32(w) * np.float32(0.5), np.float32(h) * np.float32(0.5)
+    last_x, last_y = np.float32(w - 1), np.float32(h - 1)
+    zero = np.float32(0)
+    for i in range(n):
+        img = x[i]
+        for k in range(t):
+            th = thetas[i, k]  # grid_sample's source pixel: (g + 1) * size / 2 - 1/2
+            ax, bx = th[0, 0] * half_w, th[0, 1] * half_w
+            cx = th[0, 2] * half_w + half_w - np.float32(0.5)
+            ay, by = th[1, 0] * half_h, th[1, 1] * half_h
+            cy = th[1, 2] * half_h + half_h - np.float32(0.5)
+            field = out[i, k]
+            for r in range(side):
+                row_x, row_y = bx * axis[r] + cx, by * axis[r] + cy
+                for c in range(side):
+                    px = min(max(ax * axis[c] + row_x, zero), last_x)
+                    py = min(max(ay * axis[c] + row_y, zero), last_y)
+                    x0, y0 = int(px), int(py)
+                    fx, fy = px - np.float32(x0), py - np.float32(y0)
+                    x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+                    top = img[y0, x0] + fx * (img[y0, x1] - img[y0, x0])
+                    bottom = img[y1, x0] + fx * (img[y1, x1] - img[y1, x0])
+                    field[r, c] = top + fy * (bottom - top)
