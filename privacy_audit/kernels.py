@@ -48,14 +48,15 @@ def warp_affine(x: torch.Tensor, thetas: torch.Tensor, size: int, margin: int) -
     """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, side, side), side = size - 2 * margin: image
     n sampled at each of its T affine_grid maps (align_corners=False) on a size x size field,
     bilinearly, the border repeated (grid_sample's padding_mode="border"), less `margin` px each
-    side of the field."""
+    side of the field. Laid out transform-major in memory (a (T, N, ...) tensor transposed):
+    the fine search correlates all queries' fields of one transform in one convolution."""
     n, t = thetas.shape[:2]
     side = size - 2 * margin
-    out = np.empty((n, t, side, side), np.float32)
+    out = np.empty((t, n, side, side), np.float32)
     images = _as_maps(x)
     maps = thetas.detach().to(torch.float32).contiguous().numpy()
     _warp_affine(images, maps, size, margin, out)
-    return torch.from_numpy(out)
+    return torch.from_numpy(out).transpose(0, 1)
 
 
 def _as_maps(x: torch.Tensor) -> np.ndarray:
@@ -148,7 +149,7 @@ def _warp_affine(x, thetas, size, margin, out):  # pragma: no cover - compiled
             cx = th[0, 2] * half_w + half_w - np.float32(0.5)
             ay, by = th[1, 0] * half_h, th[1, 1] * half_h
             cy = th[1, 2] * half_h + half_h - np.float32(0.5)
-            field = out[i, k]
+            field = out[k, i]
             for r in range(side):
                 row_x, row_y = bx * axis[r] + cx, by * axis[r] + cy
                 for c in range(side):

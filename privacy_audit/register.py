@@ -349,7 +349,8 @@ def _shift_ncc_by_transform(
     n, t, size = warped.shape[:3]
     k, side = refs.shape[1], size - 2 * shift
     lags = 2 * shift + 1
-    x = warped.transpose(0, 1).contiguous()  # (T, N, S, S): query n is group n
+    x = warped.transpose(0, 1).contiguous()  # (T, N, S, S): query n is group n (no copy of
+    # _warp_pairs' fields, laid out so)
     if per_query:
         num = torch.empty(t, n, k, lags, lags, dtype=x.dtype)
         for i in range(n):
