@@ -4,8 +4,9 @@ The registration warps each query under thousands of small maps and normalises i
 correlations by the spread of every shifted window. As tensor operations these are a chain of
 full-size passes (a sampling grid, then the sampling; running sums along rows, then columns,
 for the values and again for their squares), each reading and writing memory the next reads
-again. One loop per map does the same arithmetic while the map sits in cache: the window
-spreads about 7 times faster than the running sums, the warp about 1.5 times faster than
+again. One loop per map does the same arithmetic while the map sits in cache, its inner loops
+written so they vectorise (along a row) or gather once per pixel: on one AVX2 thread the window
+spreads about 15 times faster than the running sums and the warp about 1.5 times faster than
 `affine_grid` and `grid_sample` (docs/privacy-audit.md). Each function takes and returns
 float32 tensors and computes what its docstring names, within rounding (the summation order
 differs), so tests hold them against the library's operations.
@@ -69,64 +70,61 @@ def _window_energy(x, side, out):  # pragma: no cover - compiled
     m, s = x.shape[0], x.shape[1]
     lags = s - side + 1
     area = np.float32(side * side)
-    sums = np.empty((s, lags), np.float32)
-    squares = np.empty((s, lags), np.float32)
+    sums = np.zeros((lags, s), np.float32)  # each column's sums over each window's rows
+    squares = np.zeros((lags, s), np.float32)
     for i in range(m):
         img = x[i]
-        for r in range(s):  # each row's window sums, sliding along the row
+        sums[0] = 0
+        squares[0] = 0
+        for r in range(side):  # down the rows first, a whole row at a time: this vectorises
+            for c in range(s):
+                v = img[r, c]
+                sums[0, c] += v
+                squares[0, c] += v * v
+        for li in range(1, lags):
+            for c in range(s):
+                u, v = img[li + side - 1, c], img[li - 1, c]
+                sums[li, c] = sums[li - 1, c] + (u - v)
+                squares[li, c] = squares[li - 1, c] + (u * u - v * v)
+        for li in range(lags):  # then along each row of window sums, sliding
             a = np.float32(0)
             q = np.float32(0)
             for c in range(side):
-                v = img[r, c]
-                a += v
-                q += v * v
-            sums[r, 0] = a
-            squares[r, 0] = q
+                a += sums[li, c]
+                q += squares[li, c]
+            out[i, li, 0] = q - a * (a / area)
             for j in range(1, lags):
-                u, v = img[r, j + side - 1], img[r, j - 1]
-                a += u - v
-                q += u * u - v * v
-                sums[r, j] = a
-                squares[r, j] = q
-        for j in range(lags):  # then down the rows
-            a = np.float32(0)
-            q = np.float32(0)
-            for r in range(side):
-                a += sums[r, j]
-                q += squares[r, j]
-            for li in range(lags):
-                if li > 0:
-                    a += sums[li + side - 1, j] - sums[li - 1, j]
-                    q += squares[li + side - 1, j] - squares[li - 1, j]
+                a += sums[li, j + side - 1] - sums[li, j - 1]
+                q += squares[li, j + side - 1] - squares[li, j - 1]
                 out[i, li, j] = q - a * (a / area)
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST, boundscheck=False)
 def _box_mean(x, side, stride, out):  # pragma: no cover - compiled
-    m, h = x.shape[0], x.shape[1]
+    m, w = x.shape[0], x.shape[2]
     rows, cols = out.shape[1], out.shape[2]
     area = np.float32(side * side)
-    sums = np.empty((cols, h), np.float32)  # each row's window sums, a window's column contiguous
+    sums = np.zeros((rows, w), np.float32)  # each column's sums over each window's rows
     for i in range(m):
         img = x[i]
-        for r in range(h):  # slide along the row: add what enters the window, less what leaves
+        sums[0] = 0
+        for r in range(side):  # down the rows first, a whole row at a time: this vectorises
+            for c in range(w):
+                sums[0, c] += img[r, c]
+        for li in range(1, rows):  # slide: add the rows that enter the window, less those leaving
+            for c in range(w):
+                sums[li, c] = sums[li - 1, c]
+            for r in range((li - 1) * stride, li * stride):
+                for c in range(w):
+                    sums[li, c] += img[r + side, c] - img[r, c]
+        for li in range(rows):  # then along each row of window sums, alike
             a = np.float32(0)
             for c in range(side):
-                a += img[r, c]
-            sums[0, r] = a
+                a += sums[li, c]
+            out[i, li, 0] = a / area
             for j in range(1, cols):
                 for c in range((j - 1) * stride, j * stride):
-                    a += img[r, c + side] - img[r, c]
-                sums[j, r] = a
-        for j in range(cols):  # then down the rows, alike
-            col = sums[j]
-            a = np.float32(0)
-            for r in range(side):
-                a += col[r]
-            out[i, 0, j] = a / area
-            for li in range(1, rows):
-                for r in range((li - 1) * stride, li * stride):
-                    a += col[r + side] - col[r]
+                    a += sums[li, c + side] - sums[li, c]
                 out[i, li, j] = a / area
 
 
@@ -141,8 +139,12 @@ def _warp_affine(x, thetas, size, margin, out):  # pragma: no cover - compiled
     half_w, half_h = np.float32(w) * np.float32(0.5), np.float32(h) * np.float32(0.5)
     last_x, last_y = np.float32(w - 1), np.float32(h - 1)
     zero = np.float32(0)
+    top_at, bottom_at = np.empty(side, np.int32), np.empty(side, np.int32)
+    right = np.empty(side, np.int32)
+    fx, fy = np.empty(side, np.float32), np.empty(side, np.float32)
+    flat = x.reshape(n, h * w)
     for i in range(n):
-        img = x[i]
+        img = flat[i]
         for k in range(t):
             th = thetas[i, k]  # grid_sample's source pixel: (g + 1) * size / 2 - 1/2
             ax, bx = th[0, 0] * half_w, th[0, 1] * half_w
@@ -152,12 +154,17 @@ def _warp_affine(x, thetas, size, margin, out):  # pragma: no cover - compiled
             field = out[k, i]
             for r in range(side):
                 row_x, row_y = bx * axis[r] + cx, by * axis[r] + cy
-                for c in range(side):
+                for c in range(side):  # a row's source pixels first: this loop vectorises
                     px = min(max(ax * axis[c] + row_x, zero), last_x)
                     py = min(max(ay * axis[c] + row_y, zero), last_y)
-                    x0, y0 = int(px), int(py)
-                    fx, fy = px - np.float32(x0), py - np.float32(y0)
-                    x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
-                    top = img[y0, x0] + fx * (img[y0, x1] - img[y0, x0])
-                    bottom = img[y1, x0] + fx * (img[y1, x1] - img[y1, x0])
-                    field[r, c] = top + fy * (bottom - top)
+                    x0, y0 = np.int32(px), np.int32(py)
+                    fx[c], fy[c] = px - np.float32(x0), py - np.float32(y0)
+                    top_at[c] = y0 * w + x0
+                    bottom_at[c] = top_at[c] + np.int32(y0 < h - 1) * w
+                    right[c] = np.int32(x0 < w - 1)
+                line = field[r]
+                for c in range(side):  # then the gathers
+                    p, q, d = top_at[c], bottom_at[c], right[c]
+                    top = img[p] + fx[c] * (img[p + d] - img[p])
+                    bottom = img[q] + fx[c] * (img[q + d] - img[q])
+                    line[c] = top + fy[c] * (bottom - top)
