@@ -25,6 +25,7 @@ from .register import (
     register,
 )
 from .search import AlignedNCC, aligned_ncc, topk_by_patient
+from .windows import area_resize
 
 
 @dataclass
@@ -121,7 +122,7 @@ def ncc_pixels(images01: np.ndarray, size: int = COARSE_SIZE) -> np.ndarray:
     larger than that."""
     x = torch.as_tensor(np.asarray(images01, dtype=np.float32))[:, None]
     if max(x.shape[-2:]) > size:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+        x = area_resize(x, size)
     else:
         x = gaussian_blur(x, torch.full((len(x),), NCC_SMOOTHING))
     return x[:, 0].numpy()

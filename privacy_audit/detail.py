@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import gaussian_blur
-from .windows import patch_ncc, window_stats
+from .windows import area_resize, patch_ncc, window_stats
 
 DETAIL_SIZE = 64  # px: the comparison's resolution (at most)
 DETAIL_BAND = (1.0, 3.0)  # sigmas (px at DETAIL_SIZE) of the difference of Gaussians
@@ -39,7 +39,7 @@ LOCAL_STRIDE = 8  # px between the local score's windows: 9 at 64x64
 def _resize(images01: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(images01, dtype=np.float32))[:, None]
     if max(x.shape[-2:]) > size:
-        x = F.interpolate(x, size=(size, size), mode="area")
+        x = area_resize(x, size)
     return x[:, 0]
 
 

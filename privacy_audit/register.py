@@ -43,7 +43,7 @@ from .detail import (
 )
 from .detail import remove as remove_anatomy
 from .kernels import warp_affine, window_energy
-from .windows import patch_ncc, window_stats
+from .windows import area_resize, patch_ncc, window_stats
 
 FIELD = 32  # band-passed images are compared at (at most) this size
 COARSE = 16  # the whole transform search runs at this size
@@ -68,7 +68,7 @@ def band_pass(images01: np.ndarray | torch.Tensor, size: int = FIELD) -> torch.T
     """(N, size, size): area-resized to `size` (when larger), difference of Gaussians."""
     x = torch.as_tensor(np.asarray(images01, dtype=np.float32))[:, None]
     if max(x.shape[-2:]) > size:
-        x = F.interpolate(x, size=(size, size), mode="area")
+        x = area_resize(x, size)
     n = len(x)
     low = gaussian_blur(x, torch.full((n,), BAND[1]))
     return (gaussian_blur(x, torch.full((n,), BAND[0])) - low)[:, 0]
@@ -169,7 +169,7 @@ def coarse_band(images01: np.ndarray, block: int = 4096) -> torch.Tensor:
 
 def _to_coarse(bp: torch.Tensor) -> torch.Tensor:
     """(N, COARSE, COARSE): band-passed images (N, FIELD, FIELD) area-downsampled."""
-    return F.interpolate(bp[:, None], size=(COARSE, COARSE), mode="area")[:, 0]
+    return area_resize(bp[:, None], COARSE)[:, 0]
 
 
 def band_pass_descriptors(small: torch.Tensor, basis: torch.Tensor) -> list[torch.Tensor]:
@@ -334,29 +334,34 @@ def _affine_grid(thetas: torch.Tensor, size: int, margin: int = 0) -> torch.Tens
 def _shift_ncc(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Tensor:
     """(N, T, S, S) warped queries, (N, K, S-2s, S-2s) zero-mean unit-norm references ->
     (N, K, T * (2s+1)^2): the NCC of each reference with its query's window at every transform
-    and shift (transform-major, then shift row-major): see _shift_ncc_by_transform."""
-    ncc = _shift_ncc_by_transform(warped, refs, shift)
-    return ncc.permute(1, 2, 0, 3).reshape(len(warped), refs.shape[1], -1)
+    and shift (transform-major, then shift row-major), each window's norm from
+    kernels.window_energy (nothing of size windows x shifts is materialised). One reference a
+    query: one grouped convolution over all queries (_shift_ncc_by_transform); several: a
+    convolution per query, written where it belongs (with many references a query and one
+    thread, the grouped one is the slower by half, and the transform-major result would have
+    to be copied into this order)."""
+    n, t, size = warped.shape[:3]
+    k, side = refs.shape[1], size - 2 * shift
+    if k == 1:
+        ncc = _shift_ncc_by_transform(warped, refs, shift)
+        return ncc.permute(1, 2, 0, 3).reshape(n, k, -1)
+    lags = 2 * shift + 1
+    norm = window_energy(warped, side).clamp(min=0).sqrt().clamp(min=1e-8)  # (N, T, L, L)
+    out = torch.empty(n, k, t, lags, lags, dtype=warped.dtype)
+    for i in range(n):
+        num = F.conv2d(warped[i][:, None], refs[i, :, None])  # (T, K, L, L)
+        torch.div(num.transpose(0, 1), norm[i], out=out[i])
+    return out.view(n, k, t * lags * lags)
 
 
-def _shift_ncc_by_transform(
-    warped: torch.Tensor, refs: torch.Tensor, shift: int, per_query: bool = False
-) -> torch.Tensor:
-    """_shift_ncc as (T, N, K, (2s+1)^2): a grouped convolution and each window's spread
-    (kernels.window_energy; nothing of size windows x shifts is materialised). `per_query`: one plain convolution per query
-    instead of one grouped one (the same sums; with many references per query and one thread,
-    the grouped one is the slower by half)."""
+def _shift_ncc_by_transform(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Tensor:
+    """_shift_ncc as (T, N, K, (2s+1)^2), by one grouped convolution: query n is group n."""
     n, t, size = warped.shape[:3]
     k, side = refs.shape[1], size - 2 * shift
     lags = 2 * shift + 1
-    x = warped.transpose(0, 1).contiguous()  # (T, N, S, S): query n is group n (no copy of
-    # _warp_pairs' fields, laid out so)
-    if per_query:
-        num = torch.empty(t, n, k, lags, lags, dtype=x.dtype)
-        for i in range(n):
-            num[:, i] = F.conv2d(x[:, i : i + 1], refs[i, :, None])
-    else:
-        num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
+    x = warped.transpose(0, 1).contiguous()  # (T, N, S, S) (no copy of _warp_pairs' fields,
+    # laid out so)
+    num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
     norm = window_energy(x, side).clamp(min=0).sqrt().clamp(min=1e-8)
     return (num.view(t, n, k, lags, lags) / norm[:, :, None]).view(t, n, k, lags * lags)
 
@@ -520,8 +525,7 @@ def _coarse_ncc(index, search: _Search, bp, safe, valid) -> tuple[torch.Tensor, 
     warped = _warp_shared(_to_coarse(bp), search.grid)
     side = COARSE - 2 * COARSE_SHIFT
     refs = index.coarse[safe].view(b, k, side, side)
-    ncc = _shift_ncc_by_transform(warped, refs, COARSE_SHIFT, per_query=True)  # (T, b, k, L)
-    flat = ncc.permute(1, 2, 0, 3).reshape(b, k, -1)
+    flat = _shift_ncc(warped, refs, COARSE_SHIFT)
     half = flat.shape[2] // 2  # COARSE_TRANSFORMS: the unmirrored half first
     (as_is, at_as_is), (mirror, at_mirror) = flat[..., :half].max(2), flat[..., half:].max(2)
     unmirrored = as_is >= mirror  # the first on ties, as one max over both halves

@@ -30,14 +30,15 @@ from privacy_audit.register import (
 from .audit_data import _patient_image
 
 
-def test_shift_ncc_is_the_ncc_of_every_shifted_window(one_thread):
-    g = torch.Generator().manual_seed(0)
+@pytest.mark.parametrize("refs_per_query", [1, 4])  # one grouped convolution; one per query
+def test_shift_ncc_is_the_ncc_of_every_shifted_window(one_thread, refs_per_query):
+    g = torch.Generator().manual_seed(refs_per_query)
     warped = torch.randn(3, 2, 12, 12, generator=g)
-    refs = _unit(torch.randn(3, 4, 8, 8, generator=g)).view(3, 4, 8, 8)
+    refs = _unit(torch.randn(3, refs_per_query, 8, 8, generator=g)).view(3, -1, 8, 8)
     fast = _shift_ncc(warped, refs, shift=2)
-    assert fast.shape == (3, 4, 2 * 25)
+    assert fast.shape == (3, refs_per_query, 2 * 25)
     for n in range(3):
-        for k in range(4):
+        for k in range(refs_per_query):
             for t in range(2):
                 for i in range(5):
                     for j in range(5):

@@ -1,5 +1,6 @@
-"""Window sums of the audit (privacy_audit/windows.py): the running-sum box means equal the
-plain window means at every stride the audit uses, and the patch NCC is the best window's NCC."""
+"""Window sums of the audit (privacy_audit/windows.py): the box means equal the plain window
+means at every stride the audit uses, the patch NCC is the best window's NCC, and the area
+resize is the library's."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from privacy_audit.windows import box_mean, patch_ncc
+from privacy_audit.windows import area_resize, box_mean, patch_ncc
 
 
 @pytest.mark.parametrize(
@@ -37,3 +38,10 @@ def test_patch_ncc_is_the_best_windows_ncc():
         )
         assert float(best[n]) == pytest.approx(plain, abs=1e-4)
     assert float(best[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(("size", "to"), [(64, 32), (32, 16), (64, 16), (52, 32), (30, 16)])
+def test_area_resize_is_interpolate_area_mode_bit_for_bit(size, to):
+    x = torch.rand(4, 1, size, size, generator=torch.Generator().manual_seed(size + to))
+    library = F.interpolate(x, size=(to, to), mode="area")
+    assert torch.equal(area_resize(x, to), library)
