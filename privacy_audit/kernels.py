@@ -28,6 +28,8 @@ def window_energy(x: torch.Tensor, side: int) -> torch.Tensor:
     mean of the values in every side x side window (stride 1), the square of the norm an NCC
     divides by. May be slightly negative where the window is flat: callers clamp."""
     size = x.shape[-1]
+    if x.shape[-2] != size or not 0 < side <= size:
+        raise ValueError(f"window_energy: {side} px windows of {tuple(x.shape)} maps")
     lags = size - side + 1
     flat = _as_maps(x)
     out = np.empty((len(flat), lags, lags), np.float32)
@@ -38,6 +40,8 @@ def window_energy(x: torch.Tensor, side: int) -> torch.Tensor:
 def box_mean(x: torch.Tensor, side: int, stride: int = 1) -> torch.Tensor:
     """(..., H, W) -> the mean of every side x side window at `stride` ((..., h, w))."""
     h, w = x.shape[-2:]
+    if not 0 < side <= min(h, w) or stride < 1:
+        raise ValueError(f"box_mean: {side} px windows at stride {stride} of {tuple(x.shape)}")
     rows, cols = (h - side) // stride + 1, (w - side) // stride + 1
     flat = _as_maps(x)
     out = np.empty((len(flat), rows, cols), np.float32)
@@ -53,6 +57,8 @@ def warp_affine(x: torch.Tensor, thetas: torch.Tensor, size: int, margin: int) -
     the fine search correlates all queries' fields of one transform in one convolution."""
     n, t = thetas.shape[:2]
     side = size - 2 * margin
+    if x.dim() != 3 or len(x) != n or thetas.shape[2:] != (2, 3) or side < 1:
+        raise ValueError(f"warp_affine: images {tuple(x.shape)}, maps {tuple(thetas.shape)}")
     out = np.empty((t, n, side, side), np.float32)
     images = _as_maps(x)
     maps = thetas.detach().to(torch.float32).contiguous().numpy()

@@ -314,13 +314,10 @@ def _warp_shared(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 def _affine_grid(thetas: torch.Tensor, size: int, margin: int = 0) -> torch.Tensor:
     """F.affine_grid(thetas, [N, 1, size, size], align_corners=False) elementwise, less `margin`
-    px each side: the batched (size^2 x 3) @ (3 x 2) products of the library call are slow for
-    thousands of small maps. Each coordinate is written in place in one full-size pass ((a*x +
-    c) + b*y, the sum of a row and a column): the grid is the largest tensor of the fine search,
-    and full-size temporaries stacked afterwards cost more than the arithmetic (the library's
-    grid to within a rounding). Each coordinate is a contiguous plane, the grid a view of the
-    two (grid_sample reads any strides): written interleaved, the pass took twice as long, and
-    grid_sample is as fast or faster on the planes (the same values and samples, bit for bit)."""
+    px each side: the grids _warp_shared samples every image at (kernels.warp_affine computes
+    the same coordinates in its loop). Each coordinate is written in place in one pass ((a*x +
+    c) + b*y, the sum of a row and a column; the library's grid to within a rounding) to a
+    contiguous plane, the grid a view of the two (grid_sample reads any strides)."""
     axis = grid_axis(size, margin, thetas.dtype)
     side = len(axis)
     xs, ys = axis[None, None, :], axis[None, :, None]

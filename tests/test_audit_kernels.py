@@ -63,3 +63,13 @@ def test_box_mean_reads_any_layout_of_its_input():
     x = torch.randn(4, 20, 20, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(box_mean(x.transpose(1, 2), 8, 4), box_mean(x, 8, 4).transpose(1, 2))
     torch.testing.assert_close(box_mean(x.double(), 8, 4), F.avg_pool2d(x[:, None], 8, 4)[:, 0])
+
+
+def test_mismatched_shapes_are_refused_not_read_past():
+    images = torch.rand(2, 16, 16)
+    with pytest.raises(ValueError, match="warp_affine"):
+        warp_affine(images, torch.eye(2, 3).expand(3, 1, 2, 3), 16, 0)  # 3 maps for 2 images
+    with pytest.raises(ValueError, match="window_energy"):
+        window_energy(torch.rand(2, 16, 12), 8)
+    with pytest.raises(ValueError, match="box_mean"):
+        box_mean(images, 20, 1)
