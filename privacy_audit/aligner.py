@@ -40,8 +40,9 @@ from torch import nn
 from .augment import draw_geometric, geometric, partial, photometric, warp
 from .blocks import map_blocks
 from .errors import AuditError
+from .kernels import warp_affine
 from .nets import conv_block, fit, for_inference, standardised
-from .register import FIELD, Transform, _warp_pairs, band_pass
+from .register import FIELD, Transform, band_pass
 from .weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def align(
     training film, band-passed (n, FIELD, FIELD: RegistrationIndex.whole), by both stages: (n,)
     mirror flags and (n, 4) parameters (thetas_of, transforms_of); a block of pairs per thread.
     A query of several pairs in a block (score_aligned gives each ALIGNED_DEPTH) is band-passed
-    once for the coarse stage. The query is moved by register._warp_pairs (affine_grid and
+    once for the coarse stage. The query is moved by kernels.warp_affine (affine_grid and
     grid_sample in one native loop)."""
     coarse, fine = for_inference(model.coarse), for_inference(model.fine)
     pairs = torch.arange(len(queries01)) if rows is None else torch.as_tensor(rows)
@@ -274,7 +275,7 @@ def align(
             logit, found = coarse(band_pass(images)[at], refs)
             mirrored = logit > 0
             first = found[torch.arange(len(x)), mirrored.long()]
-            moved = _warp_pairs(x, thetas_of(mirrored, first)[:, None], max(x.shape[-2:]))[:, 0]
+            moved = warp_affine(x, thetas_of(mirrored, first)[:, None], max(x.shape[-2:]))[:, 0]
             _, then = fine(band_pass(moved), refs)
         return mirrored, compose(mirrored, first, then[:, 0])
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import gaussian_blur
+from .kernels import warp_affine
 from .windows import area_resize, patch_ncc, window_stats
 
 DETAIL_SIZE = 64  # px: the comparison's resolution (at most)
@@ -184,9 +185,7 @@ def _warped(
     index: DetailIndex, banded: torch.Tensor, thetas: torch.Tensor, margin: int
 ) -> torch.Tensor:
     """(n, side, side): banded[i] warped by thetas[i], `margin` px cut at each side."""
-    from .register import _warp_pairs
-
-    return _warp_pairs(banded, thetas[:, None], index.size, margin=margin)[:, 0]
+    return warp_affine(banded, thetas[:, None], index.size, margin=margin)[:, 0]
 
 
 def best_detail_scores(

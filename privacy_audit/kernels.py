@@ -49,7 +49,7 @@ def box_mean(x: torch.Tensor, side: int, stride: int = 1) -> torch.Tensor:
     return torch.from_numpy(out).view(*x.shape[:-2], rows, cols)
 
 
-def warp_affine(x: torch.Tensor, thetas: torch.Tensor, size: int, margin: int) -> torch.Tensor:
+def warp_affine(x: torch.Tensor, thetas: torch.Tensor, size: int, margin: int = 0) -> torch.Tensor:
     """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, side, side), side = size - 2 * margin: image
     n sampled at each of its T affine_grid maps (align_corners=False) on a size x size field,
     bilinearly, the border repeated (grid_sample's padding_mode="border"), less `margin` px each

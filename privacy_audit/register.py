@@ -289,14 +289,6 @@ def _theta_batch(p: torch.Tensor, size: int) -> torch.Tensor:
     return torch.stack([row0, row1], 1)
 
 
-def _warp_pairs(x: torch.Tensor, thetas: torch.Tensor, size: int, margin: int = 0) -> torch.Tensor:
-    """x (N, H, W), thetas (N, T, 2, 3) -> (N, T, side, side): image n under its own maps, on a
-    size x size field less `margin` px each side (the same pixels as _centre of the whole
-    field, for less): F.affine_grid and F.grid_sample (bilinear, the border repeated) in one
-    loop a map (kernels.warp_affine: no grid is written, and the image stays in cache)."""
-    return warp_affine(x, thetas, size, margin)
-
-
 def _warp_shared(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """x (N, H, W) under the same T maps each, `grid` (T, size, size, 2) -> (N, T, size, size):
     the images as the channels of one sample, so neither the grid nor the images are copied N
@@ -333,34 +325,24 @@ def _shift_ncc(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Te
     (N, K, T * (2s+1)^2): the NCC of each reference with its query's window at every transform
     and shift (transform-major, then shift row-major), each window's norm from
     kernels.window_energy (nothing of size windows x shifts is materialised). One reference a
-    query: one grouped convolution over all queries (_shift_ncc_by_transform); several: a
-    convolution per query, written where it belongs (with many references a query and one
-    thread, the grouped one is the slower by half, and the transform-major result would have
-    to be copied into this order)."""
+    query: one grouped convolution over all queries; several: a convolution per query, written
+    where it belongs (with many references a query and one thread, the grouped one is the
+    slower by half, and its transform-major result would have to be copied into this order)."""
     n, t, size = warped.shape[:3]
     k, side = refs.shape[1], size - 2 * shift
-    if k == 1:
-        ncc = _shift_ncc_by_transform(warped, refs, shift)
-        return ncc.permute(1, 2, 0, 3).reshape(n, k, -1)
     lags = 2 * shift + 1
+    if k == 1:  # query n is group n of a (T, N, S, S) batch (warp_affine lays its fields out so:
+        # no copy)
+        x = warped.transpose(0, 1).contiguous()
+        num = F.conv2d(x, refs.reshape(n, 1, side, side), groups=n)  # (T, N, L, L)
+        norm = window_energy(x, side).clamp(min=0).sqrt().clamp(min=1e-8)
+        return (num / norm).permute(1, 0, 2, 3).reshape(n, k, -1)
     norm = window_energy(warped, side).clamp(min=0).sqrt().clamp(min=1e-8)  # (N, T, L, L)
     out = torch.empty(n, k, t, lags, lags, dtype=warped.dtype)
     for i in range(n):
         num = F.conv2d(warped[i][:, None], refs[i, :, None])  # (T, K, L, L)
         torch.div(num.transpose(0, 1), norm[i], out=out[i])
     return out.view(n, k, t * lags * lags)
-
-
-def _shift_ncc_by_transform(warped: torch.Tensor, refs: torch.Tensor, shift: int) -> torch.Tensor:
-    """_shift_ncc as (T, N, K, (2s+1)^2), by one grouped convolution: query n is group n."""
-    n, t, size = warped.shape[:3]
-    k, side = refs.shape[1], size - 2 * shift
-    lags = 2 * shift + 1
-    x = warped.transpose(0, 1).contiguous()  # (T, N, S, S) (no copy of _warp_pairs' fields,
-    # laid out so)
-    num = F.conv2d(x, refs.reshape(n * k, 1, side, side), groups=n)  # (T, N*K, 2s+1, 2s+1)
-    norm = window_energy(x, side).clamp(min=0).sqrt().clamp(min=1e-8)
-    return (num.view(t, n, k, lags, lags) / norm[:, :, None]).view(t, n, k, lags * lags)
 
 
 FINE_DELTAS = torch.tensor(  # around the coarse transform: angle, zoom factor (whole-pixel shifts)
@@ -582,7 +564,7 @@ def _fine_search(moving, unit_refs, coarse_params, found, plain, wide) -> tuple[
     where, mirrored = found
     near = _around(_coarse_transform(coarse_params, where))
     thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(*near.shape[:2], 2, 3)
-    fine, chosen = _best_shift(_warp_pairs(moving, thetas, FIELD), unit_refs, near)
+    fine, chosen = _best_shift(warp_affine(moving, thetas, FIELD), unit_refs, near)
     rows = torch.nonzero(wide).flatten()
     if len(rows):
         other, at = _best_shift(plain, unit_refs[rows], PLAIN.expand(len(rows), -1, -1))
@@ -593,7 +575,7 @@ def _fine_search(moving, unit_refs, coarse_params, found, plain, wide) -> tuple[
     if len(rows):
         base = _coarse_transform(coarse_params, mirrored[rows])[:, None]
         thetas = _theta_batch(base[:, 0], FIELD)[:, None]
-        _, flipped = _best_shift(_warp_pairs(moving[rows], thetas, FIELD), unit_refs[rows], base)
+        _, flipped = _best_shift(warp_affine(moving[rows], thetas, FIELD), unit_refs[rows], base)
     return fine, chosen, (rows, flipped)
 
 
@@ -627,7 +609,7 @@ def _half_pixel(moving, unit_refs, chosen) -> tuple[torch.Tensor, torch.Tensor]:
     n = len(moving)
     near = chosen[:, None] + HALF_PIXEL
     thetas = _theta_batch(near.reshape(-1, 5), FIELD).view(n, len(HALF_PIXEL), 2, 3)
-    warped = _warp_pairs(moving, thetas, FIELD, margin=FINE_SHIFT)
+    warped = warp_affine(moving, thetas, FIELD, margin=FINE_SHIFT)
     half_best, half_where = (_unit(warped) @ unit_refs[:, :, None])[..., 0].max(1)
     return half_best, near[torch.arange(n), half_where]
 
@@ -669,7 +651,7 @@ def _local_scores(index, moving, banded, refs, chosen, wide, own, flipped=None) 
     included) and at `flipped` (rows, (w, 5) alignments of the other mirror: _fine_search's),
     then _detail_near's; for the `own` pairs also _detail_route_aligned's."""
     thetas = _theta_batch(chosen, FIELD)
-    aligned = _warp_pairs(moving, thetas[:, None], FIELD, margin=FINE_SHIFT)[:, 0]
+    aligned = warp_affine(moving, thetas[:, None], FIELD, margin=FINE_SHIFT)[:, 0]
     windows = tuple(w[refs] for w in index.fine_windows)
     local = patch_ncc(aligned, index.fine[refs], PATCH, PATCH_STRIDE, windows)
     size = index.detail.size
@@ -736,7 +718,7 @@ def _detail_realigned(index, moving, banded, refs, d_local: _Best, which) -> Non
     as much for one copy more."""
     pairs = torch.nonzero(which).flatten()
     thetas = _theta_batch(d_local.at[pairs], FIELD)
-    warped = _warp_pairs(moving[pairs], thetas[:, None], FIELD)[:, 0]
+    warped = warp_affine(moving[pairs], thetas[:, None], FIELD)[:, 0]
     found, agree = realign(warped, index.fine[refs[pairs]], thetas)
     moved = agree >= MIN_AGREE
     pairs, found = pairs[moved], found[moved]
@@ -781,4 +763,4 @@ def align_for_display(reference01: np.ndarray, transform: Transform) -> np.ndarr
     matrix, offset = theta[:, :2], theta[:, 2:]
     inverse = torch.linalg.inv(matrix)
     back = torch.cat([inverse, -inverse @ offset], 1).float()
-    return _warp_pairs(ref[None], back[None, None], size)[0, 0].clamp(0, 1).numpy()
+    return warp_affine(ref[None], back[None, None], size)[0, 0].clamp(0, 1).numpy()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from .kernels import box_mean  # a loop a map: avg_pool2d with a large kernel costs side^2 per
+
+# output, and running sums by tensor operations pass over the maps four times
 
 
 def area_resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -19,14 +21,6 @@ def area_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if h % size == 0 and w % size == 0:
         return F.avg_pool2d(x, (h // size, w // size))
     return F.interpolate(x, size=(size, size), mode="area")
-
-
-def box_mean(x: torch.Tensor, side: int, stride: int = 1) -> torch.Tensor:
-    """Means of every side x side window at `stride` of (..., H, W) maps: a loop per map that
-    slides each window along the rows, then down (kernels.box_mean; avg_pool2d with a large
-    kernel costs side^2 per output, and running sums by tensor operations pass over the maps
-    four times)."""
-    return kernels.box_mean(x, side, stride)
 
 
 def window_stats(images: torch.Tensor, side: int, stride: int) -> tuple[torch.Tensor, ...]:

@@ -10,6 +10,7 @@ import torch
 
 from privacy_audit.blockmatch import MIN_AGREE, realign
 from privacy_audit.detail import band_queries, local_detail_scores_at
+from privacy_audit.kernels import warp_affine
 from privacy_audit.register import (
     FIELD,
     Columns,
@@ -17,7 +18,6 @@ from privacy_audit.register import (
     Transform,
     _params_of,
     _theta_batch,
-    _warp_pairs,
     align_for_display,
     band_pass,
     register,
@@ -56,7 +56,7 @@ def test_a_pasted_region_is_realigned_to_its_own_transform(one_thread):
         off = Transform(mirror, truth.angle + 3.0, truth.zoom * 0.96, truth.dy + 1.5, truth.dx)
         start = _theta_batch(_row(off), FIELD).expand(len(train), 2, 3)
         moving = band_pass(queries)
-        warped = _warp_pairs(moving, start[:, None], FIELD)[:, 0]
+        warped = warp_affine(moving, start[:, None], FIELD)[:, 0]
         found, agree = realign(warped, index.fine, start)
         assert (agree >= MIN_AGREE).all()
         params = _params_of(found, FIELD)
@@ -80,7 +80,7 @@ def test_a_pairs_alignment_does_not_depend_on_the_pairs_beside_it(one_thread):
     queries = _pasted_copies(rng, train, TRUE)
     start = _theta_batch(_row(TRUE), FIELD).expand(len(train), 2, 3).clone()
     start[:, :, 2] += 0.05  # a pixel off
-    warped = _warp_pairs(band_pass(queries), start[:, None], FIELD)[:, 0]
+    warped = warp_affine(band_pass(queries), start[:, None], FIELD)[:, 0]
     together, _ = realign(warped, index.fine, start)
     for i in range(len(train)):
         alone, _ = realign(warped[i : i + 1], index.fine[i : i + 1], start[i : i + 1])

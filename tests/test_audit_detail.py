@@ -97,7 +97,8 @@ def test_band_passing_before_the_warp_scores_as_band_passing_after_it(one_thread
     copy's alignment (where the scores are high and decide) they stay what warping first, then
     band-passing, gives (the filter is isotropic), and the best alignment is the same."""
     from privacy_audit.detail import _band, _resize, _scores_at
-    from privacy_audit.register import FIELD, Transform, _warp_pairs
+    from privacy_audit.kernels import warp_affine
+    from privacy_audit.register import FIELD, Transform
 
     rng = np.random.default_rng(5)
     train = _films(rng, 40)
@@ -111,7 +112,7 @@ def test_band_passing_before_the_warp_scores_as_band_passing_after_it(one_thread
     t_idx = torch.arange(len(thetas)).repeat(len(queries))
     band_first = detail_scores(index, band_queries(index, queries)[q_idx], q_idx, thetas[t_idx])
     inner = 4  # the margin detail_scores cuts less the shift search's reach, at 64x64
-    warped = _warp_pairs(torch.as_tensor(queries)[q_idx], thetas[t_idx][:, None], SIZE)[:, 0]
+    warped = warp_affine(torch.as_tensor(queries)[q_idx], thetas[t_idx][:, None], SIZE)[:, 0]
     banded = _band(_resize(warped, SIZE))[:, inner:-inner, inner:-inner]
     warp_first = _scores_at(index, banded, q_idx)
     for name in ("whole", "patch"):

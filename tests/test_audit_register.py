@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage
 
 from privacy_audit.detail import band_queries, detail_scores
+from privacy_audit.kernels import warp_affine
 from privacy_audit.register import (
     FIELD,
     FINE_ANGLE_STEP,
@@ -21,7 +22,6 @@ from privacy_audit.register import (
     _shift_ncc,
     _theta_batch,
     _unit,
-    _warp_pairs,
     align_for_display,
     band_pass,
     register,
@@ -64,8 +64,8 @@ def test_a_warp_without_its_margin_is_the_centre_of_the_whole_warp(one_thread):
     images = torch.rand(3, FIELD, FIELD, generator=g)
     params = torch.tensor([[0.0, 4.5, 1.07, 1.5, -2.0], [1.0, -3.0, 0.94, 0.5, 0.5]])
     thetas = _theta_batch(params, FIELD)[None].expand(3, -1, -1, -1)
-    whole = _warp_pairs(images, thetas, FIELD)
-    assert torch.equal(_warp_pairs(images, thetas, FIELD, margin=3), whole[..., 3:-3, 3:-3])
+    whole = warp_affine(images, thetas, FIELD)
+    assert torch.equal(warp_affine(images, thetas, FIELD, margin=3), whole[..., 3:-3, 3:-3])
 
 
 def _copy(image: np.ndarray, angle: float, dy: int, dx: int, gamma: float) -> np.ndarray:
