@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "aligner.safetensors"
 CONFIG = "aligner.json"
-ALIGNER_VERSION = 2  # 2: the fine stage
+ALIGNER_VERSION = 3  # 2: the fine stage; 3: the first convolution strided, not the second
 THETA_WEIGHT = 20.0  # the alignment's squared error against the mirror's cross-entropy
 
 
@@ -57,10 +57,10 @@ THETA_WEIGHT = 20.0  # the alignment's squared error against the mirror's cross-
 class AlignerParams:
     """What decides the aligner (besides its training set): changing any of these retrains it."""
 
-    steps: int = 8000  # each stage; about 15 min for 4,654 films on an AVX2-only host, 2
-    # threads. The five planted sets, verifier seeds 0-2: 4,963, 4,961 and 4,960 of 5,000 copies
-    # flagged against 4,959, 4,957 and 4,954 at 4,000 steps, no fresh film flagged
-    # (docs/privacy-audit.md)
+    steps: int = 8000  # each stage; about 11 min for 4,654 films on an AVX2-only host, 2
+    # threads. The five planted sets, verifier seeds 0-2 (ALIGNER_VERSION 2, VERIFIER_VERSION 7):
+    # 4,963, 4,961 and 4,960 of 5,000 copies flagged against 4,959, 4,957 and 4,954 at 4,000
+    # steps, no fresh film flagged (docs/privacy-audit.md)
     batch: int = 64
     lr: float = 2e-3
     partial_share: float = 0.75  # of the altered films blended or pasted into another's
@@ -75,16 +75,18 @@ class AlignerParams:
 
 
 class PairAligner(nn.Module):
-    """Five 3x3 convolutions (three with a stride of 2), pooled to 4x4, then a 256-unit head:
-    a mirror logit and (rotation in radians, log zoom, shift x, shift y in normalised units)
-    for the unmirrored and the mirrored hypothesis."""
+    """Five 3x3 convolutions (three with a stride of 2, the first among them), pooled to 4x4,
+    then a 256-unit head: a mirror logit and (rotation in radians, log zoom, shift x, shift y in
+    normalised units) for the unmirrored and the mirrored hypothesis. The first convolution
+    strided: with three input channels at 32x32 it took a third of the network's time (on an
+    AVX2-only host 0.11 against 0.18 ms a pair and stage; docs/privacy-audit.md)."""
 
     def __init__(self, width: int = 16):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            *conv_block(3, w, 1),
-            *conv_block(w, w, 2),
+            *conv_block(3, w, 2),
+            *conv_block(w, w, 1),
             *conv_block(w, 2 * w, 1),
             *conv_block(2 * w, 2 * w, 2),
             *conv_block(2 * w, 4 * w, 2),
