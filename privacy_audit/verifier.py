@@ -84,9 +84,10 @@ class VerifierParams:
 
 class PairVerifier(nn.Module):
     """Four 3x3 convolutions (w, w, 2w and 4w channels, a stride of 2 in the first and third),
-    max- and mean-pooled, then a small head: about 0.23 ms a pair of 52x52 windows on one thread
-    of an AVX2-only host. The five of VERIFIER_VERSION 7 (w, 2w, 2w, 4w, 4w) took 0.43 ms and
-    flagged as many planted copies (docs/privacy-audit.md, "Measured 2026-12-07 02:40")."""
+    max- and mean-pooled, then a small head: 0.18-0.23 ms a pair of 52x52 windows on one thread
+    of an AVX2-only host. The five of VERIFIER_VERSION 7 (w, 2w, 2w, 4w, 4w) took 0.38-0.44 ms
+    and flagged 4-7 more of the 5,000 planted copies (docs/privacy-audit.md, "Measured
+    2026-12-07 02:40-05:00")."""
 
     def __init__(self, width: int = 16):
         super().__init__()
