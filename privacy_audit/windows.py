@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .kernels import box_mean  # a loop a map: avg_pool2d with a large kernel costs side^2 per
-
-# output, and running sums by tensor operations pass over the maps four times
+# box_mean is a loop a map: avg_pool2d with a large kernel costs side^2 per output, and running
+# sums by tensor operations pass over the maps four times
+from .kernels import box_mean
 
 
 def area_resize(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from privacy_audit.windows import area_resize, box_mean, patch_ncc
+from privacy_audit.kernels import box_mean
+from privacy_audit.windows import area_resize, patch_ncc
 
 
 @pytest.mark.parametrize(
